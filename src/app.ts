@@ -1,0 +1,125 @@
+import type { ConnectRouter } from "@connectrpc/connect";
+import { DirectoryService } from "../gen/federation/v1/directory_service_pb.js";
+import { HealthService } from "../gen/federation/v1/health_service_pb.js";
+import { RegistryService } from "../gen/federation/v1/registry_service_pb.js";
+import { RouterService } from "../gen/federation/v1/router_service_pb.js";
+import { Health } from "../gen/grpc/health/v1/health_pb.js";
+import { systemClock, type Clock } from "./clock.js";
+import type { Config } from "./config.js";
+import { Directory } from "./directory/directory.js";
+import type { EventBus } from "./events/event-bus.js";
+import { MemoryEventBus } from "./events/memory-event-bus.js";
+import { HealthMonitor } from "./health/health.js";
+import { createLogger, type Logger } from "./logger.js";
+import type { AgentStore } from "./registry/agent-store.js";
+import { LeaseReaper } from "./registry/lease-reaper.js";
+import { MemoryAgentStore } from "./registry/memory-agent-store.js";
+import { Registry } from "./registry/registry.js";
+import { Router } from "./router/router.js";
+import type { RestBinding } from "./transport/rest/rest-transcoder.js";
+import { FederationServer } from "./transport/server.js";
+import { directoryService } from "./transport/services/directory-service.js";
+import { grpcHealthService } from "./transport/services/grpc-health-service.js";
+import { healthService } from "./transport/services/health-service.js";
+import { registryService } from "./transport/services/registry-service.js";
+import { routerService } from "./transport/services/router-service.js";
+import { WebSocketBridge } from "./transport/websocket-bridge.js";
+
+export const VERSION = "0.1.0";
+
+export interface AppDeps {
+  readonly clock?: Clock;
+  readonly logger?: Logger;
+  /** Storage adapters; the embedded (memory) ones when not given. */
+  readonly store?: AgentStore;
+  readonly bus?: EventBus;
+}
+
+/**
+ * The composition root: builds the domains over the storage ports and hands
+ * them to the transport. Nothing else wires components together.
+ */
+export class App {
+  readonly log: Logger;
+  readonly clock: Clock;
+  readonly store: AgentStore;
+  readonly bus: EventBus;
+  readonly registry: Registry;
+  readonly reaper: LeaseReaper;
+  readonly router: Router;
+  readonly directory: Directory;
+  readonly health: HealthMonitor;
+  readonly bridge: WebSocketBridge;
+  readonly server: FederationServer;
+  port = 0;
+
+  constructor(
+    readonly config: Config,
+    deps: AppDeps = {},
+  ) {
+    this.clock = deps.clock ?? systemClock;
+    this.log = deps.logger ?? createLogger(config.logLevel);
+    this.store = deps.store ?? new MemoryAgentStore();
+    this.bus = deps.bus ?? new MemoryEventBus(this.clock, config.events.retention);
+
+    this.registry = new Registry(this.store, this.bus, this.clock, config.lease, this.log.child({ component: "registry" }));
+    this.reaper = new LeaseReaper(this.registry, config.lease.reaperIntervalMs, this.log.child({ component: "reaper" }));
+    this.router = new Router(this.store, this.bus, this.clock, this.log.child({ component: "router" }));
+    this.directory = new Directory(this.store, this.clock, config.federationName);
+    this.health = new HealthMonitor(
+      this.store,
+      [
+        { name: "agent-store", health: () => this.store.health() },
+        { name: "event-bus", health: () => this.bus.health() },
+      ],
+      this.clock,
+    );
+    this.bridge = new WebSocketBridge(
+      this.bus,
+      { maxBufferedBytes: 4 * 1024 * 1024, pingIntervalMs: 30_000, maxPayloadBytes: 64 * 1024 },
+      this.log.child({ component: "websocket" }),
+    );
+
+    const bindings: RestBinding[] = [
+      { service: RegistryService, impl: registryService(this.registry, config.lease) },
+      { service: DirectoryService, impl: directoryService(this.directory) },
+      { service: RouterService, impl: routerService(this.router) },
+      {
+        service: HealthService,
+        impl: healthService(this.health, this.bus, config.events.subscriberQueueLimit, VERSION),
+      },
+    ];
+    const grpcHealth = grpcHealthService(
+      this.health,
+      bindings.map((b) => b.service.typeName),
+    );
+    const routes = (router: ConnectRouter) => {
+      for (const b of bindings) router.service(b.service, b.impl);
+      router.service(Health, grpcHealth);
+    };
+    this.server = new FederationServer({
+      bindings,
+      routes,
+      bridge: this.bridge,
+      maxBodyBytes: config.maxBodyBytes,
+      sniffTimeoutMs: config.sniffTimeoutMs,
+      shutdownGraceMs: config.shutdownGraceMs,
+      log: this.log.child({ component: "http" }),
+    });
+  }
+
+  async start(): Promise<number> {
+    this.port = await this.server.listen(this.config.port, this.config.host);
+    this.reaper.start();
+    this.log.info({ port: this.port, host: this.config.host, version: VERSION }, "federation core listening");
+    return this.port;
+  }
+
+  async stop(): Promise<void> {
+    this.health.startDraining();
+    await this.reaper.stop();
+    await this.server.close();
+    await this.bus.close();
+    await this.store.close();
+  }
+}

@@ -1,0 +1,40 @@
+import type { Clock } from "../clock.js";
+import type { AgentRecord } from "../registry/agent-record.js";
+import type { AgentQuery, AgentStore, CatalogEntry, ToolQuery } from "../registry/agent-store.js";
+
+export interface ManifestContent {
+  readonly name: string;
+  readonly generatedAt: number;
+  readonly agents: AgentRecord[];
+  readonly tools: CatalogEntry[];
+}
+
+/** Agents listed in one manifest; beyond this, clients page through ListAgents. */
+const MANIFEST_MAX_AGENTS = 10_000;
+
+/** What the federation publishes: the manifest, discovery and the tool catalog. */
+export class Directory {
+  constructor(
+    private readonly store: AgentStore,
+    private readonly clock: Clock,
+    private readonly federationName: string,
+  ) {}
+
+  discover(query: AgentQuery): Promise<AgentRecord[]> {
+    return this.store.query(query);
+  }
+
+  async tools(query: ToolQuery): Promise<{ tools: CatalogEntry[]; next: CatalogEntry | undefined }> {
+    const tools = await this.store.tools({ ...query, limit: query.limit + 1 });
+    const more = tools.length > query.limit;
+    if (more) tools.length = query.limit;
+    return { tools, next: more ? tools[tools.length - 1] : undefined };
+  }
+
+  /** The manifest content; signing it is the security layer's job. */
+  async manifest(): Promise<ManifestContent> {
+    const agents = await this.store.list("", MANIFEST_MAX_AGENTS);
+    const tools = agents.flatMap((a) => a.tools.map((tool) => ({ agentId: a.id, agentName: a.name, tool })));
+    return { name: this.federationName, generatedAt: this.clock.now(), agents, tools };
+  }
+}

@@ -1,0 +1,28 @@
+import { Code, ConnectError } from "@connectrpc/connect";
+
+/**
+ * The error catalogue. Domain code throws ConnectError through these helpers,
+ * so every transport maps one code to its own status (see
+ * transport/rest/http-status.ts) and messages read the same everywhere.
+ */
+export const errors = {
+  /** Bad input; the message starts with the field path. */
+  invalidArgument: (field: string, reason: string) =>
+    new ConnectError(`${field}: ${reason}`, Code.InvalidArgument),
+  agentNotFound: (id: string) =>
+    new ConnectError(`agent "${id}" not found; register again`, Code.NotFound),
+  noAgentOffers: (capability: string) =>
+    new ConnectError(`no registered agent offers capability "${capability}"`, Code.FailedPrecondition),
+  noHealthyAgent: (capabilities: readonly string[], registered: number) =>
+    new ConnectError(
+      `no healthy agent can take capabilities [${capabilities.join(", ")}] now ` +
+        `(${registered} capable agent(s) registered, none healthy or all excluded)`,
+      Code.Unavailable,
+    ),
+  subscriberTooSlow: (limit: number) =>
+    new ConnectError(`subscriber fell ${limit} events behind and was disconnected`, Code.ResourceExhausted),
+  /** Another writer kept winning the compare-and-set; the client may retry. */
+  conflict: (id: string) =>
+    new ConnectError(`agent "${id}" was changed concurrently; retry`, Code.Aborted),
+  shuttingDown: () => new ConnectError("server is shutting down", Code.Unavailable),
+} as const;

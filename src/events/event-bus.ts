@@ -1,0 +1,87 @@
+import { create, toBinary, toJsonString, type MessageInitShape } from "@bufbuild/protobuf";
+import { timestampFromMs } from "@bufbuild/protobuf/wkt";
+import { EventSchema, type Event } from "../../gen/federation/v1/event_pb.js";
+
+export const EVENT_TYPES = [
+  "agent.registered",
+  "agent.updated",
+  "agent.status_changed",
+  "agent.unregistered",
+  "agent.expired",
+  "task.routed",
+  "health.alert",
+] as const;
+
+export type EventType = (typeof EVENT_TYPES)[number];
+
+/** What a publisher provides; the bus assigns `id` and `time`. */
+export type EventInput = Omit<MessageInitShape<typeof EventSchema>, "id" | "time" | "$typeName"> & {
+  type: EventType;
+};
+
+/** Subscribers see events of these types (all when empty) about this agent (any when ""). */
+export interface EventFilter {
+  readonly types: ReadonlySet<string>;
+  readonly agentId: string;
+}
+
+/**
+ * An event as it leaves the bus. Each wire format is encoded once, on first
+ * use, and the same bytes are written to every subscriber.
+ */
+export class PublishedEvent {
+  private jsonText: string | undefined;
+  private binary: Uint8Array | undefined;
+
+  constructor(readonly message: Event) {}
+
+  get id(): bigint {
+    return this.message.id;
+  }
+
+  /** proto3 JSON of the Event. */
+  json(): string {
+    return (this.jsonText ??= toJsonString(EventSchema, this.message));
+  }
+
+  bytes(): Uint8Array {
+    return (this.binary ??= toBinary(EventSchema, this.message));
+  }
+
+  matches(filter: EventFilter): boolean {
+    return (
+      (filter.types.size === 0 || filter.types.has(this.message.type)) &&
+      (filter.agentId === "" || filter.agentId === this.message.agentId)
+    );
+  }
+}
+
+export interface Subscription {
+  close(): void;
+}
+
+export interface ComponentStatus {
+  readonly ok: boolean;
+  readonly message: string;
+}
+
+/**
+ * The event bus port: memory is the embedded default; Redis carries events
+ * between replicas. Ids are monotonic so a client resumes after the last one
+ * it saw, from what the bus still holds.
+ */
+export interface EventBus {
+  publish(input: EventInput): Promise<PublishedEvent>;
+  /**
+   * Replays held events with an id greater than `afterId` (none when 0n),
+   * then delivers new ones as they are published, in order. `deliver` must
+   * not block: it queues or drops, it never waits.
+   */
+  subscribe(filter: EventFilter, afterId: bigint, deliver: (event: PublishedEvent) => void): Subscription;
+  health(): ComponentStatus;
+  close(): Promise<void>;
+}
+
+export function buildEvent(id: bigint, nowMs: number, input: EventInput): PublishedEvent {
+  return new PublishedEvent(create(EventSchema, { ...input, id, time: timestampFromMs(nowMs) }));
+}

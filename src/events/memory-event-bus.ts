@@ -1,0 +1,72 @@
+import type { Clock } from "../clock.js";
+import {
+  buildEvent,
+  type ComponentStatus,
+  type EventBus,
+  type EventFilter,
+  type EventInput,
+  type PublishedEvent,
+  type Subscription,
+} from "./event-bus.js";
+
+interface Subscriber {
+  readonly filter: EventFilter;
+  readonly deliver: (event: PublishedEvent) => void;
+}
+
+/**
+ * The embedded event bus: one process, ids from a counter, the last
+ * `retention` events in a ring for resuming clients.
+ */
+export class MemoryEventBus implements EventBus {
+  private readonly ring: (PublishedEvent | undefined)[];
+  private head = 0;
+  private size = 0;
+  private nextId = 1n;
+  private readonly subscribers = new Set<Subscriber>();
+
+  constructor(
+    private readonly clock: Clock,
+    retention: number,
+  ) {
+    this.ring = new Array<PublishedEvent | undefined>(retention);
+  }
+
+  async publish(input: EventInput): Promise<PublishedEvent> {
+    const event = buildEvent(this.nextId++, this.clock.now(), input);
+    if (this.ring.length > 0) {
+      this.ring[(this.head + this.size) % this.ring.length] = event;
+      if (this.size < this.ring.length) this.size++;
+      else this.head = (this.head + 1) % this.ring.length;
+    }
+    for (const s of this.subscribers) {
+      if (event.matches(s.filter)) s.deliver(event);
+    }
+    return event;
+  }
+
+  subscribe(filter: EventFilter, afterId: bigint, deliver: (event: PublishedEvent) => void): Subscription {
+    if (afterId > 0n) {
+      for (let i = 0; i < this.size; i++) {
+        const event = this.ring[(this.head + i) % this.ring.length]!;
+        if (event.id > afterId && event.matches(filter)) deliver(event);
+      }
+    }
+    const subscriber: Subscriber = { filter, deliver };
+    this.subscribers.add(subscriber);
+    return { close: () => void this.subscribers.delete(subscriber) };
+  }
+
+  /** Number of live subscribers (for fleet health and tests). */
+  get subscriberCount(): number {
+    return this.subscribers.size;
+  }
+
+  health(): ComponentStatus {
+    return { ok: true, message: "in-memory" };
+  }
+
+  async close(): Promise<void> {
+    this.subscribers.clear();
+  }
+}

@@ -1,0 +1,24 @@
+import { create } from "@bufbuild/protobuf";
+import { durationFromMs, timestampFromMs } from "@bufbuild/protobuf/wkt";
+import { AgentSchema, type Agent } from "../../gen/federation/v1/agent_pb.js";
+import type { AgentRecord } from "./agent-record.js";
+
+/** The contract's view of a stored agent. */
+export function toAgentMessage(a: AgentRecord): Agent {
+  return create(AgentSchema, {
+    id: a.id,
+    name: a.name,
+    version: a.version,
+    status: a.status,
+    endpoint: { url: a.endpoint.url, transport: a.endpoint.transport },
+    capabilities: a.capabilities.map((c) => ({ name: c.name, tags: [...c.tags] })),
+    tools: a.tools.map((t) => ({ name: t.name, description: t.description, inputSchema: t.inputSchema })),
+    labels: { ...a.labels },
+    registeredAt: timestampFromMs(a.registeredAt),
+    lastHeartbeatAt: timestampFromMs(a.lastHeartbeatAt),
+    leaseExpiresAt: timestampFromMs(a.leaseExpiresAt),
+    leaseTtl: durationFromMs(a.leaseTtlMs),
+    load: a.load,
+    revision: BigInt(a.revision),
+  });
+}

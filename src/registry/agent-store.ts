@@ -1,0 +1,65 @@
+import type { ComponentStatus } from "../events/event-bus.js";
+import type { AgentRecord, AgentStatus, ToolRecord } from "./agent-record.js";
+
+/** A discovery query: every listed capability and tag must match. */
+export interface AgentQuery {
+  readonly capabilities: readonly string[];
+  readonly tags: readonly string[];
+  /** Empty matches every status. */
+  readonly statuses: readonly AgentStatus[];
+  readonly limit: number;
+}
+
+export interface ToolQuery {
+  /** Case-insensitive substring of the tool's name or description. */
+  readonly text: string;
+  /** Exact tool name. */
+  readonly name: string;
+  /** Resume after this (agentId, toolName) key; undefined starts at the beginning. */
+  readonly after: ToolKey | undefined;
+  readonly limit: number;
+}
+
+export interface ToolKey {
+  readonly agentId: string;
+  readonly toolName: string;
+}
+
+export interface CatalogEntry {
+  readonly agentId: string;
+  readonly agentName: string;
+  readonly tool: ToolRecord;
+}
+
+export interface FleetCounts {
+  readonly total: number;
+  readonly byStatus: ReadonlyMap<AgentStatus, number>;
+  readonly capabilities: number;
+  readonly tools: number;
+}
+
+/**
+ * The agent store port. Writes are compare-and-set on `revision` so that
+ * several replicas (and the lease reaper) never overwrite each other's
+ * changes; the memory adapter is the embedded default, MongoDB the shared one.
+ */
+export interface AgentStore {
+  get(id: string): Promise<AgentRecord | undefined>;
+  /**
+   * Writes `record` if the stored revision equals `expectedRevision`
+   * (0: the id must not exist yet). Returns false when another write won.
+   */
+  put(record: AgentRecord, expectedRevision: number): Promise<boolean>;
+  /** Deletes if the stored revision matches; returns false when it does not. */
+  delete(id: string, expectedRevision: number): Promise<boolean>;
+  /** Agents ordered by id, starting after `afterId`. */
+  list(afterId: string, limit: number): Promise<AgentRecord[]>;
+  /** Discovery through the capability and tag indexes, never a scan of all agents. */
+  query(query: AgentQuery): Promise<AgentRecord[]>;
+  /** Agents whose lease ended at or before `now`. */
+  expired(now: number, limit: number): Promise<AgentRecord[]>;
+  tools(query: ToolQuery): Promise<CatalogEntry[]>;
+  counts(): Promise<FleetCounts>;
+  health(): ComponentStatus;
+  close(): Promise<void>;
+}

@@ -1,0 +1,148 @@
+import { randomUUID } from "node:crypto";
+import http from "node:http";
+import http2 from "node:http2";
+import type net from "node:net";
+import type { Duplex } from "node:stream";
+import type { ConnectRouter } from "@connectrpc/connect";
+import { connectNodeAdapter } from "@connectrpc/connect-node";
+import type { NodeRequest, NodeResponse } from "./node-types.js";
+import type { Logger } from "../logger.js";
+import { createOnePortListener } from "./one-port-listener.js";
+import { createRestTranscoder, type RestBinding } from "./rest/rest-transcoder.js";
+import type { WebSocketBridge } from "./websocket-bridge.js";
+
+export interface ServerOptions {
+  readonly bindings: readonly RestBinding[];
+  readonly routes: (router: ConnectRouter) => void;
+  readonly bridge: WebSocketBridge;
+  readonly maxBodyBytes: number;
+  readonly sniffTimeoutMs: number;
+  readonly shutdownGraceMs: number;
+  readonly log: Logger;
+}
+
+/**
+ * The one-port server: gRPC, gRPC-Web and Connect through connect-node's
+ * adapter; REST/JSON through the transcoder as the adapter's fallback; the
+ * WebSocket feed on /ws; all behind one listener that sends HTTP/2 (prior
+ * knowledge) and HTTP/1.1 connections to their own stack.
+ */
+export class FederationServer {
+  private readonly h1: http.Server;
+  private readonly h2: http2.Http2Server;
+  private readonly listener: net.Server;
+  private readonly sessions = new Set<http2.Http2Session>();
+  private readonly sockets = new Set<net.Socket>();
+  private readonly shutdown = new AbortController();
+
+  constructor(private readonly opts: ServerOptions) {
+    const rest = createRestTranscoder(opts.bindings, {
+      maxBodyBytes: opts.maxBodyBytes,
+      log: opts.log,
+      shutdownSignal: this.shutdown.signal,
+    });
+    const adapter = connectNodeAdapter({
+      routes: opts.routes,
+      fallback: (req, res) => void rest(req, res),
+      readMaxBytes: opts.maxBodyBytes,
+      shutdownSignal: this.shutdown.signal,
+      jsonOptions: { ignoreUnknownFields: true },
+    });
+    const log = opts.log;
+    const handler = (req: NodeRequest, res: NodeResponse) => {
+      const header = req.headers["x-request-id"];
+      const reqId = typeof header === "string" && /^[\w.-]{1,128}$/.test(header) ? header : randomUUID();
+      const start = performance.now();
+      res.setHeader("x-request-id", reqId);
+      res.once("close", () => {
+        const path = (req.url ?? "/").split("?", 1)[0];
+        log.info({ reqId, method: req.method, path, status: res.statusCode, ms: +(performance.now() - start).toFixed(2) }, "request");
+      });
+      adapter(req, res);
+    };
+
+    this.h1 = http.createServer({ keepAliveTimeout: 65_000, headersTimeout: 30_000, requestTimeout: 0 }, handler);
+    this.h1.on("upgrade", (req: http.IncomingMessage, socket: Duplex, head: Buffer) => this.upgrade(req, socket, head));
+    this.h1.on("connection", (socket: net.Socket) => {
+      this.sockets.add(socket);
+      socket.once("close", () => this.sockets.delete(socket));
+    });
+    this.h1.on("clientError", (_err, socket) => {
+      if (socket.writable) socket.end("HTTP/1.1 400 Bad Request\r\nconnection: close\r\n\r\n");
+    });
+
+    this.h2 = http2.createServer({ maxSessionMemory: 64 }, handler);
+    this.h2.on("session", (session) => {
+      this.sessions.add(session);
+      session.once("close", () => this.sessions.delete(session));
+    });
+    this.h2.on("sessionError", (err) => log.debug({ err }, "http2 session error"));
+
+    this.listener = createOnePortListener(this.h1, this.h2, { sniffTimeoutMs: opts.sniffTimeoutMs });
+  }
+
+  /** Listens and resolves with the bound port (useful with port 0). */
+  listen(port: number, host: string): Promise<number> {
+    return new Promise((resolve, reject) => {
+      this.listener.once("error", reject);
+      this.listener.listen(port, host, () => {
+        this.listener.off("error", reject);
+        // The h1 server never listen()s itself; this starts its connection
+        // tracking, without which headersTimeout and closeAllConnections()
+        // silently do nothing.
+        this.h1.emit("listening");
+        const addr = this.listener.address();
+        resolve(typeof addr === "object" && addr ? addr.port : port);
+      });
+    });
+  }
+
+  /**
+   * Graceful shutdown: stop accepting, end streams (the shutdown signal
+   * reaches every handler), GOAWAY every HTTP/2 session, close idle
+   * HTTP/1.1 connections, and after the grace period close the rest.
+   */
+  async close(): Promise<void> {
+    this.shutdown.abort();
+    this.opts.bridge.close();
+    const closed = new Promise<void>((resolve) => this.listener.close(() => resolve()));
+    for (const session of this.sessions) session.close();
+    this.h1.closeIdleConnections();
+    const grace = setTimeout(() => {
+      this.h1.closeAllConnections();
+      for (const session of this.sessions) session.destroy();
+    }, this.opts.shutdownGraceMs).unref();
+    const drained = new Promise<void>((resolve) => {
+      const check = () => {
+        this.h1.closeIdleConnections();
+        if (this.sessions.size === 0 && this.sockets.size === 0) resolve();
+        else setTimeout(check, 20).unref();
+      };
+      check();
+    });
+    await Promise.all([closed, drained]);
+    clearTimeout(grace);
+    this.h1.close();
+  }
+
+  private upgrade(req: http.IncomingMessage, socket: Duplex, head: Buffer): void {
+    const path = (req.url ?? "/").split("?", 1)[0];
+    if (path === "/ws" && (req.headers.upgrade ?? "").toLowerCase() === "websocket") {
+      this.opts.bridge.handleUpgrade(req, socket, head);
+      return;
+    }
+    // Any other upgrade (curl --http2 and Java's HttpClient offer "h2c"):
+    // decline it by serving the request over HTTP/1.1, as a server without
+    // h2c upgrade support must. The parser already consumed the head of the
+    // request, so it is rebuilt without the upgrade headers and replayed.
+    const lines = [`${req.method} ${req.url} HTTP/1.1`];
+    for (let i = 0; i < req.rawHeaders.length; i += 2) {
+      const name = req.rawHeaders[i]!.toLowerCase();
+      if (name === "upgrade" || name === "http2-settings" || name === "connection") continue;
+      lines.push(`${req.rawHeaders[i]}: ${req.rawHeaders[i + 1]}`);
+    }
+    socket.unshift(Buffer.concat([Buffer.from(`${lines.join("\r\n")}\r\n\r\n`), head]));
+    this.h1.emit("connection", socket);
+    (socket as net.Socket).resume();
+  }
+}

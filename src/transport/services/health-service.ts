@@ -1,0 +1,52 @@
+import { create } from "@bufbuild/protobuf";
+import { durationFromMs } from "@bufbuild/protobuf/wkt";
+import type { ServiceImpl } from "@connectrpc/connect";
+import {
+  CheckResponseSchema,
+  GetFleetHealthResponseSchema,
+  HealthService,
+  ServingStatus,
+  WatchEventsResponseSchema,
+} from "../../../gen/federation/v1/health_service_pb.js";
+import type { EventBus } from "../../events/event-bus.js";
+import { eventStream } from "../../events/event-stream.js";
+import type { HealthMonitor } from "../../health/health.js";
+import { parseWatch } from "../../validation/requests.js";
+
+export function healthService(
+  monitor: HealthMonitor,
+  bus: EventBus,
+  queueLimit: number,
+  version: string,
+): ServiceImpl<typeof HealthService> {
+  const status = (ok: boolean) => (ok ? ServingStatus.SERVING : ServingStatus.NOT_SERVING);
+  return {
+    check() {
+      const h = monitor.service();
+      return create(CheckResponseSchema, {
+        status: status(h.serving),
+        components: h.components.map((c) => ({ name: c.name, status: status(c.ok), message: c.message })),
+        version,
+        uptime: durationFromMs(h.uptimeMs),
+      });
+    },
+    async getFleetHealth() {
+      const f = await monitor.fleet();
+      return create(GetFleetHealthResponseSchema, {
+        totalAgents: f.total,
+        healthyAgents: f.healthy,
+        degradedAgents: f.degraded,
+        unhealthyAgents: f.unhealthy,
+        drainingAgents: f.draining,
+        capabilities: f.capabilities,
+        tools: f.tools,
+      });
+    },
+    async *watchEvents(req, ctx) {
+      const { filter, afterId } = parseWatch(req);
+      for await (const event of eventStream(bus, filter, afterId, queueLimit, ctx.signal)) {
+        yield create(WatchEventsResponseSchema, { event: event.message });
+      }
+    },
+  };
+}

@@ -1,0 +1,302 @@
+import type { JsonObject, JsonValue } from "@bufbuild/protobuf";
+import type { Duration } from "@bufbuild/protobuf/wkt";
+import type { LeaseConfig } from "../config.js";
+import { errors } from "../errors.js";
+import { AgentStatus, Transport, type CapabilityRecord, type ToolRecord } from "../registry/agent-record.js";
+import type { AgentQuery, ToolQuery } from "../registry/agent-store.js";
+import { EVENT_TYPES, type EventFilter } from "../events/event-bus.js";
+import type {
+  GetAgentRequest,
+  HeartbeatRequest,
+  ListAgentsRequest,
+  RegisterRequest,
+  UnregisterRequest,
+} from "../../gen/federation/v1/registry_service_pb.js";
+import type { DiscoverRequest, ListToolsRequest } from "../../gen/federation/v1/directory_service_pb.js";
+import type { RouteRequest } from "../../gen/federation/v1/router_service_pb.js";
+import type { WatchEventsRequest } from "../../gen/federation/v1/health_service_pb.js";
+import { limits } from "./limits.js";
+
+/**
+ * Every request field is checked here, before any domain code or store sees
+ * it. Each violation is INVALID_ARGUMENT with a message that starts with the
+ * field path (proto names, as clients of every language write them).
+ */
+
+export interface RegisterInput {
+  readonly agentId: string;
+  readonly name: string;
+  readonly version: string;
+  readonly endpoint: { readonly url: string; readonly transport: Transport };
+  readonly capabilities: CapabilityRecord[];
+  readonly tools: ToolRecord[];
+  readonly labels: Record<string, string>;
+  readonly leaseTtlMs: number;
+}
+
+export function parseRegister(req: RegisterRequest, lease: LeaseConfig): RegisterInput {
+  if (req.agentId !== "") id("agent_id", req.agentId);
+  match("name", req.name, limits.namePattern);
+  if (req.version !== "") match("version", req.version, limits.versionPattern);
+  if (!req.endpoint) throw errors.invalidArgument("endpoint", "is required");
+  const url = endpointUrl("endpoint.url", req.endpoint.url);
+  const transport = enumValue("endpoint.transport", req.endpoint.transport, Transport);
+
+  if (req.capabilities.length === 0) throw errors.invalidArgument("capabilities", "at least one is required");
+  count("capabilities", req.capabilities.length, limits.maxCapabilities);
+  const seenCaps = new Set<string>();
+  const capabilities = req.capabilities.map((c, i) => {
+    const field = `capabilities[${i}]`;
+    match(`${field}.name`, c.name, limits.capabilityPattern);
+    if (seenCaps.has(c.name)) throw errors.invalidArgument(`${field}.name`, `duplicate capability "${c.name}"`);
+    seenCaps.add(c.name);
+    count(`${field}.tags`, c.tags.length, limits.maxTagsPerCapability);
+    c.tags.forEach((t, j) => match(`${field}.tags[${j}]`, t, limits.tagPattern));
+    return { name: c.name, tags: [...new Set(c.tags)] };
+  });
+
+  count("tools", req.tools.length, limits.maxTools);
+  const seenTools = new Set<string>();
+  const tools = req.tools.map((t, i) => {
+    const field = `tools[${i}]`;
+    match(`${field}.name`, t.name, limits.toolNamePattern);
+    if (seenTools.has(t.name)) throw errors.invalidArgument(`${field}.name`, `duplicate tool "${t.name}"`);
+    seenTools.add(t.name);
+    length(`${field}.description`, t.description, limits.maxDescriptionLength);
+    if (t.inputSchema) json(`${field}.input_schema`, t.inputSchema, limits.maxSchemaBytes);
+    return { name: t.name, description: t.description, inputSchema: t.inputSchema };
+  });
+
+  const labelKeys = Object.keys(req.labels);
+  count("labels", labelKeys.length, limits.maxLabels);
+  for (const k of labelKeys) {
+    match(`labels[${JSON.stringify(k.slice(0, 80))}]`, k, limits.labelKeyPattern, "key");
+    length(`labels[${JSON.stringify(k)}]`, req.labels[k]!, limits.maxLabelValueLength);
+  }
+
+  let leaseTtlMs = lease.defaultTtlMs;
+  if (req.leaseTtl) {
+    leaseTtlMs = durationMs("lease_ttl", req.leaseTtl);
+    if (leaseTtlMs < lease.minTtlMs || leaseTtlMs > lease.maxTtlMs) {
+      throw errors.invalidArgument("lease_ttl", `must be between ${lease.minTtlMs}ms and ${lease.maxTtlMs}ms`);
+    }
+  }
+  return {
+    agentId: req.agentId,
+    name: req.name,
+    version: req.version,
+    endpoint: { url, transport: transport === Transport.UNSPECIFIED ? inferTransport(url) : transport },
+    capabilities,
+    tools,
+    labels: { ...req.labels },
+    leaseTtlMs,
+  };
+}
+
+export interface HeartbeatInput {
+  readonly agentId: string;
+  readonly status: AgentStatus;
+  readonly load: number | undefined;
+}
+
+const reportableStatuses = [AgentStatus.UNSPECIFIED, AgentStatus.HEALTHY, AgentStatus.DEGRADED, AgentStatus.DRAINING];
+
+export function parseHeartbeat(req: HeartbeatRequest): HeartbeatInput {
+  id("agent_id", req.agentId);
+  enumValue("status", req.status, AgentStatus);
+  if (!reportableStatuses.includes(req.status)) {
+    throw errors.invalidArgument("status", "an agent may report HEALTHY, DEGRADED or DRAINING");
+  }
+  if (req.load !== undefined && !(req.load >= 0 && req.load <= 1)) {
+    throw errors.invalidArgument("load", "must be between 0 and 1");
+  }
+  return { agentId: req.agentId, status: req.status, load: req.load };
+}
+
+export function parseAgentId(req: GetAgentRequest | UnregisterRequest): string {
+  return id("agent_id", req.agentId);
+}
+
+export interface Page {
+  readonly size: number;
+  readonly after: string;
+}
+
+export function parseListAgents(req: ListAgentsRequest): Page {
+  const size = pageSize("page_size", req.pageSize);
+  if (req.pageToken === "") return { size, after: "" };
+  const after = decodeToken("page_token", req.pageToken);
+  if (typeof after !== "string" || !limits.idPattern.test(after)) {
+    throw errors.invalidArgument("page_token", "is not a token this server issued");
+  }
+  return { size, after };
+}
+
+export function parseDiscover(req: DiscoverRequest): AgentQuery {
+  count("capabilities", req.capabilities.length, limits.maxQueryCapabilities);
+  req.capabilities.forEach((c, i) => match(`capabilities[${i}]`, c, limits.capabilityPattern));
+  count("tags", req.tags.length, limits.maxQueryTags);
+  req.tags.forEach((t, i) => match(`tags[${i}]`, t, limits.tagPattern));
+  enumValue("status", req.status, AgentStatus);
+  return {
+    capabilities: [...new Set(req.capabilities)],
+    tags: [...new Set(req.tags)],
+    statuses: req.status === AgentStatus.UNSPECIFIED ? [AgentStatus.HEALTHY, AgentStatus.DEGRADED] : [req.status],
+    limit: pageSize("limit", req.limit),
+  };
+}
+
+export function parseListTools(req: ListToolsRequest): ToolQuery {
+  length("query", req.query, limits.maxTextQueryLength);
+  if (req.name !== "") match("name", req.name, limits.toolNamePattern);
+  let after: ToolQuery["after"];
+  if (req.pageToken !== "") {
+    const key = decodeToken("page_token", req.pageToken);
+    if (
+      !Array.isArray(key) ||
+      key.length !== 2 ||
+      typeof key[0] !== "string" ||
+      typeof key[1] !== "string" ||
+      !limits.idPattern.test(key[0])
+    ) {
+      throw errors.invalidArgument("page_token", "is not a token this server issued");
+    }
+    after = { agentId: key[0], toolName: key[1] };
+  }
+  return { text: req.query, name: req.name, after, limit: pageSize("page_size", req.pageSize) };
+}
+
+export interface RouteInput {
+  readonly capabilities: string[];
+  readonly excludeAgentIds: ReadonlySet<string>;
+  readonly task: JsonObject | undefined;
+}
+
+export function parseRoute(req: RouteRequest): RouteInput {
+  if (req.capabilities.length === 0) throw errors.invalidArgument("capabilities", "at least one is required");
+  count("capabilities", req.capabilities.length, limits.maxQueryCapabilities);
+  req.capabilities.forEach((c, i) => match(`capabilities[${i}]`, c, limits.capabilityPattern));
+  count("exclude_agent_ids", req.excludeAgentIds.length, limits.maxExcludedAgents);
+  req.excludeAgentIds.forEach((a, i) => id(`exclude_agent_ids[${i}]`, a));
+  if (req.task) json("task", req.task, limits.maxTaskBytes);
+  return {
+    capabilities: [...new Set(req.capabilities)],
+    excludeAgentIds: new Set(req.excludeAgentIds),
+    task: req.task,
+  };
+}
+
+export interface WatchInput {
+  readonly filter: EventFilter;
+  readonly afterId: bigint;
+}
+
+export function parseWatch(req: WatchEventsRequest): WatchInput {
+  count("types", req.types.length, EVENT_TYPES.length);
+  req.types.forEach((t, i) => {
+    if (!(EVENT_TYPES as readonly string[]).includes(t)) {
+      throw errors.invalidArgument(`types[${i}]`, `unknown event type "${t.slice(0, 64)}"; known: ${EVENT_TYPES.join(", ")}`);
+    }
+  });
+  if (req.agentId !== "") id("agent_id", req.agentId);
+  return { filter: { types: new Set(req.types), agentId: req.agentId }, afterId: req.afterId };
+}
+
+export function encodeToken(value: JsonValue): string {
+  return Buffer.from(JSON.stringify(value)).toString("base64url");
+}
+
+// --- field checks -----------------------------------------------------------
+
+function id(field: string, value: string): string {
+  if (value === "") throw errors.invalidArgument(field, "is required");
+  if (!limits.idPattern.test(value)) {
+    throw errors.invalidArgument(field, "must be 1-64 characters of letters, digits, '-' or '_'");
+  }
+  return value;
+}
+
+function match(field: string, value: string, pattern: RegExp, what = "value"): void {
+  if (value === "") throw errors.invalidArgument(field, "is required");
+  if (!pattern.test(value)) {
+    const shown = value.length > 64 ? `${value.slice(0, 64)}…` : value;
+    throw errors.invalidArgument(field, `${what} ${JSON.stringify(shown)} does not match ${pattern.source}`);
+  }
+}
+
+function length(field: string, value: string, max: number): void {
+  if (value.length > max) throw errors.invalidArgument(field, `must be at most ${max} characters`);
+}
+
+function count(field: string, n: number, max: number): void {
+  if (n > max) throw errors.invalidArgument(field, `at most ${max} entries, got ${n}`);
+}
+
+function pageSize(field: string, n: number): number {
+  if (n < 0 || n > limits.maxPageSize) {
+    throw errors.invalidArgument(field, `must be between 0 and ${limits.maxPageSize}`);
+  }
+  return n === 0 ? limits.defaultPageSize : n;
+}
+
+function enumValue(field: string, value: number, e: object): number {
+  if (!Object.values(e).includes(value)) throw errors.invalidArgument(field, `unknown enum value ${value}`);
+  return value;
+}
+
+function endpointUrl(field: string, value: string): string {
+  if (value === "") throw errors.invalidArgument(field, "is required");
+  if (value.length > limits.maxUrlLength) {
+    throw errors.invalidArgument(field, `must be at most ${limits.maxUrlLength} characters`);
+  }
+  let url: URL;
+  try {
+    url = new URL(value);
+  } catch {
+    throw errors.invalidArgument(field, "is not a valid URL");
+  }
+  if (!(limits.urlSchemes as readonly string[]).includes(url.protocol)) {
+    throw errors.invalidArgument(field, `scheme must be one of http, https, grpc, grpcs; got "${url.protocol.slice(0, -1)}"`);
+  }
+  if (url.hostname === "") throw errors.invalidArgument(field, "must name a host");
+  if (url.username !== "" || url.password !== "") {
+    throw errors.invalidArgument(field, "must not carry credentials");
+  }
+  return value;
+}
+
+function inferTransport(url: string): Transport {
+  return url.startsWith("grpc") ? Transport.GRPC : Transport.HTTP_JSON;
+}
+
+function durationMs(field: string, d: Duration): number {
+  const nanosOk = d.nanos > -1e9 && d.nanos < 1e9 && (d.seconds === 0n || Math.sign(d.nanos) * Number(d.seconds) >= 0);
+  if (!nanosOk) throw errors.invalidArgument(field, "is not a valid duration");
+  if (d.seconds < 0n || d.nanos < 0) throw errors.invalidArgument(field, "must be positive");
+  if (d.seconds > 315_576_000_000n) throw errors.invalidArgument(field, "is out of range");
+  return Number(d.seconds) * 1000 + Math.floor(d.nanos / 1e6);
+}
+
+/** Bounded depth and size, so a hostile schema cannot exhaust the stack or the store. */
+function json(field: string, value: JsonObject, maxBytes: number): void {
+  const depth = (v: JsonValue, d: number): void => {
+    if (d > limits.maxJsonDepth) {
+      throw errors.invalidArgument(field, `nests deeper than ${limits.maxJsonDepth} levels`);
+    }
+    if (Array.isArray(v)) for (const x of v) depth(x, d + 1);
+    else if (v !== null && typeof v === "object") for (const x of Object.values(v)) depth(x, d + 1);
+  };
+  depth(value, 1);
+  if (Buffer.byteLength(JSON.stringify(value)) > maxBytes) {
+    throw errors.invalidArgument(field, `must be at most ${maxBytes} bytes as JSON`);
+  }
+}
+
+function decodeToken(field: string, token: string): JsonValue {
+  try {
+    if (token.length > 1024) throw new Error("too long");
+    return JSON.parse(Buffer.from(token, "base64url").toString("utf8")) as JsonValue;
+  } catch {
+    throw errors.invalidArgument(field, "is not a token this server issued");
+  }
+}
