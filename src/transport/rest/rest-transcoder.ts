@@ -252,7 +252,7 @@ async function stream(source: AsyncIterable<Message>, output: DescMessage, res: 
   ]);
   if (settled) await first;
   res.writeHead(200, { "content-type": "application/x-ndjson" });
-  res.flushHeaders();
+  if ("flushHeaders" in res) res.flushHeaders();
   try {
     for (let step = await first; !step.done; step = await it.next()) {
       const line = JSON.stringify({ result: toJson(output, step.value, { alwaysEmitImplicit: true }) });

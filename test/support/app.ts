@@ -1,0 +1,50 @@
+import { pino } from "pino";
+import { App, type AppDeps } from "../../src/app.js";
+import { loadConfig } from "../../src/config.js";
+
+export interface TestApp {
+  readonly app: App;
+  readonly port: number;
+  /** http://127.0.0.1:<port> */
+  readonly url: string;
+  close(): Promise<void>;
+}
+
+/** Starts the whole service on a random loopback port with the given environment. */
+export async function startApp(env: Record<string, string> = {}, deps: AppDeps = {}): Promise<TestApp> {
+  const config = loadConfig({ HOST: "127.0.0.1", PORT: "0", SHUTDOWN_GRACE: "2s", ...env });
+  const app = new App(config, { logger: pino({ level: process.env.TEST_LOG_LEVEL ?? "silent" }), ...deps });
+  const port = await app.start();
+  return { app, port, url: `http://127.0.0.1:${port}`, close: () => app.stop() };
+}
+
+/** A valid REST/JSON register body; override fields per test. */
+export function registerBody(overrides: Record<string, unknown> = {}): Record<string, unknown> {
+  return {
+    name: "coder",
+    version: "1.2.0",
+    endpoint: { url: "grpc://127.0.0.1:50051", transport: "TRANSPORT_GRPC" },
+    capabilities: [{ name: "code.generate", tags: ["python", "fast"] }],
+    tools: [{ name: "write_code", description: "Writes code", inputSchema: { type: "object" } }],
+    labels: { team: "core" },
+    leaseTtl: "30s",
+    ...overrides,
+  };
+}
+
+export async function postJson(url: string, body: unknown, init: RequestInit = {}) {
+  const res = await fetch(url, {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: typeof body === "string" ? body : JSON.stringify(body),
+    ...init,
+  });
+  const text = await res.text();
+  return { status: res.status, headers: res.headers, json: text === "" ? undefined : (JSON.parse(text) as any) };
+}
+
+export async function getJson(url: string, init: RequestInit = {}) {
+  const res = await fetch(url, init);
+  const text = await res.text();
+  return { status: res.status, headers: res.headers, json: text === "" ? undefined : (JSON.parse(text) as any) };
+}
