@@ -83,7 +83,8 @@ export class MemoryAgentStore implements AgentStore {
     if (q.after) start = lowerBound(this.sortedIds, q.after.agentId);
     for (let i = start; i < this.sortedIds.length && out.length < q.limit; i++) {
       const agent = this.agents.get(this.sortedIds[i]!)!;
-      for (const tool of agent.tools) {
+      // Tools in name order, so a (agent id, tool name) key resumes exactly.
+      for (const tool of [...agent.tools].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0))) {
         if (q.after && agent.id === q.after.agentId && tool.name <= q.after.toolName) continue;
         if (q.name !== "" && tool.name !== q.name) continue;
         if (text !== "" && !tool.name.toLowerCase().includes(text) && !tool.description.toLowerCase().includes(text)) {

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# The one test command (`npm test`): installs what the tests need on a fresh
+# machine, checks the contracts and generated code, type-checks, and runs
+# every test against real servers on loopback.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n== %s\n' "$*"; }
+
+step "npm packages"
+npm ci --no-audit --no-fund --loglevel=error
+
+step "buf lint"
+npx buf lint
+
+step "buf generate leaves gen/ unchanged"
+npx buf generate
+if [ -d .git ] && [ -n "$(git status --porcelain -- gen)" ]; then
+  git status --porcelain -- gen
+  echo "gen/ is stale: run 'npm run generate' and commit gen/" >&2
+  exit 1
+fi
+
+step "type-check"
+npx tsc --noEmit -p tsconfig.json
+
+step "tests"
+mkdir -p .test-results
+status=0
+npx vitest run --reporter=default --reporter=json --outputFile.json=.test-results/vitest.json || status=$?
+node -e '
+  const r = JSON.parse(require("fs").readFileSync(".test-results/vitest.json", "utf8"));
+  const skipped = r.numPendingTests + r.numTodoTests;
+  console.log(`\ntests: ${r.numPassedTests} passed, ${r.numFailedTests} failed` + (skipped ? `, ${skipped} skipped` : ""));
+  if (r.numTotalTests === 0) { console.error("no test ran"); process.exit(1); }
+' || status=1
+exit $status

@@ -1,0 +1,138 @@
+import { beforeEach, describe, expect, it } from "vitest";
+import { AgentStatus, Transport, type AgentRecord } from "../../src/registry/agent-record.js";
+import type { AgentStore } from "../../src/registry/agent-store.js";
+
+/**
+ * The behaviour every AgentStore adapter must have. Each adapter's test file
+ * calls this with a factory that returns an empty store.
+ */
+export function agentStoreContract(name: string, makeStore: () => Promise<AgentStore>): void {
+  describe(`AgentStore contract: ${name}`, () => {
+    let store: AgentStore;
+    beforeEach(async () => {
+      store = await makeStore();
+    });
+
+    it("inserts only when the id is new, and updates only on the expected revision", async () => {
+      const a = agent("a1", { revision: 1 });
+      expect(await store.put(a, 0)).toBe(true);
+      expect(await store.put(a, 0)).toBe(false);
+      expect(await store.put({ ...a, name: "renamed", revision: 2 }, 5)).toBe(false);
+      expect(await store.put({ ...a, name: "renamed", revision: 2 }, 1)).toBe(true);
+      expect((await store.get("a1"))?.name).toBe("renamed");
+    });
+
+    it("deletes only on the expected revision", async () => {
+      await store.put(agent("a1", { revision: 3 }), 0);
+      expect(await store.delete("a1", 2)).toBe(false);
+      expect(await store.delete("a1", 3)).toBe(true);
+      expect(await store.get("a1")).toBeUndefined();
+      expect(await store.delete("a1", 3)).toBe(false);
+    });
+
+    it("round-trips every field", async () => {
+      const a = agent("a1", {
+        labels: { "app.kubernetes.io/name": "x", team: "core" },
+        tools: [{ name: "t", description: "d", inputSchema: { $schema: "x", properties: { "a.b": { type: "string" } } } }],
+      });
+      await store.put(a, 0);
+      expect(await store.get("a1")).toEqual(a);
+    });
+
+    it("finds agents that have all capabilities and tags, filtered by status", async () => {
+      await store.put(agent("a1", { caps: [["code", ["py"]], ["review", []]] }), 0);
+      await store.put(agent("a2", { caps: [["code", ["go"]]] }), 0);
+      await store.put(agent("a3", { caps: [["code", ["py"]], ["review", []]], status: AgentStatus.DRAINING }), 0);
+      const ids = async (q: Partial<Parameters<AgentStore["query"]>[0]>) =>
+        (await store.query({ capabilities: [], tags: [], statuses: [], limit: 100, ...q })).map((a) => a.id).sort();
+      expect(await ids({ capabilities: ["code"] })).toEqual(["a1", "a2", "a3"]);
+      expect(await ids({ capabilities: ["code", "review"] })).toEqual(["a1", "a3"]);
+      expect(await ids({ capabilities: ["code"], tags: ["py"] })).toEqual(["a1", "a3"]);
+      expect(await ids({ capabilities: ["code", "review"], statuses: [AgentStatus.HEALTHY] })).toEqual(["a1"]);
+      expect(await ids({ capabilities: ["nothing"] })).toEqual([]);
+      expect((await store.query({ capabilities: ["code"], tags: [], statuses: [], limit: 2 })).length).toBe(2);
+    });
+
+    it("updates its indexes when an agent changes capabilities", async () => {
+      await store.put(agent("a1", { caps: [["old", []]] }), 0);
+      await store.put(agent("a1", { caps: [["new", []]], revision: 2 }), 1);
+      expect(await store.query({ capabilities: ["old"], tags: [], statuses: [], limit: 10 })).toEqual([]);
+      expect((await store.query({ capabilities: ["new"], tags: [], statuses: [], limit: 10 })).length).toBe(1);
+    });
+
+    it("pages through agents in id order", async () => {
+      for (const id of ["c", "a", "e", "b", "d"]) await store.put(agent(id), 0);
+      expect((await store.list("", 2)).map((a) => a.id)).toEqual(["a", "b"]);
+      expect((await store.list("b", 2)).map((a) => a.id)).toEqual(["c", "d"]);
+      expect((await store.list("d", 2)).map((a) => a.id)).toEqual(["e"]);
+    });
+
+    it("lists agents whose lease ended", async () => {
+      await store.put(agent("old", { leaseExpiresAt: 1_000 }), 0);
+      await store.put(agent("new", { leaseExpiresAt: 5_000 }), 0);
+      expect((await store.expired(2_000, 10)).map((a) => a.id)).toEqual(["old"]);
+    });
+
+    it("searches and pages the tool catalog", async () => {
+      await store.put(agent("a1", { tools: [tool("search_web", "Search the web"), tool("fetch", "Fetch a URL")] }), 0);
+      await store.put(agent("a2", { tools: [tool("search_code", "Search code")] }), 0);
+      const all = async (text: string, name = "") => {
+        const out: string[] = [];
+        let after: { agentId: string; toolName: string } | undefined;
+        for (;;) {
+          const page = await store.tools({ text, name, after, limit: 1 });
+          if (page.length === 0) return out;
+          out.push(...page.map((e) => `${e.agentId}/${e.tool.name}`));
+          after = { agentId: page[0]!.agentId, toolName: page[0]!.tool.name };
+        }
+      };
+      expect(await all("SEARCH")).toEqual(["a1/search_web", "a2/search_code"]);
+      expect(await all("url")).toEqual(["a1/fetch"]);
+      expect(await all("", "search_code")).toEqual(["a2/search_code"]);
+      expect((await all("")).length).toBe(3);
+    });
+
+    it("counts agents by status, capabilities and tools", async () => {
+      await store.put(agent("a1", { caps: [["x", []], ["y", []]], tools: [tool("t", "")] }), 0);
+      await store.put(agent("a2", { caps: [["x", []]], status: AgentStatus.DEGRADED }), 0);
+      const c = await store.counts();
+      expect(c.total).toBe(2);
+      expect(c.byStatus.get(AgentStatus.HEALTHY)).toBe(1);
+      expect(c.byStatus.get(AgentStatus.DEGRADED)).toBe(1);
+      expect(c.capabilities).toBe(2);
+      expect(c.tools).toBe(1);
+    });
+  });
+}
+
+interface Overrides {
+  caps?: [string, string[]][];
+  status?: AgentStatus;
+  revision?: number;
+  leaseExpiresAt?: number;
+  labels?: Record<string, string>;
+  tools?: AgentRecord["tools"];
+}
+
+function tool(name: string, description: string) {
+  return { name, description, inputSchema: undefined };
+}
+
+export function agent(id: string, o: Overrides = {}): AgentRecord {
+  return {
+    id,
+    name: `agent-${id}`,
+    version: "1",
+    status: o.status ?? AgentStatus.HEALTHY,
+    endpoint: { url: "grpc://127.0.0.1:1", transport: Transport.GRPC },
+    capabilities: (o.caps ?? [["code", []]]).map(([name, tags]) => ({ name, tags })),
+    tools: o.tools ?? [],
+    labels: o.labels ?? {},
+    load: 0,
+    leaseTtlMs: 30_000,
+    registeredAt: 1,
+    lastHeartbeatAt: 1,
+    leaseExpiresAt: o.leaseExpiresAt ?? 31_000,
+    revision: o.revision ?? 1,
+  };
+}
