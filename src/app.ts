@@ -16,6 +16,9 @@ import { LeaseReaper } from "./registry/lease-reaper.js";
 import { MemoryAgentStore } from "./registry/memory-agent-store.js";
 import { Registry } from "./registry/registry.js";
 import { Router } from "./router/router.js";
+import { FleetTelemetry } from "./health/telemetry.js";
+import { MongoAgentStore } from "./registry/mongo-agent-store.js";
+import { RedisEventBus } from "./events/redis-event-bus.js";
 import type { RestBinding } from "./transport/rest/rest-transcoder.js";
 import { FederationServer } from "./transport/server.js";
 import { directoryService } from "./transport/services/directory-service.js";
@@ -47,6 +50,7 @@ export class App {
   readonly registry: Registry;
   readonly reaper: LeaseReaper;
   readonly router: Router;
+  readonly telemetry: FleetTelemetry;
   readonly directory: Directory;
   readonly health: HealthMonitor;
   readonly bridge: WebSocketBridge;
@@ -59,12 +63,20 @@ export class App {
   ) {
     this.clock = deps.clock ?? systemClock;
     this.log = deps.logger ?? createLogger(config.logLevel);
-    this.store = deps.store ?? new MemoryAgentStore();
-    this.bus = deps.bus ?? new MemoryEventBus(this.clock, config.events.retention);
+    this.store = deps.store ?? createStore(config, this.log);
+    this.bus = deps.bus ?? createBus(config, this.clock, this.log);
+    this.telemetry = new FleetTelemetry(this.bus, config.replicaId, config.telemetryIntervalMs);
 
-    this.registry = new Registry(this.store, this.bus, this.clock, config.lease, this.log.child({ component: "registry" }));
+    this.registry = new Registry(
+      this.store,
+      this.bus,
+      this.clock,
+      config.lease,
+      this.log.child({ component: "registry" }),
+      this.telemetry,
+    );
     this.reaper = new LeaseReaper(this.registry, config.lease.reaperIntervalMs, this.log.child({ component: "reaper" }));
-    this.router = new Router(this.store, this.bus, this.clock, this.log.child({ component: "router" }));
+    this.router = new Router(this.store, this.bus, this.clock, this.log.child({ component: "router" }), this.telemetry);
     this.directory = new Directory(this.store, this.clock, config.federationName);
     this.health = new HealthMonitor(
       this.store,
@@ -108,18 +120,41 @@ export class App {
     });
   }
 
+  /**
+   * Listens at once; a shared store or bus that is not reachable yet is
+   * retried in the background while /health says NOT_SERVING and why.
+   */
   async start(): Promise<number> {
+    if (this.store instanceof MongoAgentStore) void this.store.start();
+    if (this.bus instanceof RedisEventBus) this.bus.start();
     this.port = await this.server.listen(this.config.port, this.config.host);
     this.reaper.start();
+    this.telemetry.start();
     this.log.info({ port: this.port, host: this.config.host, version: VERSION }, "federation core listening");
     return this.port;
   }
 
   async stop(): Promise<void> {
     this.health.startDraining();
+    this.telemetry.stop();
     await this.reaper.stop();
     await this.server.close();
     await this.bus.close();
     await this.store.close();
   }
+}
+
+function createStore(config: Config, log: Logger): AgentStore {
+  if (!config.mongodb) return new MemoryAgentStore();
+  return new MongoAgentStore({ ...config.mongodb, log: log.child({ component: "mongodb" }) });
+}
+
+function createBus(config: Config, clock: Clock, log: Logger): EventBus {
+  if (!config.redis) return new MemoryEventBus(clock, config.events.retention);
+  return new RedisEventBus(clock, {
+    ...config.redis,
+    retention: config.events.retention,
+    maxPending: 100_000,
+    log: log.child({ component: "redis" }),
+  });
 }

@@ -1,3 +1,5 @@
+import { hostname } from "node:os";
+
 /**
  * Configuration, read once from the environment into a typed object.
  * Every variable is documented in README.md; an invalid value stops start-up
@@ -16,6 +18,13 @@ export interface Config {
   readonly sniffTimeoutMs: number;
   /** How long shutdown waits for in-flight requests before closing sockets. */
   readonly shutdownGraceMs: number;
+  /** The shared agent store; the embedded memory store when undefined. */
+  readonly mongodb: { readonly uri: string; readonly database: string; readonly timeoutMs: number } | undefined;
+  /** The shared event bus; the embedded memory bus when undefined. */
+  readonly redis: { readonly url: string; readonly prefix: string } | undefined;
+  /** Names this replica in logs and telemetry. */
+  readonly replicaId: string;
+  readonly telemetryIntervalMs: number;
 }
 
 export interface LeaseConfig {
@@ -70,7 +79,33 @@ export function loadConfig(env: Env = process.env): Config {
     },
     sniffTimeoutMs: duration(env, "SNIFF_TIMEOUT", 10_000),
     shutdownGraceMs: duration(env, "SHUTDOWN_GRACE", 10_000),
+    mongodb: env.MONGODB_URI
+      ? {
+          uri: url(env, "MONGODB_URI", ["mongodb:", "mongodb+srv:"]),
+          database: env.MONGODB_DB ?? "",
+          timeoutMs: duration(env, "STORE_TIMEOUT", 2_000),
+        }
+      : undefined,
+    redis: env.REDIS_URL
+      ? { url: url(env, "REDIS_URL", ["redis:", "rediss:"]), prefix: env.REDIS_PREFIX ?? "fc" }
+      : undefined,
+    replicaId: env.REPLICA_ID ?? `${hostname()}-${process.pid}`,
+    telemetryIntervalMs: duration(env, "TELEMETRY_INTERVAL", 5_000),
   };
+}
+
+function url(env: Env, name: string, schemes: string[]): string {
+  const raw = env[name]!;
+  let parsed: URL;
+  try {
+    parsed = new URL(raw);
+  } catch {
+    throw new ConfigError(`${name}: is not a valid URL`);
+  }
+  if (!schemes.includes(parsed.protocol)) {
+    throw new ConfigError(`${name}: scheme must be one of ${schemes.join(" ")}`);
+  }
+  return raw;
 }
 
 function integer(env: Env, name: string, fallback: number, min: number, max: number): number {

@@ -71,7 +71,13 @@ export interface ComponentStatus {
  * it saw, from what the bus still holds.
  */
 export interface EventBus {
-  publish(input: EventInput): Promise<PublishedEvent>;
+  /**
+   * Accepts an event for delivery. Resolves once accepted, never waiting on
+   * a backend that is down: a shared bus queues (bounded) and sends later.
+   */
+  publish(input: EventInput): Promise<void>;
+  /** Fleet telemetry (a JSON summary) for other services; a no-op where nobody can listen. */
+  publishTelemetry(json: string): void;
   /**
    * Replays held events with an id greater than `afterId` (none when 0n),
    * then delivers new ones as they are published, in order. `deliver` must

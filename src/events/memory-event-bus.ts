@@ -32,7 +32,7 @@ export class MemoryEventBus implements EventBus {
     this.ring = new Array<PublishedEvent | undefined>(retention);
   }
 
-  async publish(input: EventInput): Promise<PublishedEvent> {
+  async publish(input: EventInput): Promise<void> {
     const event = buildEvent(this.nextId++, this.clock.now(), input);
     if (this.ring.length > 0) {
       this.ring[(this.head + this.size) % this.ring.length] = event;
@@ -42,8 +42,10 @@ export class MemoryEventBus implements EventBus {
     for (const s of this.subscribers) {
       if (event.matches(s.filter)) s.deliver(event);
     }
-    return event;
   }
+
+  /** In one process the counters are read from /health/fleet; nobody subscribes. */
+  publishTelemetry(): void {}
 
   subscribe(filter: EventFilter, afterId: bigint, deliver: (event: PublishedEvent) => void): Subscription {
     if (afterId > 0n) {

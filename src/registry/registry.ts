@@ -8,6 +8,7 @@ import type { HeartbeatInput, Page, RegisterInput } from "../validation/requests
 import { AgentStatus, type AgentRecord } from "./agent-record.js";
 import type { AgentStore } from "./agent-store.js";
 import { toAgentMessage } from "./agent-message.js";
+import { noCounters, type Counters } from "../health/telemetry.js";
 
 /** How many times a write is retried when another writer changed the agent first. */
 const MAX_CAS_ATTEMPTS = 5;
@@ -26,6 +27,7 @@ export class Registry {
     private readonly clock: Clock,
     private readonly lease: LeaseConfig,
     private readonly log: Logger,
+    private readonly counters: Counters = noCounters,
     private readonly newId: () => string = randomUUID,
   ) {}
 
@@ -50,6 +52,7 @@ export class Registry {
         revision: (existing?.revision ?? 0) + 1,
       };
       if (!(await this.store.put(record, existing?.revision ?? 0))) continue;
+      this.counters.count("registrations");
       await this.emit(existing ? "agent.updated" : "agent.registered", record, existing?.status, "registered");
       return record;
     }
@@ -76,6 +79,7 @@ export class Registry {
         revision: current.revision + 1,
       };
       if (!(await this.store.put(record, current.revision))) continue;
+      this.counters.count("heartbeats");
       if (status !== current.status) {
         await this.emit("agent.status_changed", record, current.status, "heartbeat");
       }
@@ -89,6 +93,7 @@ export class Registry {
       const current = await this.store.get(id);
       if (!current) throw errors.agentNotFound(id);
       if (!(await this.store.delete(id, current.revision))) continue;
+      this.counters.count("unregistrations");
       await this.emit("agent.unregistered", current, current.status, "unregistered");
       return current;
     }

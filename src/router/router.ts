@@ -6,6 +6,7 @@ import type { Logger } from "../logger.js";
 import { AgentStatus, ROUTABLE_STATUSES, type AgentRecord } from "../registry/agent-record.js";
 import type { AgentStore } from "../registry/agent-store.js";
 import type { RouteInput } from "../validation/requests.js";
+import { noCounters, type Counters } from "../health/telemetry.js";
 
 export interface Candidate {
   readonly agent: AgentRecord;
@@ -41,6 +42,7 @@ export class Router {
     private readonly bus: EventBus,
     private readonly clock: Clock,
     private readonly log: Logger,
+    private readonly counters: Counters = noCounters,
   ) {}
 
   async route(input: RouteInput): Promise<RouteDecision> {
@@ -55,7 +57,11 @@ export class Router {
       .filter((a) => !input.excludeAgentIds.has(a.id) && a.leaseExpiresAt > now)
       .map((agent) => ({ agent, score: score(agent, now) }))
       .sort((a, b) => b.score - a.score);
-    if (candidates.length === 0) throw await this.explainNoCandidate(input.capabilities);
+    if (candidates.length === 0) {
+      this.counters.count("route_failures");
+      throw await this.explainNoCandidate(input.capabilities);
+    }
+    this.counters.count("routes");
 
     const best = candidates[0]!.score;
     let chosen = candidates[0]!;

@@ -1,0 +1,210 @@
+import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
+import { timestampFromMs } from "@bufbuild/protobuf/wkt";
+import { Redis } from "ioredis";
+import { EventSchema } from "../../gen/federation/v1/event_pb.js";
+import type { Clock } from "../clock.js";
+import type { Logger } from "../logger.js";
+import {
+  PublishedEvent,
+  type ComponentStatus,
+  type EventBus,
+  type EventFilter,
+  type EventInput,
+  type Subscription,
+} from "./event-bus.js";
+
+export interface RedisBusOptions {
+  readonly url: string;
+  /** Stream key prefix; replicas that share it share one event stream. */
+  readonly prefix: string;
+  /** Events kept in the stream (approximately) for resuming clients. */
+  readonly retention: number;
+  /** Events queued while Redis is unreachable before the oldest are dropped. */
+  readonly maxPending: number;
+  readonly log: Logger;
+}
+
+interface Subscriber {
+  readonly filter: EventFilter;
+  readonly deliver: (event: PublishedEvent) => void;
+  /** Live events that arrived while the replay was still being read. */
+  buffer: PublishedEvent[] | undefined;
+  lastId: bigint;
+}
+
+/** Redis stream ids are `<ms>-<seq>`; event ids are ms·10⁶ + seq, so they stay monotonic. */
+const SEQ_PER_MS = 1_000_000n;
+
+/**
+ * Events shared by every replica through one Redis stream.
+ *
+ * Why a stream and not plain pub/sub: XADD gives one global order and ids
+ * every replica agrees on, and the stream itself is the retention window a
+ * client resumes from (XRANGE after its last id), even on a replica that
+ * just restarted. Ids derive from Redis's time-based stream ids, so they
+ * keep growing across a Redis restart that lost the stream.
+ *
+ * Each replica reads the stream with one blocking XREAD loop and fans each
+ * event out to its local subscribers, decoded once. Publishing never waits
+ * for Redis: while it is down, ioredis queues the XADDs (bounded here) and
+ * sends them in order when it returns.
+ */
+export class RedisEventBus implements EventBus {
+  private readonly pub: Redis;
+  private readonly sub: Redis;
+  private readonly key: string;
+  private readonly telemetryChannel: string;
+  private readonly subscribers = new Set<Subscriber>();
+  private lastStreamId = "$";
+  private pending = 0;
+  private dropped = 0;
+  private closed = false;
+  private reading: Promise<void> | undefined;
+
+  constructor(
+    private readonly clock: Clock,
+    private readonly opts: RedisBusOptions,
+  ) {
+    this.key = `${opts.prefix}:events`;
+    this.telemetryChannel = `${opts.prefix}:telemetry`;
+    const common = {
+      lazyConnect: true,
+      maxRetriesPerRequest: null,
+      retryStrategy: (times: number) => Math.min(2_000, 50 * 2 ** Math.min(times, 6)),
+    };
+    this.pub = new Redis(opts.url, { ...common, connectionName: "fc-publish" });
+    this.sub = new Redis(opts.url, { ...common, connectionName: "fc-stream-reader" });
+    for (const [name, conn] of [["publisher", this.pub], ["reader", this.sub]] as const) {
+      conn.on("error", (err: Error) => opts.log.debug({ err: err.message, conn: name }, "redis error"));
+      conn.on("ready", () => opts.log.info({ conn: name }, "Redis ready"));
+      conn.on("reconnecting", () => opts.log.warn({ conn: name }, "Redis unreachable, reconnecting"));
+    }
+  }
+
+  /** Connects (retrying in the background) and starts the stream reader. */
+  start(): void {
+    void this.pub.connect().catch(() => undefined);
+    void this.sub.connect().catch(() => undefined);
+    this.reading ??= this.readLoop();
+  }
+
+  async publish(input: EventInput): Promise<void> {
+    if (this.pending >= this.opts.maxPending) {
+      this.dropped++;
+      this.opts.log.error({ type: input.type, dropped: this.dropped }, "event queue full while Redis is down; event dropped");
+      return;
+    }
+    const event = create(EventSchema, { ...input, id: 0n, time: timestampFromMs(this.clock.now()) });
+    this.pending++;
+    this.pub
+      .xadd(this.key, "MAXLEN", "~", String(this.opts.retention), "*", "e", Buffer.from(toBinary(EventSchema, event)))
+      .catch((err: unknown) => this.opts.log.error({ err: String(err), type: input.type }, "event publish failed"))
+      .finally(() => this.pending--);
+  }
+
+  publishTelemetry(json: string): void {
+    if (this.pub.status !== "ready") return;
+    this.pub.publish(this.telemetryChannel, json).catch(() => undefined);
+  }
+
+  subscribe(filter: EventFilter, afterId: bigint, deliver: (event: PublishedEvent) => void): Subscription {
+    const s: Subscriber = { filter, deliver, buffer: afterId > 0n ? [] : undefined, lastId: afterId };
+    this.subscribers.add(s);
+    if (s.buffer) void this.replay(s, afterId);
+    return { close: () => void this.subscribers.delete(s) };
+  }
+
+  health(): ComponentStatus {
+    const ok = this.pub.status === "ready" && this.sub.status === "ready";
+    return ok
+      ? { ok: true, message: "connected" }
+      : { ok: false, message: `Redis unreachable (${this.pending} event(s) queued)` };
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    this.subscribers.clear();
+    this.sub.disconnect();
+    await this.reading;
+    // Give queued events a moment to reach Redis before the connection goes.
+    for (let i = 0; i < 50 && this.pending > 0 && this.pub.status === "ready"; i++) {
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    this.pub.disconnect();
+  }
+
+  /** Replays what the stream still holds after `afterId`, then switches the subscriber to live. */
+  private async replay(s: Subscriber, afterId: bigint): Promise<void> {
+    try {
+      let from = `(${streamId(afterId)}`;
+      for (;;) {
+        const entries = (await this.pub.callBuffer("XRANGE", [this.key, from, "+", "COUNT", 1000])) as StreamEntry[];
+        for (const entry of entries) this.deliverTo(s, decode(entry));
+        if (entries.length < 1000) break;
+        from = `(${entries[entries.length - 1]![0].toString()}`;
+      }
+    } catch (err) {
+      this.opts.log.warn({ err: String(err) }, "event replay failed; continuing live");
+    }
+    const buffered = s.buffer ?? [];
+    s.buffer = undefined;
+    for (const event of buffered) this.deliverTo(s, event);
+  }
+
+  private deliverTo(s: Subscriber, event: PublishedEvent): void {
+    if (event.id <= s.lastId || !event.matches(s.filter) || !this.subscribers.has(s)) return;
+    s.lastId = event.id;
+    s.deliver(event);
+  }
+
+  private async readLoop(): Promise<void> {
+    while (!this.closed) {
+      try {
+        if (this.lastStreamId === "$") {
+          // Start after the newest entry that exists now.
+          const last = (await this.sub.callBuffer("XREVRANGE", [this.key, "+", "-", "COUNT", 1])) as StreamEntry[];
+          this.lastStreamId = last.length > 0 ? last[0]![0].toString() : "0-0";
+        }
+        const res = (await this.sub.callBuffer("XREAD", [
+          "COUNT",
+          1000,
+          "BLOCK",
+          2000,
+          "STREAMS",
+          this.key,
+          this.lastStreamId,
+        ])) as [Buffer, StreamEntry[]][] | null;
+        if (!res) continue;
+        for (const entry of res[0]![1]) {
+          this.lastStreamId = entry[0].toString();
+          const event = decode(entry);
+          for (const s of this.subscribers) {
+            if (s.buffer) s.buffer.push(event);
+            else this.deliverTo(s, event);
+          }
+        }
+      } catch (err) {
+        if (this.closed) return;
+        this.opts.log.debug({ err: String(err) }, "stream read failed; retrying");
+        await new Promise((r) => setTimeout(r, 250));
+      }
+    }
+  }
+}
+
+type StreamEntry = [Buffer, Buffer[]];
+
+function decode([id, fields]: StreamEntry): PublishedEvent {
+  const message = fromBinary(EventSchema, fields[1]!);
+  message.id = eventId(id.toString());
+  return new PublishedEvent(message);
+}
+
+function eventId(streamId: string): bigint {
+  const [ms, seq] = streamId.split("-");
+  return BigInt(ms!) * SEQ_PER_MS + BigInt(seq!);
+}
+
+function streamId(eventId: bigint): string {
+  return `${eventId / SEQ_PER_MS}-${eventId % SEQ_PER_MS}`;
+}

@@ -1,0 +1,346 @@
+import { Code, ConnectError } from "@connectrpc/connect";
+import {
+  MongoClient,
+  MongoError,
+  MongoServerError,
+  type Collection,
+  type Db,
+  type Filter,
+} from "mongodb";
+import type { JsonObject } from "@bufbuild/protobuf";
+import type { ComponentStatus } from "../events/event-bus.js";
+import type { Logger } from "../logger.js";
+import type { AgentRecord, AgentStatus, Transport } from "./agent-record.js";
+import type { AgentQuery, AgentStore, CatalogEntry, FleetCounts, ToolQuery } from "./agent-store.js";
+
+/**
+ * An agent as MongoDB keeps it. Client-chosen strings never become field
+ * names: labels are an array of {k, v} pairs and tool schemas are stored as
+ * JSON text, so a `$` or `.` in a key can neither inject an operator nor
+ * break a path. `capNames` and `tags` are the multikey discovery indexes.
+ */
+interface AgentDoc {
+  _id: string;
+  name: string;
+  version: string;
+  status: number;
+  endpoint: { url: string; transport: number };
+  capabilities: { name: string; tags: string[] }[];
+  capNames: string[];
+  tags: string[];
+  tools: { name: string; description: string; inputSchema: string | null }[];
+  labels: { k: string; v: string }[];
+  load: number;
+  leaseTtlMs: number;
+  registeredAt: number;
+  lastHeartbeatAt: number;
+  leaseExpiresAt: number;
+  revision: number;
+}
+
+/** One catalog entry per (agent, tool), kept beside the agent for indexed search. */
+interface ToolDoc {
+  _id: string;
+  agentId: string;
+  agentName: string;
+  name: string;
+  description: string;
+  inputSchema: string | null;
+}
+
+export interface MongoStoreOptions {
+  readonly uri: string;
+  /** Database name; from the URI when empty. */
+  readonly database: string;
+  /** Operations fail with UNAVAILABLE after this long without a server. */
+  readonly timeoutMs: number;
+  readonly log: Logger;
+}
+
+/**
+ * The shared agent store: any number of replicas read and write the same
+ * MongoDB (or FerretDB) database. Writes are compare-and-set on `revision`
+ * (insert for a new id, a replace filtered on the expected revision), so two
+ * replicas or reapers never overwrite each other and each transition
+ * happens once.
+ */
+export class MongoAgentStore implements AgentStore {
+  private readonly client: MongoClient;
+  private readonly db: Db;
+  private readonly agents: Collection<AgentDoc>;
+  private readonly toolDocs: Collection<ToolDoc>;
+  private status: ComponentStatus = { ok: false, message: "connecting to MongoDB" };
+  private ready: Promise<void> | undefined;
+  private pinger: NodeJS.Timeout | undefined;
+
+  constructor(private readonly opts: MongoStoreOptions) {
+    this.client = new MongoClient(opts.uri, {
+      serverSelectionTimeoutMS: opts.timeoutMs,
+      connectTimeoutMS: opts.timeoutMs,
+      socketTimeoutMS: opts.timeoutMs * 5,
+      heartbeatFrequencyMS: 1_000,
+      retryWrites: true,
+      retryReads: true,
+      writeConcern: { w: "majority" },
+      appName: "federation-core",
+    });
+    this.db = this.client.db(opts.database || undefined);
+    this.agents = this.db.collection<AgentDoc>("agents");
+    this.toolDocs = this.db.collection<ToolDoc>("tools");
+  }
+
+  /**
+   * Connects and creates indexes, retrying with backoff until it works;
+   * health reports NOT_SERVING with the reason meanwhile.
+   */
+  start(): Promise<void> {
+    this.ready ??= this.connectWithRetry();
+    this.pinger ??= setInterval(() => void this.ping(), 2_000).unref();
+    return this.ready;
+  }
+
+  private async connectWithRetry(): Promise<void> {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        await this.ensureIndexes();
+        this.setStatus({ ok: true, message: "connected" });
+        return;
+      } catch (err) {
+        const delay = Math.min(10_000, 250 * 2 ** attempt);
+        this.setStatus({ ok: false, message: `MongoDB unreachable: ${describe(err)}` });
+        this.opts.log.warn({ err: describe(err), retryInMs: delay }, "MongoDB unreachable, retrying");
+        await new Promise((r) => setTimeout(r, delay).unref());
+      }
+    }
+  }
+
+  private async ensureIndexes(): Promise<void> {
+    await this.agents.createIndexes([
+      { key: { capNames: 1 }, name: "capabilities" },
+      { key: { tags: 1 }, name: "tags" },
+      { key: { leaseExpiresAt: 1 }, name: "lease_expires_at" },
+      { key: { name: 1 }, name: "name" },
+      { key: { status: 1 }, name: "status" },
+    ]);
+    await this.toolDocs.createIndexes([
+      { key: { name: 1 }, name: "name" },
+      { key: { agentId: 1 }, name: "agent" },
+    ]);
+  }
+
+  private async ping(): Promise<void> {
+    try {
+      await this.db.command({ ping: 1 }, { timeoutMS: this.opts.timeoutMs });
+      if (!this.status.ok && this.ready) this.setStatus({ ok: true, message: "connected" });
+    } catch (err) {
+      this.setStatus({ ok: false, message: `MongoDB unreachable: ${describe(err)}` });
+    }
+  }
+
+  private setStatus(s: ComponentStatus): void {
+    if (s.ok !== this.status.ok) {
+      this.opts.log[s.ok ? "info" : "error"]({ message: s.message }, s.ok ? "MongoDB available" : "MongoDB unavailable");
+    }
+    this.status = s;
+  }
+
+  health(): ComponentStatus {
+    return this.status;
+  }
+
+  async get(id: string): Promise<AgentRecord | undefined> {
+    const doc = await this.run(() => this.agents.findOne({ _id: id }));
+    return doc ? fromDoc(doc) : undefined;
+  }
+
+  async put(record: AgentRecord, expectedRevision: number): Promise<boolean> {
+    const doc = toDoc(record);
+    const won = await this.run(async () => {
+      if (expectedRevision === 0) {
+        try {
+          await this.agents.insertOne(doc);
+          return true;
+        } catch (err) {
+          if (err instanceof MongoServerError && err.code === 11000) return false;
+          throw err;
+        }
+      }
+      const res = await this.agents.replaceOne({ _id: record.id, revision: expectedRevision }, doc);
+      return res.matchedCount === 1;
+    });
+    if (won) await this.run(() => this.syncTools(record));
+    return won;
+  }
+
+  async delete(id: string, expectedRevision: number): Promise<boolean> {
+    const res = await this.run(() => this.agents.deleteOne({ _id: id, revision: expectedRevision }));
+    if (res.deletedCount === 1) await this.run(() => this.toolDocs.deleteMany({ agentId: id }));
+    return res.deletedCount === 1;
+  }
+
+  async list(afterId: string, limit: number): Promise<AgentRecord[]> {
+    const filter: Filter<AgentDoc> = afterId === "" ? {} : { _id: { $gt: afterId } };
+    const docs = await this.run(() => this.agents.find(filter).sort({ _id: 1 }).limit(limit).toArray());
+    return docs.map(fromDoc);
+  }
+
+  async query(q: AgentQuery): Promise<AgentRecord[]> {
+    const filter: Filter<AgentDoc> = {};
+    if (q.capabilities.length > 0) filter.capNames = { $all: [...q.capabilities] };
+    if (q.tags.length > 0) filter.tags = { $all: [...q.tags] };
+    if (q.statuses.length > 0) filter.status = { $in: [...q.statuses] };
+    const docs = await this.run(() => this.agents.find(filter).limit(q.limit).toArray());
+    return docs.map(fromDoc);
+  }
+
+  async expired(now: number, limit: number): Promise<AgentRecord[]> {
+    const docs = await this.run(() =>
+      this.agents.find({ leaseExpiresAt: { $lte: now } }).limit(limit).toArray(),
+    );
+    return docs.map(fromDoc);
+  }
+
+  async tools(q: ToolQuery): Promise<CatalogEntry[]> {
+    const filter: Filter<ToolDoc> = {};
+    if (q.name !== "") filter.name = q.name;
+    if (q.text !== "") {
+      const re = { $regex: escapeRegex(q.text), $options: "i" };
+      filter.$or = [{ name: re }, { description: re }];
+    }
+    if (q.after) filter._id = { $gt: toolKey(q.after.agentId, q.after.toolName) };
+    const docs = await this.run(() => this.toolDocs.find(filter).sort({ _id: 1 }).limit(q.limit).toArray());
+    return docs.map((d) => ({
+      agentId: d.agentId,
+      agentName: d.agentName,
+      tool: { name: d.name, description: d.description, inputSchema: parseSchema(d.inputSchema) },
+    }));
+  }
+
+  async counts(): Promise<FleetCounts> {
+    return this.run(async () => {
+      const byStatus = new Map<AgentStatus, number>();
+      const groups = await this.agents
+        .aggregate<{ _id: number; n: number }>([{ $group: { _id: "$status", n: { $sum: 1 } } }])
+        .toArray();
+      let total = 0;
+      for (const g of groups) {
+        byStatus.set(g._id as AgentStatus, g.n);
+        total += g.n;
+      }
+      const capabilities = (await this.agents.distinct("capNames")).length;
+      const tools = await this.toolDocs.countDocuments();
+      return { total, byStatus, capabilities, tools };
+    });
+  }
+
+  async close(): Promise<void> {
+    clearInterval(this.pinger);
+    await this.client.close();
+  }
+
+  /** Drops everything (tests only: each test run uses its own database). */
+  async dropDatabase(): Promise<void> {
+    await this.db.dropDatabase();
+  }
+
+  /**
+   * Replaces the agent's catalog entries. The agent document is the source
+   * of truth; entries are keyed by (agent id, tool name), so a retry after a
+   * partial failure converges.
+   */
+  private async syncTools(record: AgentRecord): Promise<void> {
+    const keep = record.tools.map((t) => toolKey(record.id, t.name));
+    await this.toolDocs.deleteMany({ agentId: record.id, _id: { $nin: keep } });
+    if (record.tools.length === 0) return;
+    await this.toolDocs.bulkWrite(
+      record.tools.map((t) => ({
+        replaceOne: {
+          filter: { _id: toolKey(record.id, t.name) },
+          replacement: {
+            agentId: record.id,
+            agentName: record.name,
+            name: t.name,
+            description: t.description,
+            inputSchema: t.inputSchema ? JSON.stringify(t.inputSchema) : null,
+          },
+          upsert: true,
+        },
+      })),
+      { ordered: false },
+    );
+  }
+
+  /** Any driver failure becomes UNAVAILABLE, so clients retry instead of seeing INTERNAL. */
+  private async run<T>(op: () => Promise<T>): Promise<T> {
+    try {
+      return await op();
+    } catch (err) {
+      if (err instanceof MongoError) {
+        this.setStatus({ ok: false, message: `MongoDB unreachable: ${describe(err)}` });
+        throw new ConnectError(`agent store unavailable: ${describe(err)}`, Code.Unavailable);
+      }
+      throw err;
+    }
+  }
+}
+
+function toolKey(agentId: string, toolName: string): string {
+  // Ids never contain "/" (validation/limits.ts), so the key sorts by agent, then tool.
+  return `${agentId}/${toolName}`;
+}
+
+function toDoc(a: AgentRecord): AgentDoc {
+  return {
+    _id: a.id,
+    name: a.name,
+    version: a.version,
+    status: a.status,
+    endpoint: { url: a.endpoint.url, transport: a.endpoint.transport },
+    capabilities: a.capabilities.map((c) => ({ name: c.name, tags: [...c.tags] })),
+    capNames: a.capabilities.map((c) => c.name),
+    tags: [...new Set(a.capabilities.flatMap((c) => c.tags))],
+    tools: a.tools.map((t) => ({
+      name: t.name,
+      description: t.description,
+      inputSchema: t.inputSchema ? JSON.stringify(t.inputSchema) : null,
+    })),
+    labels: Object.entries(a.labels).map(([k, v]) => ({ k, v })),
+    load: a.load,
+    leaseTtlMs: a.leaseTtlMs,
+    registeredAt: a.registeredAt,
+    lastHeartbeatAt: a.lastHeartbeatAt,
+    leaseExpiresAt: a.leaseExpiresAt,
+    revision: a.revision,
+  };
+}
+
+function fromDoc(d: AgentDoc): AgentRecord {
+  return {
+    id: d._id,
+    name: d.name,
+    version: d.version,
+    status: d.status as AgentStatus,
+    endpoint: { url: d.endpoint.url, transport: d.endpoint.transport as Transport },
+    capabilities: d.capabilities.map((c) => ({ name: c.name, tags: c.tags })),
+    tools: d.tools.map((t) => ({ name: t.name, description: t.description, inputSchema: parseSchema(t.inputSchema) })),
+    labels: Object.fromEntries(d.labels.map((l) => [l.k, l.v])),
+    load: d.load,
+    leaseTtlMs: d.leaseTtlMs,
+    registeredAt: d.registeredAt,
+    lastHeartbeatAt: d.lastHeartbeatAt,
+    leaseExpiresAt: d.leaseExpiresAt,
+    revision: d.revision,
+  };
+}
+
+function parseSchema(text: string | null): JsonObject | undefined {
+  return text === null ? undefined : (JSON.parse(text) as JsonObject);
+}
+
+function escapeRegex(text: string): string {
+  return text.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
+}
+
+function describe(err: unknown): string {
+  return err instanceof Error ? err.message.slice(0, 200) : String(err);
+}

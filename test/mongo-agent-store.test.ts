@@ -1,0 +1,59 @@
+import { pino } from "pino";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { MongoAgentStore } from "../src/registry/mongo-agent-store.js";
+import { agent, agentStoreContract } from "./contracts/agent-store.contract.js";
+import { startFerret, type ManagedServer } from "./support/servers.js";
+
+let ferret: ManagedServer & { dispose(): Promise<void> };
+const stores: MongoAgentStore[] = [];
+let n = 0;
+
+beforeAll(async () => {
+  ferret = await startFerret();
+});
+afterAll(async () => {
+  await Promise.all(stores.map((s) => s.close()));
+  await ferret.dispose();
+});
+
+async function freshStore(timeoutMs = 2_000): Promise<MongoAgentStore> {
+  const store = new MongoAgentStore({
+    uri: ferret.url,
+    database: `contract_${process.pid}_${n++}`,
+    timeoutMs,
+    log: pino({ level: "silent" }),
+  });
+  stores.push(store);
+  await store.start();
+  return store;
+}
+
+agentStoreContract("mongodb (FerretDB)", () => freshStore());
+
+describe("MongoAgentStore", () => {
+  it("keeps label keys and schema keys with $ and . as data, never as operators or paths", async () => {
+    const store = await freshStore();
+    const a = agent("inj", {
+      labels: { "a.b": "1" },
+      tools: [{ name: "t", description: "", inputSchema: { $where: "sleep(1000)", "x.y": { $gt: "" } } }],
+    });
+    await store.put(a, 0);
+    expect(await store.get("inj")).toEqual(a);
+    expect((await store.tools({ text: "", name: "t", after: undefined, limit: 5 }))[0]?.tool.inputSchema).toEqual(
+      a.tools[0]!.inputSchema,
+    );
+  });
+
+  it("searches tool text literally, so regex metacharacters match themselves", async () => {
+    const store = await freshStore();
+    await store.put(agent("r1", { tools: [{ name: "calc", description: "adds (a+b)*c", inputSchema: undefined }] }), 0);
+    await store.put(agent("r2", { tools: [{ name: "other", description: "aab", inputSchema: undefined }] }), 0);
+    const hits = await store.tools({ text: "(a+b)", name: "", after: undefined, limit: 10 });
+    expect(hits.map((h) => h.agentId)).toEqual(["r1"]);
+  });
+
+  it("reports healthy once connected", async () => {
+    const store = await freshStore();
+    expect(store.health()).toEqual({ ok: true, message: "connected" });
+  });
+});

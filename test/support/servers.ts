@@ -1,0 +1,102 @@
+import { spawn, type ChildProcess } from "node:child_process";
+import { existsSync, mkdtempSync, rmSync } from "node:fs";
+import net from "node:net";
+import os from "node:os";
+import path from "node:path";
+
+/**
+ * Real Redis and FerretDB servers on loopback, one set per test file, that
+ * a test can stop and start again. scripts/test.sh installs redis-server and
+ * builds FerretDB; FERRETDB_BIN overrides where it is found.
+ */
+export interface ManagedServer {
+  readonly port: number;
+  readonly url: string;
+  stop(): Promise<void>;
+  start(): Promise<void>;
+}
+
+export async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.once("error", reject);
+    srv.listen(0, "127.0.0.1", () => {
+      const port = (srv.address() as net.AddressInfo).port;
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+async function waitForPort(port: number, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const ok = await new Promise<boolean>((resolve) => {
+      const s = net.connect(port, "127.0.0.1");
+      s.once("connect", () => (s.destroy(), resolve(true)));
+      s.once("error", () => resolve(false));
+    });
+    if (ok) return;
+    if (Date.now() > deadline) throw new Error(`nothing listens on 127.0.0.1:${port} after ${timeoutMs}ms`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+function managed(port: number, url: string, launch: () => ChildProcess, onDispose?: () => void): ManagedServer & { dispose(): Promise<void> } {
+  let child: ChildProcess | undefined;
+  const stop = async () => {
+    const c = child;
+    child = undefined;
+    if (!c || c.exitCode !== null) return;
+    const exited = new Promise((r) => c.once("exit", r));
+    c.kill("SIGKILL");
+    await exited;
+  };
+  return {
+    port,
+    url,
+    async start() {
+      child = launch();
+      await waitForPort(port, 15_000);
+    },
+    stop,
+    async dispose() {
+      await stop();
+      onDispose?.();
+    },
+  };
+}
+
+export async function startRedis(): Promise<ManagedServer & { dispose(): Promise<void> }> {
+  const port = await freePort();
+  const server = managed(port, `redis://127.0.0.1:${port}`, () =>
+    spawn("redis-server", ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"], {
+      stdio: "ignore",
+    }),
+  );
+  await server.start();
+  return server;
+}
+
+export function ferretBinary(): string {
+  const bin =
+    process.env.FERRETDB_BIN ??
+    path.join(os.homedir(), ".cache/federation-core/bin/ferretdb-v1.24.2");
+  if (!existsSync(bin)) {
+    throw new Error(`FerretDB not found at ${bin}: run scripts/build-ferretdb.sh (npm test does)`);
+  }
+  return bin;
+}
+
+export async function startFerret(): Promise<ManagedServer & { dispose(): Promise<void> }> {
+  const port = await freePort();
+  const dir = mkdtempSync(path.join(os.tmpdir(), "fc-ferret-"));
+  const bin = ferretBinary();
+  const server = managed(
+    port,
+    `mongodb://127.0.0.1:${port}`,
+    () => spawn(bin, ["--listen-addr", `127.0.0.1:${port}`, "--sqlite-url", `file:${dir}/`], { stdio: "ignore" }),
+    () => rmSync(dir, { recursive: true, force: true }),
+  );
+  await server.start();
+  return server;
+}
