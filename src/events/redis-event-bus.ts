@@ -173,9 +173,9 @@ export class RedisEventBus implements EventBus {
           "STREAMS",
           this.key,
           this.lastStreamId,
-        ])) as [Buffer, StreamEntry[]][] | null;
+        ])) as unknown[] | null;
         if (!res) continue;
-        for (const entry of res[0]![1]) {
+        for (const entry of streamEntries(res)) {
           this.lastStreamId = entry[0].toString();
           const event = decode(entry);
           for (const s of this.subscribers) {
@@ -193,6 +193,15 @@ export class RedisEventBus implements EventBus {
 }
 
 type StreamEntry = [Buffer, Buffer[]];
+
+/**
+ * XREAD answers [[key, entries]] per stream in RESP2; ioredis 6 flattens a
+ * single stream's reply to [key, entries]. Accept both.
+ */
+function streamEntries(reply: unknown[]): StreamEntry[] {
+  if (Buffer.isBuffer(reply[0])) return reply[1] as StreamEntry[];
+  return (reply[0] as [Buffer, StreamEntry[]])[1];
+}
 
 function decode([id, fields]: StreamEntry): PublishedEvent {
   const message = fromBinary(EventSchema, fields[1]!);

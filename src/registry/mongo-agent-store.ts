@@ -114,18 +114,32 @@ export class MongoAgentStore implements AgentStore {
     }
   }
 
+  /**
+   * Creates missing indexes, one at a time. Idempotent without relying on
+   * the server: FerretDB 1.24 panics on a createIndexes that names indexes
+   * which already exist, so existing ones are listed and skipped.
+   */
   private async ensureIndexes(): Promise<void> {
-    await this.agents.createIndexes([
-      { key: { capNames: 1 }, name: "capabilities" },
-      { key: { tags: 1 }, name: "tags" },
-      { key: { leaseExpiresAt: 1 }, name: "lease_expires_at" },
-      { key: { name: 1 }, name: "name" },
-      { key: { status: 1 }, name: "status" },
-    ]);
-    await this.toolDocs.createIndexes([
-      { key: { name: 1 }, name: "name" },
-      { key: { agentId: 1 }, name: "agent" },
-    ]);
+    const wanted: [collection: string, name: string, key: Record<string, 1>][] = [
+      ["agents", "capabilities", { capNames: 1 }],
+      ["agents", "tags", { tags: 1 }],
+      ["agents", "lease_expires_at", { leaseExpiresAt: 1 }],
+      ["agents", "name", { name: 1 }],
+      ["agents", "status", { status: 1 }],
+      ["tools", "name", { name: 1 }],
+      ["tools", "agent", { agentId: 1 }],
+    ];
+    const existing = new Map<string, Set<string>>();
+    for (const [collectionName, name, key] of wanted) {
+      const collection = this.db.collection(collectionName);
+      let names = existing.get(collectionName);
+      if (!names) {
+        const list = await collection.listIndexes().toArray().catch(() => []);
+        names = new Set(list.map((i) => String(i.name)));
+        existing.set(collectionName, names);
+      }
+      if (!names.has(name)) await collection.createIndex(key, { name });
+    }
   }
 
   private async ping(): Promise<void> {
