@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The one test command (`npm test`): installs what the tests need on a fresh
 # machine, checks the contracts and generated code, type-checks, and runs
-# every test against real servers on loopback.
+# every test against real servers on loopback. Tests start their own
+# redis-server and FerretDB processes on free loopback ports and stop them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -9,6 +10,20 @@ step() { printf '\n== %s\n' "$*"; }
 
 step "npm packages"
 npm ci --no-audit --no-fund --loglevel=error
+
+step "redis-server (Debian)"
+if ! command -v redis-server >/dev/null; then
+  sudo_cmd=""
+  [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
+  $sudo_cmd env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  $sudo_cmd env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends redis-server >/dev/null
+fi
+redis-server --version
+
+step "FerretDB v1.24.2 (Go module proxy, cached)"
+FERRETDB_BIN="$(bash scripts/build-ferretdb.sh)"
+export FERRETDB_BIN
+echo "$FERRETDB_BIN"
 
 step "buf lint"
 npx buf lint

@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { getJson, postJson, registerBody, startApp, type TestApp } from "./support/app.js";
+import { getJson, postJson, registerBody, startApp, waitServing, type TestApp } from "./support/app.js";
+import { backends } from "./support/backends.js";
 import { openWs, type WsFeed } from "./support/feeds.js";
 import { grpcClients, unary, type GrpcClients } from "./support/grpc-client.js";
 
@@ -83,7 +84,7 @@ function grpcRegister() {
   return { name: "g", endpoint: { url: "grpc://127.0.0.1:1" }, capabilities: [{ name: "a" }] };
 }
 
-describe("bad input", () => {
+describe.each(backends())("bad input ($name)", (backend) => {
   let t: TestApp;
   let c: GrpcClients;
   let agentId: string;
@@ -97,7 +98,8 @@ describe("bad input", () => {
   };
 
   beforeAll(async () => {
-    t = await startApp();
+    t = await startApp(await backend.env());
+    await waitServing(t);
     c = grpcClients(t.port);
     agentId = (await postJson(`${t.url}/agents/register`, registerBody())).json.agent.id;
     before = await snapshot();

@@ -1,18 +1,20 @@
 import WebSocket from "ws";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import { postJson, registerBody, startApp, type TestApp } from "./support/app.js";
+import { postJson, registerBody, startApp, waitServing, type TestApp } from "./support/app.js";
+import { backends } from "./support/backends.js";
 import { openWatch, openWs, type GrpcFeed, type WsFeed } from "./support/feeds.js";
 import { grpcClients, unary, type GrpcClients } from "./support/grpc-client.js";
 import { ManualClock } from "./support/manual-clock.js";
 
-describe("the event feed on /ws and WatchEvents", () => {
-  const clock = new ManualClock();
+describe.each(backends())("the event feed on /ws and WatchEvents ($name)", (backend) => {
+  const clock = new ManualClock(Date.now());
   let t: TestApp;
   let c: GrpcClients;
   const open: (WsFeed | GrpcFeed)[] = [];
 
   beforeAll(async () => {
-    t = await startApp({ LEASE_GRACE: "60s", REAPER_INTERVAL: "1h" }, { clock });
+    t = await startApp({ LEASE_GRACE: "60s", REAPER_INTERVAL: "1h", ...(await backend.env()) }, { clock });
+    await waitServing(t);
     c = grpcClients(t.port);
   });
   afterEach(() => open.splice(0).forEach((f) => f.close()));

@@ -1,17 +1,20 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { getJson, postJson, registerBody, startApp, type TestApp } from "./support/app.js";
+import { backends } from "./support/backends.js";
+import { waitServing } from "./support/app.js";
 import { grpc, grpcClients, unary, type GrpcClients } from "./support/grpc-client.js";
 
 /**
  * The whole loop through a stock @grpc/grpc-js client built from the .proto
  * files, over h2c, on the same port where REST and Connect JSON also answer.
  */
-describe("gRPC, REST and Connect on one port", () => {
+describe.each(backends())("gRPC, REST and Connect on one port ($name)", (backend) => {
   let t: TestApp;
   let c: GrpcClients;
 
   beforeAll(async () => {
-    t = await startApp();
+    t = await startApp(await backend.env());
+    await waitServing(t);
     c = grpcClients(t.port);
   });
   afterAll(async () => {

@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { getJson, postJson, registerBody, startApp, type TestApp } from "./support/app.js";
+import { getJson, postJson, registerBody, startApp, waitServing, type TestApp } from "./support/app.js";
 import { openWs } from "./support/feeds.js";
 import { startFerret, startRedis, type ManagedServer } from "./support/servers.js";
 
@@ -37,7 +37,7 @@ describe("replicas sharing MongoDB (FerretDB) and Redis", () => {
   const replica = async (env: Record<string, string>) => {
     const app = await startApp(env);
     apps.push(app);
-    await waitServing(app.url);
+    await waitServing(app);
     return app;
   };
 
@@ -119,13 +119,3 @@ describe("replicas sharing MongoDB (FerretDB) and Redis", () => {
     resumed.close();
   });
 });
-
-async function waitServing(url: string, timeoutMs = 10_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const h = await getJson(`${url}/health`);
-    if (h.json.status === "SERVING_STATUS_SERVING") return;
-    if (Date.now() > deadline) throw new Error(`not serving: ${JSON.stringify(h.json)}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}

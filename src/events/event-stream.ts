@@ -1,3 +1,4 @@
+import { ConnectError } from "@connectrpc/connect";
 import { errors } from "../errors.js";
 import type { EventBus, EventFilter, PublishedEvent } from "./event-bus.js";
 
@@ -5,7 +6,7 @@ import type { EventBus, EventFilter, PublishedEvent } from "./event-bus.js";
  * Turns a bus subscription into an async iterable with a bounded queue. A
  * subscriber that falls `queueLimit` events behind ends with
  * RESOURCE_EXHAUSTED instead of slowing the publisher or the other
- * subscribers. Ends quietly when `signal` aborts.
+ * subscribers.
  */
 export async function* eventStream(
   bus: EventBus,
@@ -35,6 +36,10 @@ export async function* eventStream(
       await new Promise<void>((resolve) => (wake = resolve));
       wake = undefined;
     }
+    // Shutdown aborts with UNAVAILABLE so clients reconnect to another
+    // replica; a deadline ends with its own code. A client that went away
+    // needs no status.
+    if (signal.reason instanceof ConnectError) throw signal.reason;
   } finally {
     subscription.close();
     signal.removeEventListener("abort", onAbort);

@@ -6,6 +6,7 @@ import type { Duplex } from "node:stream";
 import type { ConnectRouter } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import type { NodeRequest, NodeResponse } from "./node-types.js";
+import { errors } from "../errors.js";
 import type { Logger } from "../logger.js";
 import { createOnePortListener } from "./one-port-listener.js";
 import { createRestTranscoder, type RestBinding } from "./rest/rest-transcoder.js";
@@ -103,7 +104,7 @@ export class FederationServer {
    * HTTP/1.1 connections, and after the grace period close the rest.
    */
   async close(): Promise<void> {
-    this.shutdown.abort();
+    this.shutdown.abort(errors.shuttingDown());
     this.opts.bridge.close();
     const closed = new Promise<void>((resolve) => this.listener.close(() => resolve()));
     for (const session of this.sessions) session.close();

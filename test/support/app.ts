@@ -48,3 +48,14 @@ export async function getJson(url: string, init: RequestInit = {}) {
   const text = await res.text();
   return { status: res.status, headers: res.headers, json: text === "" ? undefined : (JSON.parse(text) as any) };
 }
+
+/** Waits until /health says SERVING (a shared store or bus may still be connecting). */
+export async function waitServing(t: TestApp, timeoutMs = 15_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const h = await getJson(`${t.url}/health`);
+    if (h.json?.status === "SERVING_STATUS_SERVING") return;
+    if (Date.now() > deadline) throw new Error(`not serving after ${timeoutMs}ms: ${JSON.stringify(h.json)}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
