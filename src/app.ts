@@ -27,8 +27,29 @@ import { healthService } from "./transport/services/health-service.js";
 import { registryService } from "./transport/services/registry-service.js";
 import { routerService } from "./transport/services/router-service.js";
 import { WebSocketBridge } from "./transport/websocket-bridge.js";
+import { AdminService } from "../gen/federation/v1/admin_service_pb.js";
+import { adminService } from "./transport/services/admin-service.js";
+import type { ServerOptions } from "./transport/server.js";
+import { FileKeyStore, type KeyStore } from "./security/key-store.js";
+import { TokenIssuer } from "./security/token-issuer.js";
+import { TokenVerifier } from "./security/token-verifier.js";
+import { RequestGuard } from "./security/request-guard.js";
+import { RateLimits } from "./security/rate-limits.js";
+import { ManifestSigner } from "./security/manifest-signer.js";
+import { bootstrapToken } from "./security/bootstrap-token.js";
+import { readFileSync } from "node:fs";
 
 export const VERSION = "0.1.0";
+
+/** The security components, prepared before the app is built (key loading is asynchronous). */
+interface SecurityParts {
+  readonly keys: KeyStore;
+  readonly issuer: TokenIssuer;
+  readonly guard: RequestGuard;
+  readonly limits: RateLimits;
+  readonly signer: ManifestSigner;
+  readonly tls: ServerOptions["tls"];
+}
 
 export interface AppDeps {
   readonly clock?: Clock;
@@ -55,11 +76,21 @@ export class App {
   readonly health: HealthMonitor;
   readonly bridge: WebSocketBridge;
   readonly server: FederationServer;
+  readonly keys: KeyStore;
+  private readonly limits: RateLimits;
   port = 0;
 
-  constructor(
+  /** Loads (or creates) the signing keys, then builds the app. */
+  static async create(config: Config, deps: AppDeps = {}): Promise<App> {
+    const clock = deps.clock ?? systemClock;
+    const log = deps.logger ?? createLogger(config.logLevel);
+    return new App(config, { ...deps, clock, logger: log }, await prepareSecurity(config, clock, log));
+  }
+
+  private constructor(
     readonly config: Config,
-    deps: AppDeps = {},
+    deps: AppDeps,
+    security: SecurityParts,
   ) {
     this.clock = deps.clock ?? systemClock;
     this.log = deps.logger ?? createLogger(config.logLevel);
@@ -86,20 +117,24 @@ export class App {
       ],
       this.clock,
     );
+    this.keys = security.keys;
+    this.limits = security.limits;
     this.bridge = new WebSocketBridge(
       this.bus,
+      security.guard,
       { maxBufferedBytes: 4 * 1024 * 1024, pingIntervalMs: 30_000, maxPayloadBytes: 64 * 1024 },
       this.log.child({ component: "websocket" }),
     );
 
     const bindings: RestBinding[] = [
-      { service: RegistryService, impl: registryService(this.registry, config.lease) },
-      { service: DirectoryService, impl: directoryService(this.directory) },
+      { service: RegistryService, impl: registryService(this.registry, security.issuer, config.lease) },
+      { service: DirectoryService, impl: directoryService(this.directory, security.signer, security.keys) },
       { service: RouterService, impl: routerService(this.router) },
       {
         service: HealthService,
         impl: healthService(this.health, this.bus, config.events.subscriberQueueLimit, VERSION),
       },
+      { service: AdminService, impl: adminService(this.registry, security.issuer, security.keys) },
     ];
     const grpcHealth = grpcHealthService(
       this.health,
@@ -113,6 +148,8 @@ export class App {
       bindings,
       routes,
       bridge: this.bridge,
+      guard: security.guard,
+      tls: security.tls,
       maxBodyBytes: config.maxBodyBytes,
       sniffTimeoutMs: config.sniffTimeoutMs,
       shutdownGraceMs: config.shutdownGraceMs,
@@ -141,6 +178,7 @@ export class App {
     await this.server.close();
     await this.bus.close();
     await this.store.close();
+    this.limits.close();
   }
 }
 
@@ -157,4 +195,47 @@ function createBus(config: Config, clock: Clock, log: Logger): EventBus {
     maxPending: 100_000,
     log: log.child({ component: "redis" }),
   });
+}
+
+async function prepareSecurity(config: Config, clock: Clock, log: Logger): Promise<SecurityParts> {
+  const sec = config.security;
+  const keys = await FileKeyStore.open({
+    dataDir: sec.dataDir,
+    fromEnv: sec.signingKeys,
+    clock,
+    retireAfterMs: sec.keyRetireAfterMs,
+  });
+  const token = await bootstrapToken(sec, log);
+  const verifier = new TokenVerifier(
+    {
+      federationIssuer: sec.issuer,
+      audience: sec.audience,
+      issuers: sec.issuers,
+      algorithms: sec.algorithms,
+      clockSkewSec: sec.clockSkewSec,
+      maxTokenBytes: sec.maxTokenBytes,
+      bootstrapToken: token,
+      bootstrapTenant: sec.bootstrapTenant,
+    },
+    keys,
+    clock,
+  );
+  const limits = new RateLimits(sec.rateLimits, config.redis);
+  const t = config.tls;
+  return {
+    keys,
+    issuer: new TokenIssuer(keys, clock, { issuer: sec.issuer, audience: sec.audience, passportTtlMs: sec.passportTtlMs }),
+    guard: new RequestGuard(verifier, limits, { trustDomain: sec.trustDomain, defaultTenant: sec.bootstrapTenant }),
+    limits,
+    signer: new ManifestSigner(sec.manifestSigning, keys),
+    tls: t
+      ? {
+          cert: readFileSync(t.cert),
+          key: readFileSync(t.key),
+          ca: t.ca ? readFileSync(t.ca) : undefined,
+          requestCert: t.clientAuth !== "none",
+          rejectUnauthorized: t.clientAuth === "require",
+        }
+      : undefined,
+  };
 }

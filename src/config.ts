@@ -25,6 +25,36 @@ export interface Config {
   /** Names this replica in logs and telemetry. */
   readonly replicaId: string;
   readonly telemetryIntervalMs: number;
+  readonly security: SecurityConfig;
+  readonly tls: TlsConfig | undefined;
+}
+
+export interface SecurityConfig {
+  /** Where generated keys live (created on first start). */
+  readonly dataDir: string;
+  /** JSON key set shared by replicas, instead of the key file. */
+  readonly signingKeys: string | undefined;
+  readonly keyRetireAfterMs: number;
+  /** Dev-mode root token; generated and printed once when unset and no issuer is configured. */
+  readonly bootstrapToken: string | undefined;
+  readonly bootstrapTenant: string;
+  readonly issuer: string;
+  readonly audience: string;
+  readonly issuers: readonly { issuer: string; jwksUri?: string; jwks?: { keys: Record<string, unknown>[] } }[];
+  readonly algorithms: readonly string[];
+  readonly clockSkewSec: number;
+  readonly maxTokenBytes: number;
+  readonly passportTtlMs: number;
+  readonly manifestSigning: { mode: "hmac"; secret: string } | { mode: "jws" } | { mode: "none" };
+  readonly rateLimits: { tenantPerSecond: number; perTenant: Record<string, number>; heartbeatsPerSecond: number };
+  readonly trustDomain: string | undefined;
+}
+
+export interface TlsConfig {
+  readonly cert: string;
+  readonly key: string;
+  readonly ca: string | undefined;
+  readonly clientAuth: "none" | "request" | "require";
 }
 
 export interface LeaseConfig {
@@ -91,7 +121,91 @@ export function loadConfig(env: Env = process.env): Config {
       : undefined,
     replicaId: env.REPLICA_ID ?? `${hostname()}-${process.pid}`,
     telemetryIntervalMs: duration(env, "TELEMETRY_INTERVAL", 5_000),
+    security: security(env),
+    tls: tls(env),
   };
+}
+
+const ALLOWED_ALGORITHMS = ["EdDSA", "ES256", "ES384", "ES512", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512"];
+
+function security(env: Env): SecurityConfig {
+  const algorithms = (env.AUTH_ALGORITHMS ?? "EdDSA,ES256,RS256,PS256").split(",").map((a) => a.trim());
+  for (const a of algorithms) {
+    // No "none" and no HMAC: a shared-secret algorithm next to public keys
+    // is the classic key-confusion hole.
+    if (!ALLOWED_ALGORITHMS.includes(a)) {
+      throw new ConfigError(`AUTH_ALGORITHMS: "${a}" is not allowed; choose from ${ALLOWED_ALGORITHMS.join(", ")}`);
+    }
+  }
+  let issuers: SecurityConfig["issuers"] = [];
+  if (env.AUTH_ISSUERS) {
+    try {
+      issuers = JSON.parse(env.AUTH_ISSUERS) as SecurityConfig["issuers"];
+    } catch {
+      throw new ConfigError("AUTH_ISSUERS: must be a JSON array");
+    }
+    if (!Array.isArray(issuers)) throw new ConfigError("AUTH_ISSUERS: must be a JSON array");
+    issuers.forEach((i, n) => {
+      if (typeof i?.issuer !== "string" || i.issuer === "") throw new ConfigError(`AUTH_ISSUERS[${n}].issuer: is required`);
+      if (!i.jwksUri && !i.jwks) throw new ConfigError(`AUTH_ISSUERS[${n}]: needs jwksUri or jwks`);
+      if (i.jwksUri && !/^https?:\/\//.test(i.jwksUri)) throw new ConfigError(`AUTH_ISSUERS[${n}].jwksUri: must be an http(s) URL`);
+    });
+  }
+  const mode = env.MANIFEST_SIGNING ?? (env.MANIFEST_HMAC_SECRET ? "hmac" : "jws");
+  let manifestSigning: SecurityConfig["manifestSigning"];
+  if (mode === "hmac") {
+    if (!env.MANIFEST_HMAC_SECRET || env.MANIFEST_HMAC_SECRET.length < 32) {
+      throw new ConfigError("MANIFEST_HMAC_SECRET: required for hmac signing, at least 32 characters");
+    }
+    manifestSigning = { mode, secret: env.MANIFEST_HMAC_SECRET };
+  } else if (mode === "jws" || mode === "none") {
+    manifestSigning = { mode };
+  } else {
+    throw new ConfigError(`MANIFEST_SIGNING: must be hmac, jws or none, got "${mode}"`);
+  }
+  let perTenant: Record<string, number> = {};
+  if (env.RATE_LIMITS) {
+    try {
+      perTenant = JSON.parse(env.RATE_LIMITS) as Record<string, number>;
+    } catch {
+      throw new ConfigError('RATE_LIMITS: must be a JSON object such as {"tenant-a": 50}');
+    }
+    for (const [k, v] of Object.entries(perTenant)) {
+      if (!Number.isInteger(v) || v < 1) throw new ConfigError(`RATE_LIMITS.${k}: must be a positive integer`);
+    }
+  }
+  return {
+    dataDir: env.DATA_DIR ?? ".data",
+    signingKeys: env.FEDERATION_SIGNING_KEYS,
+    keyRetireAfterMs: duration(env, "KEY_RETIRE_AFTER", 31 * 24 * 3_600_000),
+    bootstrapToken: env.FEDERATION_BOOTSTRAP_TOKEN,
+    bootstrapTenant: env.BOOTSTRAP_TENANT ?? "default",
+    issuer: env.FEDERATION_ISSUER ?? "federation-core",
+    audience: env.AUTH_AUDIENCE ?? "federation-core",
+    issuers,
+    algorithms,
+    clockSkewSec: Math.round(duration(env, "AUTH_CLOCK_SKEW", 30_000) / 1000),
+    maxTokenBytes: integer(env, "AUTH_MAX_TOKEN_BYTES", 8192, 256, 65536),
+    passportTtlMs: duration(env, "PASSPORT_TTL", 15 * 60_000),
+    manifestSigning,
+    rateLimits: {
+      tenantPerSecond: integer(env, "RATE_LIMIT_TENANT", 1000, 1, 10_000_000),
+      perTenant,
+      heartbeatsPerSecond: integer(env, "RATE_LIMIT_HEARTBEAT", 5, 1, 10_000),
+    },
+    trustDomain: env.MTLS_TRUST_DOMAIN,
+  };
+}
+
+function tls(env: Env): TlsConfig | undefined {
+  if (!env.TLS_CERT && !env.TLS_KEY) return undefined;
+  if (!env.TLS_CERT || !env.TLS_KEY) throw new ConfigError("TLS_CERT and TLS_KEY: set both, or neither");
+  const clientAuth = env.TLS_CLIENT_AUTH ?? (env.TLS_CA ? "require" : "none");
+  if (clientAuth !== "none" && clientAuth !== "request" && clientAuth !== "require") {
+    throw new ConfigError(`TLS_CLIENT_AUTH: must be none, request or require, got "${clientAuth}"`);
+  }
+  if (clientAuth !== "none" && !env.TLS_CA) throw new ConfigError("TLS_CA: required when TLS_CLIENT_AUTH is not none");
+  return { cert: env.TLS_CERT, key: env.TLS_KEY, ca: env.TLS_CA, clientAuth };
 }
 
 function url(env: Env, name: string, schemes: string[]): string {

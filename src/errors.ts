@@ -9,6 +9,7 @@ export const errors = {
   /** Bad input; the message starts with the field path. */
   invalidArgument: (field: string, reason: string) =>
     new ConnectError(`${field}: ${reason}`, Code.InvalidArgument),
+  /** Also the answer for another tenant's agent: existence is not revealed. */
   agentNotFound: (id: string) =>
     new ConnectError(`agent "${id}" not found; register again`, Code.NotFound),
   noAgentOffers: (capability: string) =>
@@ -24,5 +25,14 @@ export const errors = {
   /** Another writer kept winning the compare-and-set; the client may retry. */
   conflict: (id: string) =>
     new ConnectError(`agent "${id}" was changed concurrently; retry`, Code.Aborted),
+  unauthenticated: (reason: string) =>
+    new ConnectError(reason, Code.Unauthenticated, {
+      "www-authenticate": `Bearer realm="federation-core", error="invalid_token"`,
+    }),
+  permissionDenied: (reason: string) => new ConnectError(reason, Code.PermissionDenied),
+  rateLimited: (retryAfterSec: number, what: string) =>
+    new ConnectError(`${what} rate limit exceeded; retry in ${retryAfterSec}s`, Code.ResourceExhausted, {
+      "retry-after": String(retryAfterSec),
+    }),
   shuttingDown: () => new ConnectError("server is shutting down", Code.Unavailable),
 } as const;

@@ -10,7 +10,7 @@ try {
   process.exit(2);
 }
 
-const app = new App(config);
+const app = await App.create(config);
 await app.start();
 
 let stopping = false;

@@ -1,4 +1,4 @@
-import { createClient, type Client } from "@connectrpc/connect";
+import { createClient, type Client, type Interceptor } from "@connectrpc/connect";
 import {
   createConnectTransport,
   createGrpcTransport,
@@ -8,7 +8,12 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { DirectoryService } from "../gen/federation/v1/directory_service_pb.js";
 import { HealthService } from "../gen/federation/v1/health_service_pb.js";
 import { RegistryService } from "../gen/federation/v1/registry_service_pb.js";
-import { startApp, type TestApp } from "./support/app.js";
+import { AUTH, startApp, type TestApp } from "./support/app.js";
+
+const withToken: Interceptor = (next) => (req) => {
+  req.header.set("authorization", AUTH.authorization);
+  return next(req);
+};
 
 /** Every Connect-family protocol, over HTTP/1.1 and HTTP/2, on the one port. */
 describe("Connect, gRPC-Web and gRPC clients from our generated code", () => {
@@ -18,12 +23,15 @@ describe("Connect, gRPC-Web and gRPC clients from our generated code", () => {
   });
   afterAll(() => t.close());
 
+  const interceptors = [withToken];
   const transports = {
-    "connect json, http/1.1": () => createConnectTransport({ baseUrl: t.url, httpVersion: "1.1", useBinaryFormat: false }),
-    "connect binary, http/2": () => createConnectTransport({ baseUrl: t.url, httpVersion: "2", useBinaryFormat: true }),
-    "grpc-web, http/1.1": () => createGrpcWebTransport({ baseUrl: t.url, httpVersion: "1.1" }),
-    "grpc-web, http/2": () => createGrpcWebTransport({ baseUrl: t.url, httpVersion: "2" }),
-    "grpc, http/2": () => createGrpcTransport({ baseUrl: t.url }),
+    "connect json, http/1.1": () =>
+      createConnectTransport({ baseUrl: t.url, httpVersion: "1.1", useBinaryFormat: false, interceptors }),
+    "connect binary, http/2": () =>
+      createConnectTransport({ baseUrl: t.url, httpVersion: "2", useBinaryFormat: true, interceptors }),
+    "grpc-web, http/1.1": () => createGrpcWebTransport({ baseUrl: t.url, httpVersion: "1.1", interceptors }),
+    "grpc-web, http/2": () => createGrpcWebTransport({ baseUrl: t.url, httpVersion: "2", interceptors }),
+    "grpc, http/2": () => createGrpcTransport({ baseUrl: t.url, interceptors }),
   };
 
   for (const [name, make] of Object.entries(transports)) {
@@ -44,7 +52,7 @@ describe("Connect, gRPC-Web and gRPC clients from our generated code", () => {
   }
 
   it("streams WatchEvents over Connect on HTTP/1.1, as a browser would", async () => {
-    const transport = createConnectTransport({ baseUrl: t.url, httpVersion: "1.1" });
+    const transport = createConnectTransport({ baseUrl: t.url, httpVersion: "1.1", interceptors: [withToken] });
     const health = createClient(HealthService, transport);
     const registry = createClient(RegistryService, transport);
     const abort = new AbortController();

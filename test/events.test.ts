@@ -1,6 +1,6 @@
 import WebSocket from "ws";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import { postJson, registerBody, startApp, waitServing, type TestApp } from "./support/app.js";
+import { AUTH, postJson, registerBody, startApp, waitServing, type TestApp } from "./support/app.js";
 import { backends } from "./support/backends.js";
 import { openWatch, openWs, type GrpcFeed, type WsFeed } from "./support/feeds.js";
 import { grpcClients, unary, type GrpcClients } from "./support/grpc-client.js";
@@ -93,7 +93,7 @@ describe.each(backends())("the event feed on /ws and WatchEvents ($name)", (back
   });
 
   it("refuses an unknown event type on both feeds with INVALID_ARGUMENT", async () => {
-    const ws = new WebSocket(`ws://127.0.0.1:${t.port}/ws?types=agent.exploded`);
+    const ws = new WebSocket(`ws://127.0.0.1:${t.port}/ws?types=agent.exploded`, { headers: AUTH });
     const refused = await new Promise<{ status: number; body: any }>((resolve, reject) => {
       ws.on("open", () => reject(new Error("upgrade was accepted")));
       ws.on("error", () => undefined);

@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { getJson, postJson, registerBody, startApp, type TestApp } from "./support/app.js";
 import { backends } from "./support/backends.js";
 import { waitServing } from "./support/app.js";
-import { grpc, grpcClients, unary, type GrpcClients } from "./support/grpc-client.js";
+import { bearer, grpc, grpcClients, unary, type GrpcClients } from "./support/grpc-client.js";
 
 /**
  * The whole loop through a stock @grpc/grpc-js client built from the .proto
@@ -124,7 +124,7 @@ describe.each(backends())("gRPC, REST and Connect on one port ($name)", (backend
   });
 
   it("honours a gRPC deadline on a server stream and cancels cleanly", async () => {
-    const call = c.health.WatchEvents({ types: ["agent.registered"] }, { deadline: Date.now() + 300 });
+    const call = c.health.WatchEvents({ types: ["agent.registered"] }, bearer(), { deadline: Date.now() + 300 });
     const status = await new Promise<any>((resolve) => {
       call.on("data", () => undefined);
       call.on("error", resolve);

@@ -39,7 +39,7 @@ describe("MongoAgentStore", () => {
     });
     await store.put(a, 0);
     expect(await store.get("inj")).toEqual(a);
-    expect((await store.tools({ text: "", name: "t", after: undefined, limit: 5 }))[0]?.tool.inputSchema).toEqual(
+    expect((await store.tools({ tenant: "t1", text: "", name: "t", after: undefined, limit: 5 }))[0]?.tool.inputSchema).toEqual(
       a.tools[0]!.inputSchema,
     );
   });
@@ -48,7 +48,7 @@ describe("MongoAgentStore", () => {
     const store = await freshStore();
     await store.put(agent("r1", { tools: [{ name: "calc", description: "adds (a+b)*c", inputSchema: undefined }] }), 0);
     await store.put(agent("r2", { tools: [{ name: "other", description: "aab", inputSchema: undefined }] }), 0);
-    const hits = await store.tools({ text: "(a+b)", name: "", after: undefined, limit: 10 });
+    const hits = await store.tools({ tenant: "t1", text: "(a+b)", name: "", after: undefined, limit: 10 });
     expect(hits.map((h) => h.agentId)).toEqual(["r1"]);
   });
 

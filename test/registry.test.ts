@@ -12,6 +12,9 @@ import { Router } from "../src/router/router.js";
 import { parseRegister, parseRoute } from "../src/validation/requests.js";
 import { create as createRoute } from "./support/route-request.js";
 import { ManualClock } from "./support/manual-clock.js";
+import type { Principal } from "../src/security/principal.js";
+
+const caller: Principal = { subject: "test", tenant: "t1", scopes: new Set(["admin"]), via: "token" };
 
 const lease = loadConfig({ LEASE_TTL_DEFAULT: "10s", LEASE_GRACE: "5s" }).lease;
 const log = pino({ level: "silent" });
@@ -39,53 +42,53 @@ describe("registry leases", () => {
     store = new MemoryAgentStore();
     const bus = new MemoryEventBus(clock, 100);
     events = [];
-    bus.subscribe({ types: new Set(), agentId: "" }, 0n, (e) => events.push(e));
+    bus.subscribe({ tenant: "t1", types: new Set(), agentId: "" }, 0n, (e) => events.push(e));
     registry = new Registry(store, bus, clock, lease, log);
   });
 
   it("keeps an agent healthy while it heartbeats within its lease", async () => {
-    const a = await registry.register(input());
+    const a = await registry.register(input(), caller);
     for (let i = 0; i < 5; i++) {
       clock.advance(9_000);
-      await registry.heartbeat({ agentId: a.id, status: AgentStatus.UNSPECIFIED, load: undefined });
+      await registry.heartbeat({ agentId: a.id, status: AgentStatus.UNSPECIFIED, load: undefined }, caller);
       await registry.sweep();
     }
-    expect((await registry.get(a.id)).status).toBe(AgentStatus.HEALTHY);
+    expect((await registry.get(a.id, caller)).status).toBe(AgentStatus.HEALTHY);
     expect(events.map((e) => e.message.type)).toEqual(["agent.registered"]);
   });
 
   it("turns an agent that misses its lease UNHEALTHY, then expires it after the grace period", async () => {
-    const a = await registry.register(input());
+    const a = await registry.register(input(), caller);
     clock.advance(10_000);
     await registry.sweep();
     await registry.sweep();
-    expect((await registry.get(a.id)).status).toBe(AgentStatus.UNHEALTHY);
+    expect((await registry.get(a.id, caller)).status).toBe(AgentStatus.UNHEALTHY);
     clock.advance(5_000);
     await registry.sweep();
-    await expect(registry.get(a.id)).rejects.toThrow(/not found/);
+    await expect(registry.get(a.id, caller)).rejects.toThrow(/not found/);
     expect(events.map((e) => e.message.type)).toEqual(["agent.registered", "agent.status_changed", "agent.expired"]);
   });
 
   it("revives an UNHEALTHY agent that heartbeats within the grace period", async () => {
-    const a = await registry.register(input());
+    const a = await registry.register(input(), caller);
     clock.advance(11_000);
     await registry.sweep();
-    const back = await registry.heartbeat({ agentId: a.id, status: AgentStatus.UNSPECIFIED, load: 0.5 });
+    const back = await registry.heartbeat({ agentId: a.id, status: AgentStatus.UNSPECIFIED, load: 0.5 }, caller);
     expect(back.status).toBe(AgentStatus.HEALTHY);
     expect(back.leaseExpiresAt).toBe(clock.now() + 10_000);
     expect(events.map((e) => e.message.type)).toEqual(["agent.registered", "agent.status_changed", "agent.status_changed"]);
   });
 
   it("answers NOT_FOUND to a heartbeat after the grace period, even before the reaper ran", async () => {
-    const a = await registry.register(input());
+    const a = await registry.register(input(), caller);
     clock.advance(15_000);
     await expect(
-      registry.heartbeat({ agentId: a.id, status: AgentStatus.UNSPECIFIED, load: undefined }),
+      registry.heartbeat({ agentId: a.id, status: AgentStatus.UNSPECIFIED, load: undefined }, caller),
     ).rejects.toMatchObject({ code: 5 });
   });
 
   it("emits exactly one expiry when two reapers race", async () => {
-    const a = await registry.register(input());
+    const a = await registry.register(input(), caller);
     clock.advance(20_000);
     const other = new Registry(store, new MemoryEventBus(clock, 10), clock, lease, log);
     await Promise.all([registry.sweep(), other.sweep(), registry.sweep()]);
@@ -93,13 +96,13 @@ describe("registry leases", () => {
   });
 
   it("keeps the id and registration time when an agent registers again with its id", async () => {
-    const a = await registry.register(input());
+    const a = await registry.register(input(), caller);
     clock.advance(1_000);
-    const b = await registry.register(input({ agentId: a.id, version: "2" }));
+    const b = await registry.register(input({ agentId: a.id, version: "2" }), caller);
     expect(b.id).toBe(a.id);
     expect(b.registeredAt).toBe(a.registeredAt);
     expect(b.revision).toBe(2);
-    expect((await store.counts()).total).toBe(1);
+    expect((await store.counts("t1")).total).toBe(1);
     expect(events.map((e) => e.message.type)).toEqual(["agent.registered", "agent.updated"]);
   });
 });
@@ -118,15 +121,15 @@ describe("router", () => {
   });
 
   const withLoad = async (name: string, load: number, status = AgentStatus.HEALTHY) => {
-    const a = await registry.register(input({ name }));
-    return registry.heartbeat({ agentId: a.id, status, load });
+    const a = await registry.register(input({ name }), caller);
+    return registry.heartbeat({ agentId: a.id, status, load }, caller);
   };
 
   it("prefers the agent with the most spare capacity", async () => {
     await withLoad("busy", 0.9);
     const idle = await withLoad("idle", 0.1);
     await withLoad("half", 0.5);
-    const d = await router.route(parseRoute(createRoute({ capabilities: ["code"] })));
+    const d = await router.route(parseRoute(createRoute({ capabilities: ["code"] })), "t1");
     expect(d.agent.id).toBe(idle.id);
     expect(d.candidates.map((c) => c.agent.name)).toEqual(["idle", "half", "busy"]);
   });
@@ -135,8 +138,8 @@ describe("router", () => {
     const degraded = await withLoad("degraded", 0, AgentStatus.DEGRADED);
     await withLoad("draining", 0, AgentStatus.DRAINING);
     const loaded = await withLoad("loaded", 0.6);
-    expect((await router.route(parseRoute(createRoute({ capabilities: ["code"] })))).agent.id).toBe(loaded.id);
-    const d = await router.route(parseRoute(createRoute({ capabilities: ["code"], excludeAgentIds: [loaded.id] })));
+    expect((await router.route(parseRoute(createRoute({ capabilities: ["code"] })), "t1")).agent.id).toBe(loaded.id);
+    const d = await router.route(parseRoute(createRoute({ capabilities: ["code"], excludeAgentIds: [loaded.id] })), "t1");
     expect(d.agent.id).toBe(degraded.id);
   });
 
@@ -144,16 +147,16 @@ describe("router", () => {
     await withLoad("x", 0);
     await withLoad("y", 0);
     const picks = new Set<string>();
-    for (let i = 0; i < 4; i++) picks.add((await router.route(parseRoute(createRoute({ capabilities: ["code"] })))).agent.name);
+    for (let i = 0; i < 4; i++) picks.add((await router.route(parseRoute(createRoute({ capabilities: ["code"] })), "t1")).agent.name);
     expect(picks).toEqual(new Set(["x", "y"]));
   });
 
   it("names the capability nobody offers, and says when no capable agent can take work", async () => {
     await withLoad("draining", 0, AgentStatus.DRAINING);
-    await expect(router.route(parseRoute(createRoute({ capabilities: ["code", "fly"] })))).rejects.toMatchObject({
+    await expect(router.route(parseRoute(createRoute({ capabilities: ["code", "fly"] })), "t1")).rejects.toMatchObject({
       code: 9,
       rawMessage: 'no registered agent offers capability "fly"',
     });
-    await expect(router.route(parseRoute(createRoute({ capabilities: ["code"] })))).rejects.toMatchObject({ code: 14 });
+    await expect(router.route(parseRoute(createRoute({ capabilities: ["code"] })), "t1")).rejects.toMatchObject({ code: 14 });
   });
 });

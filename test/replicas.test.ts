@@ -1,5 +1,8 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { getJson, postJson, registerBody, startApp, waitServing, type TestApp } from "./support/app.js";
+import { mkdtempSync } from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { AUTH, getJson, postJson, registerBody, startApp, waitServing, type TestApp } from "./support/app.js";
 import { openWs } from "./support/feeds.js";
 import { startFerret, startRedis, type ManagedServer } from "./support/servers.js";
 
@@ -25,6 +28,8 @@ describe("replicas sharing MongoDB (FerretDB) and Redis", () => {
 
   /** Env for one scenario: its own database and stream, shared by its replicas. */
   const sharedEnv = () => ({
+    // One key set for all replicas: a passport from one verifies on the others.
+    DATA_DIR: mkdtempSync(path.join(os.tmpdir(), "fc-replicas-")),
     MONGODB_URI: ferret.url,
     MONGODB_DB: `replicas_${process.pid}_${run}`,
     REDIS_URL: redis.url,
@@ -59,7 +64,7 @@ describe("replicas sharing MongoDB (FerretDB) and Redis", () => {
     const tools = await getJson(`${b.url}/tools?query=writes`);
     expect(tools.json.tools.map((x: any) => x.agentId)).toEqual([id]);
 
-    expect((await fetch(`${b.url}/agents/${id}`, { method: "DELETE" })).status).toBe(200);
+    expect((await fetch(`${b.url}/agents/${id}`, { method: "DELETE", headers: AUTH })).status).toBe(200);
     expect((await getJson(`${a.url}/agents/${id}`)).status).toBe(404);
 
     const events = await ws.events.waitFor(2);

@@ -3,9 +3,11 @@ import path from "node:path";
 import { describe, expect, it } from "vitest";
 import type { AgentStore } from "../src/registry/agent-store.js";
 import { MemoryAgentStore } from "../src/registry/memory-agent-store.js";
-import { postJson, registerBody, startApp } from "./support/app.js";
+import { mkdtempSync } from "node:fs";
+import os from "node:os";
+import { ADMIN_TOKEN, postJson, registerBody, startApp } from "./support/app.js";
 import { openWs } from "./support/feeds.js";
-import { grpc, grpcClients } from "./support/grpc-client.js";
+import { bearer, grpc, grpcClients } from "./support/grpc-client.js";
 
 /** A real store whose writes take a while, so a request is in flight when shutdown starts. */
 function slowStore(delayMs: number): AgentStore {
@@ -28,7 +30,7 @@ describe("graceful shutdown", () => {
     const c = grpcClients(t.port);
     const ws = await openWs(t.port);
     const wsClosed = new Promise<number>((resolve) => ws.ws.on("close", (code) => resolve(code)));
-    const stream = c.health.WatchEvents({});
+    const stream = c.health.WatchEvents({}, bearer());
     const streamEnded = new Promise<number>((resolve) => {
       stream.on("data", () => undefined);
       stream.on("error", (e: grpc.ServiceError) => resolve(e.code));
@@ -53,7 +55,14 @@ describe("graceful shutdown", () => {
     const root = path.resolve(import.meta.dirname, "..");
     const child = spawn(process.execPath, ["--import", "tsx", "src/main.ts"], {
       cwd: root,
-      env: { ...process.env, PORT: "0", HOST: "127.0.0.1", LOG_LEVEL: "info" },
+      env: {
+        ...process.env,
+        PORT: "0",
+        HOST: "127.0.0.1",
+        LOG_LEVEL: "info",
+        DATA_DIR: mkdtempSync(path.join(os.tmpdir(), "fc-sigterm-")),
+        FEDERATION_BOOTSTRAP_TOKEN: ADMIN_TOKEN,
+      },
       stdio: ["ignore", "pipe", "pipe"],
     });
     let out = "";

@@ -31,9 +31,16 @@ export class Directory {
     return { tools, next: more ? tools[tools.length - 1] : undefined };
   }
 
-  /** The manifest content; signing it is the security layer's job. */
-  async manifest(): Promise<ManifestContent> {
-    const agents = await this.store.list("", MANIFEST_MAX_AGENTS);
+  /**
+   * The manifest content: shared agents for an anonymous caller, the
+   * tenant's own and shared agents otherwise. Signing it is the security
+   * layer's job.
+   */
+  async manifest(tenant: string | undefined): Promise<ManifestContent> {
+    const shared = await this.store.listShared("", MANIFEST_MAX_AGENTS);
+    const own = tenant === undefined ? [] : await this.store.list(tenant, "", MANIFEST_MAX_AGENTS);
+    const ids = new Set(own.map((a) => a.id));
+    const agents = [...own, ...shared.filter((a) => !ids.has(a.id))].sort((a, b) => (a.id < b.id ? -1 : 1));
     const tools = agents.flatMap((a) => a.tools.map((tool) => ({ agentId: a.id, agentName: a.name, tool })));
     return { name: this.federationName, generatedAt: this.clock.now(), agents, tools };
   }

@@ -17,10 +17,15 @@ export type EventType = (typeof EVENT_TYPES)[number];
 /** What a publisher provides; the bus assigns `id` and `time`. */
 export type EventInput = Omit<MessageInitShape<typeof EventSchema>, "id" | "time" | "$typeName"> & {
   type: EventType;
+  tenant: string;
 };
 
-/** Subscribers see events of these types (all when empty) about this agent (any when ""). */
+/**
+ * Subscribers see their tenant's events (and agent events about shared
+ * agents) of these types (all when empty) about this agent (any when "").
+ */
 export interface EventFilter {
+  readonly tenant: string;
   readonly types: ReadonlySet<string>;
   readonly agentId: string;
 }
@@ -49,7 +54,11 @@ export class PublishedEvent {
   }
 
   matches(filter: EventFilter): boolean {
+    const m = this.message;
+    const visible =
+      m.tenant === filter.tenant || (m.payload.case === "agentChange" && m.payload.value.agent?.shared === true);
     return (
+      visible &&
       (filter.types.size === 0 || filter.types.has(this.message.type)) &&
       (filter.agentId === "" || filter.agentId === this.message.agentId)
     );

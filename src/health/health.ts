@@ -56,8 +56,9 @@ export class HealthMonitor {
     };
   }
 
-  async fleet(): Promise<FleetHealth> {
-    const c = await this.store.counts();
+  /** The tenant's own fleet. */
+  async fleet(tenant: string): Promise<FleetHealth> {
+    const c = await this.store.counts(tenant);
     const n = (s: AgentStatus) => c.byStatus.get(s) ?? 0;
     return {
       total: c.total,

@@ -7,6 +7,8 @@ import type { AgentRecord } from "./agent-record.js";
 export function toAgentMessage(a: AgentRecord): Agent {
   return create(AgentSchema, {
     id: a.id,
+    tenant: a.tenant,
+    shared: a.shared,
     name: a.name,
     version: a.version,
     status: a.status,

@@ -9,6 +9,10 @@ export { AgentStatus, Transport };
  */
 export interface AgentRecord {
   readonly id: string;
+  /** Owner; every read and write is scoped to it (see security/). */
+  readonly tenant: string;
+  /** Published to every tenant for discovery and routing (admin only). */
+  readonly shared: boolean;
   readonly name: string;
   readonly version: string;
   readonly status: AgentStatus;

@@ -3,6 +3,8 @@ import type { AgentRecord, AgentStatus, ToolRecord } from "./agent-record.js";
 
 /** A discovery query: every listed capability and tag must match. */
 export interface AgentQuery {
+  /** The caller's tenant: its agents, plus shared agents of every tenant. */
+  readonly tenant: string;
   readonly capabilities: readonly string[];
   readonly tags: readonly string[];
   /** Empty matches every status. */
@@ -11,6 +13,8 @@ export interface AgentQuery {
 }
 
 export interface ToolQuery {
+  /** The caller's tenant: its agents' tools, plus those of shared agents. */
+  readonly tenant: string;
   /** Case-insensitive substring of the tool's name or description. */
   readonly text: string;
   /** Exact tool name. */
@@ -52,14 +56,17 @@ export interface AgentStore {
   put(record: AgentRecord, expectedRevision: number): Promise<boolean>;
   /** Deletes if the stored revision matches; returns false when it does not. */
   delete(id: string, expectedRevision: number): Promise<boolean>;
-  /** Agents ordered by id, starting after `afterId`. */
-  list(afterId: string, limit: number): Promise<AgentRecord[]>;
+  /** The tenant's own agents ordered by id, starting after `afterId`. */
+  list(tenant: string, afterId: string, limit: number): Promise<AgentRecord[]>;
+  /** Shared agents of every tenant, ordered by id (the public manifest). */
+  listShared(afterId: string, limit: number): Promise<AgentRecord[]>;
   /** Discovery through the capability and tag indexes, never a scan of all agents. */
   query(query: AgentQuery): Promise<AgentRecord[]>;
-  /** Agents whose lease ended at or before `now`. */
+  /** Agents of every tenant whose lease ended at or before `now` (the reaper). */
   expired(now: number, limit: number): Promise<AgentRecord[]>;
   tools(query: ToolQuery): Promise<CatalogEntry[]>;
-  counts(): Promise<FleetCounts>;
+  /** The tenant's own agents. */
+  counts(tenant: string): Promise<FleetCounts>;
   health(): ComponentStatus;
   close(): Promise<void>;
 }

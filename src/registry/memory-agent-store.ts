@@ -2,18 +2,48 @@ import type { ComponentStatus } from "../events/event-bus.js";
 import type { AgentRecord, AgentStatus } from "./agent-record.js";
 import type { AgentQuery, AgentStore, CatalogEntry, FleetCounts, ToolQuery } from "./agent-store.js";
 
+/** Index scope of shared agents, beside one scope per tenant (no tenant can be named this). */
+const SHARED = "\u0000shared";
+
+/** Per-scope indexes: sorted ids for paging, inverted indexes for discovery. */
+class Scope {
+  readonly sortedIds: string[] = [];
+  readonly byCapability = new Map<string, Set<string>>();
+  readonly byTag = new Map<string, Set<string>>();
+  readonly statusCounts = new Map<AgentStatus, number>();
+  toolCount = 0;
+
+  add(a: AgentRecord): void {
+    this.sortedIds.splice(lowerBound(this.sortedIds, a.id), 0, a.id);
+    for (const c of a.capabilities) {
+      addTo(this.byCapability, c.name, a.id);
+      for (const t of c.tags) addTo(this.byTag, t, a.id);
+    }
+    this.statusCounts.set(a.status, (this.statusCounts.get(a.status) ?? 0) + 1);
+    this.toolCount += a.tools.length;
+  }
+
+  remove(a: AgentRecord): void {
+    const at = lowerBound(this.sortedIds, a.id);
+    if (this.sortedIds[at] === a.id) this.sortedIds.splice(at, 1);
+    for (const c of a.capabilities) {
+      removeFrom(this.byCapability, c.name, a.id);
+      for (const t of c.tags) removeFrom(this.byTag, t, a.id);
+    }
+    this.statusCounts.set(a.status, (this.statusCounts.get(a.status) ?? 1) - 1);
+    this.toolCount -= a.tools.length;
+  }
+}
+
 /**
- * The embedded agent store: a map by id, a sorted id list for paging, and
- * inverted indexes from capability and tag to agent ids so discovery starts
- * from the smallest matching set instead of scanning the fleet.
+ * The embedded agent store: a map by id and, per tenant (and one more scope
+ * for shared agents), a sorted id list for paging and inverted indexes from
+ * capability and tag to ids, so discovery starts from the smallest matching
+ * set of the caller's own scope instead of scanning the fleet.
  */
 export class MemoryAgentStore implements AgentStore {
   private readonly agents = new Map<string, AgentRecord>();
-  private readonly sortedIds: string[] = [];
-  private readonly byCapability = new Map<string, Set<string>>();
-  private readonly byTag = new Map<string, Set<string>>();
-  private readonly statusCounts = new Map<AgentStatus, number>();
-  private toolCount = 0;
+  private readonly scopes = new Map<string, Scope>();
 
   async get(id: string): Promise<AgentRecord | undefined> {
     return this.agents.get(id);
@@ -23,7 +53,6 @@ export class MemoryAgentStore implements AgentStore {
     const current = this.agents.get(record.id);
     if ((current?.revision ?? 0) !== expectedRevision) return false;
     if (current) this.unindex(current);
-    else this.sortedIds.splice(lowerBound(this.sortedIds, record.id), 0, record.id);
     this.agents.set(record.id, record);
     this.index(record);
     return true;
@@ -34,35 +63,29 @@ export class MemoryAgentStore implements AgentStore {
     if (!current || current.revision !== expectedRevision) return false;
     this.unindex(current);
     this.agents.delete(id);
-    const at = lowerBound(this.sortedIds, id);
-    if (this.sortedIds[at] === id) this.sortedIds.splice(at, 1);
     return true;
   }
 
-  async list(afterId: string, limit: number): Promise<AgentRecord[]> {
-    const start = afterId === "" ? 0 : upperBound(this.sortedIds, afterId);
-    return this.sortedIds.slice(start, start + limit).map((id) => this.agents.get(id)!);
+  async list(tenant: string, afterId: string, limit: number): Promise<AgentRecord[]> {
+    return this.page(this.scopes.get(tenant), afterId, limit);
+  }
+
+  async listShared(afterId: string, limit: number): Promise<AgentRecord[]> {
+    return this.page(this.scopes.get(SHARED), afterId, limit);
   }
 
   async query(q: AgentQuery): Promise<AgentRecord[]> {
-    const sets: Set<string>[] = [];
-    for (const c of q.capabilities) sets.push(this.byCapability.get(c) ?? new Set());
-    for (const t of q.tags) sets.push(this.byTag.get(t) ?? new Set());
     const out: AgentRecord[] = [];
-    if (sets.length === 0) {
-      for (const a of this.agents.values()) {
+    const seen = new Set<string>();
+    for (const scope of [this.scopes.get(q.tenant), this.scopes.get(SHARED)]) {
+      if (!scope || out.length >= q.limit) continue;
+      for (const id of this.candidates(scope, q)) {
         if (out.length >= q.limit) break;
-        if (matchesStatus(a, q.statuses)) out.push(a);
+        if (seen.has(id)) continue;
+        seen.add(id);
+        const a = this.agents.get(id)!;
+        if (q.statuses.length === 0 || q.statuses.includes(a.status)) out.push(a);
       }
-      return out;
-    }
-    sets.sort((a, b) => a.size - b.size);
-    const [smallest, ...rest] = sets;
-    for (const id of smallest!) {
-      if (out.length >= q.limit) break;
-      if (!rest.every((s) => s.has(id))) continue;
-      const a = this.agents.get(id)!;
-      if (matchesStatus(a, q.statuses)) out.push(a);
     }
     return out;
   }
@@ -79,11 +102,12 @@ export class MemoryAgentStore implements AgentStore {
   async tools(q: ToolQuery): Promise<CatalogEntry[]> {
     const text = q.text.toLowerCase();
     const out: CatalogEntry[] = [];
-    let start = 0;
-    if (q.after) start = lowerBound(this.sortedIds, q.after.agentId);
-    for (let i = start; i < this.sortedIds.length && out.length < q.limit; i++) {
-      const agent = this.agents.get(this.sortedIds[i]!)!;
-      // Tools in name order, so a (agent id, tool name) key resumes exactly.
+    const ids = mergeSorted(this.scopes.get(q.tenant)?.sortedIds ?? [], this.scopes.get(SHARED)?.sortedIds ?? []);
+    for (const id of ids) {
+      if (out.length >= q.limit) break;
+      if (q.after && id < q.after.agentId) continue;
+      const agent = this.agents.get(id)!;
+      // Tools in name order, so an (agent id, tool name) key resumes exactly.
       for (const tool of [...agent.tools].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0))) {
         if (q.after && agent.id === q.after.agentId && tool.name <= q.after.toolName) continue;
         if (q.name !== "" && tool.name !== q.name) continue;
@@ -97,12 +121,13 @@ export class MemoryAgentStore implements AgentStore {
     return out;
   }
 
-  async counts(): Promise<FleetCounts> {
+  async counts(tenant: string): Promise<FleetCounts> {
+    const scope = this.scopes.get(tenant);
     return {
-      total: this.agents.size,
-      byStatus: new Map(this.statusCounts),
-      capabilities: this.byCapability.size,
-      tools: this.toolCount,
+      total: scope?.sortedIds.length ?? 0,
+      byStatus: new Map(scope?.statusCounts),
+      capabilities: scope?.byCapability.size ?? 0,
+      tools: scope?.toolCount ?? 0,
     };
   }
 
@@ -112,27 +137,55 @@ export class MemoryAgentStore implements AgentStore {
 
   async close(): Promise<void> {}
 
+  private candidates(scope: Scope, q: AgentQuery): Iterable<string> {
+    const sets: Set<string>[] = [];
+    for (const c of q.capabilities) sets.push(scope.byCapability.get(c) ?? new Set());
+    for (const t of q.tags) sets.push(scope.byTag.get(t) ?? new Set());
+    if (sets.length === 0) return scope.sortedIds;
+    sets.sort((a, b) => a.size - b.size);
+    const [smallest, ...rest] = sets;
+    return filter(smallest!, (id) => rest.every((s) => s.has(id)));
+  }
+
+  private page(scope: Scope | undefined, afterId: string, limit: number): AgentRecord[] {
+    if (!scope) return [];
+    const start = afterId === "" ? 0 : upperBound(scope.sortedIds, afterId);
+    return scope.sortedIds.slice(start, start + limit).map((id) => this.agents.get(id)!);
+  }
+
   private index(a: AgentRecord): void {
-    for (const c of a.capabilities) {
-      addTo(this.byCapability, c.name, a.id);
-      for (const t of c.tags) addTo(this.byTag, t, a.id);
-    }
-    this.statusCounts.set(a.status, (this.statusCounts.get(a.status) ?? 0) + 1);
-    this.toolCount += a.tools.length;
+    this.scope(a.tenant).add(a);
+    if (a.shared) this.scope(SHARED).add(a);
   }
 
   private unindex(a: AgentRecord): void {
-    for (const c of a.capabilities) {
-      removeFrom(this.byCapability, c.name, a.id);
-      for (const t of c.tags) removeFrom(this.byTag, t, a.id);
-    }
-    this.statusCounts.set(a.status, (this.statusCounts.get(a.status) ?? 1) - 1);
-    this.toolCount -= a.tools.length;
+    this.scope(a.tenant).remove(a);
+    if (a.shared) this.scope(SHARED).remove(a);
+  }
+
+  private scope(name: string): Scope {
+    let s = this.scopes.get(name);
+    if (!s) this.scopes.set(name, (s = new Scope()));
+    return s;
   }
 }
 
-function matchesStatus(a: AgentRecord, statuses: readonly AgentStatus[]): boolean {
-  return statuses.length === 0 || statuses.includes(a.status);
+function* filter<T>(items: Iterable<T>, keep: (item: T) => boolean): Generator<T> {
+  for (const item of items) if (keep(item)) yield item;
+}
+
+/** Two sorted id lists as one sorted sequence, without duplicates. */
+function* mergeSorted(a: readonly string[], b: readonly string[]): Generator<string> {
+  let i = 0;
+  let j = 0;
+  while (i < a.length || j < b.length) {
+    if (j >= b.length || (i < a.length && a[i]! < b[j]!)) yield a[i++]!;
+    else if (i >= a.length || b[j]! < a[i]!) yield b[j++]!;
+    else {
+      yield a[i++]!;
+      j++;
+    }
+  }
 }
 
 function addTo(index: Map<string, Set<string>>, key: string, id: string): void {

@@ -21,6 +21,8 @@ import type { AgentQuery, AgentStore, CatalogEntry, FleetCounts, ToolQuery } fro
  */
 interface AgentDoc {
   _id: string;
+  tenant: string;
+  shared: boolean;
   name: string;
   version: string;
   status: number;
@@ -41,6 +43,8 @@ interface AgentDoc {
 /** One catalog entry per (agent, tool), kept beside the agent for indexed search. */
 interface ToolDoc {
   _id: string;
+  tenant: string;
+  shared: boolean;
   agentId: string;
   agentName: string;
   name: string;
@@ -121,12 +125,14 @@ export class MongoAgentStore implements AgentStore {
    */
   private async ensureIndexes(): Promise<void> {
     const wanted: [collection: string, name: string, key: Record<string, 1>][] = [
-      ["agents", "capabilities", { capNames: 1 }],
-      ["agents", "tags", { tags: 1 }],
+      ["agents", "tenant_capabilities", { tenant: 1, capNames: 1 }],
+      ["agents", "shared_capabilities", { shared: 1, capNames: 1 }],
+      ["agents", "tenant_tags", { tenant: 1, tags: 1 }],
+      ["agents", "tenant_id", { tenant: 1, _id: 1 }],
+      ["agents", "tenant_name", { tenant: 1, name: 1 }],
       ["agents", "lease_expires_at", { leaseExpiresAt: 1 }],
-      ["agents", "name", { name: 1 }],
-      ["agents", "status", { status: 1 }],
-      ["tools", "name", { name: 1 }],
+      ["tools", "tenant_name", { tenant: 1, name: 1 }],
+      ["tools", "shared_name", { shared: 1, name: 1 }],
       ["tools", "agent", { agentId: 1 }],
     ];
     const existing = new Map<string, Set<string>>();
@@ -192,14 +198,22 @@ export class MongoAgentStore implements AgentStore {
     return res.deletedCount === 1;
   }
 
-  async list(afterId: string, limit: number): Promise<AgentRecord[]> {
-    const filter: Filter<AgentDoc> = afterId === "" ? {} : { _id: { $gt: afterId } };
+  async list(tenant: string, afterId: string, limit: number): Promise<AgentRecord[]> {
+    return this.page({ tenant }, afterId, limit);
+  }
+
+  async listShared(afterId: string, limit: number): Promise<AgentRecord[]> {
+    return this.page({ shared: true }, afterId, limit);
+  }
+
+  private async page(scope: Filter<AgentDoc>, afterId: string, limit: number): Promise<AgentRecord[]> {
+    const filter: Filter<AgentDoc> = afterId === "" ? scope : { ...scope, _id: { $gt: afterId } };
     const docs = await this.run(() => this.agents.find(filter).sort({ _id: 1 }).limit(limit).toArray());
     return docs.map(fromDoc);
   }
 
   async query(q: AgentQuery): Promise<AgentRecord[]> {
-    const filter: Filter<AgentDoc> = {};
+    const filter: Filter<AgentDoc> = { $or: [{ tenant: q.tenant }, { shared: true }] };
     if (q.capabilities.length > 0) filter.capNames = { $all: [...q.capabilities] };
     if (q.tags.length > 0) filter.tags = { $all: [...q.tags] };
     if (q.statuses.length > 0) filter.status = { $in: [...q.statuses] };
@@ -215,11 +229,12 @@ export class MongoAgentStore implements AgentStore {
   }
 
   async tools(q: ToolQuery): Promise<CatalogEntry[]> {
-    const filter: Filter<ToolDoc> = {};
+    const scope: Filter<ToolDoc> = { $or: [{ tenant: q.tenant }, { shared: true }] };
+    const filter: Filter<ToolDoc> = { $and: [scope] };
     if (q.name !== "") filter.name = q.name;
     if (q.text !== "") {
       const re = { $regex: escapeRegex(q.text), $options: "i" };
-      filter.$or = [{ name: re }, { description: re }];
+      filter.$and!.push({ $or: [{ name: re }, { description: re }] });
     }
     if (q.after) filter._id = { $gt: toolKey(q.after.agentId, q.after.toolName) };
     const docs = await this.run(() => this.toolDocs.find(filter).sort({ _id: 1 }).limit(q.limit).toArray());
@@ -230,19 +245,19 @@ export class MongoAgentStore implements AgentStore {
     }));
   }
 
-  async counts(): Promise<FleetCounts> {
+  async counts(tenant: string): Promise<FleetCounts> {
     return this.run(async () => {
       const byStatus = new Map<AgentStatus, number>();
       const groups = await this.agents
-        .aggregate<{ _id: number; n: number }>([{ $group: { _id: "$status", n: { $sum: 1 } } }])
+        .aggregate<{ _id: number; n: number }>([{ $match: { tenant } }, { $group: { _id: "$status", n: { $sum: 1 } } }])
         .toArray();
       let total = 0;
       for (const g of groups) {
         byStatus.set(g._id as AgentStatus, g.n);
         total += g.n;
       }
-      const capabilities = (await this.agents.distinct("capNames")).length;
-      const tools = await this.toolDocs.countDocuments();
+      const capabilities = (await this.agents.distinct("capNames", { tenant })).length;
+      const tools = await this.toolDocs.countDocuments({ tenant });
       return { total, byStatus, capabilities, tools };
     });
   }
@@ -271,6 +286,8 @@ export class MongoAgentStore implements AgentStore {
         replaceOne: {
           filter: { _id: toolKey(record.id, t.name) },
           replacement: {
+            tenant: record.tenant,
+            shared: record.shared,
             agentId: record.id,
             agentName: record.name,
             name: t.name,
@@ -306,6 +323,8 @@ function toolKey(agentId: string, toolName: string): string {
 function toDoc(a: AgentRecord): AgentDoc {
   return {
     _id: a.id,
+    tenant: a.tenant,
+    shared: a.shared,
     name: a.name,
     version: a.version,
     status: a.status,
@@ -331,6 +350,8 @@ function toDoc(a: AgentRecord): AgentDoc {
 function fromDoc(d: AgentDoc): AgentRecord {
   return {
     id: d._id,
+    tenant: d.tenant,
+    shared: d.shared,
     name: d.name,
     version: d.version,
     status: d.status as AgentStatus,

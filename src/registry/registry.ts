@@ -3,12 +3,13 @@ import type { Clock } from "../clock.js";
 import type { LeaseConfig } from "../config.js";
 import { errors } from "../errors.js";
 import type { EventBus, EventType } from "../events/event-bus.js";
+import { noCounters, type Counters } from "../health/telemetry.js";
 import type { Logger } from "../logger.js";
+import type { Principal } from "../security/principal.js";
 import type { HeartbeatInput, Page, RegisterInput } from "../validation/requests.js";
+import { toAgentMessage } from "./agent-message.js";
 import { AgentStatus, type AgentRecord } from "./agent-record.js";
 import type { AgentStore } from "./agent-store.js";
-import { toAgentMessage } from "./agent-message.js";
-import { noCounters, type Counters } from "../health/telemetry.js";
 
 /** How many times a write is retried when another writer changed the agent first. */
 const MAX_CAS_ATTEMPTS = 5;
@@ -19,6 +20,11 @@ const SWEEP_BATCH = 1_000;
  * Registration, leases and lookup. Every change is a compare-and-set on the
  * agent's revision followed by an event, so a replica or the reaper racing
  * the same agent never loses a write nor emits an event twice.
+ *
+ * Every call names its caller: an agent belongs to the tenant that
+ * registered it, and another tenant's agent answers NOT_FOUND, exactly like
+ * a missing one. A passport or client certificate may only act for its own
+ * agent.
  */
 export class Registry {
   constructor(
@@ -31,12 +37,18 @@ export class Registry {
     private readonly newId: () => string = randomUUID,
   ) {}
 
-  async register(input: RegisterInput): Promise<AgentRecord> {
+  async register(input: RegisterInput, caller: Principal): Promise<AgentRecord> {
+    if (caller.agentName !== undefined && caller.agentName !== input.name) {
+      throw errors.permissionDenied(`name: the client certificate is for agent "${caller.agentName}"`);
+    }
     for (let attempt = 0; attempt < MAX_CAS_ATTEMPTS; attempt++) {
       const now = this.clock.now();
       const existing = input.agentId === "" ? undefined : await this.store.get(input.agentId);
+      if (existing && existing.tenant !== caller.tenant) throw errors.agentNotFound(input.agentId);
       const record: AgentRecord = {
         id: existing?.id ?? (input.agentId || this.newId()),
+        tenant: caller.tenant,
+        shared: existing?.shared ?? false,
         name: input.name,
         version: input.version,
         status: AgentStatus.HEALTHY,
@@ -59,11 +71,11 @@ export class Registry {
     throw errors.conflict(input.agentId);
   }
 
-  async heartbeat(input: HeartbeatInput): Promise<AgentRecord> {
+  async heartbeat(input: HeartbeatInput, caller: Principal): Promise<AgentRecord> {
     for (let attempt = 0; attempt < MAX_CAS_ATTEMPTS; attempt++) {
       const now = this.clock.now();
-      const current = await this.store.get(input.agentId);
-      if (!current || this.isPastGrace(current, now)) throw errors.agentNotFound(input.agentId);
+      const current = await this.ownAgent(input.agentId, caller);
+      if (this.isPastGrace(current, now)) throw errors.agentNotFound(input.agentId);
       const status =
         input.status !== AgentStatus.UNSPECIFIED
           ? input.status
@@ -88,10 +100,9 @@ export class Registry {
     throw errors.conflict(input.agentId);
   }
 
-  async unregister(id: string): Promise<AgentRecord> {
+  async unregister(id: string, caller: Principal): Promise<AgentRecord> {
     for (let attempt = 0; attempt < MAX_CAS_ATTEMPTS; attempt++) {
-      const current = await this.store.get(id);
-      if (!current) throw errors.agentNotFound(id);
+      const current = await this.ownAgent(id, caller);
       if (!(await this.store.delete(id, current.revision))) continue;
       this.counters.count("unregistrations");
       await this.emit("agent.unregistered", current, current.status, "unregistered");
@@ -100,17 +111,33 @@ export class Registry {
     throw errors.conflict(id);
   }
 
-  async get(id: string): Promise<AgentRecord> {
+  /** The caller's agent, or a shared one. */
+  async get(id: string, caller: Principal): Promise<AgentRecord> {
     const agent = await this.store.get(id);
-    if (!agent || this.isPastGrace(agent, this.clock.now())) throw errors.agentNotFound(id);
+    const visible = agent && (agent.tenant === caller.tenant || agent.shared);
+    if (!visible || this.isPastGrace(agent, this.clock.now())) throw errors.agentNotFound(id);
     return agent;
   }
 
-  async list(page: Page): Promise<{ agents: AgentRecord[]; nextAfter: string }> {
-    const agents = await this.store.list(page.after, page.size + 1);
+  async list(page: Page, caller: Principal): Promise<{ agents: AgentRecord[]; nextAfter: string }> {
+    const agents = await this.store.list(caller.tenant, page.after, page.size + 1);
     const more = agents.length > page.size;
     if (more) agents.length = page.size;
     return { agents, nextAfter: more ? agents[agents.length - 1]!.id : "" };
+  }
+
+  /** Publishes an agent to every tenant, or withdraws it (admin; the caller's tenant only). */
+  async share(id: string, shared: boolean, caller: Principal): Promise<AgentRecord> {
+    for (let attempt = 0; attempt < MAX_CAS_ATTEMPTS; attempt++) {
+      const current = await this.store.get(id);
+      if (!current || current.tenant !== caller.tenant) throw errors.agentNotFound(id);
+      if (current.shared === shared) return current;
+      const record: AgentRecord = { ...current, shared, revision: current.revision + 1 };
+      if (!(await this.store.put(record, current.revision))) continue;
+      await this.emit("agent.updated", record, current.status, shared ? "shared" : "unshared");
+      return record;
+    }
+    throw errors.conflict(id);
   }
 
   /**
@@ -134,6 +161,25 @@ export class Registry {
     }
   }
 
+  /**
+   * The agent a write may touch: the caller's tenant's, and when the caller
+   * is a passport or a client certificate, only the agent it names.
+   */
+  private async ownAgent(id: string, caller: Principal): Promise<AgentRecord> {
+    if (caller.passport && caller.passport.agentId !== id) {
+      throw errors.permissionDenied("agent_id: the passport was issued to another agent");
+    }
+    const current = await this.store.get(id);
+    if (!current || current.tenant !== caller.tenant) throw errors.agentNotFound(id);
+    if (caller.passport && caller.passport.epoch !== current.registeredAt) {
+      throw errors.unauthenticated("passport was revoked: the agent registered again since");
+    }
+    if (caller.agentName !== undefined && caller.agentName !== current.name) {
+      throw errors.permissionDenied(`agent_id: the client certificate is for agent "${caller.agentName}"`);
+    }
+    return current;
+  }
+
   private isPastGrace(agent: AgentRecord, now: number): boolean {
     return now >= agent.leaseExpiresAt + this.lease.graceMs;
   }
@@ -142,6 +188,7 @@ export class Registry {
     try {
       await this.bus.publish({
         type,
+        tenant: agent.tenant,
         agentId: agent.id,
         payload: {
           case: "agentChange",

@@ -45,9 +45,11 @@ export class Router {
     private readonly counters: Counters = noCounters,
   ) {}
 
-  async route(input: RouteInput): Promise<RouteDecision> {
+  /** Routes among the caller tenant's agents and shared ones. */
+  async route(input: RouteInput, tenant: string): Promise<RouteDecision> {
     const now = this.clock.now();
     const capable = await this.store.query({
+      tenant,
       capabilities: input.capabilities,
       tags: [],
       statuses: ROUTABLE_STATUSES,
@@ -59,7 +61,7 @@ export class Router {
       .sort((a, b) => b.score - a.score);
     if (candidates.length === 0) {
       this.counters.count("route_failures");
-      throw await this.explainNoCandidate(input.capabilities);
+      throw await this.explainNoCandidate(input.capabilities, tenant);
     }
     this.counters.count("routes");
 
@@ -78,6 +80,7 @@ export class Router {
     try {
       await this.bus.publish({
         type: "task.routed",
+        tenant,
         agentId: chosen.agent.id,
         payload: {
           case: "taskRouted",
@@ -96,12 +99,12 @@ export class Router {
   }
 
   /** FAILED_PRECONDITION names a capability nobody offers; UNAVAILABLE says none can take work now. */
-  private async explainNoCandidate(capabilities: readonly string[]): Promise<Error> {
+  private async explainNoCandidate(capabilities: readonly string[], tenant: string): Promise<Error> {
     for (const c of capabilities) {
-      const any = await this.store.query({ capabilities: [c], tags: [], statuses: [], limit: 1 });
+      const any = await this.store.query({ tenant, capabilities: [c], tags: [], statuses: [], limit: 1 });
       if (any.length === 0) return errors.noAgentOffers(c);
     }
-    const registered = await this.store.query({ capabilities, tags: [], statuses: [], limit: MAX_SCORED });
+    const registered = await this.store.query({ tenant, capabilities, tags: [], statuses: [], limit: MAX_SCORED });
     if (registered.length === 0) return errors.noAgentOffers(capabilities.join(" + "));
     return errors.noHealthyAgent(capabilities, registered.length);
   }

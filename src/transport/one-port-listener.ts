@@ -1,4 +1,5 @@
 import net from "node:net";
+import tls from "node:tls";
 import type http from "node:http";
 import type http2 from "node:http2";
 
@@ -59,4 +60,26 @@ export function createOnePortListener(
     socket.on("error", onError);
     socket.on("end", onEnd);
   });
+}
+
+/**
+ * The TLS mode of the same port: ALPN picks the stack ("h2" for gRPC and
+ * HTTP/2 Connect, "http/1.1" for REST, gRPC-Web and WebSocket), so no
+ * sniffing is needed. With client auth, the handshake itself refuses a
+ * certificate from another CA or an expired one ("require"), or lets it
+ * through marked unauthorized ("request") for the guard to refuse per call.
+ */
+export function createTlsListener(
+  h1: http.Server,
+  h2: http2.Http2Server,
+  options: tls.TlsOptions,
+  handshakeTimeoutMs: number,
+): tls.Server {
+  const server = tls.createServer({ ...options, ALPNProtocols: ["h2", "http/1.1"], handshakeTimeout: handshakeTimeoutMs });
+  server.on("secureConnection", (socket) => {
+    if (socket.alpnProtocol === "h2") h2.emit("connection", socket);
+    else h1.emit("connection", socket);
+  });
+  server.on("tlsClientError", (_err, socket) => socket.destroy());
+  return server;
 }

@@ -3,12 +3,16 @@ import http from "node:http";
 import http2 from "node:http2";
 import type net from "node:net";
 import type { Duplex } from "node:stream";
-import type { ConnectRouter } from "@connectrpc/connect";
+import type tls from "node:tls";
+import { createContextValues, type ConnectRouter } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import type { NodeRequest, NodeResponse } from "./node-types.js";
 import { errors } from "../errors.js";
 import type { Logger } from "../logger.js";
-import { createOnePortListener } from "./one-port-listener.js";
+import { peerCertificateOf } from "../security/client-certificate.js";
+import { peerKey } from "../security/principal.js";
+import type { RequestGuard } from "../security/request-guard.js";
+import { createOnePortListener, createTlsListener } from "./one-port-listener.js";
 import { createRestTranscoder, type RestBinding } from "./rest/rest-transcoder.js";
 import type { WebSocketBridge } from "./websocket-bridge.js";
 
@@ -16,6 +20,9 @@ export interface ServerOptions {
   readonly bindings: readonly RestBinding[];
   readonly routes: (router: ConnectRouter) => void;
   readonly bridge: WebSocketBridge;
+  readonly guard: RequestGuard;
+  /** TLS (and mTLS) mode of the same port; cleartext when undefined. */
+  readonly tls: tls.SecureContextOptions & { requestCert: boolean; rejectUnauthorized: boolean } | undefined;
   readonly maxBodyBytes: number;
   readonly sniffTimeoutMs: number;
   readonly shutdownGraceMs: number;
@@ -37,10 +44,13 @@ export class FederationServer {
   private readonly shutdown = new AbortController();
 
   constructor(private readonly opts: ServerOptions) {
+    const contextValues = (req: NodeRequest) => createContextValues().set(peerKey, peerCertificateOf(req));
     const rest = createRestTranscoder(opts.bindings, {
       maxBodyBytes: opts.maxBodyBytes,
       log: opts.log,
       shutdownSignal: this.shutdown.signal,
+      contextValues,
+      admit: (ctx, message) => opts.guard.admitContext(ctx, message),
     });
     const adapter = connectNodeAdapter({
       routes: opts.routes,
@@ -48,6 +58,8 @@ export class FederationServer {
       readMaxBytes: opts.maxBodyBytes,
       shutdownSignal: this.shutdown.signal,
       jsonOptions: { ignoreUnknownFields: true },
+      interceptors: [opts.guard.interceptor()],
+      contextValues,
     });
     const log = opts.log;
     const handler = (req: NodeRequest, res: NodeResponse) => {
@@ -79,7 +91,9 @@ export class FederationServer {
     });
     this.h2.on("sessionError", (err) => log.debug({ err }, "http2 session error"));
 
-    this.listener = createOnePortListener(this.h1, this.h2, { sniffTimeoutMs: opts.sniffTimeoutMs });
+    this.listener = opts.tls
+      ? createTlsListener(this.h1, this.h2, opts.tls, opts.sniffTimeoutMs)
+      : createOnePortListener(this.h1, this.h2, { sniffTimeoutMs: opts.sniffTimeoutMs });
   }
 
   /** Listens and resolves with the bound port (useful with port 0). */
@@ -129,7 +143,7 @@ export class FederationServer {
   private upgrade(req: http.IncomingMessage, socket: Duplex, head: Buffer): void {
     const path = (req.url ?? "/").split("?", 1)[0];
     if (path === "/ws" && (req.headers.upgrade ?? "").toLowerCase() === "websocket") {
-      this.opts.bridge.handleUpgrade(req, socket, head);
+      void this.opts.bridge.handleUpgrade(req, socket, head, peerCertificateOf(req));
       return;
     }
     // Any other upgrade (curl --http2 and Java's HttpClient offer "h2c"):

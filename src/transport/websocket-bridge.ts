@@ -1,9 +1,11 @@
-import type { IncomingMessage } from "node:http";
+import { STATUS_CODES, type IncomingMessage } from "node:http";
 import type { Duplex } from "node:stream";
 import { create } from "@bufbuild/protobuf";
 import { ConnectError } from "@connectrpc/connect";
 import { WebSocketServer, type WebSocket } from "ws";
-import { WatchEventsRequestSchema } from "../../gen/federation/v1/health_service_pb.js";
+import { HealthService, WatchEventsRequestSchema } from "../../gen/federation/v1/health_service_pb.js";
+import type { PeerCertificate } from "../security/principal.js";
+import type { RequestGuard } from "../security/request-guard.js";
 import type { EventBus } from "../events/event-bus.js";
 import type { Logger } from "../logger.js";
 import { parseWatch } from "../validation/requests.js";
@@ -30,17 +32,38 @@ export class WebSocketBridge {
 
   constructor(
     private readonly bus: EventBus,
+    private readonly guard: RequestGuard,
     private readonly opts: WebSocketBridgeOptions,
     private readonly log: Logger,
   ) {
-    this.wss = new WebSocketServer({ noServer: true, maxPayload: opts.maxPayloadBytes, clientTracking: true });
+    this.wss = new WebSocketServer({
+      noServer: true,
+      maxPayload: opts.maxPayloadBytes,
+      clientTracking: true,
+      // Echo "bearer" when the token came as a subprotocol, as browsers require.
+      handleProtocols: (protocols) => (protocols.has("bearer") ? "bearer" : false),
+    });
     this.pinger = setInterval(() => this.ping(), opts.pingIntervalMs).unref();
   }
 
-  handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
+  /**
+   * Authenticates like any WatchEvents call — the Authorization header, or
+   * for browsers (which cannot set headers on a WebSocket) the subprotocol
+   * pair `bearer, <token>` or `?access_token=` — then upgrades.
+   */
+  async handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer, peer: PeerCertificate | undefined): Promise<void> {
     const url = new URL(req.url ?? "/", "http://localhost");
     let input: ReturnType<typeof parseWatch>;
+    socket.on("error", () => undefined);
     try {
+      const principal = await this.guard.admit({
+        service: HealthService.typeName,
+        method: HealthService.method.watchEvents.name,
+        header: headersOf(req),
+        peer,
+        message: undefined,
+        token: tokenFromHandshake(req, url),
+      });
       const types = url.searchParams.getAll("types").flatMap((t) => t.split(",")).filter((t) => t !== "");
       const afterRaw = url.searchParams.get("after_id") ?? url.searchParams.get("afterId") ?? "0";
       if (!/^\d{1,20}$/.test(afterRaw)) throw new ConnectError("after_id: must be an unsigned integer", 3);
@@ -50,6 +73,7 @@ export class WebSocketBridge {
           agentId: url.searchParams.get("agent_id") ?? url.searchParams.get("agentId") ?? "",
           afterId: BigInt(afterRaw),
         }),
+        principal.tenant,
       );
     } catch (err) {
       return rejectUpgrade(socket, err);
@@ -99,8 +123,31 @@ function rejectUpgrade(socket: Duplex, err: unknown): void {
   const e = ConnectError.from(err);
   const status = httpStatus(e.code);
   const body = JSON.stringify({ code: e.code, message: e.rawMessage, details: [] });
+  let extra = "";
+  for (const name of ["www-authenticate", "retry-after"]) {
+    const v = e.metadata.get(name);
+    if (v) extra += `${name}: ${v}\r\n`;
+  }
+  if (!socket.writable) return;
   socket.end(
-    `HTTP/1.1 ${status} ${status === 400 ? "Bad Request" : "Error"}\r\n` +
-      `content-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`,
+    `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? "Error"}\r\n` +
+      `content-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\n${extra}connection: close\r\n\r\n${body}`,
   );
+}
+
+function headersOf(req: IncomingMessage): Headers {
+  const h = new Headers();
+  for (const [k, v] of Object.entries(req.headers)) {
+    if (v === undefined) continue;
+    for (const value of Array.isArray(v) ? v : [v]) h.append(k, value);
+  }
+  return h;
+}
+
+/** `Sec-WebSocket-Protocol: bearer, <token>` or `?access_token=<token>`; undefined when neither. */
+function tokenFromHandshake(req: IncomingMessage, url: URL): string | undefined {
+  const protocols = (req.headers["sec-websocket-protocol"] ?? "").split(",").map((p) => p.trim());
+  const at = protocols.indexOf("bearer");
+  if (at >= 0 && protocols[at + 1]) return protocols[at + 1];
+  return url.searchParams.get("access_token") ?? undefined;
 }

@@ -113,7 +113,7 @@ export function parseHeartbeat(req: HeartbeatRequest): HeartbeatInput {
   return { agentId: req.agentId, status: req.status, load: req.load };
 }
 
-export function parseAgentId(req: GetAgentRequest | UnregisterRequest): string {
+export function parseAgentId(req: Pick<GetAgentRequest | UnregisterRequest, "agentId">): string {
   return id("agent_id", req.agentId);
 }
 
@@ -132,13 +132,14 @@ export function parseListAgents(req: ListAgentsRequest): Page {
   return { size, after };
 }
 
-export function parseDiscover(req: DiscoverRequest): AgentQuery {
+export function parseDiscover(req: DiscoverRequest, tenant: string): AgentQuery {
   count("capabilities", req.capabilities.length, limits.maxQueryCapabilities);
   req.capabilities.forEach((c, i) => match(`capabilities[${i}]`, c, limits.capabilityPattern));
   count("tags", req.tags.length, limits.maxQueryTags);
   req.tags.forEach((t, i) => match(`tags[${i}]`, t, limits.tagPattern));
   enumValue("status", req.status, AgentStatus);
   return {
+    tenant,
     capabilities: [...new Set(req.capabilities)],
     tags: [...new Set(req.tags)],
     statuses: req.status === AgentStatus.UNSPECIFIED ? [AgentStatus.HEALTHY, AgentStatus.DEGRADED] : [req.status],
@@ -146,7 +147,7 @@ export function parseDiscover(req: DiscoverRequest): AgentQuery {
   };
 }
 
-export function parseListTools(req: ListToolsRequest): ToolQuery {
+export function parseListTools(req: ListToolsRequest, tenant: string): ToolQuery {
   length("query", req.query, limits.maxTextQueryLength);
   if (req.name !== "") match("name", req.name, limits.toolNamePattern);
   let after: ToolQuery["after"];
@@ -163,7 +164,7 @@ export function parseListTools(req: ListToolsRequest): ToolQuery {
     }
     after = { agentId: key[0], toolName: key[1] };
   }
-  return { text: req.query, name: req.name, after, limit: pageSize("page_size", req.pageSize) };
+  return { tenant, text: req.query, name: req.name, after, limit: pageSize("page_size", req.pageSize) };
 }
 
 export interface RouteInput {
@@ -191,7 +192,7 @@ export interface WatchInput {
   readonly afterId: bigint;
 }
 
-export function parseWatch(req: WatchEventsRequest): WatchInput {
+export function parseWatch(req: WatchEventsRequest, tenant: string): WatchInput {
   count("types", req.types.length, EVENT_TYPES.length);
   req.types.forEach((t, i) => {
     if (!(EVENT_TYPES as readonly string[]).includes(t)) {
@@ -199,7 +200,7 @@ export function parseWatch(req: WatchEventsRequest): WatchInput {
     }
   });
   if (req.agentId !== "") id("agent_id", req.agentId);
-  return { filter: { types: new Set(req.types), agentId: req.agentId }, afterId: req.afterId };
+  return { filter: { tenant, types: new Set(req.types), agentId: req.agentId }, afterId: req.afterId };
 }
 
 export function encodeToken(value: JsonValue): string {

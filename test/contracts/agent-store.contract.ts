@@ -44,27 +44,30 @@ export function agentStoreContract(name: string, makeStore: () => Promise<AgentS
       await store.put(agent("a2", { caps: [["code", ["go"]]] }), 0);
       await store.put(agent("a3", { caps: [["code", ["py"]], ["review", []]], status: AgentStatus.DRAINING }), 0);
       const ids = async (q: Partial<Parameters<AgentStore["query"]>[0]>) =>
-        (await store.query({ capabilities: [], tags: [], statuses: [], limit: 100, ...q })).map((a) => a.id).sort();
+        (await store.query({ tenant: "t1", capabilities: [], tags: [], statuses: [], limit: 100, ...q }))
+          .map((a) => a.id)
+          .sort();
       expect(await ids({ capabilities: ["code"] })).toEqual(["a1", "a2", "a3"]);
       expect(await ids({ capabilities: ["code", "review"] })).toEqual(["a1", "a3"]);
       expect(await ids({ capabilities: ["code"], tags: ["py"] })).toEqual(["a1", "a3"]);
       expect(await ids({ capabilities: ["code", "review"], statuses: [AgentStatus.HEALTHY] })).toEqual(["a1"]);
       expect(await ids({ capabilities: ["nothing"] })).toEqual([]);
-      expect((await store.query({ capabilities: ["code"], tags: [], statuses: [], limit: 2 })).length).toBe(2);
+      expect((await store.query({ tenant: "t1", capabilities: ["code"], tags: [], statuses: [], limit: 2 })).length).toBe(2);
     });
 
     it("updates its indexes when an agent changes capabilities", async () => {
       await store.put(agent("a1", { caps: [["old", []]] }), 0);
       await store.put(agent("a1", { caps: [["new", []]], revision: 2 }), 1);
-      expect(await store.query({ capabilities: ["old"], tags: [], statuses: [], limit: 10 })).toEqual([]);
-      expect((await store.query({ capabilities: ["new"], tags: [], statuses: [], limit: 10 })).length).toBe(1);
+      const q = { tenant: "t1", tags: [], statuses: [], limit: 10 };
+      expect(await store.query({ ...q, capabilities: ["old"] })).toEqual([]);
+      expect((await store.query({ ...q, capabilities: ["new"] })).length).toBe(1);
     });
 
     it("pages through agents in id order", async () => {
       for (const id of ["c", "a", "e", "b", "d"]) await store.put(agent(id), 0);
-      expect((await store.list("", 2)).map((a) => a.id)).toEqual(["a", "b"]);
-      expect((await store.list("b", 2)).map((a) => a.id)).toEqual(["c", "d"]);
-      expect((await store.list("d", 2)).map((a) => a.id)).toEqual(["e"]);
+      expect((await store.list("t1", "", 2)).map((a) => a.id)).toEqual(["a", "b"]);
+      expect((await store.list("t1", "b", 2)).map((a) => a.id)).toEqual(["c", "d"]);
+      expect((await store.list("t1", "d", 2)).map((a) => a.id)).toEqual(["e"]);
     });
 
     it("lists agents whose lease ended", async () => {
@@ -80,7 +83,7 @@ export function agentStoreContract(name: string, makeStore: () => Promise<AgentS
         const out: string[] = [];
         let after: { agentId: string; toolName: string } | undefined;
         for (;;) {
-          const page = await store.tools({ text, name, after, limit: 1 });
+          const page = await store.tools({ tenant: "t1", text, name, after, limit: 1 });
           if (page.length === 0) return out;
           out.push(...page.map((e) => `${e.agentId}/${e.tool.name}`));
           after = { agentId: page[0]!.agentId, toolName: page[0]!.tool.name };
@@ -92,10 +95,29 @@ export function agentStoreContract(name: string, makeStore: () => Promise<AgentS
       expect((await all("")).length).toBe(3);
     });
 
+    it("keeps tenants apart, and shows shared agents to every tenant", async () => {
+      await store.put(agent("mine", { tenant: "t1", tools: [tool("t_mine", "")] }), 0);
+      await store.put(agent("theirs", { tenant: "t2", tools: [tool("t_theirs", "")] }), 0);
+      await store.put(agent("public", { tenant: "t2", shared: true, tools: [tool("t_public", "")] }), 0);
+      const q = { capabilities: ["code"], tags: [], statuses: [], limit: 10 };
+      expect((await store.query({ ...q, tenant: "t1" })).map((a) => a.id).sort()).toEqual(["mine", "public"]);
+      expect((await store.query({ ...q, tenant: "t2" })).map((a) => a.id).sort()).toEqual(["public", "theirs"]);
+      expect((await store.query({ ...q, tenant: "t3" })).map((a) => a.id)).toEqual(["public"]);
+      expect((await store.list("t1", "", 10)).map((a) => a.id)).toEqual(["mine"]);
+      expect((await store.listShared("", 10)).map((a) => a.id)).toEqual(["public"]);
+      const tools = await store.tools({ tenant: "t1", text: "", name: "", after: undefined, limit: 10 });
+      expect(tools.map((t) => t.tool.name).sort()).toEqual(["t_mine", "t_public"]);
+      expect((await store.counts("t1")).total).toBe(1);
+      expect((await store.counts("t2")).total).toBe(2);
+      // Withdrawing the share hides it again.
+      await store.put({ ...agent("public", { tenant: "t2", revision: 2 }), shared: false }, 1);
+      expect((await store.query({ ...q, tenant: "t3" })).map((a) => a.id)).toEqual([]);
+    });
+
     it("counts agents by status, capabilities and tools", async () => {
       await store.put(agent("a1", { caps: [["x", []], ["y", []]], tools: [tool("t", "")] }), 0);
       await store.put(agent("a2", { caps: [["x", []]], status: AgentStatus.DEGRADED }), 0);
-      const c = await store.counts();
+      const c = await store.counts("t1");
       expect(c.total).toBe(2);
       expect(c.byStatus.get(AgentStatus.HEALTHY)).toBe(1);
       expect(c.byStatus.get(AgentStatus.DEGRADED)).toBe(1);
@@ -106,6 +128,8 @@ export function agentStoreContract(name: string, makeStore: () => Promise<AgentS
 }
 
 interface Overrides {
+  tenant?: string;
+  shared?: boolean;
   caps?: [string, string[]][];
   status?: AgentStatus;
   revision?: number;
@@ -121,6 +145,8 @@ function tool(name: string, description: string) {
 export function agent(id: string, o: Overrides = {}): AgentRecord {
   return {
     id,
+    tenant: o.tenant ?? "t1",
+    shared: o.shared ?? false,
     name: `agent-${id}`,
     version: "1",
     status: o.status ?? AgentStatus.HEALTHY,

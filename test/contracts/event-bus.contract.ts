@@ -11,9 +11,10 @@ export function eventBusContract(name: string, makeBus: () => Promise<EventBus>)
     });
     afterEach(() => bus.close());
 
-    const all = { types: new Set<string>(), agentId: "" };
-    const event = (type: EventInput["type"], agentId: string): EventInput => ({
+    const all = { tenant: "t1", types: new Set<string>(), agentId: "" };
+    const event = (type: EventInput["type"], agentId: string, tenant = "t1"): EventInput => ({
       type,
+      tenant,
       agentId,
       payload: { case: "healthAlert", value: { component: "test", message: agentId } },
     });
@@ -39,7 +40,7 @@ export function eventBusContract(name: string, makeBus: () => Promise<EventBus>)
     });
 
     it("filters by type and agent", async () => {
-      const { got } = collect({ types: new Set(["agent.expired"]), agentId: "x" });
+      const { got } = collect({ tenant: "t1", types: new Set(["agent.expired"]), agentId: "x" });
       await settle();
       await bus.publish(event("agent.expired", "y"));
       await bus.publish(event("health.alert", "x"));
@@ -63,6 +64,17 @@ export function eventBusContract(name: string, makeBus: () => Promise<EventBus>)
       expect(events.map((e) => e.message.agentId)).toEqual(["e2", "e3", "e4", "e5"]);
       await settle();
       expect(resumed.got.items).toHaveLength(4);
+    });
+
+    it("delivers a tenant's events to that tenant only", async () => {
+      const { got } = collect();
+      await settle();
+      await bus.publish(event("health.alert", "other", "t2"));
+      await bus.publish(event("health.alert", "own", "t1"));
+      const [e] = await got.waitFor(1);
+      expect(e!.message.agentId).toBe("own");
+      await settle();
+      expect(got.items).toHaveLength(1);
     });
 
     it("stops delivering to a closed subscription", async () => {

@@ -1,4 +1,8 @@
+import { mkdtempSync, rmSync } from "node:fs";
+import os from "node:os";
+import path from "node:path";
 import { pino } from "pino";
+import { afterAll } from "vitest";
 import { App, type AppDeps } from "../../src/app.js";
 import { loadConfig } from "../../src/config.js";
 
@@ -11,9 +15,25 @@ export interface TestApp {
 }
 
 /** Starts the whole service on a random loopback port with the given environment. */
+/** The dev-mode admin token every test app accepts (tenant "default", every scope). */
+export const ADMIN_TOKEN = "test-bootstrap-token";
+export const AUTH = { authorization: `Bearer ${ADMIN_TOKEN}` };
+
+const dataDirs: string[] = [];
+afterAll(() => dataDirs.splice(0).forEach((d) => rmSync(d, { recursive: true, force: true })));
+
 export async function startApp(env: Record<string, string> = {}, deps: AppDeps = {}): Promise<TestApp> {
-  const config = loadConfig({ HOST: "127.0.0.1", PORT: "0", SHUTDOWN_GRACE: "2s", ...env });
-  const app = new App(config, { logger: pino({ level: process.env.TEST_LOG_LEVEL ?? "silent" }), ...deps });
+  const dataDir = env.DATA_DIR ?? mkdtempSync(path.join(os.tmpdir(), "fc-data-"));
+  if (!env.DATA_DIR) dataDirs.push(dataDir);
+  const config = loadConfig({
+    HOST: "127.0.0.1",
+    PORT: "0",
+    SHUTDOWN_GRACE: "2s",
+    DATA_DIR: dataDir,
+    FEDERATION_BOOTSTRAP_TOKEN: ADMIN_TOKEN,
+    ...env,
+  });
+  const app = await App.create(config, { logger: pino({ level: process.env.TEST_LOG_LEVEL ?? "silent" }), ...deps });
   const port = await app.start();
   return { app, port, url: `http://127.0.0.1:${port}`, close: () => app.stop() };
 }
@@ -32,19 +52,21 @@ export function registerBody(overrides: Record<string, unknown> = {}): Record<st
   };
 }
 
+/** POST JSON with the admin token unless `init.headers` says otherwise. */
 export async function postJson(url: string, body: unknown, init: RequestInit = {}) {
   const res = await fetch(url, {
     method: "POST",
-    headers: { "content-type": "application/json" },
     body: typeof body === "string" ? body : JSON.stringify(body),
     ...init,
+    headers: { "content-type": "application/json", ...AUTH, ...(init.headers as Record<string, string>) },
   });
   const text = await res.text();
   return { status: res.status, headers: res.headers, json: text === "" ? undefined : (JSON.parse(text) as any) };
 }
 
+/** GET with the admin token unless `init.headers` says otherwise. */
 export async function getJson(url: string, init: RequestInit = {}) {
-  const res = await fetch(url, init);
+  const res = await fetch(url, { ...init, headers: { ...AUTH, ...(init.headers as Record<string, string>) } });
   const text = await res.text();
   return { status: res.status, headers: res.headers, json: text === "" ? undefined : (JSON.parse(text) as any) };
 }

@@ -1,5 +1,5 @@
 import WebSocket from "ws";
-import { grpc } from "./grpc-client.js";
+import { bearer, grpc } from "./grpc-client.js";
 
 /** Collects events from a feed and lets a test wait for a count of them. */
 export class Collected<T> {
@@ -37,8 +37,8 @@ export interface WsFeed {
 }
 
 /** Opens /ws with the given query and resolves once the socket is open. */
-export async function openWs(port: number, query = ""): Promise<WsFeed> {
-  const ws = new WebSocket(`ws://127.0.0.1:${port}/ws${query}`);
+export async function openWs(port: number, query = "", token = "test-bootstrap-token"): Promise<WsFeed> {
+  const ws = new WebSocket(`ws://127.0.0.1:${port}/ws${query}`, { headers: { authorization: `Bearer ${token}` } });
   const events = new Collected<any>();
   ws.on("message", (data) => events.push(JSON.parse(data.toString())));
   await new Promise<void>((resolve, reject) => {
@@ -54,8 +54,8 @@ export interface GrpcFeed {
 }
 
 /** Opens WatchEvents on a grpc-js HealthService client; resolves once the server has accepted it. */
-export async function openWatch(health: any, request: Record<string, unknown>): Promise<GrpcFeed> {
-  const call = health.WatchEvents(request);
+export async function openWatch(health: any, request: Record<string, unknown>, metadata?: grpc.Metadata): Promise<GrpcFeed> {
+  const call = health.WatchEvents(request, metadata ?? bearer());
   const events = new Collected<any>();
   call.on("data", (m: any) => events.push(m.event));
   call.on("error", (e: grpc.ServiceError) => {

@@ -56,9 +56,17 @@ export function grpcClients(port: number): GrpcClients {
 }
 
 /** Promisified unary call; rejects with the grpc-js ServiceError. */
+/** Metadata carrying a bearer token (the test admin token by default). */
+export function bearer(token = "test-bootstrap-token"): grpc.Metadata {
+  const md = new grpc.Metadata();
+  md.set("authorization", `Bearer ${token}`);
+  return md;
+}
+
+/** Promisified unary call with the admin token unless `metadata` is given; rejects with the ServiceError. */
 export function unary<T = any>(client: any, method: string, request: unknown, metadata?: grpc.Metadata): Promise<T> {
   return new Promise((resolve, reject) => {
-    client[method](request, metadata ?? new grpc.Metadata(), { deadline: Date.now() + 5_000 }, (err: grpc.ServiceError | null, res: T) =>
+    client[method](request, metadata ?? bearer(), { deadline: Date.now() + 5_000 }, (err: grpc.ServiceError | null, res: T) =>
       err ? reject(err) : resolve(res),
     );
   });

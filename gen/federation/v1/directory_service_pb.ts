@@ -15,7 +15,7 @@ import type { JsonObject, Message } from "@bufbuild/protobuf";
  * Describes the file federation/v1/directory_service.proto.
  */
 export const file_federation_v1_directory_service: GenFile = /*@__PURE__*/
-  fileDesc("CiVmZWRlcmF0aW9uL3YxL2RpcmVjdG9yeV9zZXJ2aWNlLnByb3RvEg1mZWRlcmF0aW9uLnYxIhQKEkdldE1hbmlmZXN0UmVxdWVzdCKAAQoTR2V0TWFuaWZlc3RSZXNwb25zZRIpCghtYW5pZmVzdBgBIAEoCzIXLmZlZGVyYXRpb24udjEuTWFuaWZlc3QSEQoJc2lnbmF0dXJlGAIgASgJEhsKE3NpZ25hdHVyZV9hbGdvcml0aG0YAyABKAkSDgoGa2V5X2lkGAQgASgJIpsBCghNYW5pZmVzdBIMCgRuYW1lGAEgASgJEjAKDGdlbmVyYXRlZF9hdBgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASJAoGYWdlbnRzGAMgAygLMhQuZmVkZXJhdGlvbi52MS5BZ2VudBIpCgV0b29scxgEIAMoCzIaLmZlZGVyYXRpb24udjEuQ2F0YWxvZ1Rvb2wicAoPRGlzY292ZXJSZXF1ZXN0EhQKDGNhcGFiaWxpdGllcxgBIAMoCRIMCgR0YWdzGAIgAygJEioKBnN0YXR1cxgDIAEoDjIaLmZlZGVyYXRpb24udjEuQWdlbnRTdGF0dXMSDQoFbGltaXQYBCABKAUiOAoQRGlzY292ZXJSZXNwb25zZRIkCgZhZ2VudHMYASADKAsyFC5mZWRlcmF0aW9uLnYxLkFnZW50IoUBCgtDYXRhbG9nVG9vbBIQCghhZ2VudF9pZBgBIAEoCRISCgphZ2VudF9uYW1lGAIgASgJEgwKBG5hbWUYAyABKAkSEwoLZGVzY3JpcHRpb24YBCABKAkSLQoMaW5wdXRfc2NoZW1hGAUgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdCJWChBMaXN0VG9vbHNSZXF1ZXN0Eg0KBXF1ZXJ5GAEgASgJEgwKBG5hbWUYAiABKAkSEQoJcGFnZV9zaXplGAMgASgFEhIKCnBhZ2VfdG9rZW4YBCABKAkiVwoRTGlzdFRvb2xzUmVzcG9uc2USKQoFdG9vbHMYASADKAsyGi5mZWRlcmF0aW9uLnYxLkNhdGFsb2dUb29sEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCTLKAgoQRGlyZWN0b3J5U2VydmljZRJvCgtHZXRNYW5pZmVzdBIhLmZlZGVyYXRpb24udjEuR2V0TWFuaWZlc3RSZXF1ZXN0GiIuZmVkZXJhdGlvbi52MS5HZXRNYW5pZmVzdFJlc3BvbnNlIhmC0+STAhMSES9mYXN0bWNwL21hbmlmZXN0EmUKCERpc2NvdmVyEh4uZmVkZXJhdGlvbi52MS5EaXNjb3ZlclJlcXVlc3QaHy5mZWRlcmF0aW9uLnYxLkRpc2NvdmVyUmVzcG9uc2UiGILT5JMCEhIQL2FnZW50cy9kaXNjb3ZlchJeCglMaXN0VG9vbHMSHy5mZWRlcmF0aW9uLnYxLkxpc3RUb29sc1JlcXVlc3QaIC5mZWRlcmF0aW9uLnYxLkxpc3RUb29sc1Jlc3BvbnNlIg6C0+STAggSBi90b29sc2IGcHJvdG8z", [file_federation_v1_agent, file_google_api_annotations, file_google_protobuf_struct, file_google_protobuf_timestamp]);
+  fileDesc("CiVmZWRlcmF0aW9uL3YxL2RpcmVjdG9yeV9zZXJ2aWNlLnByb3RvEg1mZWRlcmF0aW9uLnYxIhQKEkdldE1hbmlmZXN0UmVxdWVzdCKAAQoTR2V0TWFuaWZlc3RSZXNwb25zZRIpCghtYW5pZmVzdBgBIAEoCzIXLmZlZGVyYXRpb24udjEuTWFuaWZlc3QSEQoJc2lnbmF0dXJlGAIgASgJEhsKE3NpZ25hdHVyZV9hbGdvcml0aG0YAyABKAkSDgoGa2V5X2lkGAQgASgJIpsBCghNYW5pZmVzdBIMCgRuYW1lGAEgASgJEjAKDGdlbmVyYXRlZF9hdBgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASJAoGYWdlbnRzGAMgAygLMhQuZmVkZXJhdGlvbi52MS5BZ2VudBIpCgV0b29scxgEIAMoCzIaLmZlZGVyYXRpb24udjEuQ2F0YWxvZ1Rvb2wicAoPRGlzY292ZXJSZXF1ZXN0EhQKDGNhcGFiaWxpdGllcxgBIAMoCRIMCgR0YWdzGAIgAygJEioKBnN0YXR1cxgDIAEoDjIaLmZlZGVyYXRpb24udjEuQWdlbnRTdGF0dXMSDQoFbGltaXQYBCABKAUiOAoQRGlzY292ZXJSZXNwb25zZRIkCgZhZ2VudHMYASADKAsyFC5mZWRlcmF0aW9uLnYxLkFnZW50IoUBCgtDYXRhbG9nVG9vbBIQCghhZ2VudF9pZBgBIAEoCRISCgphZ2VudF9uYW1lGAIgASgJEgwKBG5hbWUYAyABKAkSEwoLZGVzY3JpcHRpb24YBCABKAkSLQoMaW5wdXRfc2NoZW1hGAUgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdCJWChBMaXN0VG9vbHNSZXF1ZXN0Eg0KBXF1ZXJ5GAEgASgJEgwKBG5hbWUYAiABKAkSEQoJcGFnZV9zaXplGAMgASgFEhIKCnBhZ2VfdG9rZW4YBCABKAkiVwoRTGlzdFRvb2xzUmVzcG9uc2USKQoFdG9vbHMYASADKAsyGi5mZWRlcmF0aW9uLnYxLkNhdGFsb2dUb29sEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSIQCg5HZXRKd2tzUmVxdWVzdCI4Cg9HZXRKd2tzUmVzcG9uc2USJQoEa2V5cxgBIAMoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QytAMKEERpcmVjdG9yeVNlcnZpY2USbwoLR2V0TWFuaWZlc3QSIS5mZWRlcmF0aW9uLnYxLkdldE1hbmlmZXN0UmVxdWVzdBoiLmZlZGVyYXRpb24udjEuR2V0TWFuaWZlc3RSZXNwb25zZSIZgtPkkwITEhEvZmFzdG1jcC9tYW5pZmVzdBJlCghEaXNjb3ZlchIeLmZlZGVyYXRpb24udjEuRGlzY292ZXJSZXF1ZXN0Gh8uZmVkZXJhdGlvbi52MS5EaXNjb3ZlclJlc3BvbnNlIhiC0+STAhISEC9hZ2VudHMvZGlzY292ZXISaAoHR2V0SndrcxIdLmZlZGVyYXRpb24udjEuR2V0Sndrc1JlcXVlc3QaHi5mZWRlcmF0aW9uLnYxLkdldEp3a3NSZXNwb25zZSIegtPkkwIYEhYvLndlbGwta25vd24vandrcy5qc29uEl4KCUxpc3RUb29scxIfLmZlZGVyYXRpb24udjEuTGlzdFRvb2xzUmVxdWVzdBogLmZlZGVyYXRpb24udjEuTGlzdFRvb2xzUmVzcG9uc2UiDoLT5JMCCBIGL3Rvb2xzYgZwcm90bzM", [file_federation_v1_agent, file_google_api_annotations, file_google_protobuf_struct, file_google_protobuf_timestamp]);
 
 /**
  * @generated from message federation.v1.GetManifestRequest
@@ -256,6 +256,38 @@ export const ListToolsResponseSchema: GenMessage<ListToolsResponse> = /*@__PURE_
   messageDesc(file_federation_v1_directory_service, 7);
 
 /**
+ * @generated from message federation.v1.GetJwksRequest
+ */
+export type GetJwksRequest = Message<"federation.v1.GetJwksRequest"> & {
+};
+
+/**
+ * Describes the message federation.v1.GetJwksRequest.
+ * Use `create(GetJwksRequestSchema)` to create a new message.
+ */
+export const GetJwksRequestSchema: GenMessage<GetJwksRequest> = /*@__PURE__*/
+  messageDesc(file_federation_v1_directory_service, 8);
+
+/**
+ * @generated from message federation.v1.GetJwksResponse
+ */
+export type GetJwksResponse = Message<"federation.v1.GetJwksResponse"> & {
+  /**
+   * JWKs (RFC 7517), one per key that still verifies.
+   *
+   * @generated from field: repeated google.protobuf.Struct keys = 1;
+   */
+  keys: JsonObject[];
+};
+
+/**
+ * Describes the message federation.v1.GetJwksResponse.
+ * Use `create(GetJwksResponseSchema)` to create a new message.
+ */
+export const GetJwksResponseSchema: GenMessage<GetJwksResponse> = /*@__PURE__*/
+  messageDesc(file_federation_v1_directory_service, 9);
+
+/**
  * DirectoryService publishes what the federation offers: the manifest,
  * capability discovery and the MCP tool catalog.
  *
@@ -279,6 +311,17 @@ export const DirectoryService: GenService<{
     methodKind: "unary";
     input: typeof DiscoverRequestSchema;
     output: typeof DiscoverResponseSchema;
+  },
+  /**
+   * GetJwks serves the public keys that verify passports, minted tokens and
+   * the JWS manifest signature (a standard JWK Set).
+   *
+   * @generated from rpc federation.v1.DirectoryService.GetJwks
+   */
+  getJwks: {
+    methodKind: "unary";
+    input: typeof GetJwksRequestSchema;
+    output: typeof GetJwksResponseSchema;
   },
   /**
    * ListTools searches the tools of every registered agent.

@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file federation/v1/event.proto.
  */
 export const file_federation_v1_event: GenFile = /*@__PURE__*/
-  fileDesc("ChlmZWRlcmF0aW9uL3YxL2V2ZW50LnByb3RvEg1mZWRlcmF0aW9uLnYxIoICCgVFdmVudBIKCgJpZBgBIAEoBBIMCgR0eXBlGAIgASgJEigKBHRpbWUYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhAKCGFnZW50X2lkGAQgASgJEjIKDGFnZW50X2NoYW5nZRgKIAEoCzIaLmZlZGVyYXRpb24udjEuQWdlbnRDaGFuZ2VIABIwCgt0YXNrX3JvdXRlZBgLIAEoCzIZLmZlZGVyYXRpb24udjEuVGFza1JvdXRlZEgAEjIKDGhlYWx0aF9hbGVydBgMIAEoCzIaLmZlZGVyYXRpb24udjEuSGVhbHRoQWxlcnRIAEIJCgdwYXlsb2FkIncKC0FnZW50Q2hhbmdlEiMKBWFnZW50GAEgASgLMhQuZmVkZXJhdGlvbi52MS5BZ2VudBIzCg9wcmV2aW91c19zdGF0dXMYAiABKA4yGi5mZWRlcmF0aW9uLnYxLkFnZW50U3RhdHVzEg4KBnJlYXNvbhgDIAEoCSJDCgpUYXNrUm91dGVkEhAKCHJvdXRlX2lkGAEgASgJEhQKDGNhcGFiaWxpdGllcxgCIAMoCRINCgVzY29yZRgDIAEoASIxCgtIZWFsdGhBbGVydBIRCgljb21wb25lbnQYASABKAkSDwoHbWVzc2FnZRgCIAEoCWIGcHJvdG8z", [file_federation_v1_agent, file_google_protobuf_timestamp]);
+  fileDesc("ChlmZWRlcmF0aW9uL3YxL2V2ZW50LnByb3RvEg1mZWRlcmF0aW9uLnYxIpICCgVFdmVudBIKCgJpZBgBIAEoBBIMCgR0eXBlGAIgASgJEigKBHRpbWUYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhAKCGFnZW50X2lkGAQgASgJEg4KBnRlbmFudBgFIAEoCRIyCgxhZ2VudF9jaGFuZ2UYCiABKAsyGi5mZWRlcmF0aW9uLnYxLkFnZW50Q2hhbmdlSAASMAoLdGFza19yb3V0ZWQYCyABKAsyGS5mZWRlcmF0aW9uLnYxLlRhc2tSb3V0ZWRIABIyCgxoZWFsdGhfYWxlcnQYDCABKAsyGi5mZWRlcmF0aW9uLnYxLkhlYWx0aEFsZXJ0SABCCQoHcGF5bG9hZCJ3CgtBZ2VudENoYW5nZRIjCgVhZ2VudBgBIAEoCzIULmZlZGVyYXRpb24udjEuQWdlbnQSMwoPcHJldmlvdXNfc3RhdHVzGAIgASgOMhouZmVkZXJhdGlvbi52MS5BZ2VudFN0YXR1cxIOCgZyZWFzb24YAyABKAkiQwoKVGFza1JvdXRlZBIQCghyb3V0ZV9pZBgBIAEoCRIUCgxjYXBhYmlsaXRpZXMYAiADKAkSDQoFc2NvcmUYAyABKAEiMQoLSGVhbHRoQWxlcnQSEQoJY29tcG9uZW50GAEgASgJEg8KB21lc3NhZ2UYAiABKAliBnByb3RvMw", [file_federation_v1_agent, file_google_protobuf_timestamp]);
 
 /**
  * Event is one entry of the real-time feed.
@@ -46,6 +46,14 @@ export type Event = Message<"federation.v1.Event"> & {
    * @generated from field: string agent_id = 4;
    */
   agentId: string;
+
+  /**
+   * The tenant the event belongs to; subscribers only see their own
+   * (and events about shared agents).
+   *
+   * @generated from field: string tenant = 5;
+   */
+  tenant: string;
 
   /**
    * @generated from oneof federation.v1.Event.payload

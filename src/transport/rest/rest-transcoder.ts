@@ -13,7 +13,13 @@ import {
   type JsonValue,
   type Message,
 } from "@bufbuild/protobuf";
-import { Code, ConnectError, createHandlerContext } from "@connectrpc/connect";
+import {
+  Code,
+  ConnectError,
+  createHandlerContext,
+  type ContextValues,
+  type HandlerContext,
+} from "@connectrpc/connect";
 import type { NodeRequest, NodeResponse } from "../node-types.js";
 import { http } from "../../../gen/google/api/annotations_pb.js";
 import type { HttpRule } from "../../../gen/google/api/http_pb.js";
@@ -45,6 +51,10 @@ export interface RestOptions {
   readonly maxBodyBytes: number;
   readonly log: Logger;
   readonly shutdownSignal: AbortSignal;
+  /** Per-request context values (the TLS peer), as the Connect adapter gets them. */
+  readonly contextValues: (req: NodeRequest) => ContextValues;
+  /** Runs before every call, like the Connect interceptors: authentication and quotas. */
+  readonly admit: (ctx: HandlerContext, message: Message) => Promise<void>;
 }
 
 /**
@@ -219,8 +229,10 @@ async function invoke(route: Route, input: Message, req: Req, res: Res, opts: Re
     requestHeader: toHeaders(req),
     requestSignal: requestSignal.signal,
     shutdownSignal: opts.shutdownSignal,
+    contextValues: opts.contextValues(req),
   });
   try {
+    await opts.admit(ctx, input);
     const output = route.method.output;
     if (route.method.methodKind === "server_streaming") {
       await stream(route.impl(input, ctx) as AsyncIterable<Message>, output, res);
@@ -272,7 +284,13 @@ export function sendError(res: Res, err: unknown, status?: number): void {
   }
   const e = ConnectError.from(err);
   const body = JSON.stringify({ code: e.code, message: e.rawMessage, details: [] });
-  res.writeHead(status ?? httpStatus(e.code), { "content-type": "application/json" });
+  const headers: Record<string, string> = { "content-type": "application/json" };
+  // Headers a REST client acts on (grpc-gateway forwards them the same way).
+  for (const name of ["www-authenticate", "retry-after"]) {
+    const value = e.metadata.get(name);
+    if (value !== null) headers[name] = value;
+  }
+  res.writeHead(status ?? httpStatus(e.code), headers);
   res.end(body);
 }
 

@@ -1,37 +1,55 @@
-import { create, type MessageInitShape } from "@bufbuild/protobuf";
+import { create, toJson, type JsonObject, type MessageInitShape } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import type { ServiceImpl } from "@connectrpc/connect";
 import {
   DirectoryService,
   DiscoverResponseSchema,
+  GetJwksResponseSchema,
   GetManifestResponseSchema,
   ListToolsResponseSchema,
+  ManifestSchema,
   type CatalogToolSchema,
 } from "../../../gen/federation/v1/directory_service_pb.js";
 import type { Directory } from "../../directory/directory.js";
 import { toAgentMessage } from "../../registry/agent-message.js";
 import type { CatalogEntry } from "../../registry/agent-store.js";
+import type { KeyStore } from "../../security/key-store.js";
+import type { ManifestSigner } from "../../security/manifest-signer.js";
+import { principalKey } from "../../security/principal.js";
 import { encodeToken, parseDiscover, parseListTools } from "../../validation/requests.js";
 
-export function directoryService(directory: Directory): ServiceImpl<typeof DirectoryService> {
+export function directoryService(
+  directory: Directory,
+  signer: ManifestSigner,
+  keys: KeyStore,
+): ServiceImpl<typeof DirectoryService> {
   return {
-    async getManifest() {
-      const m = await directory.manifest();
+    async getManifest(_req, ctx) {
+      const caller = ctx.values.get(principalKey);
+      const m = await directory.manifest(caller.via === "anonymous" ? undefined : caller.tenant);
+      const manifest = create(ManifestSchema, {
+        name: m.name,
+        generatedAt: timestampFromMs(m.generatedAt),
+        agents: m.agents.map(toAgentMessage),
+        tools: m.tools.map(catalogTool),
+      });
+      const sig = await signer.sign(toJson(ManifestSchema, manifest, { alwaysEmitImplicit: true }));
       return create(GetManifestResponseSchema, {
-        manifest: {
-          name: m.name,
-          generatedAt: timestampFromMs(m.generatedAt),
-          agents: m.agents.map(toAgentMessage),
-          tools: m.tools.map(catalogTool),
-        },
+        manifest,
+        signature: sig.signature,
+        signatureAlgorithm: sig.algorithm,
+        keyId: sig.keyId,
       });
     },
-    async discover(req) {
-      const agents = await directory.discover(parseDiscover(req));
+    getJwks() {
+      return create(GetJwksResponseSchema, { keys: keys.jwks().keys as unknown as JsonObject[] });
+    },
+    async discover(req, ctx) {
+      const agents = await directory.discover(parseDiscover(req, ctx.values.get(principalKey).tenant));
       return create(DiscoverResponseSchema, { agents: agents.map(toAgentMessage) });
     },
-    async listTools(req) {
-      const page = await directory.tools(parseListTools(req));
+    async listTools(req, ctx) {
+      const page = await directory.tools(parseListTools(req, ctx.values.get(principalKey).tenant));
       return create(ListToolsResponseSchema, {
         tools: page.tools.map(catalogTool),
         nextPageToken: page.next ? encodeToken([page.next.agentId, page.next.tool.name]) : "",

@@ -11,6 +11,7 @@ import {
 import type { EventBus } from "../../events/event-bus.js";
 import { eventStream } from "../../events/event-stream.js";
 import type { HealthMonitor } from "../../health/health.js";
+import { principalKey } from "../../security/principal.js";
 import { parseWatch } from "../../validation/requests.js";
 
 export function healthService(
@@ -30,8 +31,8 @@ export function healthService(
         uptime: durationFromMs(h.uptimeMs),
       });
     },
-    async getFleetHealth() {
-      const f = await monitor.fleet();
+    async getFleetHealth(_req, ctx) {
+      const f = await monitor.fleet(ctx.values.get(principalKey).tenant);
       return create(GetFleetHealthResponseSchema, {
         totalAgents: f.total,
         healthyAgents: f.healthy,
@@ -43,7 +44,7 @@ export function healthService(
       });
     },
     async *watchEvents(req, ctx) {
-      const { filter, afterId } = parseWatch(req);
+      const { filter, afterId } = parseWatch(req, ctx.values.get(principalKey).tenant);
       for await (const event of eventStream(bus, filter, afterId, queueLimit, ctx.signal)) {
         yield create(WatchEventsResponseSchema, { event: event.message });
       }

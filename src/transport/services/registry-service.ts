@@ -1,5 +1,5 @@
 import { create } from "@bufbuild/protobuf";
-import { durationFromMs } from "@bufbuild/protobuf/wkt";
+import { durationFromMs, timestampFromMs } from "@bufbuild/protobuf/wkt";
 import type { ServiceImpl } from "@connectrpc/connect";
 import {
   GetAgentResponseSchema,
@@ -12,6 +12,8 @@ import {
 import type { LeaseConfig } from "../../config.js";
 import { toAgentMessage } from "../../registry/agent-message.js";
 import type { Registry } from "../../registry/registry.js";
+import { principalKey } from "../../security/principal.js";
+import type { TokenIssuer } from "../../security/token-issuer.js";
 import {
   encodeToken,
   parseAgentId,
@@ -20,31 +22,42 @@ import {
   parseRegister,
 } from "../../validation/requests.js";
 
-export function registryService(registry: Registry, lease: LeaseConfig): ServiceImpl<typeof RegistryService> {
+export function registryService(
+  registry: Registry,
+  issuer: TokenIssuer,
+  lease: LeaseConfig,
+): ServiceImpl<typeof RegistryService> {
   return {
-    async register(req) {
-      const agent = await registry.register(parseRegister(req, lease));
+    async register(req, ctx) {
+      const agent = await registry.register(parseRegister(req, lease), ctx.values.get(principalKey));
+      const passport = await issuer.passport(agent);
       return create(RegisterResponseSchema, {
         agent: toAgentMessage(agent),
         leaseTtl: durationFromMs(agent.leaseTtlMs),
+        passport: passport.token,
+        passportExpiresAt: timestampFromMs(passport.expiresAt),
       });
     },
-    async heartbeat(req) {
-      const agent = await registry.heartbeat(parseHeartbeat(req));
+    async heartbeat(req, ctx) {
+      const agent = await registry.heartbeat(parseHeartbeat(req), ctx.values.get(principalKey));
+      const passport = await issuer.passport(agent);
       return create(HeartbeatResponseSchema, {
         agent: toAgentMessage(agent),
         leaseTtl: durationFromMs(agent.leaseTtlMs),
+        passport: passport.token,
+        passportExpiresAt: timestampFromMs(passport.expiresAt),
       });
     },
-    async unregister(req) {
-      await registry.unregister(parseAgentId(req));
+    async unregister(req, ctx) {
+      await registry.unregister(parseAgentId(req), ctx.values.get(principalKey));
       return create(UnregisterResponseSchema);
     },
-    async getAgent(req) {
-      return create(GetAgentResponseSchema, { agent: toAgentMessage(await registry.get(parseAgentId(req))) });
+    async getAgent(req, ctx) {
+      const agent = await registry.get(parseAgentId(req), ctx.values.get(principalKey));
+      return create(GetAgentResponseSchema, { agent: toAgentMessage(agent) });
     },
-    async listAgents(req) {
-      const page = await registry.list(parseListAgents(req));
+    async listAgents(req, ctx) {
+      const page = await registry.list(parseListAgents(req), ctx.values.get(principalKey));
       return create(ListAgentsResponseSchema, {
         agents: page.agents.map(toAgentMessage),
         nextPageToken: page.nextAfter === "" ? "" : encodeToken(page.nextAfter),

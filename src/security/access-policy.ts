@@ -1,0 +1,35 @@
+import type { Scope } from "./principal.js";
+
+/**
+ * What each RPC requires, in one table. "public" needs no credentials;
+ * "agent" is agents:write, or the passport / certificate of the agent named
+ * in the request (checked by the registry); admin implies every scope.
+ * An RPC missing from the table is refused, so a new RPC is closed by
+ * default.
+ */
+export type Requirement = Scope | "public" | "agent";
+
+const policy: Record<string, Requirement> = {
+  "federation.v1.RegistryService/Register": "agents:write",
+  "federation.v1.RegistryService/Heartbeat": "agent",
+  "federation.v1.RegistryService/Unregister": "agent",
+  "federation.v1.RegistryService/GetAgent": "agents:read",
+  "federation.v1.RegistryService/ListAgents": "agents:read",
+  "federation.v1.DirectoryService/GetManifest": "public",
+  "federation.v1.DirectoryService/GetJwks": "public",
+  "federation.v1.DirectoryService/Discover": "agents:read",
+  "federation.v1.DirectoryService/ListTools": "agents:read",
+  "federation.v1.RouterService/Route": "route",
+  "federation.v1.HealthService/Check": "public",
+  "federation.v1.HealthService/GetFleetHealth": "agents:read",
+  "federation.v1.HealthService/WatchEvents": "events:read",
+  "federation.v1.AdminService/MintToken": "admin",
+  "federation.v1.AdminService/RotateSigningKey": "admin",
+  "federation.v1.AdminService/ShareAgent": "admin",
+  "grpc.health.v1.Health/Check": "public",
+  "grpc.health.v1.Health/Watch": "public",
+};
+
+export function requirementOf(service: string, method: string): Requirement | undefined {
+  return policy[`${service}/${method}`];
+}

@@ -1,0 +1,68 @@
+import { Redis } from "ioredis";
+import { RateLimiterMemory, RateLimiterRedis, RateLimiterRes, type RateLimiterAbstract } from "rate-limiter-flexible";
+import { errors } from "../errors.js";
+
+export interface RateLimitConfig {
+  /** Requests per second per tenant. */
+  readonly tenantPerSecond: number;
+  /** Overrides of tenantPerSecond by tenant. */
+  readonly perTenant: Readonly<Record<string, number>>;
+  /** Heartbeats per second per agent. */
+  readonly heartbeatsPerSecond: number;
+}
+
+/**
+ * Per-tenant request quotas and per-agent heartbeat quotas, with
+ * rate-limiter-flexible: in memory by default; in Redis when shared, so a
+ * quota holds across replicas, with an in-memory insurance limiter that
+ * takes over while Redis is unreachable.
+ */
+export class RateLimits {
+  private readonly tenantLimiters = new Map<number, RateLimiterAbstract>();
+  private readonly heartbeat: RateLimiterAbstract;
+  private readonly redis: Redis | undefined;
+  private readonly prefix: string;
+
+  constructor(
+    private readonly config: RateLimitConfig,
+    shared: { url: string; prefix: string } | undefined,
+  ) {
+    this.redis = shared
+      ? new Redis(shared.url, { enableOfflineQueue: false, maxRetriesPerRequest: 1, connectionName: "fc-rate-limits" })
+      : undefined;
+    this.redis?.on("error", () => undefined);
+    this.prefix = shared?.prefix ?? "fc";
+    this.heartbeat = this.limiter(config.heartbeatsPerSecond, `${this.prefix}:rl:hb`);
+  }
+
+  /** Throws RESOURCE_EXHAUSTED (with retry-after) when the tenant is over its quota. */
+  async tenant(tenant: string): Promise<void> {
+    const points = this.config.perTenant[tenant] ?? this.config.tenantPerSecond;
+    let limiter = this.tenantLimiters.get(points);
+    if (!limiter) this.tenantLimiters.set(points, (limiter = this.limiter(points, `${this.prefix}:rl:tenant:${points}`)));
+    await consume(limiter, tenant, "tenant");
+  }
+
+  async agentHeartbeat(agentId: string): Promise<void> {
+    await consume(this.heartbeat, agentId, "heartbeat");
+  }
+
+  close(): void {
+    this.redis?.disconnect();
+  }
+
+  private limiter(points: number, keyPrefix: string): RateLimiterAbstract {
+    const memory = new RateLimiterMemory({ points, duration: 1, keyPrefix });
+    if (!this.redis) return memory;
+    return new RateLimiterRedis({ storeClient: this.redis, points, duration: 1, keyPrefix, insuranceLimiter: memory });
+  }
+}
+
+async function consume(limiter: RateLimiterAbstract, key: string, what: string): Promise<void> {
+  try {
+    await limiter.consume(key);
+  } catch (res) {
+    if (res instanceof RateLimiterRes) throw errors.rateLimited(Math.max(1, Math.ceil(res.msBeforeNext / 1000)), what);
+    throw res;
+  }
+}

@@ -1,0 +1,112 @@
+import type { ContextValues, Interceptor } from "@connectrpc/connect";
+import { errors } from "../errors.js";
+import { requirementOf } from "./access-policy.js";
+import { principalFromCertificate } from "./client-certificate.js";
+import { ANONYMOUS, peerKey, principalKey, type PeerCertificate, type Principal } from "./principal.js";
+import type { RateLimits } from "./rate-limits.js";
+import type { TokenVerifier } from "./token-verifier.js";
+
+export interface GuardedCall {
+  readonly service: string;
+  readonly method: string;
+  readonly header: Headers;
+  readonly peer: PeerCertificate | undefined;
+  /** The request message of a unary call (for per-agent quotas). */
+  readonly message: unknown;
+  /** A token from somewhere other than the Authorization header (WebSocket handshakes). */
+  readonly token?: string;
+}
+
+export interface GuardOptions {
+  readonly trustDomain: string | undefined;
+  readonly defaultTenant: string;
+}
+
+/**
+ * The one door every call passes, on every protocol: who is calling
+ * (verified client certificate, else bearer token), may they call this RPC
+ * (access-policy.ts), and is their tenant within its quota. Errors are
+ * UNAUTHENTICATED, PERMISSION_DENIED or RESOURCE_EXHAUSTED; the messages
+ * never echo a credential.
+ */
+export class RequestGuard {
+  constructor(
+    private readonly verifier: TokenVerifier,
+    private readonly limits: RateLimits,
+    private readonly opts: GuardOptions,
+  ) {}
+
+  async admit(call: GuardedCall): Promise<Principal> {
+    const requirement = requirementOf(call.service, call.method);
+    if (!requirement) throw errors.permissionDenied(`${call.service}/${call.method} is not open to callers`);
+    const principal = await this.authenticate(call);
+    if (requirement !== "public") {
+      if (principal.via === "anonymous") throw errors.unauthenticated("missing bearer token");
+      authorize(principal, requirement);
+    }
+    if (principal.via !== "anonymous") await this.limits.tenant(principal.tenant);
+    if (call.method === "Heartbeat" && call.service === "federation.v1.RegistryService") {
+      const agentId = (call.message as { agentId?: unknown } | undefined)?.agentId;
+      if (typeof agentId === "string" && agentId !== "") await this.limits.agentHeartbeat(agentId);
+    }
+    return principal;
+  }
+
+  /** A Connect interceptor running admit() and leaving the principal in the context. */
+  interceptor(): Interceptor {
+    return (next) => async (req) => {
+      const principal = await this.admit({
+        service: req.service.typeName,
+        method: req.method.name,
+        header: req.header,
+        peer: req.contextValues.get(peerKey),
+        message: req.stream ? undefined : req.message,
+      });
+      req.contextValues.set(principalKey, principal);
+      return next(req);
+    };
+  }
+
+  /** The same for callers that hold a HandlerContext (the REST transcoder). */
+  async admitContext(ctx: { service: { typeName: string }; method: { name: string }; requestHeader: Headers; values: ContextValues }, message: unknown) {
+    const principal = await this.admit({
+      service: ctx.service.typeName,
+      method: ctx.method.name,
+      header: ctx.requestHeader,
+      peer: ctx.values.get(peerKey),
+      message,
+    });
+    ctx.values.set(principalKey, principal);
+  }
+
+  private async authenticate(call: GuardedCall): Promise<Principal> {
+    if (call.peer) {
+      if (!call.peer.authorized) {
+        throw errors.unauthenticated(`client certificate not trusted (${call.peer.authorizationError ?? "unverified"})`);
+      }
+      const identity = principalFromCertificate(call.peer, this.opts.trustDomain, this.opts.defaultTenant);
+      if (!identity) throw errors.unauthenticated("client certificate names no identity");
+      return identity;
+    }
+    const token = call.token ?? bearer(call.header.get("authorization"));
+    return token === undefined ? ANONYMOUS : this.verifier.verify(token);
+  }
+}
+
+function bearer(header: string | null): string | undefined {
+  if (header === null) return undefined;
+  const m = /^Bearer\s+(\S+)\s*$/i.exec(header);
+  if (!m) throw errors.unauthenticated("authorization header must be 'Bearer <token>'");
+  return m[1];
+}
+
+function authorize(p: Principal, requirement: Exclude<ReturnType<typeof requirementOf>, undefined | "public">): void {
+  if (p.scopes.has("admin")) return;
+  if (requirement === "agent") {
+    // Passports and certificates act for one agent; the registry checks which.
+    if (p.via === "passport" || p.via === "certificate" || p.scopes.has("agents:write")) return;
+    throw errors.permissionDenied('requires scope "agents:write" or the agent\'s passport');
+  }
+  if (p.via === "passport") throw errors.permissionDenied("a passport may only heartbeat or unregister its agent");
+  if (!p.scopes.has(requirement)) throw errors.permissionDenied(`requires scope "${requirement}"`);
+}

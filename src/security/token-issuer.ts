@@ -1,0 +1,69 @@
+import { createHash, randomUUID } from "node:crypto";
+import canonicalize from "canonicalize";
+import type { Clock } from "../clock.js";
+import type { AgentRecord } from "../registry/agent-record.js";
+import type { KeyStore } from "./key-store.js";
+import type { Scope } from "./principal.js";
+import { PASSPORT_TYP, TOKEN_TYP } from "./token-verifier.js";
+
+export interface IssuedToken {
+  readonly token: string;
+  readonly expiresAt: number;
+}
+
+/** Tokens the federation signs itself: tenant tokens (admin-minted) and agent passports. */
+export class TokenIssuer {
+  constructor(
+    private readonly keys: KeyStore,
+    private readonly clock: Clock,
+    private readonly opts: { issuer: string; audience: string; passportTtlMs: number },
+  ) {}
+
+  /**
+   * A passport binds agent id (`sub`), tenant, the registration it belongs
+   * to (`reg`, so unregistering revokes it) and a hash of the registered
+   * capabilities. Short-lived; every heartbeat answers with a fresh one.
+   */
+  async passport(agent: AgentRecord): Promise<IssuedToken> {
+    const expiresAt = this.clock.now() + this.opts.passportTtlMs;
+    const token = await this.keys.signJwt(
+      {
+        iss: this.opts.issuer,
+        aud: this.opts.audience,
+        sub: agent.id,
+        jti: randomUUID(),
+        tenant: agent.tenant,
+        reg: agent.registeredAt,
+        cap_hash: capabilityHash(agent),
+      },
+      expiresAt,
+      PASSPORT_TYP,
+    );
+    return { token, expiresAt };
+  }
+
+  async mint(tenant: string, scopes: readonly Scope[], subject: string, ttlMs: number): Promise<IssuedToken> {
+    const expiresAt = this.clock.now() + ttlMs;
+    const token = await this.keys.signJwt(
+      {
+        iss: this.opts.issuer,
+        aud: this.opts.audience,
+        sub: subject,
+        jti: randomUUID(),
+        tenant,
+        scope: scopes.join(" "),
+      },
+      expiresAt,
+      TOKEN_TYP,
+    );
+    return { token, expiresAt };
+  }
+}
+
+/** SHA-256 (base64url) of the RFC 8785 canonical JSON of the capabilities, sorted by name. */
+export function capabilityHash(agent: Pick<AgentRecord, "capabilities">): string {
+  const caps = [...agent.capabilities]
+    .sort((a, b) => (a.name < b.name ? -1 : 1))
+    .map((c) => ({ name: c.name, tags: [...c.tags].sort() }));
+  return createHash("sha256").update(canonicalize(caps)!).digest("base64url");
+}
