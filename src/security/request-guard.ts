@@ -94,7 +94,7 @@ export class RequestGuard {
 }
 
 function bearer(header: string | null): string | undefined {
-  if (header === null) return undefined;
+  if (header === null || header.trim() === "") return undefined;
   const m = /^Bearer\s+(\S+)\s*$/i.exec(header);
   if (!m) throw errors.unauthenticated("authorization header must be 'Bearer <token>'");
   return m[1];

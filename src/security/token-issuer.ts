@@ -25,7 +25,7 @@ export class TokenIssuer {
    * capabilities. Short-lived; every heartbeat answers with a fresh one.
    */
   async passport(agent: AgentRecord): Promise<IssuedToken> {
-    const expiresAt = this.clock.now() + this.opts.passportTtlMs;
+    const expiresAt = wholeSeconds(this.clock.now() + this.opts.passportTtlMs);
     const token = await this.keys.signJwt(
       {
         iss: this.opts.issuer,
@@ -43,7 +43,7 @@ export class TokenIssuer {
   }
 
   async mint(tenant: string, scopes: readonly Scope[], subject: string, ttlMs: number): Promise<IssuedToken> {
-    const expiresAt = this.clock.now() + ttlMs;
+    const expiresAt = wholeSeconds(this.clock.now() + ttlMs);
     const token = await this.keys.signJwt(
       {
         iss: this.opts.issuer,
@@ -66,4 +66,9 @@ export function capabilityHash(agent: Pick<AgentRecord, "capabilities">): string
     .sort((a, b) => (a.name < b.name ? -1 : 1))
     .map((c) => ({ name: c.name, tags: [...c.tags].sort() }));
   return createHash("sha256").update(canonicalize(caps)!).digest("base64url");
+}
+
+/** JWT times are whole seconds; the expiry we report must be the one in the token. */
+function wholeSeconds(ms: number): number {
+  return Math.floor(ms / 1000) * 1000;
 }

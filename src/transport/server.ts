@@ -80,8 +80,10 @@ export class FederationServer {
       this.sockets.add(socket);
       socket.once("close", () => this.sockets.delete(socket));
     });
-    this.h1.on("clientError", (_err, socket) => {
-      if (socket.writable) socket.end("HTTP/1.1 400 Bad Request\r\nconnection: close\r\n\r\n");
+    this.h1.on("clientError", (err: NodeJS.ErrnoException, socket) => {
+      if (!socket.writable) return;
+      const status = err.code === "HPE_HEADER_OVERFLOW" ? "431 Request Header Fields Too Large" : "400 Bad Request";
+      socket.end(`HTTP/1.1 ${status}\r\nconnection: close\r\ncontent-length: 0\r\n\r\n`);
     });
 
     this.h2 = http2.createServer({ maxSessionMemory: 64 }, handler);
