@@ -46,7 +46,12 @@ export interface SecurityConfig {
   readonly maxTokenBytes: number;
   readonly passportTtlMs: number;
   readonly manifestSigning: { mode: "hmac"; secret: string } | { mode: "jws" } | { mode: "none" };
-  readonly rateLimits: { tenantPerSecond: number; perTenant: Record<string, number>; heartbeatsPerSecond: number };
+  readonly rateLimits: {
+    tenantPerWindow: number;
+    perTenant: Record<string, number>;
+    heartbeatsPerWindow: number;
+    windowSec: number;
+  };
   readonly trustDomain: string | undefined;
 }
 
@@ -189,9 +194,10 @@ function security(env: Env): SecurityConfig {
     passportTtlMs: duration(env, "PASSPORT_TTL", 15 * 60_000),
     manifestSigning,
     rateLimits: {
-      tenantPerSecond: integer(env, "RATE_LIMIT_TENANT", 1000, 1, 10_000_000),
+      tenantPerWindow: integer(env, "RATE_LIMIT_TENANT", 1000, 1, 10_000_000),
       perTenant,
-      heartbeatsPerSecond: integer(env, "RATE_LIMIT_HEARTBEAT", 5, 1, 10_000),
+      heartbeatsPerWindow: integer(env, "RATE_LIMIT_HEARTBEAT", 5, 1, 10_000),
+      windowSec: Math.max(1, Math.round(duration(env, "RATE_LIMIT_WINDOW", 1_000) / 1000)),
     },
     trustDomain: env.MTLS_TRUST_DOMAIN,
   };

@@ -94,7 +94,6 @@ function ws(query: string, how: (w: World) => Promise<{ headers?: Record<string,
   };
 }
 
-const A = (w: World) => w.tokenA;
 const B = (w: World) => w.tokenB;
 const none = () => undefined;
 const expired = (w: World) => w.idp.token("tenant-a", ALL_SCOPES, { expSec: -120 });

@@ -49,7 +49,7 @@ describe("passports, minted tokens and the JWS-signed manifest", () => {
       { protected: protectedHeader, payload: base64url.encode(canonicalize(res.json.manifest)!), signature },
       createLocalJWKSet((await jwks()) as never),
     );
-    expect(verified.protectedHeader.kid).toBe(res.json.keyId);
+    expect(verified.protectedHeader?.kid).toBe(res.json.keyId);
     expect(await verifyManifest(res.json, { jwks: (await jwks()) as never })).toBe(true);
     const forged = { ...res.json, manifest: { ...res.json.manifest, name: "evil" } };
     expect(await verifyManifest(forged, { jwks: (await jwks()) as never })).toBe(false);

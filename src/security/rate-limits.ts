@@ -3,12 +3,13 @@ import { RateLimiterMemory, RateLimiterRedis, RateLimiterRes, type RateLimiterAb
 import { errors } from "../errors.js";
 
 export interface RateLimitConfig {
-  /** Requests per second per tenant. */
-  readonly tenantPerSecond: number;
-  /** Overrides of tenantPerSecond by tenant. */
+  /** Requests per window per tenant. */
+  readonly tenantPerWindow: number;
+  /** Overrides of tenantPerWindow by tenant. */
   readonly perTenant: Readonly<Record<string, number>>;
-  /** Heartbeats per second per agent. */
-  readonly heartbeatsPerSecond: number;
+  /** Heartbeats per window per agent. */
+  readonly heartbeatsPerWindow: number;
+  readonly windowSec: number;
 }
 
 /**
@@ -32,12 +33,12 @@ export class RateLimits {
       : undefined;
     this.redis?.on("error", () => undefined);
     this.prefix = shared?.prefix ?? "fc";
-    this.heartbeat = this.limiter(config.heartbeatsPerSecond, `${this.prefix}:rl:hb`);
+    this.heartbeat = this.limiter(config.heartbeatsPerWindow, `${this.prefix}:rl:hb`);
   }
 
   /** Throws RESOURCE_EXHAUSTED (with retry-after) when the tenant is over its quota. */
   async tenant(tenant: string): Promise<void> {
-    const points = this.config.perTenant[tenant] ?? this.config.tenantPerSecond;
+    const points = this.config.perTenant[tenant] ?? this.config.tenantPerWindow;
     let limiter = this.tenantLimiters.get(points);
     if (!limiter) this.tenantLimiters.set(points, (limiter = this.limiter(points, `${this.prefix}:rl:tenant:${points}`)));
     await consume(limiter, tenant, "tenant");
@@ -52,9 +53,10 @@ export class RateLimits {
   }
 
   private limiter(points: number, keyPrefix: string): RateLimiterAbstract {
-    const memory = new RateLimiterMemory({ points, duration: 1, keyPrefix });
+    const duration = this.config.windowSec;
+    const memory = new RateLimiterMemory({ points, duration, keyPrefix });
     if (!this.redis) return memory;
-    return new RateLimiterRedis({ storeClient: this.redis, points, duration: 1, keyPrefix, insuranceLimiter: memory });
+    return new RateLimiterRedis({ storeClient: this.redis, points, duration, keyPrefix, insuranceLimiter: memory });
   }
 }
 
