@@ -13,8 +13,12 @@ RUN npm run build && npm prune --omit=dev
 FROM node:20-bookworm-slim
 ENV NODE_ENV=production \
     HOST=0.0.0.0 \
-    PORT=9405
+    PORT=9405 \
+    DATA_DIR=/data
 WORKDIR /app
+# Signing keys and the generated bootstrap token live here (mode 0600).
+RUN mkdir -p /data && chown node:node /data && chmod 700 /data
+VOLUME /data
 COPY --from=build --chown=node:node /app/package.json ./
 COPY --from=build --chown=node:node /app/node_modules ./node_modules
 COPY --from=build --chown=node:node /app/dist ./dist
