@@ -75,6 +75,8 @@ export class MongoAgentStore implements AgentStore {
   private readonly toolDocs: Collection<ToolDoc>;
   private status: ComponentStatus = { ok: false, message: "connecting to MongoDB" };
   private ready: Promise<void> | undefined;
+  /** Indexes exist; from then on health follows the pings. */
+  private initialized = false;
   private pinger: NodeJS.Timeout | undefined;
 
   constructor(private readonly opts: MongoStoreOptions) {
@@ -106,11 +108,15 @@ export class MongoAgentStore implements AgentStore {
   private async connectWithRetry(): Promise<void> {
     for (let attempt = 0; ; attempt++) {
       try {
+        // An explicit connect: a client whose first (implicit) connect
+        // failed stays closed ("Topology is closed") until connect() again.
+        await this.client.connect();
         await this.ensureIndexes();
+        this.initialized = true;
         this.setStatus({ ok: true, message: "connected" });
         return;
       } catch (err) {
-        const delay = Math.min(10_000, 250 * 2 ** attempt);
+        const delay = Math.min(2_000, 250 * 2 ** attempt);
         this.setStatus({ ok: false, message: `MongoDB unreachable: ${describe(err)}` });
         this.opts.log.warn({ err: describe(err), retryInMs: delay }, "MongoDB unreachable, retrying");
         await new Promise((r) => setTimeout(r, delay).unref());
@@ -151,7 +157,7 @@ export class MongoAgentStore implements AgentStore {
   private async ping(): Promise<void> {
     try {
       await this.db.command({ ping: 1 }, { timeoutMS: this.opts.timeoutMs });
-      if (!this.status.ok && this.ready) this.setStatus({ ok: true, message: "connected" });
+      if (!this.status.ok && this.initialized) this.setStatus({ ok: true, message: "connected" });
     } catch (err) {
       this.setStatus({ ok: false, message: `MongoDB unreachable: ${describe(err)}` });
     }
