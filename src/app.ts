@@ -213,6 +213,7 @@ async function prepareSecurity(config: Config, clock: Clock, log: Logger): Promi
       issuers: sec.issuers,
       algorithms: sec.algorithms,
       clockSkewSec: sec.clockSkewSec,
+      jwksCooldownMs: sec.jwksCooldownMs,
       maxTokenBytes: sec.maxTokenBytes,
       bootstrapToken: token,
       bootstrapTenant: sec.bootstrapTenant,

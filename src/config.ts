@@ -43,6 +43,8 @@ export interface SecurityConfig {
   readonly issuers: readonly { issuer: string; jwksUri?: string; jwks?: { keys: Record<string, unknown>[] } }[];
   readonly algorithms: readonly string[];
   readonly clockSkewSec: number;
+  /** Least time between two fetches of a remote JWKS (an unknown kid refetches after it). */
+  readonly jwksCooldownMs: number;
   readonly maxTokenBytes: number;
   readonly passportTtlMs: number;
   readonly manifestSigning: { mode: "hmac"; secret: string } | { mode: "jws" } | { mode: "none" };
@@ -190,6 +192,7 @@ function security(env: Env): SecurityConfig {
     issuers,
     algorithms,
     clockSkewSec: Math.round(duration(env, "AUTH_CLOCK_SKEW", 30_000) / 1000),
+    jwksCooldownMs: duration(env, "AUTH_JWKS_COOLDOWN", 30_000),
     maxTokenBytes: integer(env, "AUTH_MAX_TOKEN_BYTES", 8192, 256, 65536),
     passportTtlMs: duration(env, "PASSPORT_TTL", 15 * 60_000),
     manifestSigning,

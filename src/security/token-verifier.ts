@@ -29,6 +29,7 @@ export interface TokenVerifierOptions {
   readonly issuers: readonly IssuerConfig[];
   readonly algorithms: readonly string[];
   readonly clockSkewSec: number;
+  readonly jwksCooldownMs: number;
   readonly maxTokenBytes: number;
   /** Opaque dev-mode root token (compared in constant time), or undefined. */
   readonly bootstrapToken: string | undefined;
@@ -57,7 +58,11 @@ export class TokenVerifier {
       this.external.set(
         i.issuer,
         i.jwksUri
-          ? createRemoteJWKSet(new URL(i.jwksUri), { cooldownDuration: 30_000, cacheMaxAge: 600_000, timeoutDuration: 5_000 })
+          ? createRemoteJWKSet(new URL(i.jwksUri), {
+              cooldownDuration: opts.jwksCooldownMs,
+              cacheMaxAge: 600_000,
+              timeoutDuration: 5_000,
+            })
           : createLocalJWKSet(i.jwks ?? { keys: [] }),
       );
     }
