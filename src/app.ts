@@ -149,6 +149,8 @@ export class App {
       routes,
       bridge: this.bridge,
       guard: security.guard,
+      extraServices: [{ service: Health, impl: grpcHealth }],
+      bus: this.bus,
       tls: security.tls,
       maxBodyBytes: config.maxBodyBytes,
       sniffTimeoutMs: config.sniffTimeoutMs,

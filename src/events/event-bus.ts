@@ -37,6 +37,7 @@ export interface EventFilter {
 export class PublishedEvent {
   private jsonText: string | undefined;
   private binary: Uint8Array | undefined;
+  private frame: Buffer | undefined;
 
   constructor(readonly message: Event) {}
 
@@ -51,6 +52,32 @@ export class PublishedEvent {
 
   bytes(): Uint8Array {
     return (this.binary ??= toBinary(EventSchema, this.message));
+  }
+
+  /**
+   * The gRPC frame of `WatchEventsResponse{event: this}`: the 5-byte
+   * envelope, then field 1 (tag 0x0a) as a length-delimited copy of
+   * bytes() — the wrapper is written by hand so the event is encoded once.
+   */
+  grpcFrame(): Buffer {
+    if (this.frame) return this.frame;
+    const event = this.bytes();
+    const len: number[] = [];
+    for (let n = event.length; ; n >>>= 7) {
+      if (n < 0x80) {
+        len.push(n);
+        break;
+      }
+      len.push((n & 0x7f) | 0x80);
+    }
+    const body = 1 + len.length + event.length;
+    const frame = Buffer.allocUnsafe(5 + body);
+    frame[0] = 0;
+    frame.writeUInt32BE(body, 1);
+    frame[5] = 0x0a;
+    Buffer.from(len).copy(frame, 6);
+    frame.set(event, 6 + len.length);
+    return (this.frame = frame);
   }
 
   matches(filter: EventFilter): boolean {

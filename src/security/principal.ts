@@ -13,6 +13,8 @@ export interface Principal {
   readonly passport?: { readonly agentId: string; readonly epoch: number };
   /** Client certificates only: the agent name the certificate names. */
   readonly agentName?: string;
+  /** When the credential stops being valid (tokens and passports). */
+  readonly expiresAt?: number;
 }
 
 export const ANONYMOUS: Principal = {

@@ -9,6 +9,7 @@ import {
   type JWTPayload,
   type JWTVerifyGetKey,
 } from "jose";
+import { LRUCache } from "lru-cache";
 import type { Clock } from "../clock.js";
 import { errors } from "../errors.js";
 import type { KeyStore } from "./key-store.js";
@@ -48,6 +49,7 @@ const tenantPattern = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/;
 export class TokenVerifier {
   private readonly external = new Map<string, JWTVerifyGetKey>();
   private readonly bootstrapDigest: Buffer | undefined;
+  private readonly cache = new LRUCache<string, Principal>({ max: 10_000, ttlAutopurge: false });
 
   constructor(
     private readonly opts: TokenVerifierOptions,
@@ -69,7 +71,23 @@ export class TokenVerifier {
     this.bootstrapDigest = opts.bootstrapToken ? digest(opts.bootstrapToken) : undefined;
   }
 
+  /**
+   * Verified tokens are remembered for up to CACHE_MS (never past their
+   * `exp`), so a client sending the same token on every call pays for one
+   * signature check, not one per call.
+   */
   async verify(token: string): Promise<Principal> {
+    const cached = this.cache.get(token);
+    if (cached) return cached;
+    const principal = await this.verifyUncached(token);
+    if (principal.via !== "bootstrap") {
+      const ttl = Math.min(CACHE_MS, (principal.expiresAt ?? 0) - this.clock.now());
+      if (ttl > 0) this.cache.set(token, principal, { ttl });
+    }
+    return principal;
+  }
+
+  private async verifyUncached(token: string): Promise<Principal> {
     if (Buffer.byteLength(token) > this.opts.maxTokenBytes) {
       throw errors.unauthenticated(`token larger than ${this.opts.maxTokenBytes} bytes`);
     }
@@ -106,13 +124,17 @@ export class TokenVerifier {
       throw errors.unauthenticated("token has no valid tenant claim");
     }
     const subject = typeof payload.sub === "string" ? payload.sub : "";
+    const expiresAt = payload.exp! * 1000;
     if (ownIssuer && typ === PASSPORT_TYP) {
       if (typeof payload.reg !== "number" || subject === "") throw errors.unauthenticated("malformed passport");
-      return { subject, tenant, scopes: new Set(), via: "passport", passport: { agentId: subject, epoch: payload.reg } };
+      return { subject, tenant, scopes: new Set(), via: "passport", passport: { agentId: subject, epoch: payload.reg }, expiresAt };
     }
-    return { subject, tenant, scopes: scopesOf(payload), via: "token" };
+    return { subject, tenant, scopes: scopesOf(payload), via: "token", expiresAt };
   }
 }
+
+/** How long a verified token is remembered (its own expiry still applies). */
+const CACHE_MS = 60_000;
 
 export const PASSPORT_TYP = "passport+jwt";
 export const TOKEN_TYP = "JWT";

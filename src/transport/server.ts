@@ -12,6 +12,9 @@ import type { Logger } from "../logger.js";
 import { peerCertificateOf } from "../security/client-certificate.js";
 import { peerKey } from "../security/principal.js";
 import type { RequestGuard } from "../security/request-guard.js";
+import type { DescService } from "@bufbuild/protobuf";
+import type { EventBus } from "../events/event-bus.js";
+import { GrpcFastPath } from "./grpc-fast-path.js";
 import { createOnePortListener, createTlsListener } from "./one-port-listener.js";
 import { createRestTranscoder, type RestBinding } from "./rest/rest-transcoder.js";
 import type { WebSocketBridge } from "./websocket-bridge.js";
@@ -21,6 +24,9 @@ export interface ServerOptions {
   readonly routes: (router: ConnectRouter) => void;
   readonly bridge: WebSocketBridge;
   readonly guard: RequestGuard;
+  /** Services served by connect-node but not transcoded to REST (grpc.health.v1). */
+  readonly extraServices: readonly { service: DescService; impl: object }[];
+  readonly bus: EventBus;
   /** TLS (and mTLS) mode of the same port; cleartext when undefined. */
   readonly tls: tls.SecureContextOptions & { requestCert: boolean; rejectUnauthorized: boolean } | undefined;
   readonly maxBodyBytes: number;
@@ -42,6 +48,7 @@ export class FederationServer {
   private readonly sessions = new Set<http2.Http2Session>();
   private readonly sockets = new Set<net.Socket>();
   private readonly shutdown = new AbortController();
+  readonly fastPath: GrpcFastPath;
 
   constructor(private readonly opts: ServerOptions) {
     const contextValues = (req: NodeRequest) => createContextValues().set(peerKey, peerCertificateOf(req));
@@ -61,16 +68,26 @@ export class FederationServer {
       interceptors: [opts.guard.interceptor()],
       contextValues,
     });
+    this.fastPath = new GrpcFastPath({
+      services: [...opts.bindings, ...opts.extraServices],
+      guard: opts.guard,
+      bus: opts.bus,
+      maxBodyBytes: opts.maxBodyBytes,
+      maxStreamBufferBytes: 4 * 1024 * 1024,
+      shutdownSignal: this.shutdown.signal,
+    });
     const log = opts.log;
     const handler = (req: NodeRequest, res: NodeResponse) => {
       const header = req.headers["x-request-id"];
       const reqId = typeof header === "string" && /^[\w.-]{1,128}$/.test(header) ? header : randomUUID();
       const start = performance.now();
-      res.setHeader("x-request-id", reqId);
       res.once("close", () => {
+        if (!log.isLevelEnabled("info")) return;
         const path = (req.url ?? "/").split("?", 1)[0];
         log.info({ reqId, method: req.method, path, status: res.statusCode, ms: +(performance.now() - start).toFixed(2) }, "request");
       });
+      if (this.fastPath.tryServe(req, reqId)) return;
+      res.setHeader("x-request-id", reqId);
       adapter(req, res);
     };
 
