@@ -160,3 +160,19 @@ describe("router", () => {
     await expect(router.route(parseRoute(createRoute({ capabilities: ["code"] })), "t1")).rejects.toMatchObject({ code: 14 });
   });
 });
+
+describe("a late reaper pass", () => {
+  it("still reports the status change before the expiry", async () => {
+    const clock = new ManualClock();
+    const store = new MemoryAgentStore();
+    const bus = new MemoryEventBus(clock, 100);
+    const events: string[] = [];
+    bus.subscribe({ tenant: "t1", types: new Set(), agentId: "" }, 0n, (e) => events.push(e.message.type));
+    const registry = new Registry(store, bus, clock, lease, log);
+    await registry.register(input(), caller);
+    clock.advance(60_000);
+    await registry.sweep();
+    expect(events).toEqual(["agent.registered", "agent.status_changed", "agent.expired"]);
+    expect((await store.counts("t1")).total).toBe(0);
+  });
+});

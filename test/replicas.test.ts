@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { mkdtempSync } from "node:fs";
+import { mkdtempSync, rmSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { AUTH, getJson, postJson, registerBody, startApp, waitServing, type TestApp } from "./support/app.js";
@@ -24,12 +24,14 @@ describe("replicas sharing MongoDB (FerretDB) and Redis", () => {
   afterAll(async () => {
     await Promise.all(apps.map((a) => a.close().catch(() => undefined)));
     await Promise.all([ferret.dispose(), redis.dispose()]);
+    dataDirs.forEach((d) => rmSync(d, { recursive: true, force: true }));
   });
 
   /** Env for one scenario: its own database and stream, shared by its replicas. */
+  const dataDirs: string[] = [];
   const sharedEnv = () => ({
     // One key set for all replicas: a passport from one verifies on the others.
-    DATA_DIR: mkdtempSync(path.join(os.tmpdir(), "fc-replicas-")),
+    DATA_DIR: tempDir(dataDirs),
     MONGODB_URI: ferret.url,
     MONGODB_DB: `replicas_${process.pid}_${run}`,
     REDIS_URL: redis.url,
@@ -124,3 +126,9 @@ describe("replicas sharing MongoDB (FerretDB) and Redis", () => {
     resumed.close();
   });
 });
+
+function tempDir(into: string[]): string {
+  const dir = mkdtempSync(path.join(os.tmpdir(), "fc-replicas-"));
+  into.push(dir);
+  return dir;
+}

@@ -3,7 +3,7 @@ import path from "node:path";
 import { describe, expect, it } from "vitest";
 import type { AgentStore } from "../src/registry/agent-store.js";
 import { MemoryAgentStore } from "../src/registry/memory-agent-store.js";
-import { mkdtempSync } from "node:fs";
+import { mkdtempSync, rmSync } from "node:fs";
 import os from "node:os";
 import { ADMIN_TOKEN, postJson, registerBody, startApp } from "./support/app.js";
 import { openWs } from "./support/feeds.js";
@@ -53,6 +53,7 @@ describe("graceful shutdown", () => {
 
   it("drains and exits 0 on SIGTERM when run as a process", async () => {
     const root = path.resolve(import.meta.dirname, "..");
+    const dataDir = mkdtempSync(path.join(os.tmpdir(), "fc-sigterm-"));
     const child = spawn(process.execPath, ["--import", "tsx", "src/main.ts"], {
       cwd: root,
       env: {
@@ -60,7 +61,7 @@ describe("graceful shutdown", () => {
         PORT: "0",
         HOST: "127.0.0.1",
         LOG_LEVEL: "info",
-        DATA_DIR: mkdtempSync(path.join(os.tmpdir(), "fc-sigterm-")),
+        DATA_DIR: dataDir,
         FEDERATION_BOOTSTRAP_TOKEN: ADMIN_TOKEN,
       },
       stdio: ["ignore", "pipe", "pipe"],
@@ -84,5 +85,6 @@ describe("graceful shutdown", () => {
     expect(await closed).toBe(1001);
     expect(await exited).toBe(0);
     expect(out).toContain('"msg":"draining"');
+    rmSync(dataDir, { recursive: true, force: true });
   });
 });

@@ -147,16 +147,18 @@ export class Registry {
    */
   async sweep(): Promise<void> {
     const now = this.clock.now();
-    for (const agent of await this.store.expired(now, SWEEP_BATCH)) {
-      if (this.isPastGrace(agent, now)) {
-        if (await this.store.delete(agent.id, agent.revision)) {
-          await this.emit("agent.expired", agent, agent.status, "lease and grace period ended");
-        }
-      } else if (agent.status !== AgentStatus.UNHEALTHY) {
+    for (let agent of await this.store.expired(now, SWEEP_BATCH)) {
+      // Every expiry is preceded by its status change, even when a late
+      // pass finds an agent already past its grace period: watchers always
+      // see HEALTHY → UNHEALTHY → expired.
+      if (agent.status !== AgentStatus.UNHEALTHY) {
         const record: AgentRecord = { ...agent, status: AgentStatus.UNHEALTHY, revision: agent.revision + 1 };
-        if (await this.store.put(record, agent.revision)) {
-          await this.emit("agent.status_changed", record, agent.status, "lease expired");
-        }
+        if (!(await this.store.put(record, agent.revision))) continue;
+        await this.emit("agent.status_changed", record, agent.status, "lease expired");
+        agent = record;
+      }
+      if (this.isPastGrace(agent, now) && (await this.store.delete(agent.id, agent.revision))) {
+        await this.emit("agent.expired", agent, agent.status, "lease and grace period ended");
       }
     }
   }
