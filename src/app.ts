@@ -166,6 +166,7 @@ export class App {
   async start(): Promise<number> {
     if (this.store instanceof MongoAgentStore) void this.store.start();
     if (this.bus instanceof RedisEventBus) this.bus.start();
+    await this.limits.start();
     this.port = await this.server.listen(this.config.port, this.config.host);
     this.reaper.start();
     this.telemetry.start();

@@ -29,7 +29,12 @@ export class RateLimits {
     shared: { url: string; prefix: string } | undefined,
   ) {
     this.redis = shared
-      ? new Redis(shared.url, { enableOfflineQueue: false, maxRetriesPerRequest: 1, connectionName: "fc-rate-limits" })
+      ? new Redis(shared.url, {
+          lazyConnect: true,
+          enableOfflineQueue: false,
+          maxRetriesPerRequest: 1,
+          connectionName: "fc-rate-limits",
+        })
       : undefined;
     this.redis?.on("error", () => undefined);
     this.prefix = shared?.prefix ?? "fc";
@@ -46,6 +51,16 @@ export class RateLimits {
 
   async agentHeartbeat(agentId: string): Promise<void> {
     await consume(this.heartbeat, agentId, "heartbeat");
+  }
+
+  /**
+   * Connects the shared store, waiting at most `timeoutMs`: until Redis
+   * answers, the in-memory insurance limiter counts alone.
+   */
+  async start(timeoutMs = 2_000): Promise<void> {
+    if (!this.redis) return;
+    const connected = this.redis.connect().catch(() => undefined);
+    await Promise.race([connected, new Promise((r) => setTimeout(r, timeoutMs).unref())]);
   }
 
   close(): void {
