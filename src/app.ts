@@ -17,8 +17,6 @@ import { MemoryAgentStore } from "./registry/memory-agent-store.js";
 import { Registry } from "./registry/registry.js";
 import { Router } from "./router/router.js";
 import { FleetTelemetry } from "./health/telemetry.js";
-import { MongoAgentStore } from "./registry/mongo-agent-store.js";
-import { RedisEventBus } from "./events/redis-event-bus.js";
 import type { RestBinding } from "./transport/rest/rest-transcoder.js";
 import { FederationServer } from "./transport/server.js";
 import { directoryService } from "./transport/services/directory-service.js";
@@ -84,7 +82,9 @@ export class App {
   static async create(config: Config, deps: AppDeps = {}): Promise<App> {
     const clock = deps.clock ?? systemClock;
     const log = deps.logger ?? createLogger(config.logLevel);
-    return new App(config, { ...deps, clock, logger: log }, await prepareSecurity(config, clock, log));
+    const store = deps.store ?? (await createStore(config, log));
+    const bus = deps.bus ?? (await createBus(config, clock, log));
+    return new App(config, { ...deps, clock, logger: log, store, bus }, await prepareSecurity(config, clock, log));
   }
 
   private constructor(
@@ -94,8 +94,8 @@ export class App {
   ) {
     this.clock = deps.clock ?? systemClock;
     this.log = deps.logger ?? createLogger(config.logLevel);
-    this.store = deps.store ?? createStore(config, this.log);
-    this.bus = deps.bus ?? createBus(config, this.clock, this.log);
+    this.store = deps.store!;
+    this.bus = deps.bus!;
     this.telemetry = new FleetTelemetry(this.bus, config.replicaId, config.telemetryIntervalMs);
 
     this.registry = new Registry(
@@ -164,8 +164,8 @@ export class App {
    * retried in the background while /health says NOT_SERVING and why.
    */
   async start(): Promise<number> {
-    if (this.store instanceof MongoAgentStore) void this.store.start();
-    if (this.bus instanceof RedisEventBus) this.bus.start();
+    void this.store.start?.();
+    this.bus.start?.();
     await this.limits.start();
     this.port = await this.server.listen(this.config.port, this.config.host);
     this.reaper.start();
@@ -185,13 +185,16 @@ export class App {
   }
 }
 
-function createStore(config: Config, log: Logger): AgentStore {
+/** The shared adapters' drivers are loaded only when configured, to keep start-up fast. */
+async function createStore(config: Config, log: Logger): Promise<AgentStore> {
   if (!config.mongodb) return new MemoryAgentStore();
+  const { MongoAgentStore } = await import("./registry/mongo-agent-store.js");
   return new MongoAgentStore({ ...config.mongodb, log: log.child({ component: "mongodb" }) });
 }
 
-function createBus(config: Config, clock: Clock, log: Logger): EventBus {
+async function createBus(config: Config, clock: Clock, log: Logger): Promise<EventBus> {
   if (!config.redis) return new MemoryEventBus(clock, config.events.retention);
+  const { RedisEventBus } = await import("./events/redis-event-bus.js");
   return new RedisEventBus(clock, {
     ...config.redis,
     retention: config.events.retention,
@@ -224,7 +227,7 @@ async function prepareSecurity(config: Config, clock: Clock, log: Logger): Promi
     keys,
     clock,
   );
-  const limits = new RateLimits(sec.rateLimits, config.redis);
+  const limits = await RateLimits.create(sec.rateLimits, config.redis);
   const t = config.tls;
   return {
     keys,

@@ -121,6 +121,8 @@ export interface EventBus {
    */
   subscribe(filter: EventFilter, afterId: bigint, deliver: (event: PublishedEvent) => void): Subscription;
   health(): ComponentStatus;
+  /** Connects a shared bus (retrying in the background); absent for the memory bus. */
+  start?(): void;
   close(): Promise<void>;
 }
 

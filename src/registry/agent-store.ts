@@ -1,6 +1,11 @@
 import type { ComponentStatus } from "../events/event-bus.js";
 import type { AgentRecord, AgentStatus, ToolRecord } from "./agent-record.js";
 
+/** The fields a heartbeat, the reaper or sharing change; `revision` is the new one. */
+export type AgentPatch = Partial<Pick<AgentRecord, "status" | "load" | "lastHeartbeatAt" | "leaseExpiresAt" | "shared">> & {
+  readonly revision: number;
+};
+
 /** A discovery query: every listed capability and tag must match. */
 export interface AgentQuery {
   /** The caller's tenant: its agents, plus shared agents of every tenant. */
@@ -54,6 +59,11 @@ export interface AgentStore {
    * (0: the id must not exist yet). Returns false when another write won.
    */
   put(record: AgentRecord, expectedRevision: number): Promise<boolean>;
+  /**
+   * Changes only lease and state fields, if the stored revision matches —
+   * a heartbeat is a small update, not a rewrite of the agent and its tools.
+   */
+  update(id: string, expectedRevision: number, patch: AgentPatch): Promise<boolean>;
   /** Deletes if the stored revision matches; returns false when it does not. */
   delete(id: string, expectedRevision: number): Promise<boolean>;
   /** The tenant's own agents ordered by id, starting after `afterId`. */
@@ -68,5 +78,7 @@ export interface AgentStore {
   /** The tenant's own agents. */
   counts(tenant: string): Promise<FleetCounts>;
   health(): ComponentStatus;
+  /** Connects a shared store (retrying in the background); absent for the memory store. */
+  start?(): Promise<void>;
   close(): Promise<void>;
 }

@@ -1,6 +1,6 @@
 import type { ComponentStatus } from "../events/event-bus.js";
 import type { AgentRecord, AgentStatus } from "./agent-record.js";
-import type { AgentQuery, AgentStore, CatalogEntry, FleetCounts, ToolQuery } from "./agent-store.js";
+import type { AgentPatch, AgentQuery, AgentStore, CatalogEntry, FleetCounts, ToolQuery } from "./agent-store.js";
 
 /** Index scope of shared agents, beside one scope per tenant (no tenant can be named this). */
 const SHARED = "\u0000shared";
@@ -56,6 +56,12 @@ export class MemoryAgentStore implements AgentStore {
     this.agents.set(record.id, record);
     this.index(record);
     return true;
+  }
+
+  async update(id: string, expectedRevision: number, patch: AgentPatch): Promise<boolean> {
+    const current = this.agents.get(id);
+    if (!current || current.revision !== expectedRevision) return false;
+    return this.put({ ...current, ...patch }, expectedRevision);
   }
 
   async delete(id: string, expectedRevision: number): Promise<boolean> {

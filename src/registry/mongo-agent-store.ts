@@ -11,7 +11,7 @@ import type { JsonObject } from "@bufbuild/protobuf";
 import type { ComponentStatus } from "../events/event-bus.js";
 import type { Logger } from "../logger.js";
 import type { AgentRecord, AgentStatus, Transport } from "./agent-record.js";
-import type { AgentQuery, AgentStore, CatalogEntry, FleetCounts, ToolQuery } from "./agent-store.js";
+import type { AgentPatch, AgentQuery, AgentStore, CatalogEntry, FleetCounts, ToolQuery } from "./agent-store.js";
 
 /**
  * An agent as MongoDB keeps it. Client-chosen strings never become field
@@ -196,6 +196,14 @@ export class MongoAgentStore implements AgentStore {
     });
     if (won) await this.run(() => this.syncTools(record));
     return won;
+  }
+
+  async update(id: string, expectedRevision: number, patch: AgentPatch): Promise<boolean> {
+    const res = await this.run(() => this.agents.updateOne({ _id: id, revision: expectedRevision }, { $set: { ...patch } }));
+    if (res.matchedCount === 1 && patch.shared !== undefined) {
+      await this.run(() => this.toolDocs.updateMany({ agentId: id }, { $set: { shared: patch.shared! } }));
+    }
+    return res.matchedCount === 1;
   }
 
   async delete(id: string, expectedRevision: number): Promise<boolean> {

@@ -82,15 +82,15 @@ export class Registry {
           : current.status === AgentStatus.UNHEALTHY
             ? AgentStatus.HEALTHY
             : current.status;
-      const record: AgentRecord = {
-        ...current,
+      const patch = {
         status,
         load: input.load ?? current.load,
         lastHeartbeatAt: now,
         leaseExpiresAt: now + current.leaseTtlMs,
         revision: current.revision + 1,
       };
-      if (!(await this.store.put(record, current.revision))) continue;
+      if (!(await this.store.update(current.id, current.revision, patch))) continue;
+      const record: AgentRecord = { ...current, ...patch };
       this.counters.count("heartbeats");
       if (status !== current.status) {
         await this.emit("agent.status_changed", record, current.status, "heartbeat");
@@ -132,8 +132,9 @@ export class Registry {
       const current = await this.store.get(id);
       if (!current || current.tenant !== caller.tenant) throw errors.agentNotFound(id);
       if (current.shared === shared) return current;
-      const record: AgentRecord = { ...current, shared, revision: current.revision + 1 };
-      if (!(await this.store.put(record, current.revision))) continue;
+      const patch = { shared, revision: current.revision + 1 };
+      if (!(await this.store.update(current.id, current.revision, patch))) continue;
+      const record: AgentRecord = { ...current, ...patch };
       await this.emit("agent.updated", record, current.status, shared ? "shared" : "unshared");
       return record;
     }
@@ -152,8 +153,9 @@ export class Registry {
       // pass finds an agent already past its grace period: watchers always
       // see HEALTHY → UNHEALTHY → expired.
       if (agent.status !== AgentStatus.UNHEALTHY) {
-        const record: AgentRecord = { ...agent, status: AgentStatus.UNHEALTHY, revision: agent.revision + 1 };
-        if (!(await this.store.put(record, agent.revision))) continue;
+        const patch = { status: AgentStatus.UNHEALTHY, revision: agent.revision + 1 };
+        if (!(await this.store.update(agent.id, agent.revision, patch))) continue;
+        const record: AgentRecord = { ...agent, ...patch };
         await this.emit("agent.status_changed", record, agent.status, "lease expired");
         agent = record;
       }

@@ -1,4 +1,4 @@
-import { Redis } from "ioredis";
+import type { Redis } from "ioredis";
 import { RateLimiterMemory, RateLimiterRedis, RateLimiterRes, type RateLimiterAbstract } from "rate-limiter-flexible";
 import { errors } from "../errors.js";
 
@@ -24,20 +24,27 @@ export class RateLimits {
   private readonly redis: Redis | undefined;
   private readonly prefix: string;
 
-  constructor(
+  /** ioredis is loaded only when a shared store is configured (start-up time). */
+  static async create(config: RateLimitConfig, shared: { url: string; prefix: string } | undefined): Promise<RateLimits> {
+    if (!shared) return new RateLimits(config, undefined, undefined);
+    const { Redis } = await import("ioredis");
+    const redis = new Redis(shared.url, {
+      lazyConnect: true,
+      enableOfflineQueue: false,
+      maxRetriesPerRequest: 1,
+      connectionName: "fc-rate-limits",
+    });
+    return new RateLimits(config, redis, shared.prefix);
+  }
+
+  private constructor(
     private readonly config: RateLimitConfig,
-    shared: { url: string; prefix: string } | undefined,
+    redis: Redis | undefined,
+    prefix: string | undefined,
   ) {
-    this.redis = shared
-      ? new Redis(shared.url, {
-          lazyConnect: true,
-          enableOfflineQueue: false,
-          maxRetriesPerRequest: 1,
-          connectionName: "fc-rate-limits",
-        })
-      : undefined;
+    this.redis = redis;
     this.redis?.on("error", () => undefined);
-    this.prefix = shared?.prefix ?? "fc";
+    this.prefix = prefix ?? "fc";
     this.heartbeat = this.limiter(config.heartbeatsPerWindow, `${this.prefix}:rl:hb`);
   }
 

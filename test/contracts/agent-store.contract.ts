@@ -22,6 +22,19 @@ export function agentStoreContract(name: string, makeStore: () => Promise<AgentS
       expect((await store.get("a1"))?.name).toBe("renamed");
     });
 
+    it("updates lease fields only on the expected revision, keeping indexes right", async () => {
+      await store.put(agent("u1", { revision: 4 }), 0);
+      expect(await store.update("u1", 3, { status: AgentStatus.DRAINING, revision: 5 })).toBe(false);
+      expect(await store.update("u1", 4, { status: AgentStatus.DRAINING, load: 0.5, leaseExpiresAt: 99, revision: 5 })).toBe(true);
+      const got = await store.get("u1");
+      expect(got).toMatchObject({ status: AgentStatus.DRAINING, load: 0.5, leaseExpiresAt: 99, revision: 5, name: "agent-u1" });
+      const q = { tenant: "t1", capabilities: ["code"], tags: [], limit: 10 };
+      expect(await store.query({ ...q, statuses: [AgentStatus.HEALTHY] })).toEqual([]);
+      expect((await store.query({ ...q, statuses: [AgentStatus.DRAINING] })).map((a) => a.id)).toEqual(["u1"]);
+      expect((await store.counts("t1")).byStatus.get(AgentStatus.DRAINING)).toBe(1);
+      expect(await store.update("missing", 1, { revision: 2 })).toBe(false);
+    });
+
     it("deletes only on the expected revision", async () => {
       await store.put(agent("a1", { revision: 3 }), 0);
       expect(await store.delete("a1", 2)).toBe(false);

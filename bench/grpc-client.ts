@@ -1,0 +1,64 @@
+import http2 from "node:http2";
+import { percentile, TOKEN, type LoadResult } from "./lib.js";
+
+/**
+ * A small gRPC-over-h2c client for the bench process itself: many calls
+ * with different bodies (h2load sends one body), `concurrency` in flight.
+ */
+export class GrpcLoader {
+  private readonly sessions: http2.ClientHttp2Session[];
+
+  constructor(port: number, connections = 4) {
+    this.sessions = Array.from({ length: connections }, () => http2.connect(`http://127.0.0.1:${port}`));
+  }
+
+  call(path: string, body: Uint8Array, i = 0): Promise<{ status: number; bytes: Buffer }> {
+    const frame = Buffer.alloc(5 + body.length);
+    frame.writeUInt32BE(body.length, 1);
+    frame.set(body, 5);
+    return new Promise((resolve, reject) => {
+      const stream = this.sessions[i % this.sessions.length]!.request({
+        ":method": "POST",
+        ":path": path,
+        "content-type": "application/grpc",
+        te: "trailers",
+        authorization: `Bearer ${TOKEN}`,
+      });
+      const chunks: Buffer[] = [];
+      let status = -1;
+      stream.on("response", (h) => {
+        if (h["grpc-status"] !== undefined) status = Number(h["grpc-status"]);
+      });
+      stream.on("trailers", (h) => (status = Number(h["grpc-status"])));
+      stream.on("data", (c: Buffer) => chunks.push(c));
+      stream.on("end", () => resolve({ status, bytes: Buffer.concat(chunks).subarray(5) }));
+      stream.on("error", reject);
+      stream.end(frame);
+    });
+  }
+
+  /** `total` calls, `concurrency` in flight, body i from `bodyOf(i)`. */
+  async load(path: string, bodyOf: (i: number) => Uint8Array, total: number, concurrency = 64): Promise<LoadResult> {
+    const times: number[] = [];
+    let next = 0;
+    let failed = 0;
+    const started = performance.now();
+    await Promise.all(
+      Array.from({ length: concurrency }, async () => {
+        while (next < total) {
+          const i = next++;
+          const t0 = performance.now();
+          const res = await this.call(path, bodyOf(i), i);
+          times.push(performance.now() - t0);
+          if (res.status !== 0) failed++;
+        }
+      }),
+    );
+    const seconds = (performance.now() - started) / 1000;
+    return { rps: total / seconds, p50Ms: percentile(times, 50), p99Ms: percentile(times, 99), ok: total - failed, failed };
+  }
+
+  close(): void {
+    for (const s of this.sessions) s.close();
+  }
+}

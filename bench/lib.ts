@@ -1,0 +1,206 @@
+import { spawn, execFileSync, type ChildProcess } from "node:child_process";
+import { readFileSync, rmSync } from "node:fs";
+import net from "node:net";
+import os from "node:os";
+import path from "node:path";
+
+/** Shared helpers for the benchmark: processes, ports, h2load, percentiles. */
+export const root = path.resolve(import.meta.dirname, "..");
+export const TOKEN = "bench-bootstrap-token";
+export const hasTaskset = (() => {
+  try {
+    execFileSync("taskset", ["-c", "0", "true"], { stdio: "ignore" });
+    return true;
+  } catch {
+    return false;
+  }
+})();
+
+const children = new Set<ChildProcess>();
+for (const sig of ["exit", "SIGINT", "SIGTERM"] as const) {
+  process.on(sig, () => {
+    for (const c of children) c.kill("SIGKILL");
+    if (sig !== "exit") process.exit(1);
+  });
+}
+
+/** Spawns a command pinned to `cpu` (when taskset exists); killed when the bench exits. */
+export function spawnPinned(cpu: number, cmd: string, args: string[], env: Record<string, string> = {}): ChildProcess {
+  const [file, argv] = hasTaskset ? ["taskset", ["-c", String(cpu), cmd, ...args]] : [cmd, args];
+  const child = spawn(file, argv, { cwd: root, env: { ...process.env, ...env }, stdio: ["ignore", "pipe", "pipe"] });
+  children.add(child);
+  child.once("exit", () => children.delete(child));
+  return child;
+}
+
+export async function stop(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  const exited = new Promise((r) => child.once("exit", r));
+  child.kill("SIGTERM");
+  const timer = setTimeout(() => child.kill("SIGKILL"), 5_000);
+  await exited;
+  clearTimeout(timer);
+}
+
+export async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.once("error", reject);
+    srv.listen(0, "127.0.0.1", () => {
+      const port = (srv.address() as net.AddressInfo).port;
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+export async function waitForPort(port: number, timeoutMs = 20_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const ok = await new Promise<boolean>((resolve) => {
+      const s = net.connect(port, "127.0.0.1");
+      s.once("connect", () => (s.destroy(), resolve(true)));
+      s.once("error", () => resolve(false));
+    });
+    if (ok) return;
+    if (Date.now() > deadline) throw new Error(`nothing listens on ${port}`);
+    await sleep(20);
+  }
+}
+
+export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** The service under test as its own process (built code), on CPU 0. */
+export interface Service {
+  readonly port: number;
+  readonly url: string;
+  readonly child: ChildProcess;
+  /** Milliseconds from spawn to the first SERVING answer of GET /health. */
+  readonly readyMs: number;
+  rssBytes(): number;
+  stop(): Promise<void>;
+}
+
+export async function startService(env: Record<string, string> = {}): Promise<Service> {
+  const port = await freePort();
+  const dataDir = path.join(os.tmpdir(), `fc-bench-${port}`);
+  const started = performance.now();
+  const child = spawnPinned(0, process.execPath, ["dist/src/main.js"], {
+    PORT: String(port),
+    HOST: "127.0.0.1",
+    LOG_LEVEL: "warn",
+    DATA_DIR: dataDir,
+    FEDERATION_BOOTSTRAP_TOKEN: TOKEN,
+    RATE_LIMIT_TENANT: "10000000",
+    RATE_LIMIT_HEARTBEAT: "10000",
+    LEASE_TTL_DEFAULT: "3600s",
+    SUBSCRIBER_QUEUE_LIMIT: "100000",
+    ...env,
+  });
+  let stderr = "";
+  child.stderr!.on("data", (d: Buffer) => (stderr += d));
+  child.stdout!.resume();
+  const url = `http://127.0.0.1:${port}`;
+  for (;;) {
+    if (child.exitCode !== null) throw new Error(`service exited: ${stderr}`);
+    try {
+      const res = await fetch(`${url}/health`);
+      const body = (await res.json()) as { status?: string };
+      if (body.status === "SERVING_STATUS_SERVING") break;
+    } catch {
+      // not listening yet
+    }
+    if (performance.now() - started > 30_000) throw new Error(`service not ready: ${stderr}`);
+    await sleep(5);
+  }
+  const readyMs = performance.now() - started;
+  return {
+    port,
+    url,
+    child,
+    readyMs,
+    rssBytes: () => rss(child.pid!),
+    stop: async () => {
+      await stop(child);
+      rmSync(dataDir, { recursive: true, force: true });
+    },
+  };
+}
+
+export function rss(pid: number): number {
+  const status = readFileSync(`/proc/${pid}/status`, "utf8");
+  return Number(/VmRSS:\s+(\d+) kB/.exec(status)![1]) * 1024;
+}
+
+export interface LoadResult {
+  readonly rps: number;
+  readonly p50Ms: number;
+  readonly p99Ms: number;
+  readonly ok: number;
+  readonly failed: number;
+}
+
+/**
+ * Loads a gRPC method with h2load on CPU 1: a pre-encoded request body,
+ * `connections` × `streams` in flight, `requests` in all. Percentiles come
+ * from h2load's per-request log. `rate` (req/s) paces the load when set.
+ */
+export async function h2load(o: {
+  url: string;
+  body: Uint8Array;
+  requests: number;
+  connections?: number;
+  streams?: number;
+  headers?: Record<string, string>;
+  expectGrpcOk?: boolean;
+}): Promise<LoadResult> {
+  const dir = path.join(os.tmpdir(), `fc-h2load-${process.pid}-${Math.random().toString(36).slice(2)}`);
+  execFileSync("mkdir", ["-p", dir]);
+  const bodyFile = path.join(dir, "body");
+  const logFile = path.join(dir, "log");
+  const frame = Buffer.alloc(5 + o.body.length);
+  frame.writeUInt32BE(o.body.length, 1);
+  frame.set(o.body, 5);
+  (await import("node:fs")).writeFileSync(bodyFile, frame);
+  const headers = { "content-type": "application/grpc", te: "trailers", authorization: `Bearer ${TOKEN}`, ...o.headers };
+  const args = [
+    "-n", String(o.requests),
+    "-c", String(o.connections ?? 8),
+    "-m", String(o.streams ?? 16),
+    "-d", bodyFile,
+    `--log-file=${logFile}`,
+    ...Object.entries(headers).flatMap(([k, v]) => ["-H", `${k}: ${v}`]),
+    o.url,
+  ];
+  const child = spawnPinned(1, "h2load", args);
+  let out = "";
+  child.stdout!.on("data", (d: Buffer) => (out += d));
+  child.stderr!.resume();
+  await new Promise((r) => child.once("exit", r));
+  const rpsMatch = /finished in [\d.]+m?s, ([\d.]+) req\/s/.exec(out);
+  const done = /requests: \d+ total, \d+ started, \d+ done, (\d+) succeeded, (\d+) failed/.exec(out);
+  const times = readFileSync(logFile, "utf8")
+    .trim()
+    .split("\n")
+    .filter((l) => l !== "")
+    .map((l) => Number(l.split("\t")[2]) / 1000);
+  rmSync(dir, { recursive: true, force: true });
+  if (!rpsMatch || !done) throw new Error(`h2load output not understood:\n${out}`);
+  return {
+    rps: Number(rpsMatch[1]),
+    p50Ms: percentile(times, 50),
+    p99Ms: percentile(times, 99),
+    ok: Number(done[1]),
+    failed: Number(done[2]),
+  };
+}
+
+export function percentile(values: number[], p: number): number {
+  if (values.length === 0) return NaN;
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!;
+}
+
+export function machine(): Record<string, string | number> {
+  const cpu = /model name\s*:\s*(.+)/.exec(readFileSync("/proc/cpuinfo", "utf8"))?.[1] ?? "unknown";
+  return { cpus: os.cpus().length, cpu, node: process.version, memoryGiB: Math.round(os.totalmem() / 2 ** 30) };
+}

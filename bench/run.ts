@@ -1,0 +1,433 @@
+/**
+ * npm run bench [-- --quick]
+ *
+ * Measures the service against the stack's own limits in one run: the
+ * service and every limit/peer server run pinned to CPU 0, load generators
+ * (h2load, autocannon, subscriber processes) to CPU 1; the orchestrator
+ * itself (registrations, event triggers, the in-process micro-benchmarks)
+ * is not pinned. Writes bench/results/latest.json and latest.md.
+ * --quick runs every scenario tiny, asserts nothing about speed, and fails
+ * only if a scenario breaks or loses events.
+ */
+import { mkdirSync, writeFileSync } from "node:fs";
+import path from "node:path";
+import { create, toBinary } from "@bufbuild/protobuf";
+import autocannon from "autocannon";
+import { MongoClient } from "mongodb";
+import { pino } from "pino";
+import { Bench } from "tinybench";
+import { DiscoverRequestSchema } from "../gen/federation/v1/directory_service_pb.js";
+import { HeartbeatRequestSchema, RegisterRequestSchema, RegisterResponseSchema } from "../gen/federation/v1/registry_service_pb.js";
+import { fromBinary } from "@bufbuild/protobuf";
+import { RouteRequestSchema } from "../gen/federation/v1/router_service_pb.js";
+import { systemClock } from "../src/clock.js";
+import { MemoryEventBus } from "../src/events/memory-event-bus.js";
+import { AgentStatus, Transport, type AgentRecord } from "../src/registry/agent-record.js";
+import { MemoryAgentStore } from "../src/registry/memory-agent-store.js";
+import { Router } from "../src/router/router.js";
+import { GrpcLoader } from "./grpc-client.js";
+import {
+  freePort,
+  h2load,
+  hasTaskset,
+  machine,
+  percentile,
+  root,
+  sleep,
+  spawnPinned,
+  startService,
+  stop,
+  TOKEN,
+  waitForPort,
+  type LoadResult,
+} from "./lib.js";
+
+const quick = process.argv.includes("--quick");
+const size = quick
+  ? { agents: 200, requests: 2_000, writes: 1_000, subscribers: [50], paced: 5, burst: 20, memoryAgents: 2_000, idleWs: 100, routeAgents: [1_000, 5_000] }
+  : { agents: 10_000, requests: 60_000, writes: 20_000, subscribers: [1_000, 10_000], paced: 30, burst: 200, memoryAgents: 100_000, idleWs: 2_000, routeAgents: [10_000, 100_000] };
+
+interface Row {
+  scenario: string;
+  rps?: number;
+  p50Ms?: number;
+  p99Ms?: number;
+  limit?: string;
+  ratio?: number;
+  note?: string;
+  [k: string]: unknown;
+}
+const rows: Row[] = [];
+const problems: string[] = [];
+const log = (s: string) => process.stdout.write(`${s}\n`);
+
+function add(row: Row): void {
+  rows.push(row);
+  log(`  ${row.scenario}: ${row.rps !== undefined ? `${row.rps.toFixed(0)}/s` : ""} ${row.p50Ms !== undefined ? `p50 ${row.p50Ms.toFixed(2)}ms p99 ${row.p99Ms!.toFixed(2)}ms` : ""} ${row.note ?? ""}`);
+}
+
+function check(result: LoadResult, what: string): LoadResult {
+  if (result.failed > 0) problems.push(`${what}: ${result.failed} failed requests`);
+  return result;
+}
+
+// --- agents -------------------------------------------------------------------
+
+const CAPS = 50;
+const TAGS = 20;
+function agentInit(i: number) {
+  const caps = new Set<number>();
+  for (let k = 0; caps.size < 5; k++) caps.add((i * 7 + k * 13 + ((i * k) % 11)) % CAPS);
+  return {
+    name: `agent-${i}`,
+    version: "1.0.0",
+    endpoint: { url: `grpc://10.0.${(i >> 8) & 255}.${i & 255}:50051`, transport: Transport.GRPC },
+    capabilities: [...caps].map((c, k) => ({ name: `cap.${c}`, tags: [`tag.${(i + k) % TAGS}`, `tag.${(i * 3 + k) % TAGS}`] })),
+    tools: Array.from({ length: 3 }, (_, k) => ({
+      name: `tool_${k}_${i % 97}`,
+      description: `Tool ${k} of agent ${i}`,
+      inputSchema: { type: "object", properties: { q: { type: "string" } } },
+    })),
+    labels: { zone: `z${i % 3}` },
+  };
+}
+
+async function registerAgents(port: number, n: number): Promise<string[]> {
+  const loader = new GrpcLoader(port, 4);
+  const ids: string[] = new Array(n);
+  let next = 0;
+  await Promise.all(
+    Array.from({ length: 64 }, async () => {
+      while (next < n) {
+        const i = next++;
+        const res = await loader.call(
+          "/federation.v1.RegistryService/Register",
+          toBinary(RegisterRequestSchema, create(RegisterRequestSchema, agentInit(i))),
+          i,
+        );
+        if (res.status !== 0) throw new Error(`register failed with status ${res.status}`);
+        ids[i] = fromBinary(RegisterResponseSchema, res.bytes).agent!.id;
+      }
+    }),
+  );
+  loader.close();
+  return ids;
+}
+
+// --- scenarios ------------------------------------------------------------------
+
+async function limits(): Promise<Record<string, LoadResult>> {
+  log("limits and peers (h2load, fixed request)");
+  const out: Record<string, LoadResult> = {};
+  for (const kind of ["http2-fixed", "grpc-js", "connect"]) {
+    const port = await freePort();
+    const child = spawnPinned(0, process.execPath, ["--import", "tsx", "bench/servers.ts", kind, String(port)]);
+    await waitForPort(port);
+    const r = check(
+      await h2load({ url: `http://127.0.0.1:${port}/grpc.health.v1.Health/Check`, body: new Uint8Array(), requests: size.requests }),
+      kind,
+    );
+    out[kind] = r;
+    add({ scenario: `limit: ${kind} unary`, ...r, limit: "http2-fixed", ratio: r.rps / out["http2-fixed"]!.rps });
+    await stop(child);
+  }
+  return out;
+}
+
+async function serviceScenarios(limit: Record<string, LoadResult>): Promise<void> {
+  log(`service, memory store, ${size.agents} agents`);
+  const svc = await startService();
+  try {
+    add({ scenario: "start-up to first SERVING", note: `${svc.readyMs.toFixed(0)} ms (goal ≤ 1000 ms)`, readyMs: svc.readyMs });
+    const ids = await registerAgents(svc.port, size.agents);
+    const discover = toBinary(DiscoverRequestSchema, create(DiscoverRequestSchema, { capabilities: ["cap.1", "cap.14"], limit: 10 }));
+    const grpcDiscover = check(
+      await h2load({ url: `${svc.url}/federation.v1.DirectoryService/Discover`, body: discover, requests: size.requests }),
+      "discover grpc",
+    );
+    add({ scenario: `discover gRPC (${size.agents} agents)`, ...grpcDiscover, limit: "grpc-js", ratio: grpcDiscover.rps / limit["grpc-js"]!.rps });
+
+    const half = check(
+      await h2load({ url: `${svc.url}/federation.v1.DirectoryService/Discover`, body: discover, requests: Math.max(500, size.requests / 10), connections: 2, streams: 1 }),
+      "discover grpc light",
+    );
+    add({ scenario: "discover gRPC, light load (2 conns × 1 stream)", ...half, note: "latency at low concurrency (goal p99 ≤ 5 ms at half of max)" });
+
+    const rest = await autocannonRun(`${svc.url}/agents/discover?capabilities=cap.1&capabilities=cap.14&limit=10`, size.requests / 4);
+    add({ scenario: "discover REST/JSON (autocannon)", ...rest, limit: "discover gRPC", ratio: rest.rps / grpcDiscover.rps });
+
+    const loader = new GrpcLoader(svc.port, 4);
+    const hb = (i: number) => toBinary(HeartbeatRequestSchema, create(HeartbeatRequestSchema, { agentId: ids[i % ids.length]!, load: (i % 10) / 10 }));
+    const heartbeats = check(await loader.load("/federation.v1.RegistryService/Heartbeat", hb, size.writes), "heartbeat memory");
+    add({ scenario: "heartbeat gRPC, memory store", ...heartbeats, limit: "discover gRPC", ratio: heartbeats.rps / grpcDiscover.rps });
+    const reg = (i: number) => toBinary(RegisterRequestSchema, create(RegisterRequestSchema, agentInit(size.agents + i)));
+    const registers = check(await loader.load("/federation.v1.RegistryService/Register", reg, size.writes / 4), "register memory");
+    add({ scenario: "register gRPC, memory store", ...registers, limit: "discover gRPC", ratio: registers.rps / grpcDiscover.rps });
+    loader.close();
+
+    const route = check(
+      await h2load({
+        url: `${svc.url}/federation.v1.RouterService/Route`,
+        body: toBinary(RouteRequestSchema, create(RouteRequestSchema, { capabilities: ["cap.7"] })),
+        requests: size.requests / 2,
+      }),
+      "route grpc",
+    );
+    add({ scenario: `route gRPC (${size.agents} agents)`, ...route, limit: "grpc-js", ratio: route.rps / limit["grpc-js"]!.rps });
+  } finally {
+    await svc.stop();
+  }
+}
+
+async function autocannonRun(url: string, amount: number): Promise<LoadResult> {
+  const result = await autocannon({
+    url,
+    connections: 16,
+    pipelining: 1,
+    amount: Math.max(200, Math.round(amount)),
+    headers: { authorization: `Bearer ${TOKEN}` },
+  });
+  if (result.non2xx > 0 || result.errors > 0) problems.push(`autocannon ${url}: ${result.non2xx} non-2xx, ${result.errors} errors`);
+  return { rps: result.requests.average, p50Ms: result.latency.p50, p99Ms: result.latency.p99, ok: result.requests.total, failed: result.non2xx + result.errors };
+}
+
+async function ferretScenarios(): Promise<void> {
+  const bin = process.env.FERRETDB_BIN ?? path.join(process.env.HOME ?? "/root", ".cache/federation-core/bin/ferretdb-v1.24.2");
+  const port = await freePort();
+  const dir = path.join("/tmp", `fc-bench-ferret-${port}`);
+  mkdirSync(dir, { recursive: true });
+  const ferret = spawnPinned(1, bin, ["--listen-addr", `127.0.0.1:${port}`, "--sqlite-url", `file:${dir}/`]);
+  await waitForPort(port);
+  log("write path on MongoDB (FerretDB)");
+  const n = Math.min(size.agents, 1_000);
+  const writes = Math.max(500, size.writes / 10);
+  try {
+    const svc = await startService({ MONGODB_URI: `mongodb://127.0.0.1:${port}`, MONGODB_DB: "bench" });
+    try {
+      const ids = await registerAgents(svc.port, n);
+      const loader = new GrpcLoader(svc.port, 4);
+      const hb = (i: number) => toBinary(HeartbeatRequestSchema, create(HeartbeatRequestSchema, { agentId: ids[i % n]!, load: 0.5 }));
+      const viaService = check(await loader.load("/federation.v1.RegistryService/Heartbeat", hb, writes, 32), "heartbeat ferret");
+      loader.close();
+
+      const client = new MongoClient(`mongodb://127.0.0.1:${port}/rawbench`);
+      const col = client.db().collection<{ _id: string; revision: number; lastHeartbeatAt: number }>("agents");
+      await col.insertMany(Array.from({ length: n }, (_, i) => ({ _id: `a${i}`, revision: 1, lastHeartbeatAt: 0 })));
+      const times: number[] = [];
+      let next = 0;
+      const started = performance.now();
+      await Promise.all(
+        Array.from({ length: 32 }, async () => {
+          while (next < writes) {
+            const i = next++;
+            const t0 = performance.now();
+            // The same shape as the store's heartbeat: read, then a revision-guarded replace.
+            const doc = await col.findOne({ _id: `a${i % n}` });
+            await col.replaceOne({ _id: doc!._id, revision: doc!.revision }, { revision: doc!.revision + 1, lastHeartbeatAt: Date.now() });
+            times.push(performance.now() - t0);
+          }
+        }),
+      );
+      const raw = { rps: writes / ((performance.now() - started) / 1000), p50Ms: percentile(times, 50), p99Ms: percentile(times, 99) };
+      await client.close();
+      add({ scenario: "limit: raw mongodb driver, find + replaceOne", ...raw });
+      add({ scenario: "heartbeat gRPC, MongoDB (FerretDB)", ...viaService, limit: "raw driver", ratio: viaService.rps / raw.rps });
+    } finally {
+      await svc.stop();
+    }
+  } finally {
+    await stop(ferret);
+  }
+}
+
+async function routeMicro(): Promise<void> {
+  log("route decision in-process (tinybench)");
+  for (const n of size.routeAgents) {
+    const store = new MemoryAgentStore();
+    const now = Date.now();
+    for (let i = 0; i < n; i++) {
+      const init = agentInit(i);
+      const record: AgentRecord = {
+        id: `agent-${String(i).padStart(7, "0")}`,
+        tenant: "bench",
+        shared: false,
+        name: init.name,
+        version: init.version,
+        status: AgentStatus.HEALTHY,
+        endpoint: init.endpoint,
+        capabilities: init.capabilities,
+        tools: [],
+        labels: init.labels,
+        load: (i % 100) / 100,
+        leaseTtlMs: 3_600_000,
+        registeredAt: now,
+        lastHeartbeatAt: now,
+        leaseExpiresAt: now + 3_600_000,
+        revision: 1,
+      };
+      await store.put(record, 0);
+    }
+    const router = new Router(store, new MemoryEventBus(systemClock, 0), systemClock, pino({ level: "silent" }));
+    const input = { capabilities: ["cap.3", "cap.16"], excludeAgentIds: new Set<string>(), task: undefined };
+    const bench = new Bench({ time: quick ? 200 : 2_000, warmupTime: quick ? 50 : 300 });
+    bench.add(`route ${n}`, async () => {
+      await router.route(input, "bench");
+    });
+    await bench.run();
+    const samples = (bench.tasks[0]!.result as { latency?: { samples?: number[] }; samples?: number[] } | undefined);
+    const raw = samples?.latency?.samples ?? samples?.samples ?? [];
+    const matched = (await store.query({ tenant: "bench", capabilities: input.capabilities, tags: [], statuses: [], limit: 1e9 })).length;
+    add({
+      scenario: `route decision in-process, ${n} agents (${matched} capable)`,
+      rps: 1000 / percentile(raw, 50),
+      p50Ms: percentile(raw, 50),
+      p99Ms: percentile(raw, 99),
+      note: "goal p99 ≤ 0.2 ms at 100k",
+    });
+  }
+}
+
+async function fanout(): Promise<void> {
+  for (const subs of size.subscribers) {
+    for (const kind of ["raw", "ws", "grpc"] as const) {
+      if (kind !== "ws" && subs > 1_000 && !quick) continue; // 10k: /ws only, bounded time
+      for (const mode of ["paced", "max"] as const) {
+        const events = mode === "paced" ? size.paced : size.burst;
+        const r = await fanoutOnce(kind, subs, events, mode === "paced" ? 10 : 0);
+        add({
+          scenario: `fan-out ${kind === "raw" ? "limit: raw http2 frames" : kind === "ws" ? "/ws" : "WatchEvents gRPC"}, ${subs} subs, ${mode}${mode === "paced" ? " 10 ev/s" : ""}`,
+          rps: r.deliveriesPerSec,
+          p50Ms: r.p50Ms,
+          p99Ms: r.p99Ms,
+          note: `${r.received}/${r.expected} delivered, lost ${r.expected - r.received}`,
+          lost: r.expected - r.received,
+        });
+        if (r.received < r.expected) problems.push(`fan-out ${kind} ${subs} ${mode}: lost ${r.expected - r.received}`);
+      }
+    }
+  }
+}
+
+async function fanoutOnce(kind: "raw" | "ws" | "grpc", subs: number, events: number, rate: number) {
+  let port: number;
+  let server: { stop(): Promise<void> };
+  let trigger: (i: number) => Promise<void>;
+  if (kind === "raw") {
+    port = await freePort();
+    const child = spawnPinned(0, process.execPath, ["--import", "tsx", "bench/servers.ts", "http2-fanout", String(port)]);
+    await waitForPort(port);
+    server = { stop: () => stop(child) };
+    trigger = async () => undefined;
+  } else {
+    const svc = await startService();
+    port = svc.port;
+    server = svc;
+    const loader = new GrpcLoader(port, 1);
+    trigger = async (i) => {
+      await loader.call("/federation.v1.RegistryService/Register", toBinary(RegisterRequestSchema, create(RegisterRequestSchema, agentInit(i))));
+    };
+    server = { stop: async () => (loader.close(), await svc.stop()) };
+  }
+  try {
+    const clients = spawnPinned(1, process.execPath, ["--import", "tsx", "bench/clients.ts", kind, String(port), String(subs), String(events), String(quick ? 15_000 : 60_000), TOKEN]);
+    let out = "";
+    clients.stdout!.on("data", (d: Buffer) => (out += d));
+    clients.stderr!.resume();
+    while (!out.includes("READY")) {
+      if (clients.exitCode !== null) throw new Error(`subscribers exited: ${out}`);
+      await sleep(20);
+    }
+    const done = new Promise((r) => clients.once("exit", r));
+    const started = Date.now();
+    if (kind === "raw") {
+      const http2 = await import("node:http2");
+      const s = http2.connect(`http://127.0.0.1:${port}`);
+      await new Promise((r) => s.request({ ":path": `/emit?n=${events}&rate=${rate}` }).on("close", r).end());
+      s.close();
+    } else if (rate > 0) {
+      for (let i = 0; i < events; i++) {
+        await trigger(i);
+        await sleep(1000 / rate);
+      }
+    } else {
+      await Promise.all(Array.from({ length: events }, (_, i) => trigger(i)));
+    }
+    await done;
+    const summary = JSON.parse(out.slice(out.indexOf("READY") + 6).trim()) as {
+      received: number;
+      expected: number;
+      p50Ms: number;
+      p99Ms: number;
+      last: number;
+    };
+    const seconds = Math.max(0.001, (summary.last - started) / 1000);
+    return { ...summary, deliveriesPerSec: summary.received / seconds };
+  } finally {
+    await server.stop();
+  }
+}
+
+async function memory(): Promise<void> {
+  log(`memory: ${size.memoryAgents} agents, ${size.idleWs} idle /ws subscribers`);
+  const svc = await startService({ EVENT_RETENTION: "1000" });
+  try {
+    const base = svc.rssBytes();
+    await registerAgents(svc.port, size.memoryAgents);
+    const loaded = svc.rssBytes();
+    add({ scenario: `RSS with ${size.memoryAgents} agents`, note: `${(loaded / 2 ** 20).toFixed(0)} MiB (empty ${(base / 2 ** 20).toFixed(0)} MiB; goal ≤ 1024 MiB at 100k)`, rssMiB: loaded / 2 ** 20 });
+    const { default: WebSocket } = await import("ws");
+    const before = svc.rssBytes();
+    const sockets: InstanceType<typeof WebSocket>[] = [];
+    for (let i = 0; i < size.idleWs; i++) {
+      const ws = new WebSocket(`ws://127.0.0.1:${svc.port}/ws`, { headers: { authorization: `Bearer ${TOKEN}` } });
+      sockets.push(ws);
+      await new Promise((r, j) => (ws.once("open", r), ws.once("error", j)));
+    }
+    await sleep(500);
+    const per = (svc.rssBytes() - before) / size.idleWs;
+    add({ scenario: "RSS per idle /ws subscriber", note: `${(per / 1024).toFixed(1)} KiB (goal ≤ 64 KiB)`, perSubscriberKiB: per / 1024 });
+    sockets.forEach((s) => s.terminate());
+  } finally {
+    await svc.stop();
+  }
+}
+
+// --- report -----------------------------------------------------------------------
+
+function report(): void {
+  const dir = path.join(root, "bench/results");
+  mkdirSync(dir, { recursive: true });
+  const m = machine();
+  const split = hasTaskset
+    ? "server (and every limit/peer server) pinned to CPU 0; h2load, autocannon and subscriber processes pinned to CPU 1; the orchestrator (registrations, event triggers, in-process micro-benchmarks) unpinned"
+    : "taskset unavailable: processes share both cores";
+  writeFileSync(path.join(dir, quick ? "quick.json" : "latest.json"), `${JSON.stringify({ at: new Date().toISOString(), quick, machine: m, split, rows, problems }, null, 2)}\n`);
+  const fmt = (n: number | undefined, d = 0) => (n === undefined || Number.isNaN(n) ? "" : n.toFixed(d));
+  const lines = [
+    `Machine: ${m.cpus} × ${m.cpu}, ${m.memoryGiB} GiB, Node ${m.node}. ${split}.`,
+    "",
+    "| scenario | throughput /s | p50 ms | p99 ms | vs limit | ratio | note |",
+    "| --- | ---: | ---: | ---: | --- | ---: | --- |",
+    ...rows.map((r) => `| ${r.scenario} | ${fmt(r.rps)} | ${fmt(r.p50Ms, 2)} | ${fmt(r.p99Ms, 2)} | ${r.limit ?? ""} | ${fmt(r.ratio, 2)} | ${r.note ?? ""} |`),
+  ];
+  writeFileSync(path.join(dir, quick ? "quick.md" : "latest.md"), `${lines.join("\n")}\n`);
+  log(`\n${lines.join("\n")}`);
+}
+
+async function main(): Promise<void> {
+  const started = Date.now();
+  const limit = await limits();
+  await serviceScenarios(limit);
+  await ferretScenarios();
+  await routeMicro();
+  await fanout();
+  await memory();
+  report();
+  log(`\nbench finished in ${((Date.now() - started) / 1000).toFixed(0)} s${problems.length ? `; PROBLEMS: ${problems.join("; ")}` : ""}`);
+  process.exit(problems.length > 0 ? 1 : 0);
+}
+
+main().catch((err: unknown) => {
+  process.stderr.write(`bench failed: ${err instanceof Error ? err.stack : String(err)}\n`);
+  process.exit(1);
+});

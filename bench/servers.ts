@@ -1,0 +1,105 @@
+/**
+ * The limit and the peers, each run as its own process on CPU 0 and loaded
+ * exactly like the service:
+ *   http2-fixed   bare node:http2 answering every stream with a fixed gRPC reply
+ *   grpc-js       @grpc/grpc-js server, unary echo
+ *   connect       connect-node on http2.createServer, grpc.health.v1 Check
+ *   http2-fanout  bare node:http2 streams; POST /emit writes one pre-encoded frame per event to all
+ * Usage: tsx bench/servers.ts <kind> <port>
+ */
+import http2 from "node:http2";
+import { create } from "@bufbuild/protobuf";
+import { connectNodeAdapter } from "@connectrpc/connect-node";
+import * as grpc from "@grpc/grpc-js";
+import { Health, HealthCheckResponseSchema, HealthCheckResponse_ServingStatus } from "../gen/grpc/health/v1/health_pb.js";
+
+const [kind, portArg] = process.argv.slice(2);
+const port = Number(portArg);
+
+// A gRPC reply carrying a 2-byte message (field 1 = 1), like HealthCheckResponse{SERVING}.
+const reply = Buffer.from([0, 0, 0, 0, 2, 0x08, 0x01]);
+
+function fixed(): void {
+  const server = http2.createServer();
+  server.on("stream", (stream) => {
+    stream.on("data", () => undefined);
+    stream.on("end", () => {
+      stream.respond({ ":status": 200, "content-type": "application/grpc" }, { waitForTrailers: true });
+      stream.once("wantTrailers", () => stream.sendTrailers({ "grpc-status": "0" }));
+      stream.end(reply);
+    });
+  });
+  server.listen(port, "127.0.0.1");
+}
+
+function grpcJs(): void {
+  const server = new grpc.Server();
+  const identity = (b: Buffer) => b;
+  server.addService(
+    {
+      Check: {
+        path: "/grpc.health.v1.Health/Check",
+        requestStream: false,
+        responseStream: false,
+        requestSerialize: identity,
+        requestDeserialize: identity,
+        responseSerialize: identity,
+        responseDeserialize: identity,
+      },
+    },
+    { Check: (_call: unknown, cb: (e: null, r: Buffer) => void) => cb(null, reply.subarray(5)) },
+  );
+  server.bindAsync(`127.0.0.1:${port}`, grpc.ServerCredentials.createInsecure(), () => undefined);
+}
+
+function connect(): void {
+  const handler = connectNodeAdapter({
+    routes: (router) =>
+      router.service(Health, {
+        check: () => create(HealthCheckResponseSchema, { status: HealthCheckResponse_ServingStatus.SERVING }),
+      }),
+  });
+  http2.createServer(handler).listen(port, "127.0.0.1");
+}
+
+/** Every subscriber stream; POST /emit?n=&rate= writes n events (timestamp payload) to all, encoded once each. */
+function fanout(): void {
+  const streams = new Set<http2.ServerHttp2Stream>();
+  const server = http2.createServer();
+  server.on("stream", (stream, headers) => {
+    if (headers[":path"] === "/subscribe") {
+      stream.respond({ ":status": 200, "content-type": "application/grpc" });
+      streams.add(stream);
+      stream.on("close", () => streams.delete(stream));
+      return;
+    }
+    const url = new URL(String(headers[":path"]), "http://x");
+    const n = Number(url.searchParams.get("n"));
+    const rate = Number(url.searchParams.get("rate") ?? "0");
+    stream.respond({ ":status": 200 });
+    stream.end();
+    let sent = 0;
+    const emit = () => {
+      const frame = Buffer.alloc(13);
+      frame.writeUInt32BE(8, 1);
+      frame.writeDoubleBE(Date.now(), 5);
+      for (const s of streams) s.write(frame);
+      sent++;
+    };
+    if (rate > 0) {
+      const timer = setInterval(() => {
+        emit();
+        if (sent >= n) clearInterval(timer);
+      }, 1000 / rate);
+    } else {
+      const burst = () => {
+        for (let i = 0; i < 10 && sent < n; i++) emit();
+        if (sent < n) setImmediate(burst);
+      };
+      burst();
+    }
+  });
+  server.listen(port, "127.0.0.1");
+}
+
+({ "http2-fixed": fixed, "grpc-js": grpcJs, connect, "http2-fanout": fanout })[kind as "connect"]();
