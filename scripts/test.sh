@@ -38,6 +38,11 @@ fi
 
 step "type-check"
 npx tsc --noEmit -p tsconfig.json
+mkdir -p .test-results
+
+step "benchmark smoke (npm run bench -- --quick: every scenario runs, no event lost; no speed asserted)"
+npm run bench --silent -- --quick > .test-results/bench-quick.log 2>&1 || { cat .test-results/bench-quick.log; echo "benchmark smoke failed" >&2; exit 1; }
+tail -n 3 .test-results/bench-quick.log
 
 step "tests"
 mkdir -p .test-results
