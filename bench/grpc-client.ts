@@ -12,7 +12,7 @@ export class GrpcLoader {
     this.sessions = Array.from({ length: connections }, () => http2.connect(`http://127.0.0.1:${port}`));
   }
 
-  call(path: string, body: Uint8Array, i = 0): Promise<{ status: number; bytes: Buffer }> {
+  call(path: string, body: Uint8Array, i = 0): Promise<{ status: number; message: string; bytes: Buffer }> {
     const frame = Buffer.alloc(5 + body.length);
     frame.writeUInt32BE(body.length, 1);
     frame.set(body, 5);
@@ -26,12 +26,15 @@ export class GrpcLoader {
       });
       const chunks: Buffer[] = [];
       let status = -1;
-      stream.on("response", (h) => {
+      let message = "";
+      const read = (h: http2.IncomingHttpHeaders) => {
         if (h["grpc-status"] !== undefined) status = Number(h["grpc-status"]);
-      });
-      stream.on("trailers", (h) => (status = Number(h["grpc-status"])));
+        if (typeof h["grpc-message"] === "string") message = decodeURIComponent(h["grpc-message"]);
+      };
+      stream.on("response", read);
+      stream.on("trailers", read);
       stream.on("data", (c: Buffer) => chunks.push(c));
-      stream.on("end", () => resolve({ status, bytes: Buffer.concat(chunks).subarray(5) }));
+      stream.on("end", () => resolve({ status, message, bytes: Buffer.concat(chunks).subarray(5) }));
       stream.on("error", reject);
       stream.end(frame);
     });

@@ -30,6 +30,10 @@ export function spawnPinned(cpu: number, cmd: string, args: string[], env: Recor
   const child = spawn(file, argv, { cwd: root, env: { ...process.env, ...env }, stdio: ["ignore", "pipe", "pipe"] });
   children.add(child);
   child.once("exit", () => children.delete(child));
+  // Always drain the pipes: a chatty child (FerretDB logs every connection)
+  // blocks once a pipe buffer fills. Callers add their own listeners.
+  child.stdout!.resume();
+  child.stderr!.resume();
   return child;
 }
 

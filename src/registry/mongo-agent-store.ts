@@ -194,7 +194,7 @@ export class MongoAgentStore implements AgentStore {
       const res = await this.agents.replaceOne({ _id: record.id, revision: expectedRevision }, doc);
       return res.matchedCount === 1;
     });
-    if (won) await this.run(() => this.syncTools(record));
+    if (won) await this.run(() => this.syncTools(record, expectedRevision === 0));
     return won;
   }
 
@@ -291,9 +291,11 @@ export class MongoAgentStore implements AgentStore {
    * of truth; entries are keyed by (agent id, tool name), so a retry after a
    * partial failure converges.
    */
-  private async syncTools(record: AgentRecord): Promise<void> {
+  private async syncTools(record: AgentRecord, isNew: boolean): Promise<void> {
     const keep = record.tools.map((t) => toolKey(record.id, t.name));
-    await this.toolDocs.deleteMany({ agentId: record.id, _id: { $nin: keep } });
+    // A new agent has no entries to remove (and FerretDB's SQLite backend
+    // answers this filter with a scan of the whole collection).
+    if (!isNew) await this.toolDocs.deleteMany({ agentId: record.id, _id: { $nin: keep } });
     if (record.tools.length === 0) return;
     await this.toolDocs.bulkWrite(
       record.tools.map((t) => ({
