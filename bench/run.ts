@@ -407,14 +407,16 @@ async function memory(): Promise<void> {
 
 // --- report -----------------------------------------------------------------------
 
-function report(): void {
+function report(partial: boolean): void {
   const dir = path.join(root, "bench/results");
   mkdirSync(dir, { recursive: true });
   const m = machine();
   const split = hasTaskset
     ? "server (and every limit/peer server) pinned to CPU 0; h2load, autocannon and subscriber processes pinned to CPU 1; the orchestrator (registrations, event triggers, in-process micro-benchmarks) unpinned"
     : "taskset unavailable: processes share both cores";
-  writeFileSync(path.join(dir, quick ? "quick.json" : "latest.json"), `${JSON.stringify({ at: new Date().toISOString(), quick, machine: m, split, rows, problems }, null, 2)}\n`);
+  // Only a complete full run is "latest"; quick and --only runs write beside it.
+  const name = quick ? "quick" : partial ? "partial" : "latest";
+  writeFileSync(path.join(dir, `${name}.json`), `${JSON.stringify({ at: new Date().toISOString(), quick, machine: m, split, rows, problems }, null, 2)}\n`);
   const fmt = (n: number | undefined, d = 0) => (n === undefined || Number.isNaN(n) ? "" : n.toFixed(d));
   const lines = [
     `Machine: ${m.cpus} × ${m.cpu}, ${m.memoryGiB} GiB, Node ${m.node}. ${split}.`,
@@ -423,7 +425,7 @@ function report(): void {
     "| --- | ---: | ---: | ---: | --- | ---: | --- |",
     ...rows.map((r) => `| ${r.scenario} | ${fmt(r.rps)} | ${fmt(r.p50Ms, 2)} | ${fmt(r.p99Ms, 2)} | ${r.limit ?? ""} | ${fmt(r.ratio, 2)} | ${r.note ?? ""} |`),
   ];
-  writeFileSync(path.join(dir, quick ? "quick.md" : "latest.md"), `${lines.join("\n")}\n`);
+  writeFileSync(path.join(dir, `${name}.md`), `${lines.join("\n")}\n`);
   log(`\n${lines.join("\n")}`);
 }
 
@@ -438,7 +440,7 @@ async function main(): Promise<void> {
   if (want("route")) await routeMicro();
   if (want("fanout")) await fanout();
   if (want("memory")) await memory();
-  report();
+  report(only !== undefined);
   log(`\nbench finished in ${((Date.now() - started) / 1000).toFixed(0)} s${problems.length ? `; PROBLEMS: ${problems.join("; ")}` : ""}`);
   process.exit(problems.length > 0 ? 1 : 0);
 }

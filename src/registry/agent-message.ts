@@ -3,8 +3,22 @@ import { durationFromMs, timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { AgentSchema, type Agent } from "../../gen/federation/v1/agent_pb.js";
 import type { AgentRecord } from "./agent-record.js";
 
+/**
+ * Records are immutable (every change makes a new one), so each record's
+ * message is built once and reused by every answer that lists it; building
+ * it (timestamps, Struct schemas) was the larger part of a Discover.
+ * Callers must not mutate the returned message.
+ */
+const cache = new WeakMap<AgentRecord, Agent>();
+
 /** The contract's view of a stored agent. */
 export function toAgentMessage(a: AgentRecord): Agent {
+  let message = cache.get(a);
+  if (!message) cache.set(a, (message = build(a)));
+  return message;
+}
+
+function build(a: AgentRecord): Agent {
   return create(AgentSchema, {
     id: a.id,
     tenant: a.tenant,
