@@ -1,5 +1,5 @@
 import { spawn, execFileSync, type ChildProcess } from "node:child_process";
-import { readFileSync, rmSync } from "node:fs";
+import { existsSync, readFileSync, rmSync } from "node:fs";
 import net from "node:net";
 import os from "node:os";
 import path from "node:path";
@@ -88,7 +88,9 @@ export async function startService(env: Record<string, string> = {}): Promise<Se
   const port = await freePort();
   const dataDir = path.join(os.tmpdir(), `fc-bench-${port}`);
   const started = performance.now();
-  const child = spawnPinned(0, process.execPath, ["dist/src/main.js"], {
+  // BENCH_PROFILE=dir writes a CPU profile of each service run there (node --cpu-prof).
+  const profile = process.env.BENCH_PROFILE ? ["--cpu-prof", `--cpu-prof-dir=${process.env.BENCH_PROFILE}`] : [];
+  const child = spawnPinned(0, process.execPath, [...profile, "dist/src/main.js"], {
     PORT: String(port),
     HOST: "127.0.0.1",
     LOG_LEVEL: "warn",
@@ -177,9 +179,14 @@ export async function h2load(o: {
   ];
   const child = spawnPinned(1, "h2load", args);
   let out = "";
+  let err = "";
   child.stdout!.on("data", (d: Buffer) => (out += d));
-  child.stderr!.resume();
-  await new Promise((r) => child.once("exit", r));
+  child.stderr!.on("data", (d: Buffer) => (err += d));
+  await new Promise((resolve) => {
+    child.once("exit", resolve);
+    child.once("error", (e) => resolve((err += e.message)));
+  });
+  if (!existsSync(logFile)) throw new Error(`h2load did not run (install Debian's nghttp2-client): ${err || out}`);
   const rpsMatch = /finished in [\d.]+m?s, ([\d.]+) req\/s/.exec(out);
   const done = /requests: \d+ total, \d+ started, \d+ done, (\d+) succeeded, (\d+) failed/.exec(out);
   const times = readFileSync(logFile, "utf8")

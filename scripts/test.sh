@@ -11,14 +11,18 @@ step() { printf '\n== %s\n' "$*"; }
 step "npm packages"
 npm ci --no-audit --no-fund --loglevel=error
 
-step "redis-server (Debian)"
-if ! command -v redis-server >/dev/null; then
+step "redis-server and h2load (Debian: redis-server, nghttp2-client)"
+missing=()
+command -v redis-server >/dev/null || missing+=(redis-server)
+command -v h2load >/dev/null || missing+=(nghttp2-client)
+if [ ${#missing[@]} -gt 0 ]; then
   sudo_cmd=""
   [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
   $sudo_cmd env DEBIAN_FRONTEND=noninteractive apt-get update -qq
-  $sudo_cmd env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends redis-server >/dev/null
+  $sudo_cmd env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 redis-server --version
+h2load --version | head -n 1
 
 step "FerretDB v1.24.2 (Go module proxy, cached)"
 FERRETDB_BIN="$(bash scripts/build-ferretdb.sh)"

@@ -42,3 +42,35 @@ export interface ToolRecord {
 
 /** Statuses an agent can be routed to, best first. */
 export const ROUTABLE_STATUSES: readonly AgentStatus[] = [AgentStatus.HEALTHY, AgentStatus.DEGRADED];
+
+/**
+ * How well an agent can take a task now, in [0, 1]: spare capacity
+ * (1 − load) weighs most, lease freshness breaks near-ties, and a DEGRADED
+ * agent scores half, so it only gets work when nothing healthy is near it.
+ * Rounded to 4 decimals so that equal agents tie exactly.
+ */
+export function routeScore(agent: AgentRecord, now: number): number {
+  const freshness = Math.min(1, Math.max(0, (agent.leaseExpiresAt - now) / agent.leaseTtlMs));
+  return round4((0.8 * spareCapacity(agent) + 0.2 * freshness) * statusFactor(agent));
+}
+
+/**
+ * The highest score the agent could have (a perfectly fresh lease). It does
+ * not change with time, so stores keep routable agents ordered by it and the
+ * router stops reading once no later agent can beat what it has.
+ */
+export function routeCeiling(agent: AgentRecord): number {
+  return round4((0.8 * spareCapacity(agent) + 0.2) * statusFactor(agent));
+}
+
+function spareCapacity(agent: AgentRecord): number {
+  return 1 - Math.min(1, Math.max(0, agent.load));
+}
+
+function statusFactor(agent: AgentRecord): number {
+  return agent.status === AgentStatus.DEGRADED ? 0.5 : 1;
+}
+
+function round4(x: number): number {
+  return Math.round(x * 10_000) / 10_000;
+}

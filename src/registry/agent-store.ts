@@ -60,10 +60,11 @@ export interface AgentStore {
    */
   put(record: AgentRecord, expectedRevision: number): Promise<boolean>;
   /**
-   * Changes only lease and state fields, if the stored revision matches —
-   * a heartbeat is a small update, not a rewrite of the agent and its tools.
+   * Changes only lease and state fields of `current`, if the stored revision
+   * still equals `current.revision` — a heartbeat is a small update, not a
+   * rewrite of the agent and its tools.
    */
-  update(id: string, expectedRevision: number, patch: AgentPatch): Promise<boolean>;
+  update(current: AgentRecord, patch: AgentPatch): Promise<boolean>;
   /** Deletes if the stored revision matches; returns false when it does not. */
   delete(id: string, expectedRevision: number): Promise<boolean>;
   /** The tenant's own agents ordered by id, starting after `afterId`. */
@@ -72,6 +73,13 @@ export interface AgentStore {
   listShared(afterId: string, limit: number): Promise<AgentRecord[]>;
   /** Discovery through the capability and tag indexes, never a scan of all agents. */
   query(query: AgentQuery): Promise<AgentRecord[]>;
+  /**
+   * Routable agents (HEALTHY or DEGRADED) visible to the tenant that have
+   * every capability, highest `routeCeiling` first, read lazily: the router
+   * stops as soon as no later agent can beat the best it has, so a decision
+   * reads a handful of index entries, not every capable agent.
+   */
+  routable(tenant: string, capabilities: readonly string[]): Iterable<AgentRecord> | AsyncIterable<AgentRecord>;
   /** Agents of every tenant whose lease ended at or before `now` (the reaper). */
   expired(now: number, limit: number): Promise<AgentRecord[]>;
   tools(query: ToolQuery): Promise<CatalogEntry[]>;

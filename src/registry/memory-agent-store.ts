@@ -1,15 +1,25 @@
 import type { ComponentStatus } from "../events/event-bus.js";
-import type { AgentRecord, AgentStatus } from "./agent-record.js";
+import { ROUTABLE_STATUSES, routeCeiling, type AgentRecord, type AgentStatus } from "./agent-record.js";
 import type { AgentPatch, AgentQuery, AgentStore, CatalogEntry, FleetCounts, ToolQuery } from "./agent-store.js";
 
 /** Index scope of shared agents, beside one scope per tenant (no tenant can be named this). */
 const SHARED = "\u0000shared";
 
-/** Per-scope indexes: sorted ids for paging, inverted indexes for discovery. */
+interface Ranked {
+  readonly ceiling: number;
+  readonly id: string;
+}
+
+/**
+ * Per-scope indexes: sorted ids for paging, inverted indexes for discovery,
+ * and per capability the routable agents ordered by route ceiling (highest
+ * first, then id) for the router.
+ */
 class Scope {
   readonly sortedIds: string[] = [];
   readonly byCapability = new Map<string, Set<string>>();
   readonly byTag = new Map<string, Set<string>>();
+  readonly routable = new Map<string, Ranked[]>();
   readonly statusCounts = new Map<AgentStatus, number>();
   toolCount = 0;
 
@@ -19,7 +29,7 @@ class Scope {
       addTo(this.byCapability, c.name, a.id);
       for (const t of c.tags) addTo(this.byTag, t, a.id);
     }
-    this.statusCounts.set(a.status, (this.statusCounts.get(a.status) ?? 0) + 1);
+    this.addState(a);
     this.toolCount += a.tools.length;
   }
 
@@ -30,8 +40,39 @@ class Scope {
       removeFrom(this.byCapability, c.name, a.id);
       for (const t of c.tags) removeFrom(this.byTag, t, a.id);
     }
-    this.statusCounts.set(a.status, (this.statusCounts.get(a.status) ?? 1) - 1);
+    this.removeState(a);
     this.toolCount -= a.tools.length;
+  }
+
+  /** A heartbeat or reaper change: same capabilities and tools, new status, load or lease. */
+  restate(before: AgentRecord, after: AgentRecord): void {
+    if (before.status === after.status && routeCeiling(before) === routeCeiling(after)) return;
+    this.removeState(before);
+    this.addState(after);
+  }
+
+  private addState(a: AgentRecord): void {
+    this.statusCounts.set(a.status, (this.statusCounts.get(a.status) ?? 0) + 1);
+    if (!ROUTABLE_STATUSES.includes(a.status)) return;
+    const entry = { ceiling: routeCeiling(a), id: a.id };
+    for (const c of a.capabilities) {
+      let list = this.routable.get(c.name);
+      if (!list) this.routable.set(c.name, (list = []));
+      list.splice(rankedPosition(list, entry), 0, entry);
+    }
+  }
+
+  private removeState(a: AgentRecord): void {
+    this.statusCounts.set(a.status, (this.statusCounts.get(a.status) ?? 1) - 1);
+    if (!ROUTABLE_STATUSES.includes(a.status)) return;
+    const entry = { ceiling: routeCeiling(a), id: a.id };
+    for (const c of a.capabilities) {
+      const list = this.routable.get(c.name);
+      if (!list) continue;
+      const at = rankedPosition(list, entry);
+      if (list[at]?.id === a.id) list.splice(at, 1);
+      if (list.length === 0) this.routable.delete(c.name);
+    }
   }
 }
 
@@ -52,16 +93,22 @@ export class MemoryAgentStore implements AgentStore {
   async put(record: AgentRecord, expectedRevision: number): Promise<boolean> {
     const current = this.agents.get(record.id);
     if ((current?.revision ?? 0) !== expectedRevision) return false;
-    if (current) this.unindex(current);
     this.agents.set(record.id, record);
-    this.index(record);
+    if (current && sameShape(current, record)) {
+      // Heartbeats keep capabilities and tools: only state indexes move.
+      this.scope(record.tenant).restate(current, record);
+      if (record.shared) this.scope(SHARED).restate(current, record);
+    } else {
+      if (current) this.unindex(current);
+      this.index(record);
+    }
     return true;
   }
 
-  async update(id: string, expectedRevision: number, patch: AgentPatch): Promise<boolean> {
-    const current = this.agents.get(id);
-    if (!current || current.revision !== expectedRevision) return false;
-    return this.put({ ...current, ...patch }, expectedRevision);
+  async update(current: AgentRecord, patch: AgentPatch): Promise<boolean> {
+    const stored = this.agents.get(current.id);
+    if (!stored || stored.revision !== current.revision) return false;
+    return this.put({ ...stored, ...patch }, stored.revision);
   }
 
   async delete(id: string, expectedRevision: number): Promise<boolean> {
@@ -94,6 +141,21 @@ export class MemoryAgentStore implements AgentStore {
       }
     }
     return out;
+  }
+
+  *routable(tenant: string, capabilities: readonly string[]): Generator<AgentRecord> {
+    const own = this.ranked(this.scopes.get(tenant), capabilities);
+    const shared = this.ranked(this.scopes.get(SHARED), capabilities);
+    let i = 0;
+    let j = 0;
+    while (i < own.length || j < shared.length) {
+      const takeOwn = j >= shared.length || (i < own.length && !rankedBefore(shared[j]!, own[i]!));
+      const entry = takeOwn ? own[i++]! : shared[j++]!;
+      const agent = this.agents.get(entry.id)!;
+      // The tenant's own shared agents are in both scopes: read them once.
+      if (!takeOwn && agent.tenant === tenant) continue;
+      if (capabilities.every((c) => agent.capabilities.some((a) => a.name === c))) yield agent;
+    }
   }
 
   async expired(now: number, limit: number): Promise<AgentRecord[]> {
@@ -153,6 +215,17 @@ export class MemoryAgentStore implements AgentStore {
     return filter(smallest!, (id) => rest.every((s) => s.has(id)));
   }
 
+  /** The shortest ranked list among the capabilities; the others are checked per agent. */
+  private ranked(scope: Scope | undefined, capabilities: readonly string[]): readonly Ranked[] {
+    let best: Ranked[] | undefined;
+    for (const c of capabilities) {
+      const list = scope?.routable.get(c);
+      if (!list) return [];
+      if (!best || list.length < best.length) best = list;
+    }
+    return best ?? [];
+  }
+
   private page(scope: Scope | undefined, afterId: string, limit: number): AgentRecord[] {
     if (!scope) return [];
     const start = afterId === "" ? 0 : upperBound(scope.sortedIds, afterId);
@@ -178,6 +251,28 @@ export class MemoryAgentStore implements AgentStore {
 
 function* filter<T>(items: Iterable<T>, keep: (item: T) => boolean): Generator<T> {
   for (const item of items) if (keep(item)) yield item;
+}
+
+/** Capabilities and tools are the same objects: the record came from update(). */
+function sameShape(a: AgentRecord, b: AgentRecord): boolean {
+  return a.tenant === b.tenant && a.shared === b.shared && a.capabilities === b.capabilities && a.tools === b.tools;
+}
+
+/** Route order: higher ceiling first, then id. */
+function rankedBefore(a: Ranked, b: Ranked): boolean {
+  return a.ceiling > b.ceiling || (a.ceiling === b.ceiling && a.id < b.id);
+}
+
+/** First position whose entry is not before `entry`. */
+function rankedPosition(list: readonly Ranked[], entry: Ranked): number {
+  let lo = 0;
+  let hi = list.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1;
+    if (rankedBefore(list[mid]!, entry)) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
 }
 
 /** Two sorted id lists as one sorted sequence, without duplicates. */

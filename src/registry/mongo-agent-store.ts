@@ -10,14 +10,15 @@ import {
 import type { JsonObject } from "@bufbuild/protobuf";
 import type { ComponentStatus } from "../events/event-bus.js";
 import type { Logger } from "../logger.js";
-import type { AgentRecord, AgentStatus, Transport } from "./agent-record.js";
+import { ROUTABLE_STATUSES, routeCeiling, type AgentRecord, type AgentStatus, type Transport } from "./agent-record.js";
 import type { AgentPatch, AgentQuery, AgentStore, CatalogEntry, FleetCounts, ToolQuery } from "./agent-store.js";
 
 /**
  * An agent as MongoDB keeps it. Client-chosen strings never become field
  * names: labels are an array of {k, v} pairs and tool schemas are stored as
  * JSON text, so a `$` or `.` in a key can neither inject an operator nor
- * break a path. `capNames` and `tags` are the multikey discovery indexes.
+ * break a path. `capNames` and `tags` are the multikey discovery indexes;
+ * `routeCeiling` (kept in step with load and status) orders the router's reads.
  */
 interface AgentDoc {
   _id: string;
@@ -33,6 +34,7 @@ interface AgentDoc {
   tools: { name: string; description: string; inputSchema: string | null }[];
   labels: { k: string; v: string }[];
   load: number;
+  routeCeiling: number;
   leaseTtlMs: number;
   registeredAt: number;
   lastHeartbeatAt: number;
@@ -130,9 +132,9 @@ export class MongoAgentStore implements AgentStore {
    * which already exist, so existing ones are listed and skipped.
    */
   private async ensureIndexes(): Promise<void> {
-    const wanted: [collection: string, name: string, key: Record<string, 1>][] = [
-      ["agents", "tenant_capabilities", { tenant: 1, capNames: 1 }],
-      ["agents", "shared_capabilities", { shared: 1, capNames: 1 }],
+    const wanted: [collection: string, name: string, key: Record<string, 1 | -1>][] = [
+      ["agents", "tenant_capabilities_ceiling", { tenant: 1, capNames: 1, routeCeiling: -1, _id: 1 }],
+      ["agents", "shared_capabilities_ceiling", { shared: 1, capNames: 1, routeCeiling: -1, _id: 1 }],
       ["agents", "tenant_tags", { tenant: 1, tags: 1 }],
       ["agents", "tenant_id", { tenant: 1, _id: 1 }],
       ["agents", "tenant_name", { tenant: 1, name: 1 }],
@@ -198,8 +200,10 @@ export class MongoAgentStore implements AgentStore {
     return won;
   }
 
-  async update(id: string, expectedRevision: number, patch: AgentPatch): Promise<boolean> {
-    const res = await this.run(() => this.agents.updateOne({ _id: id, revision: expectedRevision }, { $set: { ...patch } }));
+  async update(current: AgentRecord, patch: AgentPatch): Promise<boolean> {
+    const id = current.id;
+    const set = { ...patch, routeCeiling: routeCeiling({ ...current, ...patch }) };
+    const res = await this.run(() => this.agents.updateOne({ _id: id, revision: current.revision }, { $set: set }));
     if (res.matchedCount === 1 && patch.shared !== undefined) {
       await this.run(() => this.toolDocs.updateMany({ agentId: id }, { $set: { shared: patch.shared! } }));
     }
@@ -233,6 +237,25 @@ export class MongoAgentStore implements AgentStore {
     if (q.statuses.length > 0) filter.status = { $in: [...q.statuses] };
     const docs = await this.run(() => this.agents.find(filter).limit(q.limit).toArray());
     return docs.map(fromDoc);
+  }
+
+  async *routable(tenant: string, capabilities: readonly string[]): AsyncGenerator<AgentRecord> {
+    const filter: Filter<AgentDoc> = {
+      $or: [{ tenant }, { shared: true }],
+      capNames: { $all: [...capabilities] },
+      status: { $in: [...ROUTABLE_STATUSES] },
+    };
+    // Small batches: the router usually stops after the first few agents.
+    const cursor = this.agents.find(filter).sort({ routeCeiling: -1, _id: 1 }).batchSize(32);
+    try {
+      for (;;) {
+        const doc = await this.run(() => cursor.next());
+        if (!doc) return;
+        yield fromDoc(doc);
+      }
+    } finally {
+      await cursor.close().catch(() => undefined);
+    }
   }
 
   async expired(now: number, limit: number): Promise<AgentRecord[]> {
@@ -355,6 +378,7 @@ function toDoc(a: AgentRecord): AgentDoc {
     })),
     labels: Object.entries(a.labels).map(([k, v]) => ({ k, v })),
     load: a.load,
+    routeCeiling: routeCeiling(a),
     leaseTtlMs: a.leaseTtlMs,
     registeredAt: a.registeredAt,
     lastHeartbeatAt: a.lastHeartbeatAt,

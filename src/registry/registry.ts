@@ -89,7 +89,7 @@ export class Registry {
         leaseExpiresAt: now + current.leaseTtlMs,
         revision: current.revision + 1,
       };
-      if (!(await this.store.update(current.id, current.revision, patch))) continue;
+      if (!(await this.store.update(current, patch))) continue;
       const record: AgentRecord = { ...current, ...patch };
       this.counters.count("heartbeats");
       if (status !== current.status) {
@@ -133,7 +133,7 @@ export class Registry {
       if (!current || current.tenant !== caller.tenant) throw errors.agentNotFound(id);
       if (current.shared === shared) return current;
       const patch = { shared, revision: current.revision + 1 };
-      if (!(await this.store.update(current.id, current.revision, patch))) continue;
+      if (!(await this.store.update(current, patch))) continue;
       const record: AgentRecord = { ...current, ...patch };
       await this.emit("agent.updated", record, current.status, shared ? "shared" : "unshared");
       return record;
@@ -154,7 +154,7 @@ export class Registry {
       // see HEALTHY → UNHEALTHY → expired.
       if (agent.status !== AgentStatus.UNHEALTHY) {
         const patch = { status: AgentStatus.UNHEALTHY, revision: agent.revision + 1 };
-        if (!(await this.store.update(agent.id, agent.revision, patch))) continue;
+        if (!(await this.store.update(agent, patch))) continue;
         const record: AgentRecord = { ...agent, ...patch };
         await this.emit("agent.status_changed", record, agent.status, "lease expired");
         agent = record;

@@ -3,7 +3,7 @@ import type { Clock } from "../clock.js";
 import { errors } from "../errors.js";
 import type { EventBus } from "../events/event-bus.js";
 import type { Logger } from "../logger.js";
-import { AgentStatus, ROUTABLE_STATUSES, type AgentRecord } from "../registry/agent-record.js";
+import { AgentStatus, routeCeiling, routeScore, type AgentRecord } from "../registry/agent-record.js";
 import type { AgentStore } from "../registry/agent-store.js";
 import type { RouteInput } from "../validation/requests.js";
 import { noCounters, type Counters } from "../health/telemetry.js";
@@ -24,15 +24,16 @@ export interface RouteDecision {
 const MAX_CANDIDATES_SHOWN = 10;
 /** Scores this close count as a tie, broken by who was routed to least recently. */
 const TIE = 0.01;
-/** Upper bound on agents scored per decision. */
+/** Upper bound on agents read per decision (expired leases and exclusions are skipped). */
 const MAX_SCORED = 10_000;
 
 /**
  * Picks the agent for a task among healthy agents that have every requested
- * capability. The score is deliberately simple for now: spare capacity
- * (1 - load) weighs most, lease freshness breaks near-ties, and a DEGRADED
- * agent only gets work when nothing healthy is near it. Reputation and
- * circuit breakers will join the score later.
+ * capability, by `routeScore` (spare capacity, then lease freshness; DEGRADED
+ * agents only when nothing healthy is near). The store hands agents over best
+ * route ceiling first, so a decision reads only the agents that could still
+ * win or make the shown top ten — an index walk, never a scan of the fleet.
+ * Reputation and circuit breakers will join the score later.
  */
 export class Router {
   private readonly lastRouted = new Map<string, number>();
@@ -48,34 +49,22 @@ export class Router {
   /** Routes among the caller tenant's agents and shared ones. */
   async route(input: RouteInput, tenant: string): Promise<RouteDecision> {
     const now = this.clock.now();
-    const capable = await this.store.query({
-      tenant,
-      capabilities: input.capabilities,
-      tags: [],
-      statuses: ROUTABLE_STATUSES,
-      limit: MAX_SCORED,
-    });
-    const candidates = capable
-      .filter((a) => !input.excludeAgentIds.has(a.id) && a.leaseExpiresAt > now)
-      .map((agent) => ({ agent, score: score(agent, now) }))
-      .sort((a, b) => b.score - a.score);
-    if (candidates.length === 0) {
+    const { top, near, read } = await this.bestCandidates(input, tenant, now);
+    if (top.length === 0) {
       this.counters.count("route_failures");
       throw await this.explainNoCandidate(input.capabilities, tenant);
     }
     this.counters.count("routes");
 
-    const best = candidates[0]!.score;
-    let chosen = candidates[0]!;
-    for (const c of candidates) {
-      if (best - c.score > TIE) break;
+    let chosen = top[0]!;
+    for (const c of near) {
       if ((this.lastRouted.get(c.agent.id) ?? 0) < (this.lastRouted.get(chosen.agent.id) ?? 0)) chosen = c;
     }
     this.remember(chosen.agent.id, now);
 
     const routeId = randomUUID();
     const reason =
-      `best of ${candidates.length} capable agent(s): score ${chosen.score.toFixed(3)} ` +
+      `best of ${read} capable agent(s) read by spare capacity: score ${chosen.score.toFixed(3)} ` +
       `(load ${chosen.agent.load.toFixed(2)}, ${AgentStatus[chosen.agent.status]})`;
     try {
       await this.bus.publish({
@@ -93,9 +82,38 @@ export class Router {
     return {
       routeId,
       agent: chosen.agent,
-      candidates: [chosen, ...candidates.filter((c) => c !== chosen)].slice(0, MAX_CANDIDATES_SHOWN),
+      candidates: [chosen, ...top.filter((c) => c !== chosen)].slice(0, MAX_CANDIDATES_SHOWN),
       reason,
     };
+  }
+
+  /**
+   * Reads agents best ceiling first and stops when the next one can neither
+   * come within TIE of the best score nor enter the top ten. `top` is the
+   * exact top ten by score (best first), `near` every agent within TIE of the best.
+   */
+  private async bestCandidates(input: RouteInput, tenant: string, now: number) {
+    const top: Candidate[] = [];
+    let near: Candidate[] = [];
+    let best = -Infinity;
+    let read = 0;
+    for await (const agent of this.store.routable(tenant, input.capabilities)) {
+      const tenth = top.length < MAX_CANDIDATES_SHOWN ? -Infinity : top[MAX_CANDIDATES_SHOWN - 1]!.score;
+      if (routeCeiling(agent) < Math.min(best - TIE, tenth) || read >= MAX_SCORED) break;
+      read++;
+      if (input.excludeAgentIds.has(agent.id) || agent.leaseExpiresAt <= now) continue;
+      const c = { agent, score: routeScore(agent, now) };
+      let at = top.length;
+      while (at > 0 && top[at - 1]!.score < c.score) at--;
+      top.splice(at, 0, c);
+      if (top.length > MAX_CANDIDATES_SHOWN) top.pop();
+      if (c.score > best) {
+        best = c.score;
+        near = near.filter((n) => best - n.score <= TIE);
+      }
+      if (best - c.score <= TIE) near.push(c);
+    }
+    return { top, near, read };
   }
 
   /** FAILED_PRECONDITION names a capability nobody offers; UNAVAILABLE says none can take work now. */
@@ -117,11 +135,4 @@ export class Router {
       this.lastRouted.delete(this.lastRouted.keys().next().value!);
     }
   }
-}
-
-function score(agent: AgentRecord, now: number): number {
-  const capacity = 1 - Math.min(1, Math.max(0, agent.load));
-  const freshness = Math.min(1, Math.max(0, (agent.leaseExpiresAt - now) / agent.leaseTtlMs));
-  const s = (0.8 * capacity + 0.2 * freshness) * (agent.status === AgentStatus.DEGRADED ? 0.5 : 1);
-  return Math.round(s * 10_000) / 10_000;
 }

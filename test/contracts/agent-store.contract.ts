@@ -23,16 +23,17 @@ export function agentStoreContract(name: string, makeStore: () => Promise<AgentS
     });
 
     it("updates lease fields only on the expected revision, keeping indexes right", async () => {
-      await store.put(agent("u1", { revision: 4 }), 0);
-      expect(await store.update("u1", 3, { status: AgentStatus.DRAINING, revision: 5 })).toBe(false);
-      expect(await store.update("u1", 4, { status: AgentStatus.DRAINING, load: 0.5, leaseExpiresAt: 99, revision: 5 })).toBe(true);
+      const u1 = agent("u1", { revision: 4 });
+      await store.put(u1, 0);
+      expect(await store.update({ ...u1, revision: 3 }, { status: AgentStatus.DRAINING, revision: 5 })).toBe(false);
+      expect(await store.update(u1, { status: AgentStatus.DRAINING, load: 0.5, leaseExpiresAt: 99, revision: 5 })).toBe(true);
       const got = await store.get("u1");
       expect(got).toMatchObject({ status: AgentStatus.DRAINING, load: 0.5, leaseExpiresAt: 99, revision: 5, name: "agent-u1" });
       const q = { tenant: "t1", capabilities: ["code"], tags: [], limit: 10 };
       expect(await store.query({ ...q, statuses: [AgentStatus.HEALTHY] })).toEqual([]);
       expect((await store.query({ ...q, statuses: [AgentStatus.DRAINING] })).map((a) => a.id)).toEqual(["u1"]);
       expect((await store.counts("t1")).byStatus.get(AgentStatus.DRAINING)).toBe(1);
-      expect(await store.update("missing", 1, { revision: 2 })).toBe(false);
+      expect(await store.update(agent("missing"), { revision: 2 })).toBe(false);
     });
 
     it("deletes only on the expected revision", async () => {
@@ -127,6 +128,38 @@ export function agentStoreContract(name: string, makeStore: () => Promise<AgentS
       expect((await store.query({ ...q, tenant: "t3" })).map((a) => a.id)).toEqual([]);
     });
 
+    it("hands routable agents over best route ceiling first, following load and status changes", async () => {
+      const routable = async (tenant: string, caps: string[]) => {
+        const out: string[] = [];
+        for await (const a of store.routable(tenant, caps)) out.push(a.id);
+        return out;
+      };
+      await store.put(agent("busy", { load: 0.9, caps: [["code", []], ["review", []]] }), 0);
+      await store.put(agent("idle", { load: 0.1 }), 0);
+      await store.put(agent("half", { load: 0.5, caps: [["code", []], ["review", []]] }), 0);
+      await store.put(agent("twin", { load: 0.5 }), 0);
+      await store.put(agent("sick", { load: 0, status: AgentStatus.UNHEALTHY }), 0);
+      // DEGRADED scores half: idle but degraded ranks below a half-loaded healthy one.
+      await store.put(agent("degraded", { load: 0, status: AgentStatus.DEGRADED }), 0);
+      await store.put(agent("other", { tenant: "t2", load: 0 }), 0);
+      await store.put(agent("public", { tenant: "t2", shared: true, load: 0.3 }), 0);
+      expect(await routable("t1", ["code"])).toEqual(["idle", "public", "half", "twin", "degraded", "busy"]);
+      expect(await routable("t1", ["code", "review"])).toEqual(["half", "busy"]);
+      expect(await routable("t1", ["review", "code"])).toEqual(["half", "busy"]);
+      expect(await routable("t1", ["nobody"])).toEqual([]);
+      expect(await routable("t2", ["code"])).toEqual(["other", "public"]);
+
+      const busy = (await store.get("busy"))!;
+      expect(await store.update(busy, { load: 0, revision: busy.revision + 1 })).toBe(true);
+      const idle = (await store.get("idle"))!;
+      expect(await store.update(idle, { status: AgentStatus.DRAINING, revision: idle.revision + 1 })).toBe(true);
+      const sick = (await store.get("sick"))!;
+      expect(await store.update(sick, { status: AgentStatus.HEALTHY, load: 0.95, revision: sick.revision + 1 })).toBe(true);
+      expect(await routable("t1", ["code"])).toEqual(["busy", "public", "half", "twin", "degraded", "sick"]);
+      await store.delete("half", (await store.get("half"))!.revision);
+      expect(await routable("t1", ["code", "review"])).toEqual(["busy"]);
+    });
+
     it("counts agents by status, capabilities and tools", async () => {
       await store.put(agent("a1", { caps: [["x", []], ["y", []]], tools: [tool("t", "")] }), 0);
       await store.put(agent("a2", { caps: [["x", []]], status: AgentStatus.DEGRADED }), 0);
@@ -147,6 +180,7 @@ interface Overrides {
   status?: AgentStatus;
   revision?: number;
   leaseExpiresAt?: number;
+  load?: number;
   labels?: Record<string, string>;
   tools?: AgentRecord["tools"];
 }
@@ -167,7 +201,7 @@ export function agent(id: string, o: Overrides = {}): AgentRecord {
     capabilities: (o.caps ?? [["code", []]]).map(([name, tags]) => ({ name, tags })),
     tools: o.tools ?? [],
     labels: o.labels ?? {},
-    load: 0,
+    load: o.load ?? 0,
     leaseTtlMs: 30_000,
     registeredAt: 1,
     lastHeartbeatAt: 1,
