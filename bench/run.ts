@@ -255,7 +255,8 @@ async function ferretScenarios(): Promise<void> {
 
 async function routeMicro(): Promise<void> {
   log("route decision in-process (tinybench)");
-  for (const n of size.routeAgents) {
+  const cases = [...size.routeAgents.map((n) => ({ n, idle: false })), { n: size.routeAgents.at(-1)!, idle: true }];
+  for (const { n, idle } of cases) {
     const store = new MemoryAgentStore();
     const now = Date.now();
     for (let i = 0; i < n; i++) {
@@ -271,7 +272,7 @@ async function routeMicro(): Promise<void> {
         capabilities: init.capabilities,
         tools: [],
         labels: init.labels,
-        load: (i % 100) / 100,
+        load: idle ? 0 : (i % 100) / 100,
         leaseTtlMs: 3_600_000,
         registeredAt: now,
         lastHeartbeatAt: now,
@@ -291,7 +292,7 @@ async function routeMicro(): Promise<void> {
     if (!latency) problems.push(`route micro-benchmark at ${n} produced no result`);
     const matched = (await store.query({ tenant: "bench", capabilities: input.capabilities, tags: [], statuses: [], limit: 1e9 })).length;
     add({
-      scenario: `route decision in-process, ${n} agents (${matched} capable)`,
+      scenario: `route decision in-process, ${n} agents (${matched} capable${idle ? ", all idle: every one ties" : ""})`,
       rps: latency ? 1000 / latency.mean : undefined,
       p50Ms: latency?.p50,
       p99Ms: latency?.p99,

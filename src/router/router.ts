@@ -26,6 +26,13 @@ const MAX_CANDIDATES_SHOWN = 10;
 const TIE = 0.01;
 /** Upper bound on agents read per decision (expired leases and exclusions are skipped). */
 const MAX_SCORED = 10_000;
+/**
+ * Tied agents read for the least-recently-routed tie-break: in an idle
+ * fleet every capable agent ties, and reading them all would be a scan.
+ * The choice is then within TIE of the best score; work still spreads,
+ * since routed agents report more load.
+ */
+const MAX_TIED = 32;
 
 /**
  * Picks the agent for a task among healthy agents that have every requested
@@ -99,7 +106,10 @@ export class Router {
     let read = 0;
     for await (const agent of this.store.routable(tenant, input.capabilities)) {
       const tenth = top.length < MAX_CANDIDATES_SHOWN ? -Infinity : top[MAX_CANDIDATES_SHOWN - 1]!.score;
-      if (routeCeiling(agent) < Math.min(best - TIE, tenth) || read >= MAX_SCORED) break;
+      const ceiling = routeCeiling(agent);
+      if (ceiling < Math.min(best - TIE, tenth) || read >= MAX_SCORED) break;
+      // Enough ties in hand, and nobody later can beat them by more than a tie.
+      if (near.length >= MAX_TIED && ceiling - best <= TIE) break;
       read++;
       if (input.excludeAgentIds.has(agent.id) || agent.leaseExpiresAt <= now) continue;
       const c = { agent, score: routeScore(agent, now) };
