@@ -43,6 +43,10 @@ import {
 } from "./lib.js";
 
 const quick = process.argv.includes("--quick");
+// --only=service,ferret,route,fanout,memory runs a subset (the limits always run);
+// --only=discover runs only the service's gRPC discover load (for profiling).
+const only = process.argv.find((a) => a.startsWith("--only="))?.slice(7).split(",");
+const want = (name: string) => !only || only.includes(name);
 const size = quick
   ? { agents: 100, requests: 500, writes: 200, subscribers: [20], paced: 3, burst: 10, memoryAgents: 500, idleWs: 50, routeAgents: [1_000] }
   : { agents: 10_000, requests: 60_000, writes: 20_000, subscribers: [1_000, 10_000], paced: 30, burst: 200, memoryAgents: 100_000, idleWs: 2_000, routeAgents: [10_000, 100_000] };
@@ -146,6 +150,7 @@ async function serviceScenarios(limit: Record<string, LoadResult>): Promise<void
       "discover grpc",
     );
     add({ scenario: `discover gRPC (${size.agents} agents)`, ...grpcDiscover, limit: "grpc-js", ratio: grpcDiscover.rps / limit["grpc-js"]!.rps });
+    if (!want("service")) return;
 
     const half = check(
       await h2load({ url: `${svc.url}/federation.v1.DirectoryService/Discover`, body: discover, requests: Math.max(500, size.requests / 10), connections: 2, streams: 1 }),
@@ -432,11 +437,8 @@ function report(partial: boolean): void {
 
 async function main(): Promise<void> {
   const started = Date.now();
-  // --only=service,ferret,route,fanout,memory runs a subset (the limits always run).
-  const only = process.argv.find((a) => a.startsWith("--only="))?.slice(7).split(",");
-  const want = (name: string) => !only || only.includes(name);
   const limit = await limits();
-  if (want("service")) await serviceScenarios(limit);
+  if (want("service") || want("discover")) await serviceScenarios(limit);
   if (want("ferret")) await ferretScenarios();
   if (want("route")) await routeMicro();
   if (want("fanout")) await fanout();

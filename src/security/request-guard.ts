@@ -9,7 +9,8 @@ import type { TokenVerifier } from "./token-verifier.js";
 export interface GuardedCall {
   readonly service: string;
   readonly method: string;
-  readonly header: Headers;
+  /** Request headers (a Headers object, or anything that reads one by name). */
+  readonly header: Pick<Headers, "get">;
   readonly peer: PeerCertificate | undefined;
   /** The request message of a unary call (for per-agent quotas). */
   readonly message: unknown;

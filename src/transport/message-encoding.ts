@@ -1,0 +1,83 @@
+import { toBinary, type DescField, type DescMessage, type Message } from "@bufbuild/protobuf";
+
+/**
+ * Binary encoding that reuses the encoding of immutable sub-messages.
+ *
+ * A Discover answer lists agents whose messages are built once per record
+ * revision and never mutated (registry/agent-message.ts), yet encoding them
+ * again on every call was a quarter of the CPU of a Discover. Protobuf lets
+ * a message be the concatenation of its fields' encodings, so fields whose
+ * message type is listed as immutable are written from a per-object cache
+ * (tag, length, cached bytes) and the remaining fields are encoded as usual
+ * after them. The result decodes to the same message as toBinary's (only
+ * the order of fields on the wire may differ, which every parser accepts).
+ */
+export class MessageEncoder {
+  private readonly cache = new WeakMap<object, Uint8Array>();
+  private readonly plans = new Map<string, readonly DescField[]>();
+
+  /** @param immutable message types whose instances are never mutated once built */
+  constructor(private readonly immutable: ReadonlySet<string>) {}
+
+  encode(schema: DescMessage, message: Message): Uint8Array {
+    const parts = this.encodeParts(schema, message);
+    return parts.length === 1 ? parts[0]! : Buffer.concat(parts);
+  }
+
+  /** The encoding in pieces, to be written one after the other (or concatenated). */
+  encodeParts(schema: DescMessage, message: Message): Uint8Array[] {
+    if (this.immutable.has(schema.typeName)) return [this.cached(schema, message)];
+    const fields = this.plan(schema);
+    if (fields.length === 0) return [toBinary(schema, message)];
+    const parts: Uint8Array[] = [];
+    const rest: Record<string, unknown> = { ...message };
+    for (const f of fields) {
+      const value = (message as unknown as Record<string, unknown>)[f.localName];
+      const items = f.fieldKind === "list" ? (value as object[]) : value === undefined ? [] : [value as object];
+      for (const item of items) {
+        const bytes = this.cached(f.message!, item as Message);
+        parts.push(header(f.number, bytes.length), bytes);
+      }
+      rest[f.localName] = f.fieldKind === "list" ? [] : undefined;
+    }
+    parts.push(toBinary(schema, rest as unknown as Message));
+    return parts;
+  }
+
+  private cached(schema: DescMessage, message: Message): Uint8Array {
+    let bytes = this.cache.get(message);
+    if (!bytes) this.cache.set(message, (bytes = toBinary(schema, message)));
+    return bytes;
+  }
+
+  /** The message-typed fields (singular or repeated, outside oneofs) whose type is immutable. */
+  private plan(schema: DescMessage): readonly DescField[] {
+    let plan = this.plans.get(schema.typeName);
+    if (!plan) {
+      plan = schema.fields.filter(
+        (f) =>
+          (f.fieldKind === "message" || (f.fieldKind === "list" && f.listKind === "message")) &&
+          !f.oneof &&
+          this.immutable.has(f.message!.typeName),
+      );
+      this.plans.set(schema.typeName, plan);
+    }
+    return plan;
+  }
+}
+
+/** Tag (field number, wire type 2) and length, as varints. */
+function header(fieldNumber: number, length: number): Uint8Array {
+  const out: number[] = [];
+  varint(out, (fieldNumber << 3) | 2);
+  varint(out, length);
+  return Uint8Array.from(out);
+}
+
+function varint(out: number[], value: number): void {
+  while (value > 0x7f) {
+    out.push((value & 0x7f) | 0x80);
+    value >>>= 7;
+  }
+  out.push(value);
+}

@@ -1,0 +1,80 @@
+import { create, equals, fromBinary, toBinary } from "@bufbuild/protobuf";
+import { describe, expect, it } from "vitest";
+import { AgentSchema } from "../gen/federation/v1/agent_pb.js";
+import { DiscoverResponseSchema, GetManifestResponseSchema, ManifestSchema } from "../gen/federation/v1/directory_service_pb.js";
+import { RouteResponseSchema } from "../gen/federation/v1/router_service_pb.js";
+import { toAgentMessage } from "../src/registry/agent-message.js";
+import { MessageEncoder } from "../src/transport/message-encoding.js";
+import { agent } from "./contracts/agent-store.contract.js";
+
+const records = [
+  agent("a1", {
+    labels: { zone: "z1" },
+    tools: [{ name: "search", description: "web search", inputSchema: { type: "object", properties: { q: { type: "string" } } } }],
+  }),
+  agent("a2", { caps: [["code", ["py", "go"]], ["review", []]] }),
+  // A long one: lengths above 127 need multi-byte varints.
+  agent("a3", { tools: Array.from({ length: 40 }, (_, i) => ({ name: `t${i}`, description: "x".repeat(50), inputSchema: undefined })) }),
+];
+
+describe("MessageEncoder", () => {
+  const encoder = new MessageEncoder(new Set([AgentSchema.typeName]));
+
+  it("encodes repeated immutable messages to bytes that decode to the same message", () => {
+    const msg = create(DiscoverResponseSchema, { agents: records.map(toAgentMessage) });
+    const bytes = encoder.encode(DiscoverResponseSchema, msg);
+    expect(equals(DiscoverResponseSchema, fromBinary(DiscoverResponseSchema, bytes), msg)).toBe(true);
+    // Only repeated field 1: the same bytes as toBinary, byte for byte.
+    expect(Buffer.from(bytes).equals(Buffer.from(toBinary(DiscoverResponseSchema, msg)))).toBe(true);
+  });
+
+  it("handles a singular immutable field beside ordinary ones", () => {
+    const agents = records.map(toAgentMessage);
+    const msg = create(RouteResponseSchema, {
+      agent: agents[1],
+      candidates: agents.map((a, i) => ({ agentId: a.id, score: 1 - i / 10 })),
+      reason: "best of 3",
+      routeId: "r-1",
+    });
+    const bytes = encoder.encode(RouteResponseSchema, msg);
+    expect(equals(RouteResponseSchema, fromBinary(RouteResponseSchema, bytes), msg)).toBe(true);
+    expect(Buffer.from(bytes).equals(Buffer.from(toBinary(RouteResponseSchema, msg)))).toBe(true);
+  });
+
+  it("writes immutable fields first when they are not the lowest-numbered, which decodes the same", () => {
+    const msg = create(GetManifestResponseSchema, {
+      manifest: { name: "fed", agents: records.map(toAgentMessage) },
+      signature: "sig",
+    });
+    const manifest = msg.manifest!;
+    const bytes = encoder.encode(ManifestSchema, manifest);
+    expect(equals(ManifestSchema, fromBinary(ManifestSchema, bytes), manifest)).toBe(true);
+    expect(fromBinary(ManifestSchema, bytes).agents.map((a) => a.id)).toEqual(["a1", "a2", "a3"]);
+  });
+
+  it("caches the encoding of a top-level immutable message", () => {
+    const m = toAgentMessage(records[2]!);
+    expect(encoder.encodeParts(AgentSchema, m)[0]).toBe(encoder.encodeParts(AgentSchema, m)[0]);
+    expect(equals(AgentSchema, fromBinary(AgentSchema, encoder.encode(AgentSchema, m)), m)).toBe(true);
+  });
+
+  it("encodes each immutable message once and reuses its bytes", () => {
+    const msg = create(DiscoverResponseSchema, { agents: [toAgentMessage(records[0]!)] });
+    const first = encoder.encodeParts(DiscoverResponseSchema, msg);
+    const second = encoder.encodeParts(DiscoverResponseSchema, msg);
+    // [tag+length, agent bytes, rest]: the agent bytes are the same object.
+    expect(second[1]).toBe(first[1]);
+    // A new record (new revision) is a new message with its own encoding.
+    const changed = toAgentMessage({ ...records[0]!, load: 0.5, revision: 2 });
+    const third = encoder.encodeParts(DiscoverResponseSchema, create(DiscoverResponseSchema, { agents: [changed] }));
+    expect(third[1]).not.toBe(first[1]);
+    expect(fromBinary(DiscoverResponseSchema, Buffer.concat(third)).agents[0]!.load).toBe(0.5);
+  });
+
+  it("leaves messages without immutable fields to toBinary", () => {
+    const msg = create(AgentSchema, { id: "x" });
+    expect(encoder.encodeParts(DiscoverResponseSchema, create(DiscoverResponseSchema))).toHaveLength(1);
+    expect(Buffer.from(encoder.encode(RouteResponseSchema, create(RouteResponseSchema, { reason: "r" }))).length).toBeGreaterThan(0);
+    expect(msg.id).toBe("x");
+  });
+});
