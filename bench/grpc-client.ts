@@ -8,7 +8,11 @@ import { percentile, TOKEN, type LoadResult } from "./lib.js";
 export class GrpcLoader {
   private readonly sessions: http2.ClientHttp2Session[];
 
-  constructor(port: number, connections = 4) {
+  constructor(
+    port: number,
+    connections = 4,
+    private readonly token = TOKEN,
+  ) {
     this.sessions = Array.from({ length: connections }, () => http2.connect(`http://127.0.0.1:${port}`));
   }
 
@@ -22,7 +26,7 @@ export class GrpcLoader {
         ":path": path,
         "content-type": "application/grpc",
         te: "trailers",
-        authorization: `Bearer ${TOKEN}`,
+        authorization: `Bearer ${this.token}`,
       });
       const chunks: Buffer[] = [];
       let status = -1;

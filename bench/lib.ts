@@ -80,6 +80,12 @@ export interface Service {
   readonly child: ChildProcess;
   /** Milliseconds from spawn to the first SERVING answer of GET /health. */
   readonly readyMs: number;
+  /**
+   * A JWT minted by the service (agents:read/write, route, events:read): what
+   * real callers send, verified once and then served from the token cache.
+   * The bootstrap token is only for minting it.
+   */
+  readonly token: string;
   rssBytes(): number;
   stop(): Promise<void>;
 }
@@ -119,11 +125,20 @@ export async function startService(env: Record<string, string> = {}): Promise<Se
     await sleep(5);
   }
   const readyMs = performance.now() - started;
+  const minted = await fetch(`${url}/admin/tokens`, {
+    method: "POST",
+    headers: { authorization: `Bearer ${TOKEN}`, "content-type": "application/json" },
+    body: JSON.stringify({ tenant: "default", subject: "bench", scopes: ["agents:read", "agents:write", "route", "events:read"], ttl: "3600s" }),
+  });
+  const answer = (await minted.json()) as { token?: string; message?: string };
+  if (!minted.ok || !answer.token) throw new Error(`could not mint a bench token: HTTP ${minted.status} ${answer.message ?? ""}`);
+  const token = answer.token;
   return {
     port,
     url,
     child,
     readyMs,
+    token,
     rssBytes: () => rss(child.pid!),
     stop: async () => {
       await stop(child);

@@ -49,7 +49,7 @@ describe("the gRPC fast path", () => {
       const call = c.ListAgents({}, bearer(), (err: Error | null) => err && reject(err));
       call.on("metadata", resolve);
     });
-    expect(metadata.get("x-request-id")[0]).toMatch(/^[0-9a-f-]{36}$/);
+    expect(metadata.get("x-request-id")[0]).toMatch(/^[0-9a-f]{8}-[0-9a-z]+$/);
     expect(t.app.server.fastPath.served).toBe(before + 1);
   });
 

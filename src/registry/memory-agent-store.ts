@@ -4,6 +4,7 @@ import type { AgentPatch, AgentQuery, AgentStore, CatalogEntry, FleetCounts, Too
 
 /** Index scope of shared agents, beside one scope per tenant (no tenant can be named this). */
 const SHARED = "\u0000shared";
+const EMPTY: ReadonlySet<string> = new Set();
 
 interface Ranked {
   readonly ceiling: number;
@@ -129,18 +130,31 @@ export class MemoryAgentStore implements AgentStore {
 
   async query(q: AgentQuery): Promise<AgentRecord[]> {
     const out: AgentRecord[] = [];
-    const seen = new Set<string>();
-    for (const scope of [this.scopes.get(q.tenant), this.scopes.get(SHARED)]) {
-      if (!scope || out.length >= q.limit) continue;
-      for (const id of this.candidates(scope, q)) {
-        if (out.length >= q.limit) break;
-        if (seen.has(id)) continue;
-        seen.add(id);
-        const a = this.agents.get(id)!;
-        if (q.statuses.length === 0 || q.statuses.includes(a.status)) out.push(a);
-      }
-    }
+    this.collect(this.scopes.get(q.tenant), q, out, undefined);
+    // The tenant's own shared agents were found in its scope already.
+    if (q.tenant !== SHARED) this.collect(this.scopes.get(SHARED), q, out, q.tenant);
     return out;
+  }
+
+  /** Appends the scope's matches to `out` (up to the limit), skipping agents of `skipTenant`. */
+  private collect(scope: Scope | undefined, q: AgentQuery, out: AgentRecord[], skipTenant: string | undefined): void {
+    if (!scope || out.length >= q.limit) return;
+    const sets: ReadonlySet<string>[] = [];
+    for (const c of q.capabilities) sets.push(scope.byCapability.get(c) ?? EMPTY);
+    for (const t of q.tags) sets.push(scope.byTag.get(t) ?? EMPTY);
+    sets.sort((a, b) => a.size - b.size);
+    // Walk the smallest index (or every id, in order, when nothing is asked).
+    const walk: Iterable<string> = sets.length > 0 ? sets[0]! : scope.sortedIds;
+    for (const id of walk) {
+      let all = true;
+      for (let i = 1; i < sets.length && all; i++) all = sets[i]!.has(id);
+      if (!all) continue;
+      const a = this.agents.get(id)!;
+      if (a.tenant === skipTenant) continue;
+      if (q.statuses.length > 0 && !q.statuses.includes(a.status)) continue;
+      out.push(a);
+      if (out.length >= q.limit) return;
+    }
   }
 
   *routable(tenant: string, capabilities: readonly string[]): Generator<AgentRecord> {
@@ -205,16 +219,6 @@ export class MemoryAgentStore implements AgentStore {
 
   async close(): Promise<void> {}
 
-  private candidates(scope: Scope, q: AgentQuery): Iterable<string> {
-    const sets: Set<string>[] = [];
-    for (const c of q.capabilities) sets.push(scope.byCapability.get(c) ?? new Set());
-    for (const t of q.tags) sets.push(scope.byTag.get(t) ?? new Set());
-    if (sets.length === 0) return scope.sortedIds;
-    sets.sort((a, b) => a.size - b.size);
-    const [smallest, ...rest] = sets;
-    return filter(smallest!, (id) => rest.every((s) => s.has(id)));
-  }
-
   /** The shortest ranked list among the capabilities; the others are checked per agent. */
   private ranked(scope: Scope | undefined, capabilities: readonly string[]): readonly Ranked[] {
     let best: Ranked[] | undefined;
@@ -247,10 +251,6 @@ export class MemoryAgentStore implements AgentStore {
     if (!s) this.scopes.set(name, (s = new Scope()));
     return s;
   }
-}
-
-function* filter<T>(items: Iterable<T>, keep: (item: T) => boolean): Generator<T> {
-  for (const item of items) if (keep(item)) yield item;
 }
 
 /** Capabilities and tools are the same objects: the record came from update(). */

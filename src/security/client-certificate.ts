@@ -9,7 +9,12 @@ const cache = new WeakMap<object, PeerCertificate | undefined>();
  * connection. Undefined on cleartext connections and when none was sent.
  */
 export function peerCertificateOf(req: NodeRequest): PeerCertificate | undefined {
-  const socket = ("stream" in req ? req.stream.session?.socket : req.socket) as TLSSocket | undefined;
+  return peerCertificateOfSocket("stream" in req ? req.stream.session?.socket : req.socket);
+}
+
+/** The same for a raw connection socket (an HTTP/2 session's). */
+export function peerCertificateOfSocket(s: object | undefined): PeerCertificate | undefined {
+  const socket = s as TLSSocket | undefined;
   if (!socket || typeof socket.getPeerCertificate !== "function") return undefined;
   if (cache.has(socket)) return cache.get(socket);
   const cert = socket.getPeerCertificate();

@@ -5,12 +5,11 @@ import { AgentSchema } from "../../gen/federation/v1/agent_pb.js";
 import { HealthService } from "../../gen/federation/v1/health_service_pb.js";
 import type { EventBus } from "../events/event-bus.js";
 import { errors } from "../errors.js";
-import { peerCertificateOf } from "../security/client-certificate.js";
+import { peerCertificateOfSocket } from "../security/client-certificate.js";
 import { peerKey, principalKey } from "../security/principal.js";
 import type { RequestGuard } from "../security/request-guard.js";
 import { parseWatch } from "../validation/requests.js";
 import { MessageEncoder } from "./message-encoding.js";
-import type { NodeRequest } from "./node-types.js";
 
 type UnaryImpl = (req: Message, ctx: HandlerContext) => unknown;
 
@@ -66,19 +65,21 @@ export class GrpcFastPath {
     }
   }
 
-  /** Serves the request if it is plain gRPC on a route this path knows; false leaves it to connect-node. */
-  tryServe(req: NodeRequest, requestId: string): boolean {
-    if (!("stream" in req) || req.method !== "POST") return false;
-    const h = req.headers;
+  /**
+   * Serves the stream if it is plain gRPC on a route this path knows; false
+   * leaves it to connect-node (through node's compat layer). Runs on the
+   * raw HTTP/2 stream, before any request/response objects are made.
+   */
+  tryServe(stream: http2.ServerHttp2Stream, h: http2.IncomingHttpHeaders, requestId: string): boolean {
+    if (h[":method"] !== "POST") return false;
     const ct = h["content-type"];
     if (ct !== "application/grpc" && ct !== "application/grpc+proto") return false;
     const encoding = h["grpc-encoding"];
     if (encoding !== undefined && encoding !== "identity") return false;
-    const path = req.url;
+    const path = h[":path"] ?? "";
     const route = this.routes.get(path);
     if (!route && path !== this.watchPath) return false;
     this.served++;
-    const stream = req.stream;
     const call = new FastCall(
       route?.service ?? HealthService,
       route?.method ?? HealthService.method.watchEvents,
@@ -86,13 +87,13 @@ export class GrpcFastPath {
       h,
       parseTimeout(h["grpc-timeout"]),
       this.opts.shutdownSignal,
-      createContextValues().set(peerKey, peerCertificateOf(req)),
+      createContextValues().set(peerKey, peerCertificateOfSocket(stream.session?.socket)),
       requestId,
     );
     const onClose = () => call.abort(CLIENT_GONE);
     stream.once("close", onClose);
     call.onDeadline = () => sendError(stream, call, DEADLINE);
-    readFrame(req, this.opts.maxBodyBytes)
+    readFrame(stream, this.opts.maxBodyBytes)
       .then((bytes) => {
         let input: Message;
         try {
@@ -276,11 +277,7 @@ function headerValue(h: http2.IncomingHttpHeaders, name: string): string | null 
   return v === undefined ? null : Array.isArray(v) ? v.join(", ") : v;
 }
 
-/**
- * Reads exactly one length-prefixed, uncompressed message — from the compat
- * request, which already consumes the stream (reading the stream beside it
- * would stall once the compat layer pauses it).
- */
+/** Reads exactly one length-prefixed, uncompressed message from the request stream. */
 function readFrame(stream: import("node:stream").Readable, maxBytes: number): Promise<Uint8Array> {
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];

@@ -78,15 +78,13 @@ export class FederationServer {
     });
     const log = opts.log;
     const handler = (req: NodeRequest, res: NodeResponse) => {
-      const header = req.headers["x-request-id"];
-      const reqId = typeof header === "string" && /^[\w.-]{1,128}$/.test(header) ? header : randomUUID();
+      const reqId = requestIdOf(req.headers["x-request-id"]);
       const start = performance.now();
       res.once("close", () => {
         if (!log.isLevelEnabled("info")) return;
         const path = (req.url ?? "/").split("?", 1)[0];
         log.info({ reqId, method: req.method, path, status: res.statusCode, ms: +(performance.now() - start).toFixed(2) }, "request");
       });
-      if (this.fastPath.tryServe(req, reqId)) return;
       res.setHeader("x-request-id", reqId);
       adapter(req, res);
     };
@@ -104,6 +102,25 @@ export class FederationServer {
     });
 
     this.h2 = http2.createServer({ maxSessionMemory: 64 }, handler);
+    // The lean gRPC path takes its streams before node's compat layer makes
+    // request/response objects for them; every other stream goes on to the
+    // compat listener that createServer(handler) installed.
+    const compat = this.h2.listeners("stream") as ((...args: unknown[]) => void)[];
+    if (compat.length === 0) throw new Error("node:http2 installed no compat stream listener");
+    this.h2.removeAllListeners("stream");
+    this.h2.on("stream", (stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders, ...rest: unknown[]) => {
+      const reqId = requestIdOf(headers["x-request-id"]);
+      if (this.fastPath.tryServe(stream, headers, reqId)) {
+        if (log.isLevelEnabled("info")) {
+          const start = performance.now();
+          stream.once("close", () =>
+            log.info({ reqId, method: "POST", path: headers[":path"], grpcCall: true, ms: +(performance.now() - start).toFixed(2) }, "request"),
+          );
+        }
+        return;
+      }
+      for (const listener of compat) listener.call(this.h2, stream, headers, ...rest);
+    });
     this.h2.on("session", (session) => {
       this.sessions.add(session);
       session.once("close", () => this.sessions.delete(session));
@@ -179,4 +196,13 @@ export class FederationServer {
     this.h1.emit("connection", socket);
     (socket as net.Socket).resume();
   }
+}
+
+let requestSeq = 0;
+const bootId = randomUUID().slice(0, 8);
+
+/** The caller's x-request-id if it is sane, else one of ours (unique, not secret: no CSPRNG per call). */
+function requestIdOf(header: string | string[] | undefined): string {
+  if (typeof header === "string" && /^[\w.-]{1,128}$/.test(header)) return header;
+  return `${bootId}-${(++requestSeq).toString(36)}`;
 }
