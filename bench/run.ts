@@ -9,6 +9,7 @@
  * --quick runs every scenario tiny, asserts nothing about speed, and fails
  * only if a scenario breaks or loses events.
  */
+import { randomUUID } from "node:crypto";
 import { mkdirSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { create, toBinary } from "@bufbuild/protobuf";
@@ -21,6 +22,7 @@ import { HeartbeatRequestSchema, RegisterRequestSchema, RegisterResponseSchema }
 import { fromBinary } from "@bufbuild/protobuf";
 import { RouteRequestSchema } from "../gen/federation/v1/router_service_pb.js";
 import { systemClock } from "../src/clock.js";
+import { buildEvent } from "../src/events/event-bus.js";
 import { MemoryEventBus } from "../src/events/memory-event-bus.js";
 import { AgentStatus, Transport, type AgentRecord } from "../src/registry/agent-record.js";
 import { MemoryAgentStore } from "../src/registry/memory-agent-store.js";
@@ -312,6 +314,8 @@ async function routeMicro(): Promise<void> {
   }
 }
 
+const rawDeliveries = new Map<string, number>();
+
 async function fanout(): Promise<void> {
   for (const subs of size.subscribers) {
     for (const kind of ["raw", "ws", "grpc"] as const) {
@@ -319,7 +323,10 @@ async function fanout(): Promise<void> {
       for (const mode of ["paced", "max"] as const) {
         const events = mode === "paced" ? size.paced : size.burst;
         const r = await fanoutOnce(kind, subs, events, mode === "paced" ? 10 : 0);
+        if (kind === "raw") rawDeliveries.set(`${subs} ${mode}`, r.deliveriesPerSec);
+        const raw = rawDeliveries.get(`${subs} ${mode}`);
         add({
+          ...(kind !== "raw" && raw !== undefined ? { limit: "raw http2 frames", ratio: r.deliveriesPerSec / raw } : {}),
           scenario: `fan-out ${kind === "raw" ? "limit: raw http2 frames" : kind === "ws" ? "/ws" : "WatchEvents gRPC"}, ${subs} subs, ${mode}${mode === "paced" ? " 10 ev/s" : ""}`,
           rps: r.deliveriesPerSec,
           p50Ms: r.p50Ms,
@@ -333,6 +340,14 @@ async function fanout(): Promise<void> {
   }
 }
 
+/** The gRPC frame size of a task.routed event as the service sends it: the raw limit writes frames this size. */
+const eventFrameBytes = buildEvent(1_000_000n, Date.now(), {
+  type: "task.routed",
+  tenant: "default",
+  agentId: randomUUID(),
+  payload: { case: "taskRouted", value: { routeId: randomUUID(), capabilities: ["bench.fanout"], score: 0.9876 } },
+}).grpcFrame().length;
+
 async function fanoutOnce(kind: "raw" | "ws" | "grpc", subs: number, events: number, rate: number) {
   let port: number;
   let server: { stop(): Promise<void> };
@@ -344,12 +359,20 @@ async function fanoutOnce(kind: "raw" | "ws" | "grpc", subs: number, events: num
     server = { stop: () => stop(child) };
     trigger = async () => undefined;
   } else {
+    // The events are task.routed, one per Route call to the one agent that
+    // offers "bench.fanout": small events, like the raw limit's frames.
     const svc = await startService();
     port = svc.port;
-    server = svc;
     const loader = new GrpcLoader(port, 1, svc.token);
-    trigger = async (i) => {
-      await loader.call("/federation.v1.RegistryService/Register", toBinary(RegisterRequestSchema, create(RegisterRequestSchema, agentInit(i))));
+    const reg = await loader.call(
+      "/federation.v1.RegistryService/Register",
+      toBinary(RegisterRequestSchema, create(RegisterRequestSchema, { ...agentInit(0), capabilities: [{ name: "bench.fanout" }] })),
+    );
+    if (reg.status !== 0) throw new Error(`fan-out agent not registered: ${reg.message}`);
+    const route = toBinary(RouteRequestSchema, create(RouteRequestSchema, { capabilities: ["bench.fanout"] }));
+    trigger = async () => {
+      const r = await loader.call("/federation.v1.RouterService/Route", route);
+      if (r.status !== 0) throw new Error(`route failed: ${r.message}`);
     };
     server = { stop: async () => (loader.close(), await svc.stop()) };
   }
@@ -367,7 +390,7 @@ async function fanoutOnce(kind: "raw" | "ws" | "grpc", subs: number, events: num
     if (kind === "raw") {
       const http2 = await import("node:http2");
       const s = http2.connect(`http://127.0.0.1:${port}`);
-      await new Promise((r) => s.request({ ":path": `/emit?n=${events}&rate=${rate}` }).on("close", r).end());
+      await new Promise((r) => s.request({ ":path": `/emit?n=${events}&rate=${rate}&size=${eventFrameBytes}` }).on("close", r).end());
       s.close();
     } else if (rate > 0) {
       for (let i = 0; i < events; i++) {

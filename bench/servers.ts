@@ -76,12 +76,14 @@ function fanout(): void {
     const url = new URL(String(headers[":path"]), "http://x");
     const n = Number(url.searchParams.get("n"));
     const rate = Number(url.searchParams.get("rate") ?? "0");
+    // Frame size (5-byte envelope included), like the service's events; at least the 8-byte timestamp.
+    const size = Math.max(13, Number(url.searchParams.get("size") ?? "13"));
     stream.respond({ ":status": 200 });
     stream.end();
     let sent = 0;
     const emit = () => {
-      const frame = Buffer.alloc(13);
-      frame.writeUInt32BE(8, 1);
+      const frame = Buffer.alloc(size);
+      frame.writeUInt32BE(size - 5, 1);
       frame.writeDoubleBE(Date.now(), 5);
       for (const s of streams) s.write(frame);
       sent++;

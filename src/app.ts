@@ -122,7 +122,7 @@ export class App {
     this.bridge = new WebSocketBridge(
       this.bus,
       security.guard,
-      { maxBufferedBytes: 4 * 1024 * 1024, pingIntervalMs: 30_000, maxPayloadBytes: 64 * 1024 },
+      { maxBufferedBytes: config.events.subscriberBufferBytes, pingIntervalMs: 30_000, maxPayloadBytes: 64 * 1024 },
       this.log.child({ component: "websocket" }),
     );
 
@@ -153,6 +153,7 @@ export class App {
       bus: this.bus,
       tls: security.tls,
       maxBodyBytes: config.maxBodyBytes,
+      subscriberBufferBytes: config.events.subscriberBufferBytes,
       sniffTimeoutMs: config.sniffTimeoutMs,
       shutdownGraceMs: config.shutdownGraceMs,
       log: this.log.child({ component: "http" }),

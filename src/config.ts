@@ -78,6 +78,8 @@ export interface EventConfig {
   readonly retention: number;
   /** Events queued for one subscriber before it is cut off as too slow. */
   readonly subscriberQueueLimit: number;
+  /** Unsent bytes one /ws or fast-path WatchEvents subscriber may have before it is cut off. */
+  readonly subscriberBufferBytes: number;
 }
 
 export class ConfigError extends Error {
@@ -113,6 +115,7 @@ export function loadConfig(env: Env = process.env): Config {
     events: {
       retention: integer(env, "EVENT_RETENTION", 10_000, 0, 10_000_000),
       subscriberQueueLimit: integer(env, "SUBSCRIBER_QUEUE_LIMIT", 1_024, 1, 1_000_000),
+      subscriberBufferBytes: integer(env, "SUBSCRIBER_BUFFER_BYTES", 4 * 1024 * 1024, 1024, 1024 * 1024 * 1024),
     },
     sniffTimeoutMs: duration(env, "SNIFF_TIMEOUT", 10_000),
     shutdownGraceMs: duration(env, "SHUTDOWN_GRACE", 10_000),

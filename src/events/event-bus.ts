@@ -38,6 +38,7 @@ export class PublishedEvent {
   private jsonText: string | undefined;
   private binary: Uint8Array | undefined;
   private frame: Buffer | undefined;
+  private textFrame: Buffer | undefined;
 
   constructor(readonly message: Event) {}
 
@@ -78,6 +79,29 @@ export class PublishedEvent {
     Buffer.from(len).copy(frame, 6);
     frame.set(event, 6 + len.length);
     return (this.frame = frame);
+  }
+
+  /**
+   * The WebSocket text frame (RFC 6455 §5.2) carrying json(). Frames a
+   * server sends are unmasked, so one frame serves every subscriber.
+   */
+  wsFrame(): Buffer {
+    if (this.textFrame) return this.textFrame;
+    const payload = Buffer.from(this.json());
+    const n = payload.length;
+    const head = n < 126 ? 2 : n < 65_536 ? 4 : 10;
+    const frame = Buffer.allocUnsafe(head + n);
+    frame[0] = 0x81; // FIN, opcode 1 (text)
+    if (n < 126) frame[1] = n;
+    else if (n < 65_536) {
+      frame[1] = 126;
+      frame.writeUInt16BE(n, 2);
+    } else {
+      frame[1] = 127;
+      frame.writeBigUInt64BE(BigInt(n), 2);
+    }
+    payload.copy(frame, head);
+    return (this.textFrame = frame);
   }
 
   matches(filter: EventFilter): boolean {

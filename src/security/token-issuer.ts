@@ -1,5 +1,6 @@
 import { createHash, randomUUID } from "node:crypto";
 import canonicalize from "canonicalize";
+import { LRUCache } from "lru-cache";
 import type { Clock } from "../clock.js";
 import type { AgentRecord } from "../registry/agent-record.js";
 import type { KeyStore } from "./key-store.js";
@@ -13,6 +14,9 @@ export interface IssuedToken {
 
 /** Tokens the federation signs itself: tenant tokens (admin-minted) and agent passports. */
 export class TokenIssuer {
+  /** The last passport of each agent (bounded), reused while half its life is left. */
+  private readonly passports = new LRUCache<string, IssuedToken & { readonly binding: string }>({ max: 100_000 });
+
   constructor(
     private readonly keys: KeyStore,
     private readonly clock: Clock,
@@ -22,8 +26,24 @@ export class TokenIssuer {
   /**
    * A passport binds agent id (`sub`), tenant, the registration it belongs
    * to (`reg`, so unregistering revokes it) and a hash of the registered
-   * capabilities. Short-lived; every heartbeat answers with a fresh one.
+   * capabilities. Short-lived: a heartbeat answers with the agent's current
+   * passport while at least half its lifetime is left, and with a new one
+   * after that, or as soon as the registration, capabilities or signing key
+   * change. (Signing on every heartbeat made the EdDSA signature most of a
+   * heartbeat's cost.)
    */
+  async renewedPassport(agent: AgentRecord): Promise<IssuedToken> {
+    const binding = `${agent.tenant}|${agent.registeredAt}|${capabilityHash(agent)}|${this.keys.currentKid()}`;
+    const cached = this.passports.get(agent.id);
+    if (cached && cached.binding === binding && cached.expiresAt - this.clock.now() >= this.opts.passportTtlMs / 2) {
+      return cached;
+    }
+    const fresh = await this.passport(agent);
+    this.passports.set(agent.id, { ...fresh, binding });
+    return fresh;
+  }
+
+  /** A new passport (registration: always a new one). */
   async passport(agent: AgentRecord): Promise<IssuedToken> {
     const expiresAt = wholeSeconds(this.clock.now() + this.opts.passportTtlMs);
     const token = await this.keys.signJwt(
@@ -60,8 +80,20 @@ export class TokenIssuer {
   }
 }
 
-/** SHA-256 (base64url) of the RFC 8785 canonical JSON of the capabilities, sorted by name. */
+const capabilityHashes = new WeakMap<object, string>();
+
+/**
+ * SHA-256 (base64url) of the RFC 8785 canonical JSON of the capabilities,
+ * sorted by name; remembered per capabilities array (records share it
+ * across heartbeats).
+ */
 export function capabilityHash(agent: Pick<AgentRecord, "capabilities">): string {
+  let hash = capabilityHashes.get(agent.capabilities);
+  if (hash === undefined) capabilityHashes.set(agent.capabilities, (hash = computeCapabilityHash(agent)));
+  return hash;
+}
+
+function computeCapabilityHash(agent: Pick<AgentRecord, "capabilities">): string {
   const caps = [...agent.capabilities]
     .sort((a, b) => (a.name < b.name ? -1 : 1))
     .map((c) => ({ name: c.name, tags: [...c.tags].sort() }));

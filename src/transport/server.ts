@@ -30,6 +30,8 @@ export interface ServerOptions {
   /** TLS (and mTLS) mode of the same port; cleartext when undefined. */
   readonly tls: tls.SecureContextOptions & { requestCert: boolean; rejectUnauthorized: boolean } | undefined;
   readonly maxBodyBytes: number;
+  /** Unsent bytes a WatchEvents stream may have before it is cut off as too slow. */
+  readonly subscriberBufferBytes: number;
   readonly sniffTimeoutMs: number;
   readonly shutdownGraceMs: number;
   readonly log: Logger;
@@ -73,7 +75,7 @@ export class FederationServer {
       guard: opts.guard,
       bus: opts.bus,
       maxBodyBytes: opts.maxBodyBytes,
-      maxStreamBufferBytes: 4 * 1024 * 1024,
+      maxStreamBufferBytes: opts.subscriberBufferBytes,
       shutdownSignal: this.shutdown.signal,
     });
     const log = opts.log;

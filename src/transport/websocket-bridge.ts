@@ -21,14 +21,18 @@ export interface WebSocketBridgeOptions {
 /**
  * /ws: the WatchEvents feed over a WebSocket, one text frame per event in
  * proto3 JSON. Query: `types` (repeated or comma-separated), `agent_id`,
- * `after_id` to resume. Each event is serialized once for all clients
- * (PublishedEvent.json); a client whose send buffer passes the bound is
- * closed with 1013 rather than slowing the others.
+ * `after_id` to resume. Each event is serialized and framed once for all
+ * clients (PublishedEvent.wsFrame) and that frame is written straight to
+ * each client's socket; ws keeps the handshake, pings, reading and the
+ * closing handshake (no extensions are negotiated, so frames are plain).
+ * A client whose unsent bytes pass the bound is closed with 1013 rather
+ * than slowing the others.
  */
 export class WebSocketBridge {
   private readonly wss: WebSocketServer;
   private readonly alive = new WeakSet<WebSocket>();
   private readonly pinger: NodeJS.Timeout;
+  private readonly corked = new Set<Duplex>();
 
   constructor(
     private readonly bus: EventBus,
@@ -38,6 +42,8 @@ export class WebSocketBridge {
   ) {
     this.wss = new WebSocketServer({
       noServer: true,
+      // Event frames are written pre-framed (see handleUpgrade): no extensions.
+      perMessageDeflate: false,
       maxPayload: opts.maxPayloadBytes,
       clientTracking: true,
       // Echo "bearer" when the token came as a subprotocol, as browsers require.
@@ -85,16 +91,37 @@ export class WebSocketBridge {
       ws.on("error", (err) => this.log.debug({ err }, "websocket error"));
       const subscription = this.bus.subscribe(input.filter, input.afterId, (event) => {
         if (ws.readyState !== ws.OPEN) return;
-        if (ws.bufferedAmount > this.opts.maxBufferedBytes) {
+        if (socket.writableLength + ws.bufferedAmount > this.opts.maxBufferedBytes) {
           subscription.close();
           ws.close(1013, "subscriber too slow");
+          // A client that does not read will not answer the close either.
+          setTimeout(() => ws.terminate(), 1_000).unref();
           return;
         }
-        ws.send(event.json());
+        this.write(socket, event.wsFrame());
       });
       ws.on("close", () => subscription.close());
     });
   }
+
+  /**
+   * Writes a frame, corking the socket until the current I/O phase ends so
+   * that a burst of events reaches each client in one writev, not one
+   * system call per event per client.
+   */
+  private write(socket: Duplex, frame: Buffer): void {
+    if (!this.corked.has(socket)) {
+      socket.cork();
+      this.corked.add(socket);
+      if (this.corked.size === 1) setImmediate(this.uncorkAll);
+    }
+    socket.write(frame);
+  }
+
+  private readonly uncorkAll = () => {
+    for (const socket of this.corked) socket.uncork();
+    this.corked.clear();
+  };
 
   get clientCount(): number {
     return this.wss.clients.size;

@@ -40,7 +40,7 @@ export function registryService(
     },
     async heartbeat(req, ctx) {
       const agent = await registry.heartbeat(parseHeartbeat(req), ctx.values.get(principalKey));
-      const passport = await issuer.passport(agent);
+      const passport = await issuer.renewedPassport(agent);
       return create(HeartbeatResponseSchema, {
         agent: toAgentMessage(agent),
         leaseTtl: durationFromMs(agent.leaseTtlMs),

@@ -1,0 +1,63 @@
+import { mkdtempSync, rmSync } from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { decodeJwt, decodeProtectedHeader } from "jose";
+import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { FileKeyStore } from "../src/security/key-store.js";
+import { TokenIssuer } from "../src/security/token-issuer.js";
+import { agent } from "./contracts/agent-store.contract.js";
+import { ManualClock } from "./support/manual-clock.js";
+
+const TTL = 15 * 60_000;
+
+describe("passport renewal on heartbeat", () => {
+  let dir: string;
+  let clock: ManualClock;
+  let keys: FileKeyStore;
+  let issuer: TokenIssuer;
+
+  beforeEach(async () => {
+    dir = mkdtempSync(path.join(os.tmpdir(), "fc-passport-"));
+    clock = new ManualClock();
+    keys = await FileKeyStore.open({ dataDir: dir, fromEnv: undefined, clock, retireAfterMs: 3_600_000 });
+    issuer = new TokenIssuer(keys, clock, { issuer: "fed", audience: "fed", passportTtlMs: TTL });
+  });
+  afterEach(() => rmSync(dir, { recursive: true, force: true }));
+
+  it("answers with the current passport while half its life is left, then with a new one", async () => {
+    const a = agent("a1");
+    const first = await issuer.renewedPassport(a);
+    clock.advance(TTL / 2 - 1_000);
+    expect((await issuer.renewedPassport({ ...a, load: 0.4, revision: 2 })).token).toBe(first.token);
+    clock.advance(2_000);
+    const second = await issuer.renewedPassport({ ...a, revision: 3 });
+    expect(second.token).not.toBe(first.token);
+    expect(decodeJwt(second.token).exp! * 1000).toBe(second.expiresAt);
+    expect(second.expiresAt).toBeGreaterThan(first.expiresAt);
+  });
+
+  it("issues a new passport when the registration, capabilities or signing key change", async () => {
+    const a = agent("a1");
+    const first = await issuer.renewedPassport(a);
+    const reRegistered = await issuer.renewedPassport({ ...a, registeredAt: a.registeredAt + 1 });
+    expect(reRegistered.token).not.toBe(first.token);
+    expect(decodeJwt(reRegistered.token).reg).toBe(a.registeredAt + 1);
+
+    const newCaps = await issuer.renewedPassport({ ...a, registeredAt: a.registeredAt + 1, capabilities: [{ name: "other", tags: [] }] });
+    expect(newCaps.token).not.toBe(reRegistered.token);
+    expect(decodeJwt(newCaps.token).cap_hash).not.toBe(decodeJwt(reRegistered.token).cap_hash);
+
+    const kid = await keys.rotate();
+    const rotated = await issuer.renewedPassport({ ...a, registeredAt: a.registeredAt + 1, capabilities: [{ name: "other", tags: [] }] });
+    expect(rotated.token).not.toBe(newCaps.token);
+    expect(decodeProtectedHeader(rotated.token).kid).toBe(kid);
+  });
+
+  it("keeps agents' passports apart", async () => {
+    const p1 = await issuer.renewedPassport(agent("a1"));
+    const p2 = await issuer.renewedPassport(agent("a2"));
+    expect(decodeJwt(p1.token).sub).toBe("a1");
+    expect(decodeJwt(p2.token).sub).toBe("a2");
+    expect((await issuer.renewedPassport(agent("a1"))).token).toBe(p1.token);
+  });
+});
