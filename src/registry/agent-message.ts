@@ -1,21 +1,32 @@
 import { create } from "@bufbuild/protobuf";
+import { LRUCache } from "lru-cache";
 import { durationFromMs, timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { AgentSchema, type Agent } from "../../gen/federation/v1/agent_pb.js";
 import type { AgentRecord } from "./agent-record.js";
 
 /**
- * Records are immutable (every change makes a new one), so each record's
- * message is built once and reused by every answer that lists it; building
- * it (timestamps, Struct schemas) was the larger part of a Discover.
+ * Records are immutable (every change makes a new one), so a record's
+ * message is built once and reused by every read that lists it; building
+ * it (timestamps, Struct schemas) was the larger part of a Discover, and
+ * the transport caches its encoding per message too. Bounded, so memory
+ * does not grow with the fleet: the agents being read stay cached.
  * Callers must not mutate the returned message.
  */
-const cache = new WeakMap<AgentRecord, Agent>();
+const cache = new LRUCache<AgentRecord, Agent>({ max: 10_000 });
 
-/** The contract's view of a stored agent. */
+/** The contract's view of a stored agent, for reads (cached). */
 export function toAgentMessage(a: AgentRecord): Agent {
   let message = cache.get(a);
   if (!message) cache.set(a, (message = build(a)));
   return message;
+}
+
+/**
+ * The same, not cached: for answers to writes and for events, whose record
+ * the next heartbeat replaces anyway.
+ */
+export function agentMessageOnce(a: AgentRecord): Agent {
+  return cache.get(a) ?? build(a);
 }
 
 function build(a: AgentRecord): Agent {

@@ -7,7 +7,7 @@ import { noCounters, type Counters } from "../health/telemetry.js";
 import type { Logger } from "../logger.js";
 import type { Principal } from "../security/principal.js";
 import type { HeartbeatInput, Page, RegisterInput } from "../validation/requests.js";
-import { toAgentMessage } from "./agent-message.js";
+import { agentMessageOnce } from "./agent-message.js";
 import { AgentStatus, type AgentRecord } from "./agent-record.js";
 import type { AgentStore } from "./agent-store.js";
 
@@ -196,7 +196,7 @@ export class Registry {
         agentId: agent.id,
         payload: {
           case: "agentChange",
-          value: { agent: toAgentMessage(agent), previousStatus: previous ?? AgentStatus.UNSPECIFIED, reason },
+          value: { agent: agentMessageOnce(agent), previousStatus: previous ?? AgentStatus.UNSPECIFIED, reason },
         },
       });
     } catch (err) {

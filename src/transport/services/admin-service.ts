@@ -8,7 +8,7 @@ import {
   ShareAgentResponseSchema,
 } from "../../../gen/federation/v1/admin_service_pb.js";
 import { errors } from "../../errors.js";
-import { toAgentMessage } from "../../registry/agent-message.js";
+import { agentMessageOnce } from "../../registry/agent-message.js";
 import type { Registry } from "../../registry/registry.js";
 import type { KeyStore } from "../../security/key-store.js";
 import { principalKey, SCOPES, type Scope } from "../../security/principal.js";
@@ -43,7 +43,7 @@ export function adminService(registry: Registry, issuer: TokenIssuer, keys: KeyS
     },
     async shareAgent(req, ctx) {
       const agent = await registry.share(parseAgentId(req), req.shared, ctx.values.get(principalKey));
-      return create(ShareAgentResponseSchema, { agent: toAgentMessage(agent) });
+      return create(ShareAgentResponseSchema, { agent: agentMessageOnce(agent) });
     },
   };
 }

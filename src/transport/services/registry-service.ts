@@ -10,7 +10,7 @@ import {
   UnregisterResponseSchema,
 } from "../../../gen/federation/v1/registry_service_pb.js";
 import type { LeaseConfig } from "../../config.js";
-import { toAgentMessage } from "../../registry/agent-message.js";
+import { agentMessageOnce, toAgentMessage } from "../../registry/agent-message.js";
 import type { Registry } from "../../registry/registry.js";
 import { principalKey } from "../../security/principal.js";
 import type { TokenIssuer } from "../../security/token-issuer.js";
@@ -32,7 +32,7 @@ export function registryService(
       const agent = await registry.register(parseRegister(req, lease), ctx.values.get(principalKey));
       const passport = await issuer.passport(agent);
       return create(RegisterResponseSchema, {
-        agent: toAgentMessage(agent),
+        agent: agentMessageOnce(agent),
         leaseTtl: durationFromMs(agent.leaseTtlMs),
         passport: passport.token,
         passportExpiresAt: timestampFromMs(passport.expiresAt),
@@ -42,7 +42,7 @@ export function registryService(
       const agent = await registry.heartbeat(parseHeartbeat(req), ctx.values.get(principalKey));
       const passport = await issuer.renewedPassport(agent);
       return create(HeartbeatResponseSchema, {
-        agent: toAgentMessage(agent),
+        agent: agentMessageOnce(agent),
         leaseTtl: durationFromMs(agent.leaseTtlMs),
         passport: passport.token,
         passportExpiresAt: timestampFromMs(passport.expiresAt),
