@@ -184,7 +184,7 @@ export async function h2load(o: {
   (await import("node:fs")).writeFileSync(bodyFile, frame);
   const headers = { "content-type": "application/grpc", te: "trailers", authorization: `Bearer ${TOKEN}`, ...o.headers };
   const args = [
-    "-n", String(o.requests),
+    "-n", String(Math.ceil(o.requests)),
     "-c", String(o.connections ?? 8),
     "-m", String(o.streams ?? 16),
     "-d", bodyFile,
@@ -201,7 +201,7 @@ export async function h2load(o: {
     child.once("exit", resolve);
     child.once("error", (e) => resolve((err += e.message)));
   });
-  if (!existsSync(logFile)) throw new Error(`h2load did not run (install Debian's nghttp2-client): ${err || out}`);
+  if (!existsSync(logFile)) throw new Error(`h2load did not run (is Debian's nghttp2-client installed?): ${err || out}`);
   const rpsMatch = /finished in [\d.]+m?s, ([\d.]+) req\/s/.exec(out);
   const done = /requests: \d+ total, \d+ started, \d+ done, (\d+) succeeded, (\d+) failed/.exec(out);
   const times = readFileSync(logFile, "utf8")

@@ -151,7 +151,7 @@ async function serviceScenarios(limit: Record<string, LoadResult>): Promise<void
     const ids = await registerAgents(svc, size.agents);
     const discover = toBinary(DiscoverRequestSchema, create(DiscoverRequestSchema, { capabilities: ["cap.1", "cap.14"], limit: 10 }));
     // Warm-up (JIT, and the garbage of 10k registrations collected) before measuring.
-    await h2load({ url: `${svc.url}/federation.v1.DirectoryService/Discover`, body: discover, requests: size.requests / 6, headers: auth(svc) });
+    await h2load({ url: `${svc.url}/federation.v1.DirectoryService/Discover`, body: discover, requests: Math.ceil(size.requests / 6), headers: auth(svc) });
     const grpcDiscover = check(
       await h2load({ url: `${svc.url}/federation.v1.DirectoryService/Discover`, body: discover, requests: size.requests, headers: auth(svc) }),
       "discover grpc",
