@@ -233,11 +233,13 @@ async function ferretScenarios(): Promise<void> {
       await svc.stop();
     }
     {
-
-      // The backend's own limit: the same reads and revision-guarded updates
-      // on the same documents and indexes, straight from the driver.
+      // The backend's own limit: the same reads and revision-guarded writes
+      // on the same documents and indexes, straight from the driver. On
+      // FerretDB a guarded write is three (claim the next revision, update,
+      // drop the previous claim: see src/registry/revision-claims.ts).
       const client = new MongoClient(`mongodb://127.0.0.1:${port}/bench`);
       const col = client.db().collection<{ _id: string; revision: number }>("agents");
+      const claims = client.db().collection<{ _id: string; agentId: string; claimedAt: number }>("agent_claims");
       const times: number[] = [];
       let next = 0;
       const started = performance.now();
@@ -248,17 +250,20 @@ async function ferretScenarios(): Promise<void> {
             const t0 = performance.now();
             const doc = await col.findOne({ _id: ids[i % n]! });
             const now = Date.now();
+            const rev = doc!.revision;
+            await claims.insertOne({ _id: `${doc!._id}#${rev + 1}`, agentId: doc!._id, claimedAt: now });
             await col.updateOne(
-              { _id: doc!._id, revision: doc!.revision },
-              { $set: { status: 1, load: 0.5, lastHeartbeatAt: now, leaseExpiresAt: now + 3_600_000, revision: doc!.revision + 1 } },
+              { _id: doc!._id, revision: rev },
+              { $set: { status: 1, load: 0.5, lastHeartbeatAt: now, leaseExpiresAt: now + 3_600_000, revision: rev + 1 } },
             );
+            await claims.deleteOne({ _id: `${doc!._id}#${rev}` });
             times.push(performance.now() - t0);
           }
         }),
       );
       const raw = { rps: writes / ((performance.now() - started) / 1000), p50Ms: percentile(times, 50), p99Ms: percentile(times, 99) };
       await client.close();
-      add({ scenario: "limit: raw mongodb driver, findOne + guarded updateOne", ...raw });
+      add({ scenario: "limit: raw mongodb driver, findOne + claimed, guarded updateOne", ...raw });
       add({ scenario: "heartbeat gRPC, MongoDB (FerretDB)", ...viaService, limit: "raw driver", ratio: viaService.rps / raw.rps });
     }
   } finally {

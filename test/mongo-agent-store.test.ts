@@ -1,3 +1,4 @@
+import { MongoClient } from "mongodb";
 import { pino } from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { MongoAgentStore } from "../src/registry/mongo-agent-store.js";
@@ -50,6 +51,27 @@ describe("MongoAgentStore", () => {
     await store.put(agent("r2", { tools: [{ name: "other", description: "aab", inputSchema: undefined }] }), 0);
     const hits = await store.tools({ tenant: "t1", text: "(a+b)", name: "", after: undefined, limit: 10 });
     expect(hits.map((h) => h.agentId)).toEqual(["r1"]);
+  });
+
+  it("on FerretDB, a claim left by a writer that died blocks its transition until it goes stale", async () => {
+    const store = await freshStore();
+    const raw = new MongoClient(ferret.url);
+    try {
+      const a = agent("stuck", { revision: 1 });
+      await store.put(a, 0);
+      const dbName = `contract_${process.pid}_${n - 1}`; // freshStore's database
+      const claims = raw.db(dbName).collection<{ _id: string; agentId: string; claimedAt: number }>("agent_claims");
+      await claims.insertOne({ _id: "stuck#2", agentId: "stuck", claimedAt: Date.now() });
+      expect(await store.update(a, { load: 0.5, revision: 2 })).toBe(false);
+      await claims.updateOne({ _id: "stuck#2" }, { $set: { claimedAt: 0 } });
+      expect(await store.update(a, { load: 0.5, revision: 2 })).toBe(true);
+      // Claims do not pile up: only the latest transition's is kept, none after delete.
+      expect(await claims.find({ agentId: "stuck" }).map((c) => c._id).toArray()).toEqual(["stuck#2"]);
+      expect(await store.delete("stuck", 2)).toBe(true);
+      expect(await claims.countDocuments({ agentId: "stuck" })).toBe(0);
+    } finally {
+      await raw.close();
+    }
   });
 
   it("reports healthy once connected", async () => {

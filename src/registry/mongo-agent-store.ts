@@ -12,6 +12,7 @@ import type { ComponentStatus } from "../events/event-bus.js";
 import type { Logger } from "../logger.js";
 import { ROUTABLE_STATUSES, routeCeiling, type AgentRecord, type AgentStatus, type Transport } from "./agent-record.js";
 import type { AgentPatch, AgentQuery, AgentStore, CatalogEntry, FleetCounts, ToolQuery } from "./agent-store.js";
+import { RevisionClaims } from "./revision-claims.js";
 
 /**
  * An agent as MongoDB keeps it. Client-chosen strings never become field
@@ -68,7 +69,8 @@ export interface MongoStoreOptions {
  * MongoDB (or FerretDB) database. Writes are compare-and-set on `revision`
  * (insert for a new id, a replace filtered on the expected revision), so two
  * replicas or reapers never overwrite each other and each transition
- * happens once.
+ * happens once. On FerretDB, whose filtered writes are not atomic, each
+ * transition is also claimed first (see RevisionClaims).
  */
 export class MongoAgentStore implements AgentStore {
   private readonly client: MongoClient;
@@ -80,6 +82,7 @@ export class MongoAgentStore implements AgentStore {
   /** Indexes exist; from then on health follows the pings. */
   private initialized = false;
   private pinger: NodeJS.Timeout | undefined;
+  private claims: Promise<RevisionClaims> | undefined;
 
   constructor(private readonly opts: MongoStoreOptions) {
     this.client = new MongoClient(opts.uri, {
@@ -113,6 +116,7 @@ export class MongoAgentStore implements AgentStore {
         // An explicit connect: a client whose first (implicit) connect
         // failed stays closed ("Topology is closed") until connect() again.
         await this.client.connect();
+        await this.revisionClaims();
         await this.ensureIndexes();
         this.initialized = true;
         this.setStatus({ ok: true, message: "connected" });
@@ -142,6 +146,7 @@ export class MongoAgentStore implements AgentStore {
       ["tools", "tenant_name", { tenant: 1, name: 1 }],
       ["tools", "shared_name", { shared: 1, name: 1 }],
       ["tools", "agent", { agentId: 1 }],
+      ["agent_claims", "agent", { agentId: 1 }],
     ];
     const existing = new Map<string, Set<string>>();
     for (const [collectionName, name, key] of wanted) {
@@ -154,6 +159,19 @@ export class MongoAgentStore implements AgentStore {
       }
       if (!names.has(name)) await collection.createIndex(key, { name });
     }
+  }
+
+  /** Whether writes need claims depends on the server: FerretDB says so in buildInfo. */
+  private revisionClaims(): Promise<RevisionClaims> {
+    this.claims ??= this.run(async () => {
+      const info = await this.db.admin().command({ buildInfo: 1 });
+      const needed = "ferretdbVersion" in info;
+      return new RevisionClaims(needed ? this.db.collection("agent_claims") : undefined, this.opts.timeoutMs * 10);
+    }).catch((err: unknown) => {
+      this.claims = undefined;
+      throw err;
+    });
+    return this.claims;
   }
 
   private async ping(): Promise<void> {
@@ -183,8 +201,9 @@ export class MongoAgentStore implements AgentStore {
 
   async put(record: AgentRecord, expectedRevision: number): Promise<boolean> {
     const doc = toDoc(record);
-    const won = await this.run(async () => {
-      if (expectedRevision === 0) {
+    const claims = await this.revisionClaims();
+    if (expectedRevision === 0) {
+      const won = await this.run(async () => {
         try {
           await this.agents.insertOne(doc);
           return true;
@@ -192,28 +211,62 @@ export class MongoAgentStore implements AgentStore {
           if (err instanceof MongoServerError && err.code === 11000) return false;
           throw err;
         }
-      }
+      });
+      if (won) await this.run(() => claims.clear(record.id));
+      if (won) await this.run(() => this.syncTools(record, true));
+      return won;
+    }
+    const won = await this.guarded(claims, record.id, expectedRevision, async () => {
       const res = await this.agents.replaceOne({ _id: record.id, revision: expectedRevision }, doc);
       return res.matchedCount === 1;
     });
-    if (won) await this.run(() => this.syncTools(record, expectedRevision === 0));
+    if (won) await this.run(() => this.syncTools(record, false));
     return won;
   }
 
   async update(current: AgentRecord, patch: AgentPatch): Promise<boolean> {
     const id = current.id;
     const set = { ...patch, routeCeiling: routeCeiling({ ...current, ...patch }) };
-    const res = await this.run(() => this.agents.updateOne({ _id: id, revision: current.revision }, { $set: set }));
-    if (res.matchedCount === 1 && patch.shared !== undefined) {
+    const claims = await this.revisionClaims();
+    const won = await this.guarded(claims, id, current.revision, async () => {
+      const res = await this.agents.updateOne({ _id: id, revision: current.revision }, { $set: set });
+      return res.matchedCount === 1;
+    });
+    if (won && patch.shared !== undefined) {
       await this.run(() => this.toolDocs.updateMany({ agentId: id }, { $set: { shared: patch.shared! } }));
     }
-    return res.matchedCount === 1;
+    return won;
   }
 
   async delete(id: string, expectedRevision: number): Promise<boolean> {
-    const res = await this.run(() => this.agents.deleteOne({ _id: id, revision: expectedRevision }));
-    if (res.deletedCount === 1) await this.run(() => this.toolDocs.deleteMany({ agentId: id }));
-    return res.deletedCount === 1;
+    const claims = await this.revisionClaims();
+    const won = await this.guarded(claims, id, expectedRevision, async () => {
+      const res = await this.agents.deleteOne({ _id: id, revision: expectedRevision });
+      return res.deletedCount === 1;
+    });
+    if (won) await this.run(() => Promise.all([this.toolDocs.deleteMany({ agentId: id }), claims.clear(id)]));
+    return won;
+  }
+
+  /** A write conditional on `fromRevision`, claimed first where the server needs it. */
+  private async guarded(
+    claims: RevisionClaims,
+    id: string,
+    fromRevision: number,
+    write: () => Promise<boolean>,
+  ): Promise<boolean> {
+    return this.run(async () => {
+      if (!(await claims.claim(id, fromRevision))) return false;
+      let won = false;
+      try {
+        won = await write();
+      } finally {
+        // After a failed write, release the claim if the server lets us
+        // (otherwise it goes stale and is taken over later).
+        await claims.settle(id, fromRevision, won).catch(() => undefined);
+      }
+      return won;
+    });
   }
 
   async list(tenant: string, afterId: string, limit: number): Promise<AgentRecord[]> {

@@ -44,6 +44,37 @@ export function agentStoreContract(name: string, makeStore: () => Promise<AgentS
       expect(await store.delete("a1", 3)).toBe(false);
     });
 
+    it("lets exactly one of racing writers make each transition, and a racing delete excludes updates", async () => {
+      let current = agent("race", { revision: 1 });
+      await store.put(current, 0);
+      for (let round = 0; round < 12; round++) {
+        const next = current.revision + 1;
+        const wins = await Promise.all([
+          store.update(current, { status: AgentStatus.UNHEALTHY, revision: next }),
+          store.update(current, { status: AgentStatus.DRAINING, revision: next }),
+          store.put({ ...current, name: `replaced-${round}`, revision: next }, current.revision),
+        ]);
+        expect(wins.filter(Boolean), `round ${round}: ${wins}`).toHaveLength(1);
+        const stored = (await store.get("race"))!;
+        expect(stored.revision).toBe(next);
+        const winner = wins.indexOf(true);
+        expect(winner === 0 ? stored.status === AgentStatus.UNHEALTHY : winner === 1 ? stored.status === AgentStatus.DRAINING : stored.name === `replaced-${round}`).toBe(true);
+        current = stored;
+      }
+      const [updated, deleted] = await Promise.all([
+        store.update(current, { load: 0.9, revision: current.revision + 1 }),
+        store.delete("race", current.revision),
+      ]);
+      expect([updated, deleted].filter(Boolean)).toHaveLength(1);
+      expect((await store.get("race"))?.load).toBe(updated ? 0.9 : undefined);
+      // A new registration under the same id starts over and can be written again.
+      if (deleted) {
+        const reborn = agent("race", { revision: 1 });
+        expect(await store.put(reborn, 0)).toBe(true);
+        expect(await store.update(reborn, { load: 0.1, revision: 2 })).toBe(true);
+      }
+    });
+
     it("round-trips every field", async () => {
       const a = agent("a1", {
         labels: { "app.kubernetes.io/name": "x", team: "core" },
