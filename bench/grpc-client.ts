@@ -1,4 +1,5 @@
 import http2 from "node:http2";
+import net from "node:net";
 import { percentile, TOKEN, type LoadResult } from "./lib.js";
 
 /**
@@ -13,7 +14,10 @@ export class GrpcLoader {
     connections = 4,
     private readonly token = TOKEN,
   ) {
-    this.sessions = Array.from({ length: connections }, () => http2.connect(`http://127.0.0.1:${port}`));
+    // TCP_NODELAY like h2load: node's http2 client leaves Nagle on, which
+    // holds small request frames back and starves the server.
+    const createConnection = () => net.connect({ port, host: "127.0.0.1", noDelay: true });
+    this.sessions = Array.from({ length: connections }, () => http2.connect(`http://127.0.0.1:${port}`, { createConnection }));
   }
 
   call(path: string, body: Uint8Array, i = 0): Promise<{ status: number; message: string; bytes: Buffer }> {

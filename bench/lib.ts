@@ -24,6 +24,15 @@ for (const sig of ["exit", "SIGINT", "SIGTERM"] as const) {
   });
 }
 
+/**
+ * Pins this process (every thread) to `cpu`: the orchestrator runs the
+ * in-process load generators (autocannon, the gRPC write loader), which must
+ * stay off the server's core.
+ */
+export function pinSelf(cpu: number): void {
+  if (hasTaskset) execFileSync("taskset", ["-a", "-p", "-c", String(cpu), String(process.pid)], { stdio: "ignore" });
+}
+
 /** Spawns a command pinned to `cpu` (when taskset exists); killed when the bench exits. */
 export function spawnPinned(cpu: number, cmd: string, args: string[], env: Record<string, string> = {}): ChildProcess {
   const [file, argv] = hasTaskset ? ["taskset", ["-c", String(cpu), cmd, ...args]] : [cmd, args];
@@ -96,7 +105,8 @@ export async function startService(env: Record<string, string> = {}): Promise<Se
   const started = performance.now();
   // BENCH_PROFILE=dir writes a CPU profile of each service run there (node --cpu-prof).
   const profile = process.env.BENCH_PROFILE ? ["--cpu-prof", `--cpu-prof-dir=${process.env.BENCH_PROFILE}`] : [];
-  const child = spawnPinned(0, process.execPath, [...profile, "dist/src/main.js"], {
+  const extra = process.env.BENCH_NODE_FLAGS ? process.env.BENCH_NODE_FLAGS.split(" ") : [];
+  const child = spawnPinned(0, process.execPath, [...profile, ...extra, "dist/src/main.js"], {
     PORT: String(port),
     HOST: "127.0.0.1",
     LOG_LEVEL: "warn",

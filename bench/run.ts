@@ -2,10 +2,10 @@
  * npm run bench [-- --quick]
  *
  * Measures the service against the stack's own limits in one run: the
- * service and every limit/peer server run pinned to CPU 0, load generators
- * (h2load, autocannon, subscriber processes) to CPU 1; the orchestrator
- * itself (registrations, event triggers, the in-process micro-benchmarks)
- * is not pinned. Writes bench/results/latest.json and latest.md.
+ * service and every limit/peer server run pinned to CPU 0; load generators
+ * (h2load, subscriber processes) and this orchestrator (autocannon and the
+ * gRPC write loader run in it, with registrations, event triggers and the
+ * in-process micro-benchmarks) to CPU 1. Writes bench/results/latest.json and latest.md.
  * --quick runs every scenario tiny, asserts nothing about speed, and fails
  * only if a scenario breaks or loses events.
  */
@@ -41,6 +41,7 @@ import {
   stop,
   TOKEN,
   waitForPort,
+  pinSelf,
   type LoadResult,
   type Service,
 } from "./lib.js";
@@ -49,9 +50,12 @@ const auth = (svc: Service) => ({ authorization: `Bearer ${svc.token}` });
 
 const quick = process.argv.includes("--quick");
 // --only=service,ferret,route,fanout,memory runs a subset (the limits always run);
-// --only=discover runs only the service's gRPC discover load (for profiling).
+// --only=discover,rest,heartbeat runs just those parts of "service" (for
+// profiling with BENCH_PROFILE=dir: the service's profile then holds only them).
 const only = process.argv.find((a) => a.startsWith("--only="))?.slice(7).split(",");
 const want = (name: string) => !only || only.includes(name);
+const SERVICE_PARTS = ["discover", "rest", "heartbeat"];
+const wantPart = (part: string) => want("service") || want(part);
 const size = quick
   ? { agents: 100, requests: 500, writes: 200, subscribers: [20], paced: 3, burst: 10, memoryAgents: 500, idleWs: 50, routeAgents: [1_000] }
   : { agents: 10_000, requests: 60_000, writes: 20_000, subscribers: [1_000, 10_000], paced: 30, burst: 200, memoryAgents: 100_000, idleWs: 2_000, routeAgents: [10_000, 100_000] };
@@ -157,6 +161,17 @@ async function serviceScenarios(limit: Record<string, LoadResult>): Promise<void
       "discover grpc",
     );
     add({ scenario: `discover gRPC (${size.agents} agents)`, ...grpcDiscover, limit: "grpc-js", ratio: grpcDiscover.rps / limit["grpc-js"]!.rps });
+    if (wantPart("rest")) {
+      const rest = await autocannonRun(`${svc.url}/agents/discover?capabilities=cap.1&capabilities=cap.14&limit=10`, size.requests / 4, svc.token);
+      add({ scenario: "discover REST/JSON (autocannon)", ...rest, limit: "discover gRPC", ratio: rest.rps / grpcDiscover.rps });
+    }
+    if (wantPart("heartbeat")) {
+      const loader = new GrpcLoader(svc.port, 4, svc.token);
+      const hb = (i: number) => toBinary(HeartbeatRequestSchema, create(HeartbeatRequestSchema, { agentId: ids[i % ids.length]!, load: (i % 10) / 10 }));
+      const heartbeats = check(await loader.load("/federation.v1.RegistryService/Heartbeat", hb, size.writes), "heartbeat memory");
+      add({ scenario: "heartbeat gRPC, memory store", ...heartbeats, limit: "discover gRPC", ratio: heartbeats.rps / grpcDiscover.rps });
+      loader.close();
+    }
     if (!want("service")) return;
 
     const half = check(
@@ -165,13 +180,7 @@ async function serviceScenarios(limit: Record<string, LoadResult>): Promise<void
     );
     add({ scenario: "discover gRPC, light load (2 conns × 1 stream)", ...half, note: "latency at low concurrency (goal p99 ≤ 5 ms at half of max)" });
 
-    const rest = await autocannonRun(`${svc.url}/agents/discover?capabilities=cap.1&capabilities=cap.14&limit=10`, size.requests / 4, svc.token);
-    add({ scenario: "discover REST/JSON (autocannon)", ...rest, limit: "discover gRPC", ratio: rest.rps / grpcDiscover.rps });
-
     const loader = new GrpcLoader(svc.port, 4, svc.token);
-    const hb = (i: number) => toBinary(HeartbeatRequestSchema, create(HeartbeatRequestSchema, { agentId: ids[i % ids.length]!, load: (i % 10) / 10 }));
-    const heartbeats = check(await loader.load("/federation.v1.RegistryService/Heartbeat", hb, size.writes), "heartbeat memory");
-    add({ scenario: "heartbeat gRPC, memory store", ...heartbeats, limit: "discover gRPC", ratio: heartbeats.rps / grpcDiscover.rps });
     const reg = (i: number) => toBinary(RegisterRequestSchema, create(RegisterRequestSchema, agentInit(size.agents + i)));
     const registers = check(await loader.load("/federation.v1.RegistryService/Register", reg, size.writes / 4), "register memory");
     add({ scenario: "register gRPC, memory store", ...registers, limit: "discover gRPC", ratio: registers.rps / grpcDiscover.rps });
@@ -452,7 +461,7 @@ function report(partial: boolean): void {
   mkdirSync(dir, { recursive: true });
   const m = machine();
   const split = hasTaskset
-    ? "server (and every limit/peer server) pinned to CPU 0; h2load, autocannon and subscriber processes pinned to CPU 1; the orchestrator (registrations, event triggers, in-process micro-benchmarks) unpinned"
+    ? "server (and every limit/peer server) pinned to CPU 0; h2load, subscriber processes and the orchestrator (autocannon, the gRPC write loader, registrations, event triggers, in-process micro-benchmarks) pinned to CPU 1"
     : "taskset unavailable: processes share both cores";
   // Only a complete full run is "latest"; quick and --only runs write beside it.
   const name = quick ? "quick" : partial ? "partial" : "latest";
@@ -471,8 +480,9 @@ function report(partial: boolean): void {
 
 async function main(): Promise<void> {
   const started = Date.now();
+  pinSelf(1);
   const limit = await limits();
-  if (want("service") || want("discover")) await serviceScenarios(limit);
+  if (want("service") || SERVICE_PARTS.some(want)) await serviceScenarios(limit);
   if (want("ferret")) await ferretScenarios();
   if (want("route")) await routeMicro();
   if (want("fanout")) await fanout();

@@ -1,6 +1,6 @@
 import { create, equals, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { describe, expect, it } from "vitest";
-import { AgentSchema } from "../gen/federation/v1/agent_pb.js";
+import { AgentSchema, CapabilitySchema, EndpointSchema, ToolSchema } from "../gen/federation/v1/agent_pb.js";
 import { DiscoverResponseSchema, GetManifestResponseSchema, ManifestSchema } from "../gen/federation/v1/directory_service_pb.js";
 import { RouteResponseSchema } from "../gen/federation/v1/router_service_pb.js";
 import { toAgentMessage } from "../src/registry/agent-message.js";
@@ -76,5 +76,37 @@ describe("MessageEncoder", () => {
     expect(encoder.encodeParts(DiscoverResponseSchema, create(DiscoverResponseSchema))).toHaveLength(1);
     expect(Buffer.from(encoder.encode(RouteResponseSchema, create(RouteResponseSchema, { reason: "r" }))).length).toBeGreaterThan(0);
     expect(msg.id).toBe("x");
+  });
+
+  describe("with an agent's parts immutable too (as the gRPC path uses it)", () => {
+    const full = new MessageEncoder(new Set([AgentSchema, EndpointSchema, CapabilitySchema, ToolSchema].map((t) => t.typeName)));
+
+    it("encodes agents that decode to the same message", () => {
+      for (const r of records) {
+        const m = toAgentMessage(r);
+        expect(equals(AgentSchema, fromBinary(AgentSchema, full.encode(AgentSchema, m)), m)).toBe(true);
+      }
+    });
+
+    it("reuses a heartbeat's unchanged endpoint, capabilities and tools, messages and bytes", () => {
+      const before = toAgentMessage(records[0]!);
+      const after = toAgentMessage({ ...records[0]!, load: 0.7, revision: 9 });
+      expect(after).not.toBe(before);
+      expect(after.tools[0]).toBe(before.tools[0]);
+      expect(after.capabilities[0]).toBe(before.capabilities[0]);
+      expect(after.endpoint).toBe(before.endpoint);
+      const bytesBefore = full.encode(AgentSchema, before);
+      const bytesAfter = full.encode(AgentSchema, after);
+      const tool = full.encodeParts(ToolSchema, after.tools[0]!)[0]!;
+      expect(full.encodeParts(ToolSchema, before.tools[0]!)[0]).toBe(tool);
+      const decoded = fromBinary(AgentSchema, bytesAfter);
+      expect(decoded.load).toBe(0.7);
+      expect(decoded.revision).toBe(9n);
+      expect(equals(AgentSchema, decoded, after)).toBe(true);
+      expect(Buffer.from(bytesAfter).equals(Buffer.from(bytesBefore))).toBe(false);
+      // A re-registration (new tools) gets new messages.
+      const reRegistered = toAgentMessage({ ...records[0]!, tools: records[0]!.tools.map((t) => ({ ...t })), revision: 10 });
+      expect(reRegistered.tools[0]).not.toBe(before.tools[0]);
+    });
   });
 });

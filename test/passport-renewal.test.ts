@@ -53,6 +53,15 @@ describe("passport renewal on heartbeat", () => {
     expect(decodeProtectedHeader(rotated.token).kid).toBe(kid);
   });
 
+  it("answers the heartbeats after a registration with the registration's passport", async () => {
+    const a = agent("a1");
+    const registered = await issuer.passport(a);
+    clock.advance(60_000);
+    expect((await issuer.renewedPassport({ ...a, revision: 2 })).token).toBe(registered.token);
+    // A new registration always gets a new passport.
+    expect((await issuer.passport({ ...a, revision: 3 })).token).not.toBe(registered.token);
+  });
+
   it("keeps agents' passports apart", async () => {
     const p1 = await issuer.renewedPassport(agent("a1"));
     const p2 = await issuer.renewedPassport(agent("a2"));

@@ -1,7 +1,16 @@
 import { create } from "@bufbuild/protobuf";
 import { LRUCache } from "lru-cache";
 import { durationFromMs, timestampFromMs } from "@bufbuild/protobuf/wkt";
-import { AgentSchema, type Agent } from "../../gen/federation/v1/agent_pb.js";
+import {
+  AgentSchema,
+  CapabilitySchema,
+  EndpointSchema,
+  ToolSchema,
+  type Agent,
+  type Capability,
+  type Endpoint,
+  type Tool,
+} from "../../gen/federation/v1/agent_pb.js";
 import type { AgentRecord } from "./agent-record.js";
 
 /**
@@ -29,6 +38,21 @@ export function agentMessageOnce(a: AgentRecord): Agent {
   return cache.get(a) ?? build(a);
 }
 
+/**
+ * The sub-messages a heartbeat does not change. A heartbeat's record keeps
+ * the endpoint, capabilities and tools objects of the record before it, so
+ * their messages (and, in the transport, their encodings: tool schemas are
+ * the costly part) are reused across revisions. Keyed by those objects and
+ * bounded like the agent cache.
+ */
+const parts = new LRUCache<object, Endpoint | Capability[] | Tool[]>({ max: 30_000 });
+
+function part<T extends Endpoint | Capability[] | Tool[]>(key: object, make: () => T): T {
+  let value = parts.get(key) as T | undefined;
+  if (!value) parts.set(key, (value = make()));
+  return value;
+}
+
 function build(a: AgentRecord): Agent {
   return create(AgentSchema, {
     id: a.id,
@@ -37,9 +61,11 @@ function build(a: AgentRecord): Agent {
     name: a.name,
     version: a.version,
     status: a.status,
-    endpoint: { url: a.endpoint.url, transport: a.endpoint.transport },
-    capabilities: a.capabilities.map((c) => ({ name: c.name, tags: [...c.tags] })),
-    tools: a.tools.map((t) => ({ name: t.name, description: t.description, inputSchema: t.inputSchema })),
+    endpoint: part(a.endpoint, () => create(EndpointSchema, { url: a.endpoint.url, transport: a.endpoint.transport })),
+    capabilities: part(a.capabilities, () => a.capabilities.map((c) => create(CapabilitySchema, { name: c.name, tags: [...c.tags] }))),
+    tools: part(a.tools, () =>
+      a.tools.map((t) => create(ToolSchema, { name: t.name, description: t.description, inputSchema: t.inputSchema })),
+    ),
     labels: { ...a.labels },
     registeredAt: timestampFromMs(a.registeredAt),
     lastHeartbeatAt: timestampFromMs(a.lastHeartbeatAt),

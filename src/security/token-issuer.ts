@@ -33,19 +33,24 @@ export class TokenIssuer {
    * heartbeat's cost.)
    */
   async renewedPassport(agent: AgentRecord): Promise<IssuedToken> {
-    const binding = `${agent.tenant}|${agent.registeredAt}|${capabilityHash(agent)}|${this.keys.currentKid()}`;
     const cached = this.passports.get(agent.id);
-    if (cached && cached.binding === binding && cached.expiresAt - this.clock.now() >= this.opts.passportTtlMs / 2) {
+    if (
+      cached &&
+      cached.binding === this.binding(agent) &&
+      cached.expiresAt - this.clock.now() >= this.opts.passportTtlMs / 2
+    ) {
       return cached;
     }
-    const fresh = await this.passport(agent);
-    this.passports.set(agent.id, { ...fresh, binding });
-    return fresh;
+    return this.passport(agent);
   }
 
-  /** A new passport (registration: always a new one). */
+  /**
+   * A new passport (registration always gets one). It is remembered, so
+   * the heartbeats that follow a registration answer with it.
+   */
   async passport(agent: AgentRecord): Promise<IssuedToken> {
     const expiresAt = wholeSeconds(this.clock.now() + this.opts.passportTtlMs);
+    const binding = this.binding(agent);
     const token = await this.keys.signJwt(
       {
         iss: this.opts.issuer,
@@ -59,7 +64,13 @@ export class TokenIssuer {
       expiresAt,
       PASSPORT_TYP,
     );
+    const issued = { token, expiresAt, binding };
+    this.passports.set(agent.id, issued);
     return { token, expiresAt };
+  }
+
+  private binding(agent: AgentRecord): string {
+    return `${agent.tenant}|${agent.registeredAt}|${capabilityHash(agent)}|${this.keys.currentKid()}`;
   }
 
   async mint(tenant: string, scopes: readonly Scope[], subject: string, ttlMs: number): Promise<IssuedToken> {

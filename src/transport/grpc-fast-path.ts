@@ -1,7 +1,7 @@
 import type http2 from "node:http2";
 import { create, fromBinary, isMessage, type DescMethod, type DescService, type Message } from "@bufbuild/protobuf";
 import { Code, ConnectError, createContextValues, type ContextValues, type HandlerContext } from "@connectrpc/connect";
-import { AgentSchema } from "../../gen/federation/v1/agent_pb.js";
+import { AgentSchema, CapabilitySchema, EndpointSchema, ToolSchema } from "../../gen/federation/v1/agent_pb.js";
 import { HealthService } from "../../gen/federation/v1/health_service_pb.js";
 import type { EventBus } from "../events/event-bus.js";
 import { errors } from "../errors.js";
@@ -51,7 +51,10 @@ export interface FastPathOptions {
 export class GrpcFastPath {
   private readonly routes = new Map<string, Route>();
   private readonly watchPath = `/${HealthService.typeName}/${HealthService.method.watchEvents.name}`;
-  private readonly encoder = new MessageEncoder(new Set([AgentSchema.typeName]));
+  /** Agents and the parts of them shared across revisions are never mutated (registry/agent-message.ts). */
+  private readonly encoder = new MessageEncoder(
+    new Set([AgentSchema, EndpointSchema, CapabilitySchema, ToolSchema].map((s) => s.typeName)),
+  );
   /** Calls served here (tests use it to tell which path answered). */
   served = 0;
 

@@ -9,8 +9,10 @@ import { toBinary, type DescField, type DescMessage, type Message } from "@bufbu
  * a message be the concatenation of its fields' encodings, so fields whose
  * message type is listed as immutable are written from a per-object cache
  * (tag, length, cached bytes) and the remaining fields are encoded as usual
- * after them. The result decodes to the same message as toBinary's (only
- * the order of fields on the wire may differ, which every parser accepts).
+ * after them; an immutable message is itself encoded that way once, so a
+ * new Agent revision that keeps its tools reuses their bytes. The result
+ * decodes to the same message as toBinary's (only the order of fields on
+ * the wire may differ, which every parser accepts).
  */
 export class MessageEncoder {
   private readonly cache = new WeakMap<object, Uint8Array>();
@@ -27,6 +29,10 @@ export class MessageEncoder {
   /** The encoding in pieces, to be written one after the other (or concatenated). */
   encodeParts(schema: DescMessage, message: Message): Uint8Array[] {
     if (this.immutable.has(schema.typeName)) return [this.cached(schema, message)];
+    return this.fieldParts(schema, message);
+  }
+
+  private fieldParts(schema: DescMessage, message: Message): Uint8Array[] {
     const fields = this.plan(schema);
     if (fields.length === 0) return [toBinary(schema, message)];
     const parts: Uint8Array[] = [];
@@ -46,7 +52,10 @@ export class MessageEncoder {
 
   private cached(schema: DescMessage, message: Message): Uint8Array {
     let bytes = this.cache.get(message);
-    if (!bytes) this.cache.set(message, (bytes = toBinary(schema, message)));
+    if (!bytes) {
+      const parts = this.fieldParts(schema, message);
+      this.cache.set(message, (bytes = parts.length === 1 ? parts[0]! : Buffer.concat(parts)));
+    }
     return bytes;
   }
 
