@@ -182,7 +182,8 @@ export async function h2load(o: {
   connections?: number;
   streams?: number;
   headers?: Record<string, string>;
-  expectGrpcOk?: boolean;
+  /** HTTP/1.1 GETs of the URL instead of gRPC (REST/JSON); body unused. */
+  h1?: boolean;
 }): Promise<LoadResult> {
   const dir = path.join(os.tmpdir(), `fc-h2load-${process.pid}-${Math.random().toString(36).slice(2)}`);
   execFileSync("mkdir", ["-p", dir]);
@@ -192,12 +193,13 @@ export async function h2load(o: {
   frame.writeUInt32BE(o.body.length, 1);
   frame.set(o.body, 5);
   (await import("node:fs")).writeFileSync(bodyFile, frame);
-  const headers = { "content-type": "application/grpc", te: "trailers", authorization: `Bearer ${TOKEN}`, ...o.headers };
+  const grpc = o.h1 ? {} : { "content-type": "application/grpc", te: "trailers" };
+  const headers = { ...grpc, authorization: `Bearer ${TOKEN}`, ...o.headers };
   const args = [
     "-n", String(Math.ceil(o.requests)),
     "-c", String(o.connections ?? 8),
-    "-m", String(o.streams ?? 16),
-    "-d", bodyFile,
+    "-m", String(o.h1 ? 1 : (o.streams ?? 16)),
+    ...(o.h1 ? ["--h1"] : ["-d", bodyFile]),
     `--log-file=${logFile}`,
     ...Object.entries(headers).flatMap(([k, v]) => ["-H", `${k}: ${v}`]),
     o.url,
@@ -214,19 +216,22 @@ export async function h2load(o: {
   if (!existsSync(logFile)) throw new Error(`h2load did not run (is Debian's nghttp2-client installed?): ${err || out}`);
   const rpsMatch = /finished in [\d.]+m?s, ([\d.]+) req\/s/.exec(out);
   const done = /requests: \d+ total, \d+ started, \d+ done, (\d+) succeeded, (\d+) failed/.exec(out);
-  const times = readFileSync(logFile, "utf8")
+  // Log lines: start (µs), HTTP status, duration (µs).
+  const entries = readFileSync(logFile, "utf8")
     .trim()
     .split("\n")
     .filter((l) => l !== "")
-    .map((l) => Number(l.split("\t")[2]) / 1000);
+    .map((l) => l.split("\t"));
+  const times = entries.map((e) => Number(e[2]) / 1000);
+  const non2xx = entries.filter((e) => !/^2\d\d$/.test(e[1]!)).length;
   rmSync(dir, { recursive: true, force: true });
   if (!rpsMatch || !done) throw new Error(`h2load output not understood:\n${out}`);
   return {
     rps: Number(rpsMatch[1]),
     p50Ms: percentile(times, 50),
     p99Ms: percentile(times, 99),
-    ok: Number(done[1]),
-    failed: Number(done[2]),
+    ok: Number(done[1]) - non2xx,
+    failed: Number(done[2]) + non2xx,
   };
 }
 

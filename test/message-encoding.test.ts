@@ -1,10 +1,10 @@
-import { create, equals, fromBinary, toBinary } from "@bufbuild/protobuf";
+import { create, equals, fromBinary, toBinary, toJson } from "@bufbuild/protobuf";
 import { describe, expect, it } from "vitest";
 import { AgentSchema, CapabilitySchema, EndpointSchema, ToolSchema } from "../gen/federation/v1/agent_pb.js";
 import { DiscoverResponseSchema, GetManifestResponseSchema, ManifestSchema } from "../gen/federation/v1/directory_service_pb.js";
 import { RouteResponseSchema } from "../gen/federation/v1/router_service_pb.js";
-import { toAgentMessage } from "../src/registry/agent-message.js";
-import { MessageEncoder } from "../src/transport/message-encoding.js";
+import { IMMUTABLE_MESSAGE_TYPES, toAgentMessage } from "../src/registry/agent-message.js";
+import { JsonEncoder, MessageEncoder } from "../src/transport/message-encoding.js";
 import { agent } from "./contracts/agent-store.contract.js";
 
 const records = [
@@ -108,5 +108,29 @@ describe("MessageEncoder", () => {
       const reRegistered = toAgentMessage({ ...records[0]!, tools: records[0]!.tools.map((t) => ({ ...t })), revision: 10 });
       expect(reRegistered.tools[0]).not.toBe(before.tools[0]);
     });
+  });
+});
+
+describe("JsonEncoder", () => {
+  const opts = { alwaysEmitImplicit: true };
+  const json = new JsonEncoder(IMMUTABLE_MESSAGE_TYPES, opts);
+  const same = (schema: Parameters<typeof toJson>[0], msg: Parameters<typeof toJson>[1]) =>
+    expect(JSON.parse(json.stringify(schema, msg))).toEqual(toJson(schema, msg, opts));
+
+  it("writes the same JSON as toJson for lists, singular fields and empty answers", () => {
+    const agents = records.map(toAgentMessage);
+    same(DiscoverResponseSchema, create(DiscoverResponseSchema, { agents }));
+    same(DiscoverResponseSchema, create(DiscoverResponseSchema));
+    same(RouteResponseSchema, create(RouteResponseSchema, { agent: agents[0], candidates: [{ agentId: "a1", score: 0.5 }], reason: "r" }));
+    same(RouteResponseSchema, create(RouteResponseSchema, { reason: "no agent" }));
+    same(AgentSchema, agents[2]!);
+  });
+
+  it("reuses an agent's text and stays right for the next revision", () => {
+    const first = json.stringify(AgentSchema, toAgentMessage(records[0]!));
+    expect(json.stringify(AgentSchema, toAgentMessage(records[0]!))).toBe(first);
+    const next = toAgentMessage({ ...records[0]!, load: 0.25, revision: 7 });
+    same(AgentSchema, next);
+    expect(JSON.parse(json.stringify(AgentSchema, next)).load).toBe(0.25);
   });
 });

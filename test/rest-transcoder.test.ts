@@ -326,7 +326,10 @@ describe("other protocols on the same port", () => {
       socket.setEncoding("utf8");
       socket.on("data", (chunk: string) => {
         data += chunk;
-        if (data.endsWith("\r\n0\r\n\r\n")) {
+        const headEnd = data.indexOf("\r\n\r\n");
+        const length = /\r\ncontent-length: (\d+)\r\n/i.exec(data.slice(0, headEnd + 2));
+        const complete = length ? headEnd >= 0 && data.length >= headEnd + 4 + Number(length[1]) : data.endsWith("\r\n0\r\n\r\n");
+        if (complete) {
           clearTimeout(timer);
           socket.destroy();
           resolve(data);

@@ -23,6 +23,14 @@ import type { AgentRecord } from "./agent-record.js";
  */
 const cache = new LRUCache<AgentRecord, Agent>({ max: 10_000 });
 
+/**
+ * The message types this module builds and never mutates: transports may
+ * cache their encodings per object (transport/message-encoding.ts).
+ */
+export const IMMUTABLE_MESSAGE_TYPES: ReadonlySet<string> = new Set(
+  [AgentSchema, EndpointSchema, CapabilitySchema, ToolSchema].map((s) => s.typeName),
+);
+
 /** The contract's view of a stored agent, for reads (cached). */
 export function toAgentMessage(a: AgentRecord): Agent {
   let message = cache.get(a);

@@ -69,11 +69,14 @@ export class RequestGuard {
   }
 
   /** The same for callers that hold a HandlerContext (the REST transcoder). */
-  async admitContext(ctx: { service: { typeName: string }; method: { name: string }; requestHeader: Headers; values: ContextValues }, message: unknown) {
+  async admitContext(
+    ctx: { service: { typeName: string }; method: { name: string }; rawHeader: Pick<Headers, "get">; values: ContextValues },
+    message: unknown,
+  ) {
     const principal = await this.admit({
       service: ctx.service.typeName,
       method: ctx.method.name,
-      header: ctx.requestHeader,
+      header: ctx.rawHeader,
       peer: ctx.values.get(peerKey),
       message,
     });

@@ -1,21 +1,19 @@
 import type http2 from "node:http2";
 import { create, fromBinary, isMessage, type DescMethod, type DescService, type Message } from "@bufbuild/protobuf";
-import { Code, ConnectError, createContextValues, type ContextValues, type HandlerContext } from "@connectrpc/connect";
-import { AgentSchema, CapabilitySchema, EndpointSchema, ToolSchema } from "../../gen/federation/v1/agent_pb.js";
+import { Code, ConnectError, createContextValues, type HandlerContext } from "@connectrpc/connect";
 import { HealthService } from "../../gen/federation/v1/health_service_pb.js";
 import type { EventBus } from "../events/event-bus.js";
 import { errors } from "../errors.js";
+import { IMMUTABLE_MESSAGE_TYPES } from "../registry/agent-message.js";
 import { peerCertificateOfSocket } from "../security/client-certificate.js";
 import { peerKey, principalKey } from "../security/principal.js";
 import type { RequestGuard } from "../security/request-guard.js";
 import { parseWatch } from "../validation/requests.js";
+import { CallContext, CLIENT_GONE, DEADLINE, FINISHED } from "./call-context.js";
 import { MessageEncoder } from "./message-encoding.js";
 
 type UnaryImpl = (req: Message, ctx: HandlerContext) => unknown;
 
-const FINISHED = new ConnectError("call finished", Code.Canceled);
-const CLIENT_GONE = new ConnectError("client cancelled the call", Code.Canceled);
-const DEADLINE = new ConnectError("the call's deadline passed", Code.DeadlineExceeded);
 
 interface Route {
   readonly service: DescService;
@@ -51,10 +49,7 @@ export interface FastPathOptions {
 export class GrpcFastPath {
   private readonly routes = new Map<string, Route>();
   private readonly watchPath = `/${HealthService.typeName}/${HealthService.method.watchEvents.name}`;
-  /** Agents and the parts of them shared across revisions are never mutated (registry/agent-message.ts). */
-  private readonly encoder = new MessageEncoder(
-    new Set([AgentSchema, EndpointSchema, CapabilitySchema, ToolSchema].map((s) => s.typeName)),
-  );
+  private readonly encoder = new MessageEncoder(IMMUTABLE_MESSAGE_TYPES);
   /** Calls served here (tests use it to tell which path answered). */
   served = 0;
 
@@ -83,16 +78,18 @@ export class GrpcFastPath {
     const route = this.routes.get(path);
     if (!route && path !== this.watchPath) return false;
     this.served++;
-    const call = new FastCall(
-      route?.service ?? HealthService,
-      route?.method ?? HealthService.method.watchEvents,
-      path,
-      h,
-      parseTimeout(h["grpc-timeout"]),
-      this.opts.shutdownSignal,
-      createContextValues().set(peerKey, peerCertificateOfSocket(stream.session?.socket)),
+    const call = new CallContext({
+      service: route?.service ?? HealthService,
+      method: route?.method ?? HealthService.method.watchEvents,
+      protocolName: "grpc",
+      requestMethod: "POST",
+      url: path,
+      headers: h,
+      timeoutMs: parseTimeout(h["grpc-timeout"]),
+      shutdown: this.opts.shutdownSignal,
+      values: createContextValues().set(peerKey, peerCertificateOfSocket(stream.session?.socket)),
       requestId,
-    );
+    });
     const onClose = () => call.abort(CLIENT_GONE);
     stream.once("close", onClose);
     call.onDeadline = () => sendError(stream, call, DEADLINE);
@@ -116,7 +113,7 @@ export class GrpcFastPath {
     return true;
   }
 
-  private async unary(route: Route, input: Message, call: FastCall, stream: http2.ServerHttp2Stream): Promise<void> {
+  private async unary(route: Route, input: Message, call: CallContext, stream: http2.ServerHttp2Stream): Promise<void> {
     await this.admit(call, input);
     const result = await route.impl(input, call);
     // Cancelled, past its deadline (already answered) or shutting down: nothing to send.
@@ -139,7 +136,7 @@ export class GrpcFastPath {
   }
 
   /** The RequestGuard, reading the raw HTTP/2 headers (no Headers object per call). */
-  private async admit(call: FastCall, message: unknown): Promise<void> {
+  private async admit(call: CallContext, message: unknown): Promise<void> {
     const principal = await this.opts.guard.admit({
       service: call.service.typeName,
       method: call.method.name,
@@ -155,7 +152,7 @@ export class GrpcFastPath {
    * headers at once, then one pre-encoded frame per event. A subscriber
    * whose unsent bytes pass the bound is ended with RESOURCE_EXHAUSTED.
    */
-  private async watch(input: Message, call: FastCall, stream: http2.ServerHttp2Stream): Promise<void> {
+  private async watch(input: Message, call: CallContext, stream: http2.ServerHttp2Stream): Promise<void> {
     await this.admit(call, input);
     const { filter, afterId } = parseWatch(input as never, call.values.get(principalKey).tenant);
     if (stream.destroyed) return;
@@ -187,97 +184,6 @@ export class GrpcFastPath {
       if (signal.aborted) onAbort();
     });
   }
-}
-
-/**
- * The HandlerContext of one fast-path call. Service implementations get
- * the same interface connect-node gives them, but the AbortSignal and the
- * Headers objects are only made if something reads them: a Discover needs
- * neither, and making them was a tenth of its CPU.
- */
-class FastCall implements HandlerContext {
-  readonly protocolName = "grpc";
-  readonly requestMethod = "POST";
-  readonly rawHeader: { get(name: string): string | null };
-  /** Set when the call is answered, cancelled or past its deadline. */
-  finished = false;
-  onDeadline: (() => void) | undefined;
-  private controller: AbortController | undefined;
-  private reason: unknown;
-  private requestHeaders: Headers | undefined;
-  private responseHeaders: Headers | undefined;
-  private responseTrailers: Headers | undefined;
-  private readonly deadlineAt: number | undefined;
-  private readonly timer: NodeJS.Timeout | undefined;
-  private readonly onShutdown = () => this.abort(this.shutdown.reason);
-
-  constructor(
-    readonly service: DescService,
-    readonly method: DescMethod,
-    readonly url: string,
-    private readonly raw: http2.IncomingHttpHeaders,
-    timeoutMs: number | undefined,
-    private readonly shutdown: AbortSignal,
-    readonly values: ContextValues,
-    readonly requestId: string,
-  ) {
-    this.rawHeader = { get: (name) => headerValue(raw, name) };
-    if (timeoutMs !== undefined) {
-      this.deadlineAt = Date.now() + timeoutMs;
-      this.timer = setTimeout(() => {
-        this.onDeadline?.();
-        this.abort(DEADLINE);
-      }, timeoutMs);
-    }
-  }
-
-  readonly timeoutMs = (): number | undefined => (this.deadlineAt === undefined ? undefined : this.deadlineAt - Date.now());
-
-  get signal(): AbortSignal {
-    if (!this.controller) {
-      this.controller = new AbortController();
-      if (this.finished) this.controller.abort(this.reason);
-      else this.shutdown.addEventListener("abort", this.onShutdown, { once: true });
-    }
-    return this.controller.signal;
-  }
-
-  get requestHeader(): Headers {
-    return (this.requestHeaders ??= headersOf(this.raw));
-  }
-
-  get responseHeader(): Headers {
-    return (this.responseHeaders ??= new Headers());
-  }
-
-  get responseTrailer(): Headers {
-    return (this.responseTrailers ??= new Headers());
-  }
-
-  /** The response headers and trailers, if a handler set any. */
-  get touchedResponseHeader(): Headers | undefined {
-    return this.responseHeaders;
-  }
-
-  get touchedResponseTrailer(): Headers | undefined {
-    return this.responseTrailers;
-  }
-
-  abort(reason: unknown): void {
-    if (this.finished) return;
-    this.finished = true;
-    this.reason = reason;
-    if (this.timer) clearTimeout(this.timer);
-    if (this.controller) {
-      this.shutdown.removeEventListener("abort", this.onShutdown);
-      this.controller.abort(reason);
-    }
-  }
-}
-
-function headerValue(h: http2.IncomingHttpHeaders, name: string): string | null {
-  const v = h[name];
-  return v === undefined ? null : Array.isArray(v) ? v.join(", ") : v;
 }
 
 /** Reads exactly one length-prefixed, uncompressed message from the request stream. */
@@ -325,7 +231,7 @@ function onTrailers(stream: http2.ServerHttp2Stream, make: () => http2.OutgoingH
   });
 }
 
-function sendError(stream: http2.ServerHttp2Stream, ctx: FastCall, err: unknown): void {
+function sendError(stream: http2.ServerHttp2Stream, ctx: CallContext, err: unknown): void {
   if (stream.destroyed || stream.closed) return;
   if (stream.headersSent) {
     stream.close();
@@ -335,13 +241,13 @@ function sendError(stream: http2.ServerHttp2Stream, ctx: FastCall, err: unknown)
   stream.respond({ ...responseHeaders(ctx), ...trailers(ctx, ConnectError.from(err)) }, { endStream: true });
 }
 
-function responseHeaders(ctx: FastCall): http2.OutgoingHttpHeaders {
+function responseHeaders(ctx: CallContext): http2.OutgoingHttpHeaders {
   const out: http2.OutgoingHttpHeaders = { ":status": 200, "content-type": "application/grpc", "x-request-id": ctx.requestId };
   ctx.touchedResponseHeader?.forEach((v, k) => (out[k] = v));
   return out;
 }
 
-function trailers(ctx: FastCall, err: unknown): http2.OutgoingHttpHeaders {
+function trailers(ctx: CallContext, err: unknown): http2.OutgoingHttpHeaders {
   const out: http2.OutgoingHttpHeaders = {};
   ctx.touchedResponseTrailer?.forEach((v, k) => (out[k] = v));
   if (!err) {
@@ -364,17 +270,6 @@ function percentEncode(message: string): string {
   let out = "";
   for (const byte of Buffer.from(message, "utf8")) {
     out += byte >= 0x20 && byte <= 0x7e && byte !== 0x25 ? String.fromCharCode(byte) : `%${byte.toString(16).toUpperCase().padStart(2, "0")}`;
-  }
-  return out;
-}
-
-function headersOf(h: http2.IncomingHttpHeaders): Headers {
-  const out = new Headers();
-  for (const k in h) {
-    if (k.charCodeAt(0) === 58 /* ":" */) continue;
-    const v = h[k];
-    if (typeof v === "string") out.set(k, v);
-    else if (Array.isArray(v)) for (const x of v) out.append(k, x);
   }
   return out;
 }

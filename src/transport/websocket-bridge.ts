@@ -10,6 +10,7 @@ import type { EventBus } from "../events/event-bus.js";
 import type { Logger } from "../logger.js";
 import { parseWatch } from "../validation/requests.js";
 import { httpStatus } from "./rest/http-status.js";
+import { headerValue } from "./call-context.js";
 
 export interface WebSocketBridgeOptions {
   /** Bytes buffered for one client before it is cut off as too slow. */
@@ -65,7 +66,7 @@ export class WebSocketBridge {
       const principal = await this.guard.admit({
         service: HealthService.typeName,
         method: HealthService.method.watchEvents.name,
-        header: headersOf(req),
+        header: { get: (name) => headerValue(req.headers, name) },
         peer,
         message: undefined,
         token: tokenFromHandshake(req, url),
@@ -160,15 +161,6 @@ function rejectUpgrade(socket: Duplex, err: unknown): void {
     `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? "Error"}\r\n` +
       `content-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\n${extra}connection: close\r\n\r\n${body}`,
   );
-}
-
-function headersOf(req: IncomingMessage): Headers {
-  const h = new Headers();
-  for (const [k, v] of Object.entries(req.headers)) {
-    if (v === undefined) continue;
-    for (const value of Array.isArray(v) ? v : [v]) h.append(k, value);
-  }
-  return h;
 }
 
 /** `Sec-WebSocket-Protocol: bearer, <token>` or `?access_token=<token>`; undefined when neither. */

@@ -4,7 +4,6 @@ import {
   getOption,
   hasOption,
   isMessage,
-  toJson,
   type DescField,
   type DescMessage,
   type DescMethod,
@@ -13,23 +12,20 @@ import {
   type JsonValue,
   type Message,
 } from "@bufbuild/protobuf";
-import {
-  Code,
-  ConnectError,
-  createHandlerContext,
-  type ContextValues,
-  type HandlerContext,
-} from "@connectrpc/connect";
+import { Code, ConnectError, type ContextValues } from "@connectrpc/connect";
 import type { NodeRequest, NodeResponse } from "../node-types.js";
 import { http } from "../../../gen/google/api/annotations_pb.js";
 import type { HttpRule } from "../../../gen/google/api/http_pb.js";
 import type { Logger } from "../../logger.js";
+import { IMMUTABLE_MESSAGE_TYPES } from "../../registry/agent-message.js";
+import { CallContext, CLIENT_GONE, FINISHED } from "../call-context.js";
+import { JsonEncoder } from "../message-encoding.js";
 import { httpStatus } from "./http-status.js";
 import { compareTemplates, matchPath, parsePathTemplate, type PathTemplate } from "./path-template.js";
 
 type Req = NodeRequest;
 type Res = NodeResponse;
-type AnyImpl = (req: Message, ctx: ReturnType<typeof createHandlerContext>) => unknown;
+type AnyImpl = (req: Message, ctx: CallContext) => unknown;
 
 /** A service and the implementation the Connect router also serves. */
 export interface RestBinding {
@@ -54,7 +50,7 @@ export interface RestOptions {
   /** Per-request context values (the TLS peer), as the Connect adapter gets them. */
   readonly contextValues: (req: NodeRequest) => ContextValues;
   /** Runs before every call, like the Connect interceptors: authentication and quotas. */
-  readonly admit: (ctx: HandlerContext, message: Message) => Promise<void>;
+  readonly admit: (ctx: CallContext, message: Message) => Promise<void>;
 }
 
 /**
@@ -217,20 +213,24 @@ function locateJsonError(schema: DescMessage, json: JsonValue, prefix = ""): str
   return undefined;
 }
 
+/** Answers are proto3 JSON with implicit fields; agents' JSON is cached per immutable message. */
+const json = new JsonEncoder(IMMUTABLE_MESSAGE_TYPES, { alwaysEmitImplicit: true });
+
 async function invoke(route: Route, input: Message, req: Req, res: Res, opts: RestOptions): Promise<void> {
-  const requestSignal = new AbortController();
-  res.on("close", () => requestSignal.abort());
-  const ctx = createHandlerContext({
+  const ctx = new CallContext({
     service: route.service,
     method: route.method,
     protocolName: "rest",
     requestMethod: req.method ?? "GET",
     url: req.url ?? "/",
-    requestHeader: toHeaders(req),
-    requestSignal: requestSignal.signal,
-    shutdownSignal: opts.shutdownSignal,
-    contextValues: opts.contextValues(req),
+    headers: req.headers,
+    timeoutMs: undefined,
+    shutdown: opts.shutdownSignal,
+    values: opts.contextValues(req),
+    requestId: String(res.getHeader("x-request-id") ?? ""),
   });
+  const onClose = () => ctx.abort(CLIENT_GONE);
+  res.once("close", onClose);
   try {
     await opts.admit(ctx, input);
     const output = route.method.output;
@@ -240,11 +240,12 @@ async function invoke(route: Route, input: Message, req: Req, res: Res, opts: Re
     }
     const result = (await route.impl(input, ctx)) as Message;
     const message = isMessage(result, output) ? result : create(output, result);
-    const body = JSON.stringify(toJson(output, message, { alwaysEmitImplicit: true }));
-    res.writeHead(200, { "content-type": "application/json" });
+    const body = json.stringify(output, message);
+    res.writeHead(200, { "content-type": "application/json", "content-length": Buffer.byteLength(body) });
     res.end(body);
   } finally {
-    ctx.abort();
+    res.off("close", onClose);
+    ctx.abort(FINISHED);
   }
 }
 
@@ -267,7 +268,7 @@ async function stream(source: AsyncIterable<Message>, output: DescMessage, res: 
   if ("flushHeaders" in res) res.flushHeaders();
   try {
     for (let step = await first; !step.done; step = await it.next()) {
-      const line = JSON.stringify({ result: toJson(output, step.value, { alwaysEmitImplicit: true }) });
+      const line = `{"result":${json.stringify(output, step.value)}}`;
       if (!res.write(`${line}\n`)) await new Promise((resolve) => res.once("drain", resolve));
     }
     res.end();
@@ -315,15 +316,6 @@ async function readJsonBody(req: Req, maxBytes: number): Promise<JsonValue | und
 
 function bodyTooLarge(maxBytes: number): ConnectError {
   return new ConnectError(`body: larger than ${maxBytes} bytes`, Code.ResourceExhausted);
-}
-
-function toHeaders(req: Req): Headers {
-  const h = new Headers();
-  for (const [k, v] of Object.entries(req.headers)) {
-    if (k.startsWith(":") || v === undefined) continue;
-    for (const value of Array.isArray(v) ? v : [v]) h.append(k, value);
-  }
-  return h;
 }
 
 // --- setting fields from path variables and query parameters ---------------
