@@ -1,4 +1,49 @@
+import { describe, expect, it } from "vitest";
+import { AgentStatus, ROUTABLE_STATUSES, routeCeiling, type AgentRecord } from "../src/registry/agent-record.js";
 import { MemoryAgentStore } from "../src/registry/memory-agent-store.js";
-import { agentStoreContract } from "./contracts/agent-store.contract.js";
+import { agent, agentStoreContract } from "./contracts/agent-store.contract.js";
 
 agentStoreContract("memory", async () => new MemoryAgentStore());
+
+describe("MemoryAgentStore route index", () => {
+  it("keeps every capability's routable list in exact order through thousands of heartbeats", async () => {
+    const store = new MemoryAgentStore();
+    const caps = ["a", "b", "c", "d"];
+    const current = new Map<string, AgentRecord>();
+    // A small deterministic generator, so a failure replays.
+    let seed = 42;
+    const rand = () => ((seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31);
+    for (let i = 0; i < 200; i++) {
+      const own = caps.filter((_, k) => (i >> k) & 1 || k === i % 4);
+      const a = agent(`x${String(i).padStart(3, "0")}`, { caps: own.map((c) => [c, []]), load: Math.round(rand() * 10) / 10 });
+      await store.put(a, 0);
+      current.set(a.id, a);
+    }
+    const statuses = [AgentStatus.HEALTHY, AgentStatus.DEGRADED, AgentStatus.DRAINING, AgentStatus.UNHEALTHY];
+    for (let step = 0; step < 3000; step++) {
+      const ids = [...current.keys()];
+      const before = current.get(ids[Math.floor(rand() * ids.length)]!)!;
+      const patch = {
+        // Often the same load (a move to the same place), sometimes a status change.
+        load: rand() < 0.3 ? before.load : Math.round(rand() * 10) / 10,
+        status: rand() < 0.1 ? statuses[Math.floor(rand() * statuses.length)]! : before.status,
+        revision: before.revision + 1,
+      };
+      expect(await store.update(before, patch)).toBe(true);
+      current.set(before.id, { ...before, ...patch });
+    }
+    for (const cap of caps) {
+      const expected = [...current.values()]
+        .filter((a) => ROUTABLE_STATUSES.includes(a.status) && a.capabilities.some((c) => c.name === cap))
+        .sort((x, y) => routeCeiling(y) - routeCeiling(x) || (x.id < y.id ? -1 : 1))
+        .map((a) => a.id);
+      const got: string[] = [];
+      for (const a of store.routable("t1", [cap])) got.push(a.id);
+      expect(got, cap).toEqual(expected);
+    }
+    const counts = await store.counts("t1");
+    for (const s of statuses) {
+      expect(counts.byStatus.get(s) ?? 0).toBe([...current.values()].filter((a) => a.status === s).length);
+    }
+  });
+});

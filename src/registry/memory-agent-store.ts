@@ -47,9 +47,40 @@ class Scope {
 
   /** A heartbeat or reaper change: same capabilities and tools, new status, load or lease. */
   restate(before: AgentRecord, after: AgentRecord): void {
-    if (before.status === after.status && routeCeiling(before) === routeCeiling(after)) return;
-    this.removeState(before);
-    this.addState(after);
+    const from = ROUTABLE_STATUSES.includes(before.status) ? routeCeiling(before) : undefined;
+    const to = ROUTABLE_STATUSES.includes(after.status) ? routeCeiling(after) : undefined;
+    if (before.status !== after.status) {
+      this.statusCounts.set(before.status, (this.statusCounts.get(before.status) ?? 1) - 1);
+      this.statusCounts.set(after.status, (this.statusCounts.get(after.status) ?? 0) + 1);
+    }
+    if (from === to) return;
+    const old = from === undefined ? undefined : { ceiling: from, id: before.id };
+    const next = to === undefined ? undefined : { ceiling: to, id: after.id };
+    for (const c of after.capabilities) {
+      let list = this.routable.get(c.name);
+      if (!list) this.routable.set(c.name, (list = []));
+      if (old) {
+        const at = rankedPosition(list, old);
+        if (list[at]?.id === old.id) {
+          if (next) {
+            // Same list, new place: one move instead of a remove and an insert.
+            const target = rankedPosition(list, next);
+            if (target === at || target === at + 1) list[at] = next;
+            else if (target > at) {
+              list.copyWithin(at, at + 1, target);
+              list[target - 1] = next;
+            } else {
+              list.copyWithin(target + 1, target, at);
+              list[target] = next;
+            }
+            continue;
+          }
+          list.splice(at, 1);
+        }
+      }
+      if (next) list.splice(rankedPosition(list, next), 0, next);
+      if (list.length === 0) this.routable.delete(c.name);
+    }
   }
 
   private addState(a: AgentRecord): void {
