@@ -5,9 +5,14 @@
  *   grpc-js       @grpc/grpc-js server, unary echo
  *   connect       connect-node on http2.createServer, grpc.health.v1 Check
  *   http2-fanout  bare node:http2 streams; POST /emit writes one pre-encoded frame per event to all
+ *   ws-fanout     bare ws server; POST /emit writes one pre-framed WebSocket text frame per event to every socket
  * Usage: tsx bench/servers.ts <kind> <port>
  */
+import http from "node:http";
 import http2 from "node:http2";
+import type { Duplex } from "node:stream";
+import { WebSocketServer } from "ws";
+import { buildEvent } from "../src/events/event-bus.js";
 import { create } from "@bufbuild/protobuf";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import * as grpc from "@grpc/grpc-js";
@@ -104,4 +109,50 @@ function fanout(): void {
   server.listen(port, "127.0.0.1");
 }
 
-({ "http2-fixed": fixed, "grpc-js": grpcJs, connect, "http2-fanout": fanout })[kind as "connect"]();
+/**
+ * The /ws limit: `ws` does the handshakes, and each event (the service's own
+ * task.routed event, JSON-encoded and framed once) is written to every
+ * socket as it comes, with nothing else per subscriber.
+ */
+function wsFanout(): void {
+  const sockets = new Set<Duplex>();
+  const wss = new WebSocketServer({ noServer: true, perMessageDeflate: false });
+  const server = http.createServer((req, res) => {
+    const url = new URL(req.url ?? "/", "http://x");
+    const n = Number(url.searchParams.get("n"));
+    const rate = Number(url.searchParams.get("rate") ?? "0");
+    res.end();
+    let sent = 0;
+    const emit = () => {
+      const event = buildEvent(BigInt(++sent), Date.now(), {
+        type: "task.routed",
+        tenant: "default",
+        agentId: "00000000-0000-4000-8000-000000000000",
+        payload: { case: "taskRouted", value: { routeId: "00000000-0000-4000-8000-000000000001", capabilities: ["bench.fanout"], score: 0.9876 } },
+      });
+      const frame = event.wsFrame();
+      for (const socket of sockets) socket.write(frame);
+    };
+    if (rate > 0) {
+      const timer = setInterval(() => {
+        emit();
+        if (sent >= n) clearInterval(timer);
+      }, 1000 / rate);
+    } else {
+      const burst = () => {
+        for (let i = 0; i < 10 && sent < n; i++) emit();
+        if (sent < n) setImmediate(burst);
+      };
+      burst();
+    }
+  });
+  server.on("upgrade", (req, socket, head) =>
+    wss.handleUpgrade(req, socket, head, (ws) => {
+      sockets.add(socket);
+      ws.on("close", () => sockets.delete(socket));
+    }),
+  );
+  server.listen(port, "127.0.0.1");
+}
+
+({ "http2-fixed": fixed, "grpc-js": grpcJs, connect, "http2-fanout": fanout, "ws-fanout": wsFanout })[kind as "connect"]();

@@ -10,6 +10,7 @@ import { peerKey, principalKey } from "../security/principal.js";
 import type { RequestGuard } from "../security/request-guard.js";
 import { parseWatch } from "../validation/requests.js";
 import { CallContext, CLIENT_GONE, DEADLINE, FINISHED } from "./call-context.js";
+import { FrameBatcher } from "./frame-batcher.js";
 import { MessageEncoder } from "./message-encoding.js";
 
 type UnaryImpl = (req: Message, ctx: HandlerContext) => unknown;
@@ -42,7 +43,8 @@ export interface FastPathOptions {
  * The handler context is built lazily (signal and headers only when a
  * handler asks), responses reuse the encoding of immutable agent messages
  * (message-encoding.ts), and WatchEvents writes each event's pre-encoded
- * frame (encoded once for all subscribers). Everything else — compression,
+ * frame (encoded once for all subscribers; a burst goes out as one write
+ * per subscriber, frame-batcher.ts). Everything else — compression,
  * gRPC-Web, Connect, other streaming shapes — stays on connect-node, which
  * remains the reference.
  */
@@ -50,6 +52,7 @@ export class GrpcFastPath {
   private readonly routes = new Map<string, Route>();
   private readonly watchPath = `/${HealthService.typeName}/${HealthService.method.watchEvents.name}`;
   private readonly encoder = new MessageEncoder(IMMUTABLE_MESSAGE_TYPES);
+  private readonly batcher = new FrameBatcher();
   /** Calls served here (tests use it to tell which path answered). */
   served = 0;
 
@@ -160,11 +163,13 @@ export class GrpcFastPath {
     const signal = call.signal;
     await new Promise<void>((resolve) => {
       let ended: unknown = null;
-      const finish = (err: unknown) => {
+      const finish = (err: unknown, slow = false) => {
         if (ended !== null) return;
         ended = err ?? false;
         subscription.close();
         signal.removeEventListener("abort", onAbort);
+        if (slow) this.batcher.discard(stream);
+        else this.batcher.drain(stream);
         if (!stream.destroyed) {
           onTrailers(stream, () => trailers(call, err));
           stream.end();
@@ -174,11 +179,11 @@ export class GrpcFastPath {
       const onAbort = () => finish(signal.reason instanceof ConnectError && signal.reason !== CLIENT_GONE ? signal.reason : undefined);
       const subscription = this.opts.bus.subscribe(filter, afterId, (event) => {
         if (ended !== null || stream.destroyed) return;
-        if (stream.writableLength > this.opts.maxStreamBufferBytes) {
-          finish(errors.subscriberTooSlow(0));
+        if (stream.writableLength + this.batcher.queued(stream) > this.opts.maxStreamBufferBytes) {
+          finish(errors.subscriberTooSlow(0), true);
           return;
         }
-        stream.write(event.grpcFrame());
+        this.batcher.write(stream, event.grpcFrame());
       });
       signal.addEventListener("abort", onAbort);
       if (signal.aborted) onAbort();

@@ -11,6 +11,7 @@ import type { Logger } from "../logger.js";
 import { parseWatch } from "../validation/requests.js";
 import { httpStatus } from "./rest/http-status.js";
 import { headerValue } from "./call-context.js";
+import { FrameBatcher } from "./frame-batcher.js";
 
 export interface WebSocketBridgeOptions {
   /** Bytes buffered for one client before it is cut off as too slow. */
@@ -33,7 +34,8 @@ export class WebSocketBridge {
   private readonly wss: WebSocketServer;
   private readonly alive = new WeakSet<WebSocket>();
   private readonly pinger: NodeJS.Timeout;
-  private readonly corked = new Set<Duplex>();
+  /** A burst of events reaches each client as one write (frame-batcher.ts). */
+  private readonly batcher = new FrameBatcher();
 
   constructor(
     private readonly bus: EventBus,
@@ -92,37 +94,22 @@ export class WebSocketBridge {
       ws.on("error", (err) => this.log.debug({ err }, "websocket error"));
       const subscription = this.bus.subscribe(input.filter, input.afterId, (event) => {
         if (ws.readyState !== ws.OPEN) return;
-        if (socket.writableLength + ws.bufferedAmount > this.opts.maxBufferedBytes) {
+        if (socket.writableLength + ws.bufferedAmount + this.batcher.queued(socket) > this.opts.maxBufferedBytes) {
           subscription.close();
+          this.batcher.discard(socket);
           ws.close(1013, "subscriber too slow");
           // A client that does not read will not answer the close either.
           setTimeout(() => ws.terminate(), 1_000).unref();
           return;
         }
-        this.write(socket, event.wsFrame());
+        this.batcher.write(socket, event.wsFrame());
       });
-      ws.on("close", () => subscription.close());
+      ws.on("close", () => {
+        subscription.close();
+        this.batcher.discard(socket);
+      });
     });
   }
-
-  /**
-   * Writes a frame, corking the socket until the current I/O phase ends so
-   * that a burst of events reaches each client in one writev, not one
-   * system call per event per client.
-   */
-  private write(socket: Duplex, frame: Buffer): void {
-    if (!this.corked.has(socket)) {
-      socket.cork();
-      this.corked.add(socket);
-      if (this.corked.size === 1) setImmediate(this.uncorkAll);
-    }
-    socket.write(frame);
-  }
-
-  private readonly uncorkAll = () => {
-    for (const socket of this.corked) socket.uncork();
-    this.corked.clear();
-  };
 
   get clientCount(): number {
     return this.wss.clients.size;
@@ -131,6 +118,7 @@ export class WebSocketBridge {
   /** Closes every client with 1001 (going away). */
   close(): void {
     clearInterval(this.pinger);
+    this.batcher.drainAll();
     for (const ws of this.wss.clients) ws.close(1001, "server shutting down");
     this.wss.close();
   }
