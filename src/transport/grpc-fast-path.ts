@@ -93,27 +93,30 @@ export class GrpcFastPath {
       values: createContextValues().set(peerKey, peerCertificateOfSocket(stream.session?.socket)),
       requestId,
     });
+    void this.serve(stream, call, route);
+    return true;
+  }
+
+  /** One call, start to end: every outcome is answered, and the call is always finished. */
+  private async serve(stream: http2.ServerHttp2Stream, call: CallContext, route: Route | undefined): Promise<void> {
     const onClose = () => call.abort(CLIENT_GONE);
     stream.once("close", onClose);
-    call.onDeadline = () => sendError(stream, call, DEADLINE);
-    readFrame(stream, this.opts.maxBodyBytes)
-      .then((bytes) => {
-        let input: Message;
-        try {
-          input = fromBinary(call.method.input, bytes);
-        } catch (err) {
-          throw new ConnectError(`parse binary: ${(err as Error).message}`, Code.Internal);
-        }
-        return route ? this.unary(route, input, call, stream) : this.watch(input, call, stream);
-      })
-      .catch((err: unknown) => {
-        if (!call.finished) sendError(stream, call, err);
-      })
-      .finally(() => {
-        stream.off("close", onClose);
-        call.abort(FINISHED);
-      });
-    return true;
+    if (call.timeoutMs() !== undefined) call.onDeadline = () => sendError(stream, call, DEADLINE);
+    try {
+      const bytes = await readFrame(stream, this.opts.maxBodyBytes);
+      let input: Message;
+      try {
+        input = fromBinary(call.method.input, bytes);
+      } catch (err) {
+        throw new ConnectError(`parse binary: ${(err as Error).message}`, Code.Internal);
+      }
+      await (route ? this.unary(route, input, call, stream) : this.watch(input, call, stream));
+    } catch (err) {
+      if (!call.finished) sendError(stream, call, err);
+    } finally {
+      stream.off("close", onClose);
+      call.abort(FINISHED);
+    }
   }
 
   private async unary(route: Route, input: Message, call: CallContext, stream: http2.ServerHttp2Stream): Promise<void> {
