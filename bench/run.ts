@@ -54,7 +54,7 @@ const quick = process.argv.includes("--quick");
 // profiling with BENCH_PROFILE=dir: the service's profile then holds only them).
 const only = process.argv.find((a) => a.startsWith("--only="))?.slice(7).split(",");
 const want = (name: string) => !only || only.includes(name);
-const SERVICE_PARTS = ["discover", "rest", "heartbeat"];
+const SERVICE_PARTS = ["discover", "rest", "heartbeat", "register"];
 const wantPart = (part: string) => want("service") || want(part);
 const size = quick
   ? { agents: 100, requests: 500, writes: 200, subscribers: [20], paced: 3, burst: 10, memoryAgents: 500, idleWs: 50, routeAgents: [1_000] }
@@ -198,6 +198,13 @@ async function serviceScenarios(limit: Record<string, LoadResult>): Promise<void
       add({ scenario: `heartbeat gRPC, memory store (Node loader, ${size.agents} agents)`, ...heartbeats, limit: "discover (Node loader)", ratio: heartbeats.rps / nodeDiscover.rps, note: `median of ${rounds} rounds, alternating with discover` });
       loader.close();
     }
+    if (wantPart("register")) {
+      const loader = new GrpcLoader(svc.port, 4, svc.token);
+      const reg = (i: number) => toBinary(RegisterRequestSchema, create(RegisterRequestSchema, agentInit(size.agents + i)));
+      const registers = check(await loader.load("/federation.v1.RegistryService/Register", reg, size.writes / 4), "register memory");
+      add({ scenario: "register gRPC, memory store (Node loader)", ...registers, limit: "discover (Node loader)", ratio: nodeDiscover ? registers.rps / nodeDiscover.rps : undefined });
+      loader.close();
+    }
     if (!want("service")) return;
 
     const half = check(
@@ -205,12 +212,6 @@ async function serviceScenarios(limit: Record<string, LoadResult>): Promise<void
       "discover grpc light",
     );
     add({ scenario: "discover gRPC, light load (2 conns × 1 stream)", ...half, note: "latency at low concurrency (goal p99 ≤ 5 ms at half of max)" });
-
-    const loader = new GrpcLoader(svc.port, 4, svc.token);
-    const reg = (i: number) => toBinary(RegisterRequestSchema, create(RegisterRequestSchema, agentInit(size.agents + i)));
-    const registers = check(await loader.load("/federation.v1.RegistryService/Register", reg, size.writes / 4), "register memory");
-    add({ scenario: "register gRPC, memory store (Node loader)", ...registers, limit: "discover (Node loader)", ratio: nodeDiscover ? registers.rps / nodeDiscover.rps : undefined });
-    loader.close();
 
     const route = check(
       await h2load({
