@@ -12,10 +12,18 @@ export interface IssuedToken {
   readonly expiresAt: number;
 }
 
+/** An agent's current passport and what it was issued for (registration, tenant, capabilities, key). */
+interface CachedPassport extends IssuedToken {
+  readonly registeredAt: number;
+  readonly tenant: string;
+  readonly capHash: string;
+  readonly kid: string;
+}
+
 /** Tokens the federation signs itself: tenant tokens (admin-minted) and agent passports. */
 export class TokenIssuer {
   /** The last passport of each agent (bounded), reused while half its life is left. */
-  private readonly passports = new LRUCache<string, IssuedToken & { readonly binding: string }>({ max: 100_000 });
+  private readonly passports = new LRUCache<string, CachedPassport>({ max: 100_000 });
 
   constructor(
     private readonly keys: KeyStore,
@@ -36,10 +44,13 @@ export class TokenIssuer {
     const cached = this.passports.get(agent.id);
     if (
       cached &&
-      cached.binding === this.binding(agent) &&
+      cached.registeredAt === agent.registeredAt &&
+      cached.tenant === agent.tenant &&
+      cached.capHash === capabilityHash(agent) &&
+      cached.kid === this.keys.currentKid() &&
       cached.expiresAt - this.clock.now() >= this.opts.passportTtlMs / 2
     ) {
-      return cached;
+      return { token: cached.token, expiresAt: cached.expiresAt };
     }
     return this.passport(agent);
   }
@@ -50,7 +61,6 @@ export class TokenIssuer {
    */
   async passport(agent: AgentRecord): Promise<IssuedToken> {
     const expiresAt = wholeSeconds(this.clock.now() + this.opts.passportTtlMs);
-    const binding = this.binding(agent);
     const token = await this.keys.signJwt(
       {
         iss: this.opts.issuer,
@@ -64,13 +74,18 @@ export class TokenIssuer {
       expiresAt,
       PASSPORT_TYP,
     );
-    const issued = { token, expiresAt, binding };
-    this.passports.set(agent.id, issued);
+    // One entry per agent of the fleet: kept small. The token is copied
+    // into one flat string (jose builds it from pieces), the rest of the
+    // binding are strings shared with the agent record.
+    this.passports.set(agent.id, {
+      token: Buffer.from(token, "latin1").toString("latin1"),
+      expiresAt,
+      registeredAt: agent.registeredAt,
+      tenant: agent.tenant,
+      capHash: capabilityHash(agent),
+      kid: this.keys.currentKid(),
+    });
     return { token, expiresAt };
-  }
-
-  private binding(agent: AgentRecord): string {
-    return `${agent.tenant}|${agent.registeredAt}|${capabilityHash(agent)}|${this.keys.currentKid()}`;
   }
 
   async mint(tenant: string, scopes: readonly Scope[], subject: string, ttlMs: number): Promise<IssuedToken> {
