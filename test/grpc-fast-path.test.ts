@@ -1,3 +1,4 @@
+import http2 from "node:http2";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { AgentStore } from "../src/registry/agent-store.js";
 import { MemoryAgentStore } from "../src/registry/memory-agent-store.js";
@@ -51,6 +52,34 @@ describe("the gRPC fast path", () => {
     });
     expect(metadata.get("x-request-id")[0]).toMatch(/^[0-9a-f]{8}-[0-9a-z]+$/);
     expect(t.app.server.fastPath.served).toBe(before + 1);
+  });
+
+  it("ends an event stream whose deadline passes with DEADLINE_EXCEEDED in its trailers, not a reset", async () => {
+    const session = http2.connect(`http://127.0.0.1:${t.port}`);
+    try {
+      const stream = session.request({
+        ":method": "POST",
+        ":path": "/federation.v1.HealthService/WatchEvents",
+        "content-type": "application/grpc",
+        te: "trailers",
+        "grpc-timeout": "200m",
+        authorization: bearer().get("authorization")[0] as string,
+      });
+      stream.end(Buffer.from([0, 0, 0, 0, 0]));
+      stream.on("data", () => undefined);
+      const [status, trailers, rst] = await new Promise<[unknown, http2.IncomingHttpHeaders | undefined, number]>((resolve) => {
+        let headers: unknown;
+        let trailers: http2.IncomingHttpHeaders | undefined;
+        stream.on("response", (h) => (headers = h[":status"]));
+        stream.on("trailers", (h) => (trailers = h));
+        stream.on("close", () => resolve([headers, trailers, stream.rstCode ?? -1]));
+      });
+      expect(status).toBe(200);
+      expect(trailers?.["grpc-status"]).toBe("4");
+      expect(rst).toBe(http2.constants.NGHTTP2_NO_ERROR);
+    } finally {
+      session.close();
+    }
   });
 
   it("answers DEADLINE_EXCEEDED when the deadline passes before the answer", async () => {

@@ -101,7 +101,14 @@ export class GrpcFastPath {
   private async serve(stream: http2.ServerHttp2Stream, call: CallContext, route: Route | undefined): Promise<void> {
     const onClose = () => call.abort(CLIENT_GONE);
     stream.once("close", onClose);
-    if (call.timeoutMs() !== undefined) call.onDeadline = () => sendError(stream, call, DEADLINE);
+    // Past its deadline: a call that has not answered gets a trailers-only
+    // DEADLINE_EXCEEDED; a stream already under way ends with it in its
+    // trailers when the abort reaches it (a reset here would race it).
+    if (call.timeoutMs() !== undefined) {
+      call.onDeadline = () => {
+        if (!stream.headersSent) sendError(stream, call, DEADLINE);
+      };
+    }
     try {
       const bytes = await readFrame(stream, this.opts.maxBodyBytes);
       let input: Message;
