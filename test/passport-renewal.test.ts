@@ -5,6 +5,7 @@ import { decodeJwt, decodeProtectedHeader } from "jose";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { FileKeyStore } from "../src/security/key-store.js";
 import { TokenIssuer } from "../src/security/token-issuer.js";
+import { TokenVerifier } from "../src/security/token-verifier.js";
 import { agent } from "./contracts/agent-store.contract.js";
 import { ManualClock } from "./support/manual-clock.js";
 
@@ -68,5 +69,29 @@ describe("passport renewal on heartbeat", () => {
     expect(decodeJwt(p1.token).sub).toBe("a1");
     expect(decodeJwt(p2.token).sub).toBe("a2");
     expect((await issuer.renewedPassport(agent("a1"))).token).toBe(p1.token);
+  });
+
+  it("serves a verified token from the cache only until it expires", async () => {
+    const verifier = new TokenVerifier(
+      {
+        federationIssuer: "fed",
+        audience: "fed",
+        issuers: [],
+        algorithms: ["EdDSA"],
+        clockSkewSec: 0,
+        jwksCooldownMs: 30_000,
+        maxTokenBytes: 8192,
+        bootstrapToken: undefined,
+        bootstrapTenant: "default",
+      },
+      keys,
+      clock,
+    );
+    const minted = await issuer.mint("t1", ["agents:read"], "svc", 30_000);
+    expect((await verifier.verify(minted.token)).tenant).toBe("t1");
+    clock.advance(20_000);
+    expect((await verifier.verify(minted.token)).subject).toBe("svc");
+    clock.advance(11_000);
+    await expect(verifier.verify(minted.token)).rejects.toMatchObject({ code: 16 });
   });
 });

@@ -49,7 +49,8 @@ const tenantPattern = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/;
 export class TokenVerifier {
   private readonly external = new Map<string, JWTVerifyGetKey>();
   private readonly bootstrapDigest: Buffer | undefined;
-  private readonly cache = new LRUCache<string, Principal>({ max: 10_000, ttlAutopurge: false });
+  /** Entries expire by our clock (checked on read), so the LRU itself keeps no timers or TTLs. */
+  private readonly cache = new LRUCache<string, { principal: Principal; until: number }>({ max: 10_000 });
 
   constructor(
     private readonly opts: TokenVerifierOptions,
@@ -77,12 +78,13 @@ export class TokenVerifier {
    * signature check, not one per call.
    */
   async verify(token: string): Promise<Principal> {
+    const now = this.clock.now();
     const cached = this.cache.get(token);
-    if (cached) return cached;
+    if (cached && cached.until > now) return cached.principal;
     const principal = await this.verifyUncached(token);
     if (principal.via !== "bootstrap") {
-      const ttl = Math.min(CACHE_MS, (principal.expiresAt ?? 0) - this.clock.now());
-      if (ttl > 0) this.cache.set(token, principal, { ttl });
+      const until = Math.min(now + CACHE_MS, principal.expiresAt ?? 0);
+      if (until > now) this.cache.set(token, { principal, until });
     }
     return principal;
   }
