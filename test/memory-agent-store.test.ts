@@ -46,4 +46,26 @@ describe("MemoryAgentStore route index", () => {
       expect(counts.byStatus.get(s) ?? 0).toBe([...current.values()].filter((a) => a.status === s).length);
     }
   });
+
+  it("answers a repeated discovery with current records, and follows membership and status changes", async () => {
+    const store = new MemoryAgentStore();
+    const q = { tenant: "t1", capabilities: ["code"], tags: [], statuses: [AgentStatus.HEALTHY], limit: 10 };
+    const a = agent("a1");
+    await store.put(a, 0);
+    expect((await store.query(q)).map((r) => r.id)).toEqual(["a1"]);
+    // A heartbeat keeps the answer but the record read is the new one.
+    await store.update(a, { load: 0.7, revision: 2 });
+    expect((await store.query(q))[0]).toMatchObject({ id: "a1", load: 0.7, revision: 2 });
+    // A new agent, a status change and a removal each show up at once.
+    await store.put(agent("a2"), 0);
+    expect((await store.query(q)).map((r) => r.id).sort()).toEqual(["a1", "a2"]);
+    const a1 = (await store.get("a1"))!;
+    await store.update(a1, { status: AgentStatus.DRAINING, revision: 3 });
+    expect((await store.query(q)).map((r) => r.id)).toEqual(["a2"]);
+    expect((await store.query({ ...q, statuses: [AgentStatus.DRAINING] })).map((r) => r.id)).toEqual(["a1"]);
+    await store.delete("a2", 1);
+    expect(await store.query(q)).toEqual([]);
+    // Another tenant's identical query is its own.
+    expect(await store.query({ ...q, tenant: "t2", statuses: [] })).toEqual([]);
+  });
 });

@@ -1,3 +1,4 @@
+import { LRUCache } from "lru-cache";
 import type { ComponentStatus } from "../events/event-bus.js";
 import { ROUTABLE_STATUSES, routeCeiling, type AgentRecord, type AgentStatus } from "./agent-record.js";
 import type { AgentPatch, AgentQuery, AgentStore, CatalogEntry, FleetCounts, ToolQuery } from "./agent-store.js";
@@ -117,6 +118,15 @@ class Scope {
 export class MemoryAgentStore implements AgentStore {
   private readonly agents = new Map<string, AgentRecord>();
   private readonly scopes = new Map<string, Scope>();
+  /**
+   * Recent discovery answers, as ids. Which agents a query matches (and in
+   * which order) changes only when an agent is added, removed, reshaped or
+   * changes status — not on a heartbeat that keeps its status — so answers
+   * are kept with the membership version they were computed at and the
+   * current records are looked up by id.
+   */
+  private readonly answers = new LRUCache<string, { version: number; ids: string[] }>({ max: 1_000 });
+  private membership = 0;
 
   async get(id: string): Promise<AgentRecord | undefined> {
     return this.agents.get(id);
@@ -130,6 +140,7 @@ export class MemoryAgentStore implements AgentStore {
       // Heartbeats keep capabilities and tools: only state indexes move.
       this.scope(record.tenant).restate(current, record);
       if (record.shared) this.scope(SHARED).restate(current, record);
+      if (current.status !== record.status) this.membership++;
     } else {
       if (current) this.unindex(current);
       this.index(record);
@@ -160,10 +171,14 @@ export class MemoryAgentStore implements AgentStore {
   }
 
   async query(q: AgentQuery): Promise<AgentRecord[]> {
+    const key = `${q.tenant}\u0000${q.capabilities.join("\u0001")}\u0000${q.tags.join("\u0001")}\u0000${q.statuses.join(",")}\u0000${q.limit}`;
+    const known = this.answers.get(key);
+    if (known && known.version === this.membership) return known.ids.map((id) => this.agents.get(id)!);
     const out: AgentRecord[] = [];
     this.collect(this.scopes.get(q.tenant), q, out, undefined);
     // The tenant's own shared agents were found in its scope already.
     if (q.tenant !== SHARED) this.collect(this.scopes.get(SHARED), q, out, q.tenant);
+    this.answers.set(key, { version: this.membership, ids: out.map((a) => a.id) });
     return out;
   }
 
@@ -268,11 +283,13 @@ export class MemoryAgentStore implements AgentStore {
   }
 
   private index(a: AgentRecord): void {
+    this.membership++;
     this.scope(a.tenant).add(a);
     if (a.shared) this.scope(SHARED).add(a);
   }
 
   private unindex(a: AgentRecord): void {
+    this.membership++;
     this.scope(a.tenant).remove(a);
     if (a.shared) this.scope(SHARED).remove(a);
   }
