@@ -1,17 +1,8 @@
 import { create } from "@bufbuild/protobuf";
 import { LRUCache } from "lru-cache";
 import { durationFromMs, timestampFromMs } from "@bufbuild/protobuf/wkt";
-import {
-  AgentSchema,
-  CapabilitySchema,
-  EndpointSchema,
-  ToolSchema,
-  type Agent,
-  type Capability,
-  type Endpoint,
-  type Tool,
-} from "../../gen/federation/v1/agent_pb.js";
-import type { AgentRecord } from "./agent-record.js";
+import { AgentSchema, ToolSchema, type Agent, type Tool } from "../../gen/federation/v1/agent_pb.js";
+import type { AgentRecord, ToolRecord } from "./agent-record.js";
 
 /**
  * Records are immutable (every change makes a new one), so a record's
@@ -27,9 +18,7 @@ const cache = new LRUCache<AgentRecord, Agent>({ max: 10_000 });
  * The message types this module builds and never mutates: transports may
  * cache their encodings per object (transport/message-encoding.ts).
  */
-export const IMMUTABLE_MESSAGE_TYPES: ReadonlySet<string> = new Set(
-  [AgentSchema, EndpointSchema, CapabilitySchema, ToolSchema].map((s) => s.typeName),
-);
+export const IMMUTABLE_MESSAGE_TYPES: ReadonlySet<string> = new Set([AgentSchema, ToolSchema].map((s) => s.typeName));
 
 /** The contract's view of a stored agent, for reads (cached). */
 export function toAgentMessage(a: AgentRecord): Agent {
@@ -47,18 +36,21 @@ export function agentMessageOnce(a: AgentRecord): Agent {
 }
 
 /**
- * The sub-messages a heartbeat does not change. A heartbeat's record keeps
- * the endpoint, capabilities and tools objects of the record before it, so
- * their messages (and, in the transport, their encodings: tool schemas are
- * the costly part) are reused across revisions. Keyed by those objects and
- * bounded like the agent cache.
+ * The tool messages of recent agents. A heartbeat's record keeps the tools
+ * array of the record before it, so the messages (and, in the transport,
+ * their encodings: tool schemas are most of an agent's bytes) are reused
+ * across revisions instead of being encoded again on every heartbeat.
+ * Keyed by that array; bounded like the agent cache (about 10 KiB an agent).
  */
-const parts = new LRUCache<object, Endpoint | Capability[] | Tool[]>({ max: 30_000 });
+const toolMessages = new LRUCache<readonly ToolRecord[], Tool[]>({ max: 10_000 });
 
-function part<T extends Endpoint | Capability[] | Tool[]>(key: object, make: () => T): T {
-  let value = parts.get(key) as T | undefined;
-  if (!value) parts.set(key, (value = make()));
-  return value;
+function toolsOf(a: AgentRecord): Tool[] {
+  let tools = toolMessages.get(a.tools);
+  if (!tools) {
+    tools = a.tools.map((t) => create(ToolSchema, { name: t.name, description: t.description, inputSchema: t.inputSchema }));
+    toolMessages.set(a.tools, tools);
+  }
+  return tools;
 }
 
 function build(a: AgentRecord): Agent {
@@ -69,11 +61,9 @@ function build(a: AgentRecord): Agent {
     name: a.name,
     version: a.version,
     status: a.status,
-    endpoint: part(a.endpoint, () => create(EndpointSchema, { url: a.endpoint.url, transport: a.endpoint.transport })),
-    capabilities: part(a.capabilities, () => a.capabilities.map((c) => create(CapabilitySchema, { name: c.name, tags: [...c.tags] }))),
-    tools: part(a.tools, () =>
-      a.tools.map((t) => create(ToolSchema, { name: t.name, description: t.description, inputSchema: t.inputSchema })),
-    ),
+    endpoint: { url: a.endpoint.url, transport: a.endpoint.transport },
+    capabilities: a.capabilities.map((c) => ({ name: c.name, tags: [...c.tags] })),
+    tools: toolsOf(a),
     labels: { ...a.labels },
     registeredAt: timestampFromMs(a.registeredAt),
     lastHeartbeatAt: timestampFromMs(a.lastHeartbeatAt),
