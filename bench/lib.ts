@@ -179,8 +179,6 @@ interface H2loadOptions {
   headers?: Record<string, string>;
   /** HTTP/1.1 GETs of the URL instead of gRPC (REST/JSON); body unused. */
   h1?: boolean;
-  /** Paced: requests per second per connection (h2load --rps). */
-  rps?: number;
 }
 
 /**
@@ -215,7 +213,6 @@ async function h2loadRun(o: H2loadOptions): Promise<H2loadRun> {
     "-c", String(o.connections ?? 8),
     "-m", String(o.h1 ? 1 : (o.streams ?? 16)),
     ...(o.h1 ? ["--h1"] : ["-d", bodyFile]),
-    ...(o.rps ? [`--rps=${o.rps}`] : []),
     `--log-file=${logFile}`,
     ...Object.entries(headers).flatMap(([k, v]) => ["-H", `${k}: ${v}`]),
     o.url,
