@@ -93,6 +93,8 @@ describe("MessageEncoder", () => {
       const after = toAgentMessage({ ...records[0]!, load: 0.7, revision: 9 });
       expect(after).not.toBe(before);
       expect(after.tools[0]).toBe(before.tools[0]);
+      expect(after.capabilities[0]).toBe(before.capabilities[0]);
+      expect(after.endpoint).toBe(before.endpoint);
       const bytesBefore = full.encode(AgentSchema, before);
       const bytesAfter = full.encode(AgentSchema, after);
       const tool = full.encodeParts(ToolSchema, after.tools[0]!)[0]!;
