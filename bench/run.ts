@@ -50,7 +50,7 @@ const auth = (svc: Service) => ({ authorization: `Bearer ${svc.token}` });
 
 const quick = process.argv.includes("--quick");
 // --only=service,ferret,route,fanout,memory runs a subset (the limits always run);
-// --only=discover,rest,heartbeat runs just those parts of "service" (for
+// --only=discover,rest,heartbeat,register runs just those parts of "service" (for
 // profiling with BENCH_PROFILE=dir: the service's profile then holds only them).
 const only = process.argv.find((a) => a.startsWith("--only="))?.slice(7).split(",");
 const want = (name: string) => !only || only.includes(name);
