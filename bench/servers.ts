@@ -85,26 +85,13 @@ function fanout(): void {
     const size = Math.max(13, Number(url.searchParams.get("size") ?? "13"));
     stream.respond({ ":status": 200 });
     stream.end();
-    let sent = 0;
     const emit = () => {
       const frame = Buffer.alloc(size);
       frame.writeUInt32BE(size - 5, 1);
       frame.writeDoubleBE(Date.now(), 5);
       for (const s of streams) s.write(frame);
-      sent++;
     };
-    if (rate > 0) {
-      const timer = setInterval(() => {
-        emit();
-        if (sent >= n) clearInterval(timer);
-      }, 1000 / rate);
-    } else {
-      const burst = () => {
-        for (let i = 0; i < 10 && sent < n; i++) emit();
-        if (sent < n) setImmediate(burst);
-      };
-      burst();
-    }
+    emitEvents(n, rate, emit);
   });
   server.listen(port, "127.0.0.1");
 }
@@ -133,18 +120,7 @@ function wsFanout(): void {
       const frame = event.wsFrame();
       for (const socket of sockets) socket.write(frame);
     };
-    if (rate > 0) {
-      const timer = setInterval(() => {
-        emit();
-        if (sent >= n) clearInterval(timer);
-      }, 1000 / rate);
-    } else {
-      const burst = () => {
-        for (let i = 0; i < 10 && sent < n; i++) emit();
-        if (sent < n) setImmediate(burst);
-      };
-      burst();
-    }
+    emitEvents(n, rate, emit);
   });
   server.on("upgrade", (req, socket, head) =>
     wss.handleUpgrade(req, socket, head, (ws) => {
@@ -153,6 +129,30 @@ function wsFanout(): void {
     }),
   );
   server.listen(port, "127.0.0.1");
+}
+
+/** Calls `emit` n times: paced at `rate` per second, or as fast as possible in bursts of 10 per loop turn. */
+function emitEvents(n: number, rate: number, emit: () => void): void {
+  let count = 0;
+  const one = () => {
+    emit();
+    count++;
+  };
+  if (rate > 0) {
+    // The first at once, like the service's triggers (event i at i / rate).
+    one();
+    if (count >= n) return;
+    const timer = setInterval(() => {
+      one();
+      if (count >= n) clearInterval(timer);
+    }, 1000 / rate);
+  } else {
+    const burst = () => {
+      for (let i = 0; i < 10 && count < n; i++) one();
+      if (count < n) setImmediate(burst);
+    };
+    burst();
+  }
 }
 
 ({ "http2-fixed": fixed, "grpc-js": grpcJs, connect, "http2-fanout": fanout, "ws-fanout": wsFanout })[kind as "connect"]();
