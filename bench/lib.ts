@@ -187,17 +187,6 @@ interface H2loadOptions {
  * from h2load's per-request log.
  */
 export async function h2load(o: H2loadOptions): Promise<LoadResult> {
-  const started = performance.now();
-  const run = await h2loadRun(o);
-  return summarize([run], (performance.now() - started) / 1000, Number(/finished in [\d.]+m?s, ([\d.]+) req\/s/.exec(run.out)?.[1]));
-}
-
-interface H2loadRun {
-  out: string;
-  entries: string[][];
-}
-
-async function h2loadRun(o: H2loadOptions): Promise<H2loadRun> {
   const dir = path.join(os.tmpdir(), `fc-h2load-${process.pid}-${Math.random().toString(36).slice(2)}`);
   mkdirSync(dir, { recursive: true });
   const bodyFile = path.join(dir, "body");
@@ -234,29 +223,17 @@ async function h2loadRun(o: H2loadOptions): Promise<H2loadRun> {
     .filter((l) => l !== "")
     .map((l) => l.split("\t"));
   rmSync(dir, { recursive: true, force: true });
-  if (!/requests: \d+ total/.test(out)) throw new Error(`h2load output not understood:\n${out}\n${err}`);
-  return { out, entries };
-}
-
-function summarize(runs: H2loadRun[], wallSeconds: number, reportedRps: number | undefined): LoadResult {
-  let ok = 0;
-  let failed = 0;
-  const times: number[] = [];
-  for (const { out, entries } of runs) {
-    const done = /requests: \d+ total, \d+ started, \d+ done, (\d+) succeeded, (\d+) failed/.exec(out);
-    if (!done) throw new Error(`h2load output not understood:\n${out}`);
-    const non2xx = entries.filter((e) => !/^2\d\d$/.test(e[1]!)).length;
-    ok += Number(done[1]) - non2xx;
-    failed += Number(done[2]) + non2xx;
-    for (const e of entries) times.push(Number(e[2]) / 1000);
-  }
+  const rps = /finished in [\d.]+m?s, ([\d.]+) req\/s/.exec(out);
+  const done = /requests: \d+ total, \d+ started, \d+ done, (\d+) succeeded, (\d+) failed/.exec(out);
+  if (!rps || !done) throw new Error(`h2load output not understood:\n${out}\n${err}`);
+  const non2xx = entries.filter((e) => !/^2\d\d$/.test(e[1]!)).length;
+  const times = entries.map((e) => Number(e[2]) / 1000);
   return {
-    // One process: its own figure (excludes its start-up); several: all over the wall time.
-    rps: reportedRps ?? (ok + failed) / wallSeconds,
+    rps: Number(rps[1]),
     p50Ms: percentile(times, 50),
     p99Ms: percentile(times, 99),
-    ok,
-    failed,
+    ok: Number(done[1]) - non2xx,
+    failed: Number(done[2]) + non2xx,
   };
 }
 
