@@ -10,6 +10,7 @@ import type { HeartbeatInput, Page, RegisterInput } from "../validation/requests
 import { agentMessageOnce } from "./agent-message.js";
 import { AgentStatus, type AgentRecord } from "./agent-record.js";
 import type { AgentStore } from "./agent-store.js";
+import { SharedValues } from "./shared-values.js";
 
 /** How many times a write is retried when another writer changed the agent first. */
 const MAX_CAS_ATTEMPTS = 5;
@@ -27,6 +28,9 @@ const SWEEP_BATCH = 1_000;
  * agent.
  */
 export class Registry {
+  /** Capabilities, tools and labels that many agents register alike, held once. */
+  private readonly shared = new SharedValues();
+
   constructor(
     private readonly store: AgentStore,
     private readonly bus: EventBus,
@@ -49,13 +53,13 @@ export class Registry {
         id: existing?.id ?? (input.agentId || this.newId()),
         tenant: caller.tenant,
         shared: existing?.shared ?? false,
-        name: input.name,
-        version: input.version,
+        name: this.shared.string(input.name),
+        version: this.shared.string(input.version),
         status: AgentStatus.HEALTHY,
         endpoint: input.endpoint,
-        capabilities: input.capabilities,
-        tools: input.tools,
-        labels: input.labels,
+        capabilities: this.shared.capabilities(input.capabilities),
+        tools: this.shared.tools(input.tools),
+        labels: this.shared.labels(input.labels),
         load: existing?.load ?? 0,
         leaseTtlMs: input.leaseTtlMs,
         registeredAt: existing?.registeredAt ?? now,

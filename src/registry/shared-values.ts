@@ -1,0 +1,75 @@
+import { hash } from "node:crypto";
+import type { JsonObject, JsonValue } from "@bufbuild/protobuf";
+import { LRUCache } from "lru-cache";
+import type { CapabilityRecord, ToolRecord } from "./agent-record.js";
+
+/**
+ * Equal parts of agent records, shared. A fleet is many replicas of a few
+ * kinds of agent: capability names, tags, tools with their schemas and
+ * labels repeat agent after agent, and each registration decodes them into
+ * new strings and objects (at 100k agents that was ~40% of the heap).
+ * Records are never mutated, so equal parts can be one frozen value.
+ *
+ * Bounded, least recently used out: unique values cost the pools at most
+ * their size and only go unshared. Tools are keyed by a SHA-256 of their
+ * content (a description or schema can be long), so a key never holds a
+ * second copy of what it names and two different tools cannot collide.
+ */
+export class SharedValues {
+  private readonly strings = new LRUCache<string, string>({ max: 50_000 });
+  private readonly objects = new LRUCache<string, object>({ max: 20_000 });
+
+  string(s: string): string {
+    const known = this.strings.get(s);
+    if (known !== undefined) return known;
+    this.strings.set(s, s);
+    return s;
+  }
+
+  capabilities(caps: readonly CapabilityRecord[]): CapabilityRecord[] {
+    return caps.map((c) =>
+      this.object(`c\0${c.name}\0${c.tags.join("\0")}`, () => ({
+        name: this.string(c.name),
+        tags: Object.freeze(c.tags.map((t) => this.string(t))),
+      })),
+    );
+  }
+
+  tools(tools: readonly ToolRecord[]): ToolRecord[] {
+    return tools.map((t) => {
+      const schema = t.inputSchema === undefined ? "" : JSON.stringify(t.inputSchema);
+      const key = `t${hash("sha256", `${t.name}\0${t.description}\0${schema}`, "base64")}`;
+      return this.object(key, () => ({
+        name: this.string(t.name),
+        description: t.description,
+        inputSchema: t.inputSchema === undefined ? undefined : this.schema(schema, t.inputSchema),
+      }));
+    });
+  }
+
+  labels(labels: Readonly<Record<string, string>>): Readonly<Record<string, string>> {
+    return this.object(`l${JSON.stringify(labels)}`, () =>
+      Object.fromEntries(Object.entries(labels).map(([k, v]) => [this.string(k), this.string(v)])),
+    );
+  }
+
+  private schema(text: string, value: JsonObject): JsonObject {
+    return this.object(`s${hash("sha256", text, "base64")}`, () => value);
+  }
+
+  private object<T extends object>(key: string, make: () => T): T {
+    const known = this.objects.get(key);
+    if (known !== undefined) return known as T;
+    const value = deepFreeze(make());
+    this.objects.set(key, value);
+    return value;
+  }
+}
+
+function deepFreeze<T>(value: T): T {
+  if (value !== null && typeof value === "object" && !Object.isFrozen(value)) {
+    for (const v of Object.values(value) as JsonValue[]) deepFreeze(v);
+    Object.freeze(value);
+  }
+  return value;
+}

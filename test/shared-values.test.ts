@@ -1,0 +1,103 @@
+import { create } from "@bufbuild/protobuf";
+import { pino } from "pino";
+import { describe, expect, it } from "vitest";
+import { RegisterRequestSchema } from "../gen/federation/v1/registry_service_pb.js";
+import { loadConfig } from "../src/config.js";
+import { MemoryEventBus } from "../src/events/memory-event-bus.js";
+import { MemoryAgentStore } from "../src/registry/memory-agent-store.js";
+import { Registry } from "../src/registry/registry.js";
+import { SharedValues } from "../src/registry/shared-values.js";
+import type { Principal } from "../src/security/principal.js";
+import { parseRegister } from "../src/validation/requests.js";
+import { ManualClock } from "./support/manual-clock.js";
+
+const lease = loadConfig({}).lease;
+const t1: Principal = { subject: "test", tenant: "t1", scopes: new Set(["admin"]), via: "token" };
+const t2: Principal = { ...t1, tenant: "t2" };
+
+const schema = { type: "object", properties: { q: { type: "string" }, n: { type: "number" } } };
+function replica(overrides: Record<string, unknown> = {}) {
+  return parseRegister(
+    create(RegisterRequestSchema, {
+      name: "summarizer",
+      version: "2.1.0",
+      endpoint: { url: "http://127.0.0.1:1" },
+      capabilities: [{ name: "summarize", tags: ["en", "fast"] }, { name: "translate", tags: ["en"] }],
+      tools: [{ name: "summarize_text", description: "Summarizes text", inputSchema: structuredClone(schema) }],
+      labels: { zone: "eu-1" },
+      ...overrides,
+    }),
+    lease,
+  );
+}
+
+describe("shared record values", () => {
+  const newRegistry = () => {
+    const clock = new ManualClock();
+    return new Registry(new MemoryAgentStore(), new MemoryEventBus(clock, 100), clock, lease, pino({ level: "silent" }));
+  };
+
+  it("holds the capabilities, tools and labels that replicas register alike once, across tenants", async () => {
+    const registry = newRegistry();
+    const a = await registry.register(replica(), t1);
+    const b = await registry.register(replica(), t2);
+    expect(b.capabilities[0]).toBe(a.capabilities[0]);
+    expect(b.capabilities[1]).toBe(a.capabilities[1]);
+    expect(b.tools[0]).toBe(a.tools[0]);
+    expect(b.labels).toBe(a.labels);
+    // Shared, not changed: each record reads exactly what was registered.
+    expect(b.capabilities).toEqual([
+      { name: "summarize", tags: ["en", "fast"] },
+      { name: "translate", tags: ["en"] },
+    ]);
+    expect(b.tools).toEqual([{ name: "summarize_text", description: "Summarizes text", inputSchema: schema }]);
+    expect(b.labels).toEqual({ zone: "eu-1" });
+  });
+
+  it("keeps different values apart and shares only what is equal", async () => {
+    const registry = newRegistry();
+    const a = await registry.register(replica(), t1);
+    const other = await registry.register(
+      replica({
+        capabilities: [{ name: "summarize", tags: ["en"] }],
+        tools: [{ name: "summarize_text", description: "Summarizes text, briefly", inputSchema: structuredClone(schema) }],
+        labels: { zone: "eu-2" },
+      }),
+      t1,
+    );
+    expect(other.capabilities).toEqual([{ name: "summarize", tags: ["en"] }]);
+    expect(other.capabilities[0]).not.toBe(a.capabilities[0]);
+    expect(other.tools[0]!.description).toBe("Summarizes text, briefly");
+    expect(other.tools[0]).not.toBe(a.tools[0]);
+    // The schema is the same value, so both tools hold one copy of it.
+    expect(other.tools[0]!.inputSchema).toBe(a.tools[0]!.inputSchema);
+    expect(other.labels).toEqual({ zone: "eu-2" });
+    // A schema differing in one leaf is not shared.
+    const changed = await registry.register(
+      replica({ tools: [{ name: "summarize_text", description: "Summarizes text", inputSchema: { ...schema, required: ["q"] } }] }),
+      t1,
+    );
+    expect(changed.tools[0]!.inputSchema).toEqual({ ...schema, required: ["q"] });
+    expect(changed.tools[0]!.inputSchema).not.toBe(a.tools[0]!.inputSchema);
+  });
+
+  it("freezes shared values, so no holder can change another agent's record", async () => {
+    const a = await newRegistry().register(replica(), t1);
+    expect(() => ((a.capabilities[0]!.tags as string[])[0] = "x")).toThrow(TypeError);
+    expect(() => ((a.tools[0]!.inputSchema!.properties as Record<string, unknown>).q = {})).toThrow(TypeError);
+    expect(() => ((a.labels as Record<string, string>).zone = "x")).toThrow(TypeError);
+    expect(a.capabilities[0]!.tags).toEqual(["en", "fast"]);
+  });
+
+  it("stays correct past its bounds: unique values are kept, only not shared", () => {
+    const shared = new SharedValues();
+    const caps = Array.from({ length: 60_000 }, (_, i) => ({ name: `cap.${i}`, tags: [`tag.${i % 7}`] }));
+    const out = shared.capabilities(caps);
+    expect(out).toEqual(caps);
+    // The most recent are still shared; labels with a "__proto__" key stay plain data.
+    expect(shared.capabilities([{ name: "cap.59999", tags: ["tag.2"] }])[0]).toBe(out[59_999]);
+    const labels = shared.labels(JSON.parse('{"__proto__":"x","a":"b"}') as Record<string, string>);
+    expect(Object.getPrototypeOf(labels)).toBe(Object.prototype);
+    expect(Object.keys(labels)).toEqual(["__proto__", "a"]);
+  });
+});
