@@ -2,6 +2,7 @@ import { chmod, mkdir, readFile, rename, writeFile } from "node:fs/promises";
 import path from "node:path";
 import {
   calculateJwkThumbprint,
+  CompactSign,
   exportJWK,
   FlattenedSign,
   generateKeyPair,
@@ -23,6 +24,8 @@ import type { Clock } from "../clock.js";
 export interface KeyStore {
   /** Signs a JWT with the current key (EdDSA), `kid` in the header. */
   signJwt(claims: JWTPayload, expiresAtMs: number, typ: string): Promise<string>;
+  /** A compact JWS over exactly these payload bytes (a JWT whose claims JSON the caller wrote). */
+  signCompact(payload: Uint8Array, typ: string): Promise<string>;
   /** A detached JWS (RFC 7515 appendix F, `<header>..<signature>`) over `payload`. */
   signDetached(payload: Uint8Array): Promise<{ jws: string; kid: string }>;
   /** Public keys that still verify: the current one and those not yet retired. */
@@ -92,6 +95,11 @@ export class FileKeyStore implements KeyStore {
       .setIssuedAt(Math.floor(this.clock.now() / 1000))
       .setExpirationTime(Math.floor(expiresAtMs / 1000))
       .sign(key.privateKey);
+  }
+
+  async signCompact(payload: Uint8Array, typ: string): Promise<string> {
+    const key = this.current();
+    return new CompactSign(payload).setProtectedHeader({ alg: ALG, kid: key.kid, typ }).sign(key.privateKey);
   }
 
   async signDetached(payload: Uint8Array): Promise<{ jws: string; kid: string }> {
