@@ -15,7 +15,7 @@ import { toBinary, toJson, type DescField, type DescMessage, type JsonWriteOptio
  * the wire may differ, which every parser accepts).
  */
 export class MessageEncoder {
-  private readonly cache = new WeakMap<object, Uint8Array>();
+  private readonly cache = new Memo<Uint8Array>("encoding");
   private readonly plans = new Map<string, readonly DescField[]>();
 
   /** @param immutable message types whose instances are never mutated once built */
@@ -63,7 +63,7 @@ export class MessageEncoder {
     let bytes = this.cache.get(message);
     if (!bytes) {
       const parts = this.fieldParts(schema, message);
-      this.cache.set(message, (bytes = parts.length === 1 ? parts[0]! : Buffer.concat(parts)));
+      bytes = this.cache.set(message, parts.length === 1 ? parts[0]! : Buffer.concat(parts));
     }
     return bytes;
   }
@@ -81,7 +81,7 @@ export class MessageEncoder {
  * meaning).
  */
 export class JsonEncoder {
-  private readonly cache = new WeakMap<object, string>();
+  private readonly cache = new Memo<string>("json");
   private readonly plans = new Map<string, readonly DescField[]>();
 
   constructor(
@@ -117,9 +117,31 @@ export class JsonEncoder {
   }
 
   private cached(schema: DescMessage, message: Message): string {
-    let text = this.cache.get(message);
-    if (text === undefined) this.cache.set(message, (text = this.text(schema, message)));
-    return text;
+    return this.cache.get(message) ?? this.cache.set(message, this.text(schema, message));
+  }
+}
+
+/**
+ * A value remembered on an object itself, in a non-enumerable symbol slot
+ * (invisible to toBinary, toJson, spreads and JSON.stringify). A WeakMap did
+ * this before: every Register and Heartbeat answer's one-off Agent message
+ * went into it, its table grew to 16 MiB under load and its entries made
+ * each GC do ephemeron work. A slot goes away with its object.
+ */
+class Memo<T> {
+  private readonly slot: symbol;
+
+  constructor(name: string) {
+    this.slot = Symbol(name);
+  }
+
+  get(o: object): T | undefined {
+    return (o as Record<symbol, T | undefined>)[this.slot];
+  }
+
+  set(o: object, value: T): T {
+    if (Object.isExtensible(o)) Object.defineProperty(o, this.slot, { value });
+    return value;
   }
 }
 
