@@ -6,6 +6,41 @@ import { agent, agentStoreContract } from "./contracts/agent-store.contract.js";
 agentStoreContract("memory", async () => new MemoryAgentStore());
 
 describe("MemoryAgentStore route index", () => {
+  it("pages every agent in id order through interleaved registrations, removals and reads", async () => {
+    const store = new MemoryAgentStore();
+    const live = new Map<string, AgentRecord>();
+    let seed = 7;
+    const rand = () => ((seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31);
+    for (let step = 0; step < 2000; step++) {
+      const r = rand();
+      if (r < 0.6 || live.size === 0) {
+        const id = `a${Math.floor(rand() * 100_000).toString(36)}`;
+        const before = live.get(id);
+        // New agents and re-registrations that change capabilities (re-indexed).
+        const a = agent(id, { caps: [[`c${Math.floor(rand() * 3)}`, []]], revision: (before?.revision ?? 0) + 1 });
+        expect(await store.put(a, before?.revision ?? 0)).toBe(true);
+        live.set(id, a);
+      } else if (r < 0.8) {
+        const ids = [...live.keys()];
+        const gone = live.get(ids[Math.floor(rand() * ids.length)]!)!;
+        expect(await store.delete(gone.id, gone.revision)).toBe(true);
+        live.delete(gone.id);
+      } else {
+        const expected = [...live.keys()].sort();
+        const seen: string[] = [];
+        for (let after = ""; ; ) {
+          const page = await store.list("t1", after, 37);
+          if (page.length === 0) break;
+          seen.push(...page.map((a) => a.id));
+          after = page.at(-1)!.id;
+        }
+        expect(seen).toEqual(expected);
+        expect((await store.counts("t1")).total).toBe(live.size);
+      }
+    }
+    expect((await store.counts("t1")).total).toBe(live.size);
+  });
+
   it("keeps every capability's routable list in exact order through thousands of heartbeats", async () => {
     const store = new MemoryAgentStore();
     const caps = ["a", "b", "c", "d"];

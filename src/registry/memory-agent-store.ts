@@ -18,15 +18,35 @@ interface Ranked {
  * first, then id) for the router.
  */
 class Scope {
-  readonly sortedIds: string[] = [];
+  private sorted: string[] = [];
+  /**
+   * Ids added since the sorted list was last read, merged into it on the
+   * next read: inserting each new id into a sorted array moved the whole
+   * array once per registration (~40 µs at 15k agents, and growing with the
+   * fleet), while paging reads it far less often than agents register.
+   */
+  private added: string[] = [];
   readonly byCapability = new Map<string, Set<string>>();
   readonly byTag = new Map<string, Set<string>>();
   readonly routable = new Map<string, Ranked[]>();
   readonly statusCounts = new Map<AgentStatus, number>();
   toolCount = 0;
 
+  /** Every id in the scope, in id order. */
+  get sortedIds(): readonly string[] {
+    if (this.added.length > 0) {
+      this.sorted = [...mergeSorted(this.sorted, this.added.sort())];
+      this.added = [];
+    }
+    return this.sorted;
+  }
+
+  get size(): number {
+    return this.sorted.length + this.added.length;
+  }
+
   add(a: AgentRecord): void {
-    this.sortedIds.splice(lowerBound(this.sortedIds, a.id), 0, a.id);
+    this.added.push(a.id);
     for (const c of a.capabilities) {
       addTo(this.byCapability, c.name, a.id);
       for (const t of c.tags) addTo(this.byTag, t, a.id);
@@ -36,8 +56,9 @@ class Scope {
   }
 
   remove(a: AgentRecord): void {
-    const at = lowerBound(this.sortedIds, a.id);
-    if (this.sortedIds[at] === a.id) this.sortedIds.splice(at, 1);
+    const ids = this.sortedIds as string[];
+    const at = lowerBound(ids, a.id);
+    if (ids[at] === a.id) ids.splice(at, 1);
     for (const c of a.capabilities) {
       removeFrom(this.byCapability, c.name, a.id);
       for (const t of c.tags) removeFrom(this.byTag, t, a.id);
@@ -252,7 +273,7 @@ export class MemoryAgentStore implements AgentStore {
   async counts(tenant: string): Promise<FleetCounts> {
     const scope = this.scopes.get(tenant);
     return {
-      total: scope?.sortedIds.length ?? 0,
+      total: scope?.size ?? 0,
       byStatus: new Map(scope?.statusCounts),
       capabilities: scope?.byCapability.size ?? 0,
       tools: scope?.toolCount ?? 0,
