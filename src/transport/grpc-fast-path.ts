@@ -10,7 +10,7 @@ import { peerKey, principalKey } from "../security/principal.js";
 import type { RequestGuard } from "../security/request-guard.js";
 import { parseWatch } from "../validation/requests.js";
 import { CallContext, CLIENT_GONE, DEADLINE, FINISHED } from "./call-context.js";
-import { FrameBatcher } from "./frame-batcher.js";
+import { FanOut } from "./fan-out.js";
 import { MessageEncoder } from "./message-encoding.js";
 
 type UnaryImpl = (req: Message, ctx: HandlerContext) => unknown;
@@ -43,8 +43,8 @@ export interface FastPathOptions {
  * The handler context is built lazily (signal and headers only when a
  * handler asks), responses reuse the encoding of immutable agent messages
  * (message-encoding.ts), and WatchEvents writes each event's pre-encoded
- * frame (encoded once for all subscribers; a burst goes out as one write
- * per subscriber, frame-batcher.ts). Everything else — compression,
+ * frame (encoded once, written once per group of subscribers with the same
+ * filter and loop turn, fan-out.ts). Everything else — compression,
  * gRPC-Web, Connect, other streaming shapes — stays on connect-node, which
  * remains the reference.
  */
@@ -52,11 +52,12 @@ export class GrpcFastPath {
   private readonly routes = new Map<string, Route>();
   private readonly watchPath = `/${HealthService.typeName}/${HealthService.method.watchEvents.name}`;
   private readonly encoder = new MessageEncoder(IMMUTABLE_MESSAGE_TYPES);
-  private readonly batcher = new FrameBatcher();
+  private readonly feed: FanOut;
   /** Calls served here (tests use it to tell which path answered). */
   served = 0;
 
   constructor(private readonly opts: FastPathOptions) {
+    this.feed = new FanOut(opts.bus, (event) => event.grpcFrame(), opts.maxStreamBufferBytes);
     for (const { service, impl } of opts.services) {
       for (const method of service.methods) {
         const fn = (impl as Record<string, unknown>)[method.localName];
@@ -176,10 +177,8 @@ export class GrpcFastPath {
       const finish = (err: unknown, slow = false) => {
         if (ended !== null) return;
         ended = err ?? false;
-        subscription.close();
+        membership.leave(!slow);
         signal.removeEventListener("abort", onAbort);
-        if (slow) this.batcher.discard(stream);
-        else this.batcher.drain(stream);
         if (!stream.destroyed) {
           onTrailers(stream, () => trailers(call, err));
           stream.end();
@@ -187,13 +186,9 @@ export class GrpcFastPath {
         resolve();
       };
       const onAbort = () => finish(signal.reason instanceof ConnectError && signal.reason !== CLIENT_GONE ? signal.reason : undefined);
-      const subscription = this.opts.bus.subscribe(filter, afterId, (event) => {
-        if (ended !== null || stream.destroyed) return;
-        if (stream.writableLength + this.batcher.queued(stream) > this.opts.maxStreamBufferBytes) {
-          finish(errors.subscriberTooSlow(0), true);
-          return;
-        }
-        this.batcher.write(stream, event.grpcFrame());
+      const membership = this.feed.join(filter, afterId, {
+        out: stream,
+        tooSlow: () => finish(errors.subscriberTooSlow(0), true),
       });
       signal.addEventListener("abort", onAbort);
       if (signal.aborted) onAbort();

@@ -11,7 +11,7 @@ import type { Logger } from "../logger.js";
 import { parseWatch } from "../validation/requests.js";
 import { httpStatus } from "./rest/http-status.js";
 import { headerValue } from "./call-context.js";
-import { FrameBatcher } from "./frame-batcher.js";
+import { FanOut } from "./fan-out.js";
 
 export interface WebSocketBridgeOptions {
   /** Bytes buffered for one client before it is cut off as too slow. */
@@ -34,13 +34,13 @@ export class WebSocketBridge {
   private readonly wss: WebSocketServer;
   private readonly alive = new WeakSet<WebSocket>();
   private readonly pinger: NodeJS.Timeout;
-  /** A burst of events reaches each client as one write (frame-batcher.ts). */
-  private readonly batcher = new FrameBatcher();
+  /** Each event framed once, a loop turn's frames written once per client (fan-out.ts). */
+  private readonly feed: FanOut;
 
   constructor(
-    private readonly bus: EventBus,
+    bus: EventBus,
     private readonly guard: RequestGuard,
-    private readonly opts: WebSocketBridgeOptions,
+    opts: WebSocketBridgeOptions,
     private readonly log: Logger,
   ) {
     this.wss = new WebSocketServer({
@@ -53,6 +53,7 @@ export class WebSocketBridge {
       handleProtocols: (protocols) => (protocols.has("bearer") ? "bearer" : false),
     });
     this.pinger = setInterval(() => this.ping(), opts.pingIntervalMs).unref();
+    this.feed = new FanOut(bus, (event) => event.wsFrame(), opts.maxBufferedBytes);
   }
 
   /**
@@ -92,22 +93,17 @@ export class WebSocketBridge {
       ws.on("pong", () => this.alive.add(ws));
       // Clients only listen; anything they send is ignored.
       ws.on("error", (err) => this.log.debug({ err }, "websocket error"));
-      const subscription = this.bus.subscribe(input.filter, input.afterId, (event) => {
-        if (ws.readyState !== ws.OPEN) return;
-        if (socket.writableLength + ws.bufferedAmount + this.batcher.queued(socket) > this.opts.maxBufferedBytes) {
-          subscription.close();
-          this.batcher.discard(socket);
+      const membership = this.feed.join(input.filter, input.afterId, {
+        out: socket,
+        open: () => ws.readyState === ws.OPEN,
+        buffered: () => ws.bufferedAmount,
+        tooSlow: () => {
           ws.close(1013, "subscriber too slow");
           // A client that does not read will not answer the close either.
           setTimeout(() => ws.terminate(), 1_000).unref();
-          return;
-        }
-        this.batcher.write(socket, event.wsFrame());
+        },
       });
-      ws.on("close", () => {
-        subscription.close();
-        this.batcher.discard(socket);
-      });
+      ws.on("close", () => membership.leave(false));
     });
   }
 
@@ -118,7 +114,7 @@ export class WebSocketBridge {
   /** Closes every client with 1001 (going away). */
   close(): void {
     clearInterval(this.pinger);
-    this.batcher.drainAll();
+    this.feed.flushNow();
     for (const ws of this.wss.clients) ws.close(1001, "server shutting down");
     this.wss.close();
   }
