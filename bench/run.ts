@@ -183,6 +183,14 @@ async function serviceScenarios(limit: Record<string, LoadResult>): Promise<void
     const grpcDiscover = median(discoverRuns);
     add({ scenario: "limit: grpc-js unary (rounds alternating with discover)", ...echoMedian, note: `median of ${rounds}` });
     add({ scenario: `discover gRPC (${size.agents} agents)`, ...grpcDiscover, limit: "grpc-js (alternating)", ratio: grpcDiscover.rps / echoMedian.rps, note: `median of ${rounds}; ${(grpcDiscover.rps / limit["grpc-js"]!.rps).toFixed(2)} of the first grpc-js run` });
+    // Latency near half the maximum, in the state the maximum was measured
+    // in: a closed loop with few calls in flight (h2load's --rps pacing
+    // fires its connections' timers together, and the bursts, not the
+    // server, set the latency it reports).
+    const closedLoop = () =>
+      h2load({ url: `${svc.url}/federation.v1.DirectoryService/Discover`, body: discover, requests: Math.max(500, size.requests / 4), connections: 8, streams: 1, headers: auth(svc) });
+    const half = check(await closedLoop(), "discover grpc half");
+    add({ scenario: "discover gRPC, 8 conns × 1 stream (closed loop)", ...half, note: `${(half.rps / grpcDiscover.rps).toFixed(2)} of the max rate; goal p99 ≤ 5 ms at half of max` });
     let nodeDiscover: LoadResult | undefined;
     if (wantPart("rest")) {
       const url = `${svc.url}/agents/discover?capabilities=cap.1&capabilities=cap.14&limit=10`;
@@ -222,14 +230,12 @@ async function serviceScenarios(limit: Record<string, LoadResult>): Promise<void
       add({ scenario: "register gRPC, memory store (Node loader)", ...registers, limit: "discover (Node loader)", ratio: nodeDiscover ? registers.rps / nodeDiscover.rps : undefined });
       loader.close();
     }
-    // Latency near half the maximum: a closed loop with few calls in flight
-    // (h2load's --rps pacing fires its connections' timers together, and the
-    // bursts, not the server, set the latency it reports).
-    const half = check(
-      await h2load({ url: `${svc.url}/federation.v1.DirectoryService/Discover`, body: discover, requests: Math.max(500, size.requests / 4), connections: 8, streams: 1, headers: auth(svc) }),
-      "discover grpc half",
-    );
-    add({ scenario: "discover gRPC, 8 conns × 1 stream (closed loop)", ...half, note: `${(half.rps / grpcDiscover.rps).toFixed(2)} of the max rate; goal p99 ≤ 5 ms at half of max` });
+    if (wantPart("register")) {
+      // The same closed loop right after the registration burst: the
+      // server is still collecting its garbage (shown, not the goal's figure).
+      const after = check(await closedLoop(), "discover grpc half after register");
+      add({ scenario: "discover gRPC, 8 conns × 1 stream, right after the register burst", ...after, note: `${(after.rps / grpcDiscover.rps).toFixed(2)} of the max rate` });
+    }
     if (!want("service")) return;
 
     const route = check(

@@ -89,6 +89,19 @@ describe("shared record values", () => {
     expect(a.capabilities[0]!.tags).toEqual(["en", "fast"]);
   });
 
+  it("never takes one value for another, whatever their text holds", () => {
+    const shared = new SharedValues();
+    // Keys made by joining the fields with a separator would make each pair one value.
+    const [a] = shared.tools([{ name: "t", description: "x\u0000y", inputSchema: undefined }]);
+    const [b] = shared.tools([{ name: "t\u0000x", description: "y", inputSchema: undefined }]);
+    expect(a).toEqual({ name: "t", description: "x\u0000y", inputSchema: undefined });
+    expect(b).toEqual({ name: "t\u0000x", description: "y", inputSchema: undefined });
+    const [c] = shared.capabilities([{ name: "c", tags: ["x\u0000y"] }]);
+    const [d] = shared.capabilities([{ name: "c", tags: ["x", "y"] }]);
+    expect(c).toEqual({ name: "c", tags: ["x\u0000y"] });
+    expect(d).toEqual({ name: "c", tags: ["x", "y"] });
+  });
+
   it("stays correct past its bounds: unique values are kept, only not shared", () => {
     const shared = new SharedValues();
     const caps = Array.from({ length: 60_000 }, (_, i) => ({ name: `cap.${i}`, tags: [`tag.${i % 7}`] }));

@@ -28,7 +28,7 @@ export class SharedValues {
 
   capabilities(caps: readonly CapabilityRecord[]): CapabilityRecord[] {
     return caps.map((c) =>
-      this.object(`c\0${c.name}\0${c.tags.join("\0")}`, () => ({
+      this.object(`c${JSON.stringify([c.name, c.tags])}`, () => ({
         name: this.string(c.name),
         tags: Object.freeze(c.tags.map((t) => this.string(t))),
       })),
@@ -38,7 +38,8 @@ export class SharedValues {
   tools(tools: readonly ToolRecord[]): ToolRecord[] {
     return tools.map((t) => {
       const schema = t.inputSchema === undefined ? "" : JSON.stringify(t.inputSchema);
-      const key = `t${hash("sha256", `${t.name}\0${t.description}\0${schema}`, "base64")}`;
+      // JSON, not a separator: no description can pass for a schema.
+      const key = `t${hash("sha256", JSON.stringify([t.name, t.description, schema]), "base64")}`;
       return this.object(key, () => ({
         name: this.string(t.name),
         description: t.description,
