@@ -300,7 +300,7 @@ async function ferretScenarios(): Promise<void> {
       // FerretDB a guarded write is three (claim the next revision, update,
       // drop the previous claim: see src/registry/revision-claims.ts).
       const client = new MongoClient(`mongodb://127.0.0.1:${port}/bench`);
-      const col = client.db().collection<{ _id: string; revision: number }>("agents");
+      const col = client.db().collection<{ _id: string; revision: number; registeredAt: number }>("agents");
       const claims = client.db().collection<{ _id: string; agentId: string; claimedAt: number }>("agent_claims");
       const times: number[] = [];
       let next = 0;
@@ -313,12 +313,12 @@ async function ferretScenarios(): Promise<void> {
             const doc = await col.findOne({ _id: ids[i % n]! });
             const now = Date.now();
             const rev = doc!.revision;
-            await claims.insertOne({ _id: `${doc!._id}#${rev + 1}`, agentId: doc!._id, claimedAt: now });
+            await claims.insertOne({ _id: `${doc!._id}#${doc!.registeredAt}#${rev + 1}`, agentId: doc!._id, claimedAt: now });
             await col.updateOne(
               { _id: doc!._id, revision: rev },
               { $set: { status: 1, load: 0.5, lastHeartbeatAt: now, leaseExpiresAt: now + 3_600_000, revision: rev + 1 } },
             );
-            await claims.deleteOne({ _id: `${doc!._id}#${rev}` });
+            await claims.deleteOne({ _id: `${doc!._id}#${doc!.registeredAt}#${rev}` });
             times.push(performance.now() - t0);
           }
         }),

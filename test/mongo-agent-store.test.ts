@@ -61,14 +61,34 @@ describe("MongoAgentStore", () => {
       await store.put(a, 0);
       const dbName = `contract_${process.pid}_${n - 1}`; // freshStore's database
       const claims = raw.db(dbName).collection<{ _id: string; agentId: string; claimedAt: number }>("agent_claims");
-      await claims.insertOne({ _id: "stuck#2", agentId: "stuck", claimedAt: Date.now() });
+      await claims.insertOne({ _id: `stuck#${a.registeredAt}#2`, agentId: "stuck", claimedAt: Date.now() });
       expect(await store.update(a, { load: 0.5, revision: 2 })).toBe(false);
-      await claims.updateOne({ _id: "stuck#2" }, { $set: { claimedAt: 0 } });
+      await claims.updateOne({ _id: `stuck#${a.registeredAt}#2` }, { $set: { claimedAt: 0 } });
       expect(await store.update(a, { load: 0.5, revision: 2 })).toBe(true);
       // Claims do not pile up: only the latest transition's is kept, none after delete.
-      expect(await claims.find({ agentId: "stuck" }).map((c) => c._id).toArray()).toEqual(["stuck#2"]);
+      expect(await claims.find({ agentId: "stuck" }).map((c) => c._id).toArray()).toEqual([`stuck#${a.registeredAt}#2`]);
       expect(await store.delete("stuck", 2)).toBe(true);
       expect(await claims.countDocuments({ agentId: "stuck" })).toBe(0);
+    } finally {
+      await raw.close();
+    }
+  });
+
+  it("on FerretDB, an agent registered again under its id never meets a claim of its previous life", async () => {
+    const store = await freshStore();
+    const raw = new MongoClient(ferret.url);
+    try {
+      const first = agent("again", { revision: 1 });
+      await store.put(first, 0);
+      const dbName = `contract_${process.pid}_${n - 1}`;
+      const claims = raw.db(dbName).collection<{ _id: string; agentId: string; claimedAt: number }>("agent_claims");
+      expect(await store.delete("again", 1)).toBe(true);
+      // A writer of that life died holding the claim to revision 2 (fresh: not yet stale).
+      await claims.insertOne({ _id: `again#${first.registeredAt}#2`, agentId: "again", claimedAt: Date.now() });
+      const second = { ...agent("again", { revision: 1 }), registeredAt: first.registeredAt + 1 };
+      expect(await store.put(second, 0)).toBe(true);
+      expect(await store.update(second, { load: 0.3, revision: 2 })).toBe(true);
+      expect((await store.get("again"))?.load).toBe(0.3);
     } finally {
       await raw.close();
     }

@@ -12,7 +12,7 @@ import type { ComponentStatus } from "../events/event-bus.js";
 import type { Logger } from "../logger.js";
 import { ROUTABLE_STATUSES, routeCeiling, type AgentRecord, type AgentStatus, type Transport } from "./agent-record.js";
 import type { AgentPatch, AgentQuery, AgentStore, CatalogEntry, FleetCounts, ToolQuery } from "./agent-store.js";
-import { RevisionClaims } from "./revision-claims.js";
+import { RevisionClaims, type ClaimedAgent } from "./revision-claims.js";
 
 /**
  * An agent as MongoDB keeps it. Client-chosen strings never become field
@@ -212,11 +212,10 @@ export class MongoAgentStore implements AgentStore {
           throw err;
         }
       });
-      if (won) await this.run(() => claims.clear(record.id));
       if (won) await this.run(() => this.syncTools(record, true));
       return won;
     }
-    const won = await this.guarded(claims, record.id, expectedRevision, async () => {
+    const won = await this.guarded(claims, record, expectedRevision, async () => {
       const res = await this.agents.replaceOne({ _id: record.id, revision: expectedRevision }, doc);
       return res.matchedCount === 1;
     });
@@ -228,7 +227,7 @@ export class MongoAgentStore implements AgentStore {
     const id = current.id;
     const set = { ...patch, routeCeiling: routeCeiling({ ...current, ...patch }) };
     const claims = await this.revisionClaims();
-    const won = await this.guarded(claims, id, current.revision, async () => {
+    const won = await this.guarded(claims, current, current.revision, async () => {
       const res = await this.agents.updateOne({ _id: id, revision: current.revision }, { $set: set });
       return res.matchedCount === 1;
     });
@@ -240,30 +239,39 @@ export class MongoAgentStore implements AgentStore {
 
   async delete(id: string, expectedRevision: number): Promise<boolean> {
     const claims = await this.revisionClaims();
-    const won = await this.guarded(claims, id, expectedRevision, async () => {
+    // Claims name the registration: read which one (only where claims are written).
+    let agent: ClaimedAgent = { id, registeredAt: 0 };
+    if (claims.active) {
+      const doc = await this.run(() => this.agents.findOne({ _id: id }, { projection: { registeredAt: 1 } }));
+      if (!doc) return false;
+      agent = { id, registeredAt: doc.registeredAt };
+    }
+    const won = await this.guarded(claims, agent, expectedRevision, async () => {
       const res = await this.agents.deleteOne({ _id: id, revision: expectedRevision });
       return res.deletedCount === 1;
     });
-    if (won) await this.run(() => Promise.all([this.toolDocs.deleteMany({ agentId: id }), claims.clear(id)]));
+    if (won) {
+      await this.run(() => Promise.all([this.toolDocs.deleteMany({ agentId: id }), claims.release(agent, expectedRevision + 1)]));
+    }
     return won;
   }
 
   /** A write conditional on `fromRevision`, claimed first where the server needs it. */
   private async guarded(
     claims: RevisionClaims,
-    id: string,
+    agent: ClaimedAgent,
     fromRevision: number,
     write: () => Promise<boolean>,
   ): Promise<boolean> {
     return this.run(async () => {
-      if (!(await claims.claim(id, fromRevision))) return false;
+      if (!(await claims.claim(agent, fromRevision))) return false;
       let won = false;
       try {
         won = await write();
       } finally {
         // After a failed write, release the claim if the server lets us
         // (otherwise it goes stale and is taken over later).
-        await claims.settle(id, fromRevision, won).catch(() => undefined);
+        await claims.settle(agent, fromRevision, won).catch(() => undefined);
       }
       return won;
     });
