@@ -87,10 +87,17 @@ describe("MemoryAgentStore route index", () => {
     const q = { tenant: "t1", capabilities: ["code"], tags: [], statuses: [AgentStatus.HEALTHY], limit: 10 };
     const a = agent("a1");
     await store.put(a, 0);
-    expect((await store.query(q)).map((r) => r.id)).toEqual(["a1"]);
-    // A heartbeat keeps the answer but the record read is the new one.
+    const first = await store.query(q);
+    expect(first.map((r) => r.id)).toEqual(["a1"]);
+    // Nothing changed: the very same answer (callers cache by its identity).
+    expect(await store.query(q)).toBe(first);
+    // A heartbeat keeps the answer but the record read is the new one, in a new array.
     await store.update(a, { load: 0.7, revision: 2 });
-    expect((await store.query(q))[0]).toMatchObject({ id: "a1", load: 0.7, revision: 2 });
+    const second = await store.query(q);
+    expect(second).not.toBe(first);
+    expect(second[0]).toMatchObject({ id: "a1", load: 0.7, revision: 2 });
+    expect(first[0]).toMatchObject({ load: 0, revision: 1 });
+    expect(await store.query(q)).toBe(second);
     // A new agent, a status change and a removal each show up at once.
     await store.put(agent("a2"), 0);
     expect((await store.query(q)).map((r) => r.id).sort()).toEqual(["a1", "a2"]);

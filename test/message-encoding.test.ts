@@ -4,7 +4,7 @@ import { AgentSchema, CapabilitySchema, EndpointSchema, ToolSchema } from "../ge
 import { DiscoverResponseSchema, GetManifestResponseSchema, ManifestSchema } from "../gen/federation/v1/directory_service_pb.js";
 import { RouteResponseSchema } from "../gen/federation/v1/router_service_pb.js";
 import { IMMUTABLE_MESSAGE_TYPES, toAgentMessage } from "../src/registry/agent-message.js";
-import { JsonEncoder, MessageEncoder } from "../src/transport/message-encoding.js";
+import { JsonEncoder, markImmutable, MessageEncoder } from "../src/transport/message-encoding.js";
 import { agent } from "./contracts/agent-store.contract.js";
 
 const records = [
@@ -50,6 +50,25 @@ describe("MessageEncoder", () => {
     const bytes = encoder.encode(ManifestSchema, manifest);
     expect(equals(ManifestSchema, fromBinary(ManifestSchema, bytes), manifest)).toBe(true);
     expect(fromBinary(ManifestSchema, bytes).agents.map((a) => a.id)).toEqual(["a1", "a2", "a3"]);
+  });
+
+  it("frames an answer marked immutable once and writes those bytes again; others are framed per call", () => {
+    const framed = (m: ReturnType<typeof create<typeof DiscoverResponseSchema>>) =>
+      Buffer.concat([Buffer.from([0, 0, 0, 0, 0]), Buffer.from(toBinary(DiscoverResponseSchema, m))]).fill(0, 0, 1);
+    const plain = create(DiscoverResponseSchema, { agents: records.map(toAgentMessage) });
+    const a = encoder.frame(DiscoverResponseSchema, plain);
+    const b = encoder.frame(DiscoverResponseSchema, plain);
+    expect(a).not.toBe(b);
+    const expected = framed(plain);
+    expected.writeUInt32BE(expected.length - 5, 1);
+    expect(a.equals(expected)).toBe(true);
+    const marked = markImmutable(create(DiscoverResponseSchema, { agents: records.map(toAgentMessage) }));
+    const c = encoder.frame(DiscoverResponseSchema, marked);
+    expect(encoder.frame(DiscoverResponseSchema, marked)).toBe(c);
+    expect(c.equals(expected)).toBe(true);
+    // The mark is invisible to the message's own encodings.
+    expect(equals(DiscoverResponseSchema, marked, plain)).toBe(true);
+    expect(toJson(DiscoverResponseSchema, marked)).toEqual(toJson(DiscoverResponseSchema, plain));
   });
 
   it("caches the encoding of a top-level immutable message", () => {

@@ -20,7 +20,7 @@ export class Directory {
     private readonly federationName: string,
   ) {}
 
-  discover(query: AgentQuery): Promise<AgentRecord[]> {
+  discover(query: AgentQuery): Promise<readonly AgentRecord[]> {
     return this.store.query(query);
   }
 

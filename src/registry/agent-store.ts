@@ -71,8 +71,13 @@ export interface AgentStore {
   list(tenant: string, afterId: string, limit: number): Promise<AgentRecord[]>;
   /** Shared agents of every tenant, ordered by id (the public manifest). */
   listShared(afterId: string, limit: number): Promise<AgentRecord[]>;
-  /** Discovery through the capability and tag indexes, never a scan of all agents. */
-  query(query: AgentQuery): Promise<AgentRecord[]>;
+  /**
+   * Discovery through the capability and tag indexes, never a scan of all
+   * agents. A store may answer a repeated query with the same array while
+   * its answer is unchanged (callers never mutate it, and may cache what
+   * they derive from it by its identity).
+   */
+  query(query: AgentQuery): Promise<readonly AgentRecord[]>;
   /**
    * Routable agents (HEALTHY or DEGRADED) visible to the tenant that have
    * every capability, highest `routeCeiling` first, read lazily: the router

@@ -140,13 +140,14 @@ export class MemoryAgentStore implements AgentStore {
   private readonly agents = new Map<string, AgentRecord>();
   private readonly scopes = new Map<string, Scope>();
   /**
-   * Recent discovery answers, as ids. Which agents a query matches (and in
-   * which order) changes only when an agent is added, removed, reshaped or
+   * Recent discovery answers. Which agents a query matches (and in which
+   * order) changes only when an agent is added, removed, reshaped or
    * changes status — not on a heartbeat that keeps its status — so answers
-   * are kept with the membership version they were computed at and the
-   * current records are looked up by id.
+   * are kept with the membership version they were computed at, and the
+   * current record of each is looked up again. While all are the same
+   * records, the same array is returned (callers cache by its identity).
    */
-  private readonly answers = new LRUCache<string, { version: number; ids: string[] }>({ max: 1_000 });
+  private readonly answers = new LRUCache<string, { version: number; records: readonly AgentRecord[] }>({ max: 1_000 });
   private membership = 0;
 
   async get(id: string): Promise<AgentRecord | undefined> {
@@ -191,15 +192,19 @@ export class MemoryAgentStore implements AgentStore {
     return this.page(this.scopes.get(SHARED), afterId, limit);
   }
 
-  async query(q: AgentQuery): Promise<AgentRecord[]> {
+  async query(q: AgentQuery): Promise<readonly AgentRecord[]> {
     const key = `${q.tenant}\u0000${q.capabilities.join("\u0001")}\u0000${q.tags.join("\u0001")}\u0000${q.statuses.join(",")}\u0000${q.limit}`;
     const known = this.answers.get(key);
-    if (known && known.version === this.membership) return known.ids.map((id) => this.agents.get(id)!);
+    if (known && known.version === this.membership) {
+      if (known.records.every((a) => this.agents.get(a.id) === a)) return known.records;
+      known.records = known.records.map((a) => this.agents.get(a.id)!);
+      return known.records;
+    }
     const out: AgentRecord[] = [];
     this.collect(this.scopes.get(q.tenant), q, out, undefined);
     // The tenant's own shared agents were found in its scope already.
     if (q.tenant !== SHARED) this.collect(this.scopes.get(SHARED), q, out, q.tenant);
-    this.answers.set(key, { version: this.membership, ids: out.map((a) => a.id) });
+    this.answers.set(key, { version: this.membership, records: out });
     return out;
   }
 

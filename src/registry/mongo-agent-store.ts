@@ -291,7 +291,7 @@ export class MongoAgentStore implements AgentStore {
     return docs.map(fromDoc);
   }
 
-  async query(q: AgentQuery): Promise<AgentRecord[]> {
+  async query(q: AgentQuery): Promise<readonly AgentRecord[]> {
     const filter: Filter<AgentDoc> = { $or: [{ tenant: q.tenant }, { shared: true }] };
     if (q.capabilities.length > 0) filter.capNames = { $all: [...q.capabilities] };
     if (q.tags.length > 0) filter.tags = { $all: [...q.tags] };

@@ -133,17 +133,7 @@ export class GrpcFastPath {
     // Cancelled, past its deadline (already answered) or shutting down: nothing to send.
     if (call.finished || stream.destroyed) return;
     const output = isMessage(result, route.method.output) ? result : create(route.method.output, result as never);
-    const parts = this.encoder.encodeParts(route.method.output, output);
-    let length = 0;
-    for (const p of parts) length += p.length;
-    const frame = Buffer.allocUnsafe(5 + length);
-    frame[0] = 0;
-    frame.writeUInt32BE(length, 1);
-    let at = 5;
-    for (const p of parts) {
-      frame.set(p, at);
-      at += p.length;
-    }
+    const frame = this.encoder.frame(route.method.output, output);
     stream.respond(responseHeaders(call), { waitForTrailers: true });
     onTrailers(stream, () => trailers(call, undefined));
     stream.end(frame);

@@ -16,10 +16,36 @@ import { toBinary, toJson, type DescField, type DescMessage, type JsonWriteOptio
  */
 export class MessageEncoder {
   private readonly cache = new Memo<Uint8Array>("encoding");
+  private readonly frames = new Memo<Buffer>("grpc frame");
   private readonly plans = new Map<string, readonly DescField[]>();
 
   /** @param immutable message types whose instances are never mutated once built */
   constructor(private readonly immutable: ReadonlySet<string>) {}
+
+  /**
+   * The gRPC frame (5-byte envelope + encoding) of a response. A message
+   * marked immutable (`markImmutable`: a cached answer) keeps its frame, so
+   * the same bytes are written for every call that answers with it.
+   */
+  frame(schema: DescMessage, message: Message): Buffer {
+    const marked = isMarked(message);
+    if (marked) {
+      const known = this.frames.get(message);
+      if (known) return known;
+    }
+    const parts = marked ? this.fieldParts(schema, message) : this.encodeParts(schema, message);
+    let length = 0;
+    for (const p of parts) length += p.length;
+    const frame = Buffer.allocUnsafe(5 + length);
+    frame[0] = 0;
+    frame.writeUInt32BE(length, 1);
+    let at = 5;
+    for (const p of parts) {
+      frame.set(p, at);
+      at += p.length;
+    }
+    return marked ? this.frames.set(message, frame) : frame;
+  }
 
   encode(schema: DescMessage, message: Message): Uint8Array {
     const parts = this.encodeParts(schema, message);
@@ -28,7 +54,7 @@ export class MessageEncoder {
 
   /** The encoding in pieces, to be written one after the other (or concatenated). */
   encodeParts(schema: DescMessage, message: Message): Uint8Array[] {
-    if (this.immutable.has(schema.typeName)) return [this.cached(schema, message)];
+    if (this.immutable.has(schema.typeName) || isMarked(message)) return [this.cached(schema, message)];
     return this.fieldParts(schema, message);
   }
 
@@ -90,7 +116,7 @@ export class JsonEncoder {
   ) {}
 
   stringify(schema: DescMessage, message: Message): string {
-    if (this.immutable.has(schema.typeName)) return this.cached(schema, message);
+    if (this.immutable.has(schema.typeName) || isMarked(message)) return this.cached(schema, message);
     return this.text(schema, message);
   }
 
@@ -121,6 +147,22 @@ export class JsonEncoder {
   }
 }
 
+const IMMUTABLE = Symbol("immutable message");
+
+/**
+ * Marks one message as never to be mutated again (a cached answer, shared
+ * by the calls that answer with it): encoders then cache its encoding like
+ * those of the immutable types.
+ */
+export function markImmutable<T extends Message>(message: T): T {
+  Object.defineProperty(message, IMMUTABLE, { value: true });
+  return message;
+}
+
+function isMarked(message: Message): boolean {
+  return (message as unknown as Record<symbol, boolean | undefined>)[IMMUTABLE] === true;
+}
+
 /**
  * A value remembered on an object itself, in a non-enumerable symbol slot
  * (invisible to toBinary, toJson, spreads and JSON.stringify). A WeakMap did
@@ -128,7 +170,7 @@ export class JsonEncoder {
  * went into it, its table grew to 16 MiB under load and its entries made
  * each GC do ephemeron work. A slot goes away with its object.
  */
-class Memo<T> {
+export class Memo<T> {
   private readonly slot: symbol;
 
   constructor(name: string) {

@@ -4,6 +4,7 @@ import type { ServiceImpl } from "@connectrpc/connect";
 import {
   DirectoryService,
   DiscoverResponseSchema,
+  type DiscoverResponse,
   GetJwksResponseSchema,
   GetManifestResponseSchema,
   ListToolsResponseSchema,
@@ -11,18 +12,24 @@ import {
   type CatalogToolSchema,
 } from "../../../gen/federation/v1/directory_service_pb.js";
 import type { Directory } from "../../directory/directory.js";
+import type { AgentRecord } from "../../registry/agent-record.js";
 import { toAgentMessage } from "../../registry/agent-message.js";
 import type { CatalogEntry } from "../../registry/agent-store.js";
 import type { KeyStore } from "../../security/key-store.js";
 import type { ManifestSigner } from "../../security/manifest-signer.js";
 import { principalKey } from "../../security/principal.js";
 import { encodeToken, parseDiscover, parseListTools } from "../../validation/requests.js";
+import { markImmutable, Memo } from "../message-encoding.js";
 
 export function directoryService(
   directory: Directory,
   signer: ManifestSigner,
   keys: KeyStore,
 ): ServiceImpl<typeof DirectoryService> {
+  // A repeated discovery gets the same answer array from the store while
+  // nothing in it changed (AgentStore.query): one response per answer,
+  // encoded once by the transports.
+  const answers = new Memo<DiscoverResponse>("discover response");
   return {
     async getManifest(_req, ctx) {
       const caller = ctx.values.get(principalKey);
@@ -45,8 +52,11 @@ export function directoryService(
       return create(GetJwksResponseSchema, { keys: keys.jwks().keys as unknown as JsonObject[] });
     },
     async discover(req, ctx) {
-      const agents = await directory.discover(parseDiscover(req, ctx.values.get(principalKey).tenant));
-      return create(DiscoverResponseSchema, { agents: agents.map(toAgentMessage) });
+      const agents: readonly AgentRecord[] = await directory.discover(parseDiscover(req, ctx.values.get(principalKey).tenant));
+      return (
+        answers.get(agents) ??
+        answers.set(agents, markImmutable(create(DiscoverResponseSchema, { agents: agents.map(toAgentMessage) })))
+      );
     },
     async listTools(req, ctx) {
       const page = await directory.tools(parseListTools(req, ctx.values.get(principalKey).tenant));
