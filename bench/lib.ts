@@ -96,6 +96,8 @@ export interface Service {
    */
   readonly token: string;
   rssBytes(): number;
+  /** CPU time the service process (all its threads) has used, in ms. */
+  cpuMs(): number;
   stop(): Promise<void>;
 }
 
@@ -150,11 +152,19 @@ export async function startService(env: Record<string, string> = {}): Promise<Se
     readyMs,
     token,
     rssBytes: () => rss(child.pid!),
+    cpuMs: () => cpuMs(child.pid!),
     stop: async () => {
       await stop(child);
       rmSync(dataDir, { recursive: true, force: true });
     },
   };
+}
+
+/** utime + stime of a process from /proc (clock ticks of 10 ms on Linux). */
+export function cpuMs(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  return (Number(fields[11]) + Number(fields[12])) * 10;
 }
 
 export function rss(pid: number): number {

@@ -79,6 +79,27 @@ function add(row: Row): void {
   log(`  ${row.scenario}: ${row.rps !== undefined ? `${row.rps.toFixed(0)}/s` : ""} ${row.p50Ms !== undefined ? `p50 ${row.p50Ms.toFixed(2)}ms p99 ${row.p99Ms!.toFixed(2)}ms` : ""} ${row.note ?? ""}`);
 }
 
+/**
+ * Runs a load and records the service's CPU per call (µs, all its threads).
+ * The Node loader is one JS process on one core and cannot keep the server
+ * busy: its throughput is the client's limit, while the server's CPU per
+ * call is what the server can do (1e6 / µs calls per second of its core).
+ */
+async function cpuPerCall(svc: Service, into: number[], load: () => Promise<LoadResult>): Promise<LoadResult> {
+  const before = svc.cpuMs();
+  const result = await load();
+  into.push(((svc.cpuMs() - before) * 1000) / (result.ok + result.failed));
+  return result;
+}
+
+function medianOf(values: number[]): number {
+  return [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)]!;
+}
+
+function cpuNote(us: number): string {
+  return `server CPU ${us.toFixed(0)} µs/call (≈ ${Math.round(1e6 / us)}/s of its core)`;
+}
+
 /** The round with the median throughput. */
 function median(results: LoadResult[]): LoadResult {
   return [...results].sort((a, b) => a.rps - b.rps)[Math.floor(results.length / 2)]!;
@@ -192,6 +213,7 @@ async function serviceScenarios(limit: Record<string, LoadResult>): Promise<void
     const half = check(await closedLoop(), "discover grpc half");
     add({ scenario: "discover gRPC, 8 conns × 1 stream (closed loop)", ...half, note: `${(half.rps / grpcDiscover.rps).toFixed(2)} of the max rate; goal p99 ≤ 5 ms at half of max` });
     let nodeDiscover: LoadResult | undefined;
+    let discoverCpuUs: number | undefined;
     if (wantPart("rest")) {
       const url = `${svc.url}/agents/discover?capabilities=cap.1&capabilities=cap.14&limit=10`;
       const rest = await autocannonRun(url, size.requests / 2, svc.token);
@@ -213,21 +235,46 @@ async function serviceScenarios(limit: Record<string, LoadResult>): Promise<void
       const rounds = quick ? 1 : 5;
       const d: LoadResult[] = [];
       const h: LoadResult[] = [];
+      const dCpu: number[] = [];
+      const hCpu: number[] = [];
       for (let r = 0; r < rounds; r++) {
-        d.push(check(await loader.load("/federation.v1.DirectoryService/Discover", () => discover, size.writes / rounds), "discover node loader"));
-        h.push(check(await loader.load("/federation.v1.RegistryService/Heartbeat", (i) => hb(i + r * size.writes), size.writes / rounds), "heartbeat memory"));
+        d.push(check(await cpuPerCall(svc, dCpu, () => loader.load("/federation.v1.DirectoryService/Discover", () => discover, size.writes / rounds)), "discover node loader"));
+        h.push(check(await cpuPerCall(svc, hCpu, () => loader.load("/federation.v1.RegistryService/Heartbeat", (i) => hb(i + r * size.writes), size.writes / rounds)), "heartbeat memory"));
       }
       nodeDiscover = median(d);
+      discoverCpuUs = medianOf(dCpu);
       const heartbeats = median(h);
-      add({ scenario: "discover gRPC (Node loader)", ...nodeDiscover, note: `the write scenarios' reference: same client as theirs; median of ${rounds} rounds` });
-      add({ scenario: `heartbeat gRPC, memory store (Node loader, ${size.agents} agents)`, ...heartbeats, limit: "discover (Node loader)", ratio: heartbeats.rps / nodeDiscover.rps, note: `median of ${rounds} rounds, alternating with discover` });
+      const heartbeatCpuUs = medianOf(hCpu);
+      add({
+        scenario: "discover gRPC (Node loader)",
+        ...nodeDiscover,
+        note: `the write scenarios' reference: same client as theirs; median of ${rounds} rounds; ${cpuNote(discoverCpuUs)}`,
+        serverCpuUs: discoverCpuUs,
+      });
+      add({
+        scenario: `heartbeat gRPC, memory store (Node loader, ${size.agents} agents)`,
+        ...heartbeats,
+        limit: "discover (Node loader), server CPU per call",
+        ratio: discoverCpuUs / heartbeatCpuUs,
+        note: `median of ${rounds} rounds, alternating with discover; ${cpuNote(heartbeatCpuUs)}; throughput ${(heartbeats.rps / nodeDiscover.rps).toFixed(2)} of discover's (the client's limit)`,
+        serverCpuUs: heartbeatCpuUs,
+      });
       loader.close();
     }
     if (wantPart("register")) {
       const loader = new GrpcLoader(svc.port, 4, svc.token);
       const reg = (i: number) => toBinary(RegisterRequestSchema, create(RegisterRequestSchema, agentInit(size.agents + i)));
-      const registers = check(await loader.load("/federation.v1.RegistryService/Register", reg, size.writes / 4), "register memory");
-      add({ scenario: "register gRPC, memory store (Node loader)", ...registers, limit: "discover (Node loader)", ratio: nodeDiscover ? registers.rps / nodeDiscover.rps : undefined });
+      const cpu: number[] = [];
+      const registers = check(await cpuPerCall(svc, cpu, () => loader.load("/federation.v1.RegistryService/Register", reg, size.writes / 4)), "register memory");
+      const registerCpuUs = cpu[0]!;
+      add({
+        scenario: "register gRPC, memory store (Node loader)",
+        ...registers,
+        limit: "discover (Node loader), server CPU per call",
+        ratio: discoverCpuUs ? discoverCpuUs / registerCpuUs : undefined,
+        note: `${cpuNote(registerCpuUs)}${nodeDiscover ? `; throughput ${(registers.rps / nodeDiscover.rps).toFixed(2)} of discover's` : ""}`,
+        serverCpuUs: registerCpuUs,
+      });
       loader.close();
     }
     if (wantPart("register")) {
