@@ -85,15 +85,16 @@ class Scope {
         const at = rankedPosition(list, old);
         if (list[at]?.id === old.id) {
           if (next) {
-            // Same list, new place: one move instead of a remove and an insert.
+            // Same list, new place: in place when the order allows, else a
+            // remove and an insert. (Two splices are memmoves; copyWithin is
+            // a generic element loop in V8, ~10 ns per element: 11 µs per
+            // move in a 1,000-agent list, 106 µs at 10,000 — it was most of
+            // a heartbeat's CPU.)
             const target = rankedPosition(list, next);
             if (target === at || target === at + 1) list[at] = next;
-            else if (target > at) {
-              list.copyWithin(at, at + 1, target);
-              list[target - 1] = next;
-            } else {
-              list.copyWithin(target + 1, target, at);
-              list[target] = next;
+            else {
+              list.splice(at, 1);
+              list.splice(target > at ? target - 1 : target, 0, next);
             }
             continue;
           }
