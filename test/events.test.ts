@@ -52,8 +52,15 @@ describe.each(backends())("the event feed on /ws and WatchEvents ($name)", (back
   });
 
   it("filters by agent id", async () => {
+    // A registration's event is accepted, not yet delivered, when its call
+    // returns; on the Redis bus it can still be in flight and reach a feed
+    // opened right after. Wait until a feed has seen both, so the feeds
+    // below start after them.
+    const all = await openWs(t.port, "?types=agent.registered");
+    open.push(all);
     const a = (await postJson(`${t.url}/agents/register`, registerBody({ name: "a" }))).json.agent.id;
     const b = (await postJson(`${t.url}/agents/register`, registerBody({ name: "b" }))).json.agent.id;
+    for (let n = 1; !all.events.items.some((e: any) => e.agentId === b); n++) await all.events.waitFor(n);
     const ws = await openWs(t.port, `?agent_id=${b}`);
     const watch = await openWatch(c.health, { agent_id: b });
     open.push(ws, watch);
