@@ -29,6 +29,7 @@ import { MemoryAgentStore } from "../src/registry/memory-agent-store.js";
 import { Router } from "../src/router/router.js";
 import { GrpcLoader } from "./grpc-client.js";
 import {
+  cpuMs,
   freePort,
   h2load,
   hasTaskset,
@@ -453,7 +454,7 @@ async function fanout(): Promise<void> {
           rps: r.deliveriesPerSec,
           p50Ms: r.p50Ms,
           p99Ms: r.p99Ms,
-          note: `${r.received}/${r.expected} delivered, lost ${r.expected - r.received}${vsWs}`,
+          note: `${r.received}/${r.expected} delivered, lost ${r.expected - r.received}${vsWs}${r.busy}`,
           lost: r.expected - r.received,
         });
         if (r.received < r.expected) problems.push(`fan-out ${kind} ${subs} ${mode}: lost ${r.expected - r.received}`);
@@ -472,19 +473,19 @@ const eventFrameBytes = buildEvent(1_000_000n, Date.now(), {
 
 async function fanoutOnce(kind: "raw" | "wsraw" | "ws" | "grpc", subs: number, events: number, rate: number) {
   let port: number;
-  let server: { stop(): Promise<void> };
+  let server: { pid: number; stop(): Promise<void> };
   let trigger: (i: number) => Promise<void>;
   if (kind === "raw") {
     port = await freePort();
     const child = spawnPinned(0, process.execPath, ["--import", "tsx", "bench/servers.ts", "http2-fanout", String(port)]);
     await waitForPort(port);
-    server = { stop: () => stop(child) };
+    server = { pid: child.pid!, stop: () => stop(child) };
     trigger = async () => undefined;
   } else if (kind === "wsraw") {
     port = await freePort();
     const child = spawnPinned(0, process.execPath, ["--import", "tsx", "bench/servers.ts", "ws-fanout", String(port)]);
     await waitForPort(port);
-    server = { stop: () => stop(child) };
+    server = { pid: child.pid!, stop: () => stop(child) };
     trigger = async () => undefined;
   } else {
     // The events are task.routed, one per Route call to the one agent that
@@ -502,7 +503,7 @@ async function fanoutOnce(kind: "raw" | "wsraw" | "ws" | "grpc", subs: number, e
       const r = await loader.call("/federation.v1.RouterService/Route", route);
       if (r.status !== 0) throw new Error(`route failed: ${r.message}`);
     };
-    server = { stop: async () => (loader.close(), await svc.stop()) };
+    server = { pid: svc.child.pid!, stop: async () => (loader.close(), await svc.stop()) };
   }
   try {
     const clientKind = kind === "wsraw" ? "ws" : kind;
@@ -516,6 +517,7 @@ async function fanoutOnce(kind: "raw" | "wsraw" | "ws" | "grpc", subs: number, e
     }
     const done = new Promise((r) => clients.once("exit", r));
     const started = Date.now();
+    const serverCpuAtStart = cpuMs(server.pid);
     if (kind === "raw") {
       const http2 = await import("node:http2");
       const s = http2.connect(`http://127.0.0.1:${port}`);
@@ -536,15 +538,21 @@ async function fanoutOnce(kind: "raw" | "wsraw" | "ws" | "grpc", subs: number, e
       await Promise.all(Array.from({ length: events }, (_, i) => trigger(i)));
     }
     await done;
+    const serverCpu = cpuMs(server.pid) - serverCpuAtStart;
     const summary = JSON.parse(out.slice(out.indexOf("READY") + 6).trim()) as {
       received: number;
       expected: number;
       p50Ms: number;
       p99Ms: number;
       last: number;
+      cpuMs: number;
     };
-    const seconds = Math.max(0.001, (summary.last - started) / 1000);
-    return { ...summary, deliveriesPerSec: summary.received / seconds };
+    const elapsedMs = Math.max(1, summary.last - started);
+    // How busy each core was over the run: at 10k subscribers the kernel's
+    // loopback TCP send (~7 µs per write) fills the server's core. Not shown
+    // for runs under a second (CPU time is counted in 10 ms ticks).
+    const busy = elapsedMs < 1_000 ? "" : `; server core ${Math.round((100 * serverCpu) / elapsedMs)}% busy, subscribers' ${Math.round((100 * summary.cpuMs) / elapsedMs)}%`;
+    return { ...summary, busy, deliveriesPerSec: summary.received / (elapsedMs / 1000) };
   } finally {
     await server.stop();
   }
