@@ -2,8 +2,10 @@ import { create, equals, fromBinary, toBinary, toJson } from "@bufbuild/protobuf
 import { describe, expect, it } from "vitest";
 import { AgentSchema, CapabilitySchema, EndpointSchema, ToolSchema } from "../gen/federation/v1/agent_pb.js";
 import { DiscoverResponseSchema, GetManifestResponseSchema, ManifestSchema } from "../gen/federation/v1/directory_service_pb.js";
+import { HeartbeatResponseSchema } from "../gen/federation/v1/registry_service_pb.js";
 import { RouteResponseSchema } from "../gen/federation/v1/router_service_pb.js";
-import { IMMUTABLE_MESSAGE_TYPES, toAgentMessage } from "../src/registry/agent-message.js";
+import { AgentStatus } from "../src/registry/agent-record.js";
+import { agentMessageOnce, baseOf, IMMUTABLE_MESSAGE_TYPES, toAgentMessage } from "../src/registry/agent-message.js";
 import { JsonEncoder, markImmutable, MessageEncoder } from "../src/transport/message-encoding.js";
 import { agent } from "./contracts/agent-store.contract.js";
 
@@ -127,6 +129,58 @@ describe("MessageEncoder", () => {
       const reRegistered = toAgentMessage({ ...records[0]!, tools: records[0]!.tools.map((t) => ({ ...t })), revision: 10 });
       expect(reRegistered.tools[0]).not.toBe(before.tools[0]);
     });
+  });
+});
+
+describe("MessageEncoder with agent bases (as the gRPC path uses it)", () => {
+  const encoder = new MessageEncoder(IMMUTABLE_MESSAGE_TYPES, baseOf);
+  const reference = new MessageEncoder(IMMUTABLE_MESSAGE_TYPES);
+
+  it("writes an agent as its registration's bytes plus the fields a heartbeat changes, decoding to the same message", () => {
+    const first = agent("hb1", { labels: { zone: "z1" }, tools: records[0]!.tools });
+    const beat = { ...first, status: AgentStatus.DEGRADED, load: 0.25, lastHeartbeatAt: first.lastHeartbeatAt + 5, leaseExpiresAt: 777_000, revision: 12 };
+    const a = agentMessageOnce(first);
+    const b = agentMessageOnce(beat);
+    expect(baseOf(b)).toBe(baseOf(a));
+    const base = encoder.encode(AgentSchema, baseOf(a)!);
+    for (const [record, message] of [[first, a], [beat, b]] as const) {
+      const bytes = Buffer.from(encoder.encode(AgentSchema, message));
+      expect(bytes.subarray(0, base.length).equals(Buffer.from(base))).toBe(true);
+      const decoded = fromBinary(AgentSchema, bytes);
+      expect(equals(AgentSchema, decoded, message)).toBe(true);
+      expect(equals(AgentSchema, decoded, fromBinary(AgentSchema, reference.encode(AgentSchema, message)))).toBe(true);
+      expect(decoded.revision).toBe(BigInt(record.revision));
+      expect(decoded.status).toBe(record.status);
+      expect(decoded.load).toBe(record.load);
+    }
+    // Inside an answer: the same, and the answer's own fields too.
+    const answer = create(HeartbeatResponseSchema, { agent: b, passport: "p.a.ss", leaseTtl: { seconds: 30n } });
+    const decoded = fromBinary(HeartbeatResponseSchema, encoder.frame(HeartbeatResponseSchema, answer).subarray(5));
+    expect(equals(HeartbeatResponseSchema, decoded, answer)).toBe(true);
+  });
+
+  it("builds a new base when anything of the registration changes, so no answer shows a stale field", () => {
+    const first = agent("hb2", { caps: [["code", ["py"]]] });
+    const before = agentMessageOnce(first);
+    const changes = [
+      { name: "renamed" },
+      { version: "2" },
+      { tenant: "t9" },
+      { shared: true },
+      { labels: { zone: "z9" } },
+      { endpoint: { ...first.endpoint, url: "grpc://elsewhere:1" } },
+      { capabilities: [{ name: "other", tags: ["x"] }] },
+      { tools: [] },
+      { registeredAt: first.registeredAt + 1 },
+      { leaseTtlMs: first.leaseTtlMs + 1000 },
+    ];
+    for (const change of changes) {
+      const next = { ...first, ...change, revision: first.revision + 1 };
+      const message = agentMessageOnce(next);
+      expect(baseOf(message)).not.toBe(baseOf(before));
+      const decoded = fromBinary(AgentSchema, encoder.encode(AgentSchema, message));
+      expect(equals(AgentSchema, decoded, toAgentMessage(next))).toBe(true);
+    }
   });
 });
 

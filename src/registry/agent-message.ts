@@ -8,7 +8,6 @@ import {
   ToolSchema,
   type Agent,
   type Capability,
-  type Endpoint,
   type Tool,
 } from "../../gen/federation/v1/agent_pb.js";
 import type { AgentRecord, ToolRecord } from "./agent-record.js";
@@ -47,56 +46,101 @@ export function agentMessageOnce(a: AgentRecord): Agent {
 }
 
 /**
- * The sub-messages of recent agents that a heartbeat does not change. A
- * heartbeat's record keeps the endpoint, capabilities and tools objects of
- * the record before it, so their messages (and, in the transport, their
- * encodings: tool schemas are most of an agent's bytes) are reused across
- * revisions instead of being built and encoded again on every heartbeat.
- * One entry per agent, keyed by its tools array; bounded like the agent cache.
+ * What a heartbeat does not change, built once per registration: the
+ * agent's static fields as an Agent message of their own (the "base":
+ * id, tenant, shared, name, version, endpoint, capabilities, tools, labels,
+ * registered_at, lease_ttl). Each revision's message is that base spread
+ * with the fields a heartbeat changes (status, load, heartbeat and lease
+ * times, revision), and names its base (`baseOf`) so the transport writes
+ * the base's cached bytes and encodes only those few fields per revision
+ * (message-encoding.ts). One entry per agent, bounded like the agent cache;
+ * `of` is the record the base was built from, compared field by field.
  */
-interface Parts {
-  readonly endpointOf: AgentRecord["endpoint"];
-  readonly capabilitiesOf: AgentRecord["capabilities"];
-  readonly endpoint: Endpoint;
-  readonly capabilities: Capability[];
-  readonly tools: Tool[];
+interface Static {
+  readonly of: AgentRecord;
+  readonly base: Agent;
 }
-const partsCache = new LRUCache<readonly ToolRecord[], Parts>({ max: 10_000 });
+const statics = new LRUCache<string, Static>({ max: 10_000 });
+const BASE = Symbol("agent base message");
 
-function partsOf(a: AgentRecord): Parts {
-  const known = partsCache.get(a.tools);
-  if (known && known.endpointOf === a.endpoint && known.capabilitiesOf === a.capabilities) return known;
-  const parts: Parts = {
-    endpointOf: a.endpoint,
-    capabilitiesOf: a.capabilities,
-    endpoint: create(EndpointSchema, { url: a.endpoint.url, transport: a.endpoint.transport }),
-    capabilities: a.capabilities.map((c) => create(CapabilitySchema, { name: c.name, tags: [...c.tags] })),
-    tools:
-      known?.tools ??
-      a.tools.map((t) => create(ToolSchema, { name: t.name, description: t.description, inputSchema: t.inputSchema })),
-  };
-  partsCache.set(a.tools, parts);
-  return parts;
+/** The static part of an agent message built here, if it has one. */
+export function baseOf(message: object): Agent | undefined {
+  return (message as { [BASE]?: Agent })[BASE];
 }
 
-function build(a: AgentRecord): Agent {
-  const parts = partsOf(a);
-  return create(AgentSchema, {
+function sameStatic(a: AgentRecord, b: AgentRecord): boolean {
+  return (
+    a.id === b.id &&
+    a.tenant === b.tenant &&
+    a.shared === b.shared &&
+    a.name === b.name &&
+    a.version === b.version &&
+    a.endpoint === b.endpoint &&
+    a.capabilities === b.capabilities &&
+    a.tools === b.tools &&
+    a.labels === b.labels &&
+    a.registeredAt === b.registeredAt &&
+    a.leaseTtlMs === b.leaseTtlMs
+  );
+}
+
+function baseFor(a: AgentRecord): Agent {
+  const known = statics.get(a.id);
+  if (known && sameStatic(known.of, a)) return known.base;
+  const base = create(AgentSchema, {
     id: a.id,
     tenant: a.tenant,
     shared: a.shared,
     name: a.name,
     version: a.version,
-    status: a.status,
-    endpoint: parts.endpoint,
-    capabilities: parts.capabilities,
-    tools: parts.tools,
+    endpoint: create(EndpointSchema, { url: a.endpoint.url, transport: a.endpoint.transport }),
+    capabilities: capabilityMessages(a.capabilities),
+    tools: toolMessages(a.tools),
     labels: { ...a.labels },
     registeredAt: timestampFromMs(a.registeredAt),
-    lastHeartbeatAt: timestampFromMs(a.lastHeartbeatAt),
-    leaseExpiresAt: timestampFromMs(a.leaseExpiresAt),
     leaseTtl: durationFromMs(a.leaseTtlMs),
-    load: a.load,
-    revision: BigInt(a.revision),
   });
+  statics.set(a.id, { of: a, base });
+  return base;
+}
+
+/**
+ * Agents with equal capabilities or tools share one array of them
+ * (registry/shared-values.ts), and so share their messages here, and the
+ * transport's cached encodings of those (tool schemas are most of an
+ * agent's bytes).
+ */
+const capabilityCache = new LRUCache<AgentRecord["capabilities"], Capability[]>({ max: 10_000 });
+const toolCache = new LRUCache<readonly ToolRecord[], Tool[]>({ max: 10_000 });
+
+function capabilityMessages(list: AgentRecord["capabilities"]): Capability[] {
+  let messages = capabilityCache.get(list);
+  if (!messages) {
+    messages = list.map((c) => create(CapabilitySchema, { name: c.name, tags: [...c.tags] }));
+    capabilityCache.set(list, messages);
+  }
+  return messages;
+}
+
+function toolMessages(list: readonly ToolRecord[]): Tool[] {
+  let messages = toolCache.get(list);
+  if (!messages) {
+    messages = list.map((t) => create(ToolSchema, { name: t.name, description: t.description, inputSchema: t.inputSchema }));
+    toolCache.set(list, messages);
+  }
+  return messages;
+}
+
+function build(a: AgentRecord): Agent {
+  const base = baseFor(a);
+  // Object.assign, then the changed fields: a spread with overrides
+  // ({ ...base, status }) is ~8x slower in V8 (1.8 vs 0.2 µs here).
+  const message: Agent = Object.assign({}, base);
+  message.status = a.status;
+  message.lastHeartbeatAt = timestampFromMs(a.lastHeartbeatAt);
+  message.leaseExpiresAt = timestampFromMs(a.leaseExpiresAt);
+  message.load = a.load;
+  message.revision = BigInt(a.revision);
+  Object.defineProperty(message, BASE, { value: base });
+  return message;
 }

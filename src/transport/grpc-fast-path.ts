@@ -4,7 +4,7 @@ import { Code, ConnectError, createContextValues, type HandlerContext } from "@c
 import { HealthService } from "../../gen/federation/v1/health_service_pb.js";
 import type { EventBus } from "../events/event-bus.js";
 import { errors } from "../errors.js";
-import { IMMUTABLE_MESSAGE_TYPES } from "../registry/agent-message.js";
+import { baseOf, IMMUTABLE_MESSAGE_TYPES } from "../registry/agent-message.js";
 import { peerCertificateOfSocket } from "../security/client-certificate.js";
 import { peerKey, principalKey } from "../security/principal.js";
 import type { RequestGuard } from "../security/request-guard.js";
@@ -51,7 +51,7 @@ export interface FastPathOptions {
 export class GrpcFastPath {
   private readonly routes = new Map<string, Route>();
   private readonly watchPath = `/${HealthService.typeName}/${HealthService.method.watchEvents.name}`;
-  private readonly encoder = new MessageEncoder(IMMUTABLE_MESSAGE_TYPES);
+  private readonly encoder = new MessageEncoder(IMMUTABLE_MESSAGE_TYPES, baseOf);
   private readonly feed: FanOut;
   /** Calls served here (tests use it to tell which path answered). */
   served = 0;

@@ -1,4 +1,13 @@
-import { toBinary, toJson, type DescField, type DescMessage, type JsonWriteOptions, type Message } from "@bufbuild/protobuf";
+import {
+  create,
+  isFieldSet,
+  toBinary,
+  toJson,
+  type DescField,
+  type DescMessage,
+  type JsonWriteOptions,
+  type Message,
+} from "@bufbuild/protobuf";
 
 /**
  * Binary encoding that reuses the encoding of immutable sub-messages.
@@ -13,14 +22,27 @@ import { toBinary, toJson, type DescField, type DescMessage, type JsonWriteOptio
  * new Agent revision that keeps its tools reuses their bytes. The result
  * decodes to the same message as toBinary's (only the order of fields on
  * the wire may differ, which every parser accepts).
+ *
+ * An immutable message may also name a base (`baseOf`): a message of the
+ * same type (without oneofs) whose set fields it shares, value for value.
+ * Its encoding is then the base's cached encoding followed by that of the
+ * fields the base leaves unset: an agent's heartbeat answer encodes five
+ * fields, not the whole agent.
  */
 export class MessageEncoder {
   private readonly cache = new Memo<Uint8Array>("encoding");
   private readonly frames = new Memo<Buffer>("grpc frame");
   private readonly plans = new Map<string, readonly DescField[]>();
+  private readonly ownFields = new Memo<readonly DescField[]>("fields a base leaves unset");
 
-  /** @param immutable message types whose instances are never mutated once built */
-  constructor(private readonly immutable: ReadonlySet<string>) {}
+  /**
+   * @param immutable message types whose instances are never mutated once built
+   * @param baseOf the base an immutable message shares its set fields with, if any
+   */
+  constructor(
+    private readonly immutable: ReadonlySet<string>,
+    private readonly baseOf: (message: Message) => Message | undefined = () => undefined,
+  ) {}
 
   /**
    * The gRPC frame (5-byte envelope + encoding) of a response. A message
@@ -88,10 +110,21 @@ export class MessageEncoder {
   private cached(schema: DescMessage, message: Message): Uint8Array {
     let bytes = this.cache.get(message);
     if (!bytes) {
-      const parts = this.fieldParts(schema, message);
+      const parts = this.onBase(schema, message) ?? this.fieldParts(schema, message);
       bytes = this.cache.set(message, parts.length === 1 ? parts[0]! : Buffer.concat(parts));
     }
     return bytes;
+  }
+
+  /** The base's encoding, then that of a message holding only the fields the base leaves unset. */
+  private onBase(schema: DescMessage, message: Message): Uint8Array[] | undefined {
+    const base = this.baseOf(message);
+    if (!base || base.$typeName !== schema.typeName || schema.oneofs.length > 0) return undefined;
+    const own = this.ownFields.get(base) ?? this.ownFields.set(base, schema.fields.filter((f) => !isFieldSet(base, f)));
+    const rest = create(schema) as Record<string, unknown>;
+    const m = message as unknown as Record<string, unknown>;
+    for (const f of own) rest[f.localName] = m[f.localName];
+    return [this.cached(schema, base), ...this.fieldParts(schema, rest as unknown as Message)];
   }
 
   private plan(schema: DescMessage): readonly DescField[] {
