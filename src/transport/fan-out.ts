@@ -7,7 +7,7 @@ export interface Subscriber {
   readonly out: Writable;
   /** Whether frames may still be written (a WebSocket that sent its close frame may not). */
   readonly open?: () => boolean;
-  /** Bytes queued for it outside `out` (a WebSocket's own buffer). */
+  /** All its unsent bytes, `out`'s included (a WebSocket's bufferedAmount); `out.writableLength` when not given. */
   readonly buffered?: () => number;
   /** It would pass the bound on unsent bytes: it is out of the feed and must be cut off. */
   readonly tooSlow: () => void;
@@ -106,19 +106,21 @@ export class FanOut {
     group.bytes = 0;
     if (frames.length === 0) return;
     const all = frames.length === 1 ? frames[0]! : Buffer.concat(frames, bytes);
-    for (const [subscriber, from] of group.members) {
+    // forEach, not for-of: no [key, value] array per member (10k subscribers × every event).
+    group.members.forEach((from, subscriber) => {
       if (from === 0) this.write(group, subscriber, all);
       else {
         group.members.set(subscriber, 0);
         if (from < frames.length) this.write(group, subscriber, Buffer.concat(frames.slice(from)));
       }
-    }
+    });
   }
 
   private write(group: Group, subscriber: Subscriber, chunk: Buffer): void {
     const out = subscriber.out;
     if (out.destroyed || out.writableEnded || subscriber.open?.() === false) return;
-    if (out.writableLength + (subscriber.buffered?.() ?? 0) + chunk.length > this.maxBufferedBytes) {
+    const unsent = subscriber.buffered ? subscriber.buffered() : out.writableLength;
+    if (unsent + chunk.length > this.maxBufferedBytes) {
       this.remove(group, subscriber);
       subscriber.tooSlow();
       return;
