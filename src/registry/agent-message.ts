@@ -49,7 +49,7 @@ export function agentMessageOnce(a: AgentRecord): Agent {
  * What a heartbeat does not change, built once per registration: the
  * agent's static fields as an Agent message of their own (the "base":
  * id, tenant, shared, name, version, endpoint, capabilities, tools, labels,
- * registered_at, lease_ttl). Each revision's message is that base spread
+ * registered_at, lease_ttl). Each revision's message is a copy of that base
  * with the fields a heartbeat changes (status, load, heartbeat and lease
  * times, revision), and names its base (`baseOf`) so the transport writes
  * the base's cached bytes and encodes only those few fields per revision
@@ -113,21 +113,14 @@ function baseFor(a: AgentRecord): Agent {
 const capabilityCache = new LRUCache<AgentRecord["capabilities"], Capability[]>({ max: 10_000 });
 const toolCache = new LRUCache<readonly ToolRecord[], Tool[]>({ max: 10_000 });
 
-function capabilityMessages(list: AgentRecord["capabilities"]): Capability[] {
-  let messages = capabilityCache.get(list);
-  if (!messages) {
-    messages = list.map((c) => create(CapabilitySchema, { name: c.name, tags: [...c.tags] }));
-    capabilityCache.set(list, messages);
-  }
-  return messages;
-}
+const capabilityMessages = (list: AgentRecord["capabilities"]) =>
+  messagesOf(capabilityCache, list, (c) => create(CapabilitySchema, { name: c.name, tags: [...c.tags] }));
+const toolMessages = (list: readonly ToolRecord[]) =>
+  messagesOf(toolCache, list, (t) => create(ToolSchema, { name: t.name, description: t.description, inputSchema: t.inputSchema }));
 
-function toolMessages(list: readonly ToolRecord[]): Tool[] {
-  let messages = toolCache.get(list);
-  if (!messages) {
-    messages = list.map((t) => create(ToolSchema, { name: t.name, description: t.description, inputSchema: t.inputSchema }));
-    toolCache.set(list, messages);
-  }
+function messagesOf<R, M extends object>(cache: LRUCache<readonly R[], M[]>, list: readonly R[], make: (r: R) => M): M[] {
+  let messages = cache.get(list);
+  if (!messages) cache.set(list, (messages = list.map(make)));
   return messages;
 }
 
