@@ -1,5 +1,5 @@
 import { spawn, execFileSync, type ChildProcess } from "node:child_process";
-import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { createWriteStream, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import net from "node:net";
 import os from "node:os";
 import path from "node:path";
@@ -108,7 +108,8 @@ export async function startService(env: Record<string, string> = {}): Promise<Se
   // BENCH_PROFILE=dir writes a CPU profile of each service run there (node --cpu-prof).
   const profile = process.env.BENCH_PROFILE ? ["--cpu-prof", `--cpu-prof-dir=${process.env.BENCH_PROFILE}`] : [];
   const extra = process.env.BENCH_NODE_FLAGS ? process.env.BENCH_NODE_FLAGS.split(" ") : [];
-  const child = spawnPinned(0, process.execPath, [...profile, ...extra, "dist/src/main.js"], {
+  // Started as `npm start` and the Dockerfile start it: with package.json's node flags.
+  const child = spawnPinned(0, process.execPath, [...serviceNodeFlags(), ...profile, ...extra, "dist/src/main.js"], {
     PORT: String(port),
     HOST: "127.0.0.1",
     LOG_LEVEL: "warn",
@@ -122,7 +123,8 @@ export async function startService(env: Record<string, string> = {}): Promise<Se
   });
   let stderr = "";
   child.stderr!.on("data", (d: Buffer) => (stderr += d));
-  child.stdout!.resume();
+  // BENCH_SERVICE_STDOUT=file keeps the service's stdout (e.g. with BENCH_NODE_FLAGS=--trace-gc).
+  if (process.env.BENCH_SERVICE_STDOUT) child.stdout!.pipe(createWriteStream(process.env.BENCH_SERVICE_STDOUT, { flags: "a" }));
   const url = `http://127.0.0.1:${port}`;
   for (;;) {
     if (child.exitCode !== null) throw new Error(`service exited: ${stderr}`);
@@ -158,6 +160,12 @@ export async function startService(env: Record<string, string> = {}): Promise<Se
       rmSync(dataDir, { recursive: true, force: true });
     },
   };
+}
+
+/** The node flags the service is deployed with (package.json `config.node_flags`). */
+export function serviceNodeFlags(): string[] {
+  const pkg = JSON.parse(readFileSync(path.join(root, "package.json"), "utf8")) as { config?: { node_flags?: string } };
+  return (pkg.config?.node_flags ?? "").split(" ").filter(Boolean);
 }
 
 /** utime + stime of a process from /proc (clock ticks of 10 ms on Linux). */
