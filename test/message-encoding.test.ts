@@ -5,7 +5,8 @@ import { DiscoverResponseSchema, GetManifestResponseSchema, ManifestSchema } fro
 import { HeartbeatResponseSchema } from "../gen/federation/v1/registry_service_pb.js";
 import { RouteResponseSchema } from "../gen/federation/v1/router_service_pb.js";
 import { AgentStatus } from "../src/registry/agent-record.js";
-import { agentMessageOnce, baseOf, IMMUTABLE_MESSAGE_TYPES, toAgentMessage } from "../src/registry/agent-message.js";
+import { agentMessageOnce, IMMUTABLE_MESSAGE_TYPES, toAgentMessage } from "../src/registry/agent-message.js";
+import { baseOf, withBase } from "../src/registry/message-base.js";
 import { JsonEncoder, markImmutable, MessageEncoder } from "../src/transport/message-encoding.js";
 import { agent } from "./contracts/agent-store.contract.js";
 
@@ -157,6 +158,22 @@ describe("MessageEncoder with agent bases (as the gRPC path uses it)", () => {
     const answer = create(HeartbeatResponseSchema, { agent: b, passport: "p.a.ss", leaseTtl: { seconds: 30n } });
     const decoded = fromBinary(HeartbeatResponseSchema, encoder.frame(HeartbeatResponseSchema, answer).subarray(5));
     expect(equals(HeartbeatResponseSchema, decoded, answer)).toBe(true);
+  });
+
+  it("writes a heartbeat answer as its passport base's bytes plus its agent, for every agent built on that base", () => {
+    const base = create(HeartbeatResponseSchema, { passport: "h.e.ader-claims-signature", leaseTtl: { seconds: 30n }, passportExpiresAt: { seconds: 1_800_000_000n } });
+    const baseBytes = Buffer.from(encoder.encode(HeartbeatResponseSchema, base));
+    const first = agent("hb3", { tools: records[1]!.tools });
+    for (const record of [first, { ...first, load: 0.75, revision: first.revision + 1 }, agent("hb4")]) {
+      const answer = withBase(Object.assign(create(HeartbeatResponseSchema), base, { agent: agentMessageOnce(record) }), base);
+      const body = encoder.frame(HeartbeatResponseSchema, answer).subarray(5);
+      expect(body.subarray(0, baseBytes.length).equals(baseBytes)).toBe(true);
+      const decoded = fromBinary(HeartbeatResponseSchema, body);
+      expect(equals(HeartbeatResponseSchema, decoded, answer)).toBe(true);
+      expect(equals(HeartbeatResponseSchema, decoded, fromBinary(HeartbeatResponseSchema, reference.encode(HeartbeatResponseSchema, answer)))).toBe(true);
+      expect(decoded.agent?.id).toBe(record.id);
+      expect(decoded.agent?.revision).toBe(BigInt(record.revision));
+    }
   });
 
   it("builds a new base when anything of the registration changes, so no answer shows a stale field", () => {

@@ -11,6 +11,7 @@ import {
   type Tool,
 } from "../../gen/federation/v1/agent_pb.js";
 import type { AgentRecord, ToolRecord } from "./agent-record.js";
+import { withBase } from "./message-base.js";
 
 /**
  * Records are immutable (every change makes a new one), so a record's
@@ -51,7 +52,7 @@ export function agentMessageOnce(a: AgentRecord): Agent {
  * id, tenant, shared, name, version, endpoint, capabilities, tools, labels,
  * registered_at, lease_ttl). Each revision's message is a copy of that base
  * with the fields a heartbeat changes (status, load, heartbeat and lease
- * times, revision), and names its base (`baseOf`) so the transport writes
+ * times, revision), and names its base (message-base.ts) so the transport writes
  * the base's cached bytes and encodes only those few fields per revision
  * (message-encoding.ts). One entry per agent, bounded like the agent cache;
  * `of` is the record the base was built from, compared field by field.
@@ -61,12 +62,6 @@ interface Static {
   readonly base: Agent;
 }
 const statics = new LRUCache<string, Static>({ max: 10_000 });
-const BASE = Symbol("agent base message");
-
-/** The static part of an agent message built here, if it has one. */
-export function baseOf(message: object): Agent | undefined {
-  return (message as { [BASE]?: Agent })[BASE];
-}
 
 function sameStatic(a: AgentRecord, b: AgentRecord): boolean {
   return (
@@ -134,6 +129,5 @@ function build(a: AgentRecord): Agent {
   message.leaseExpiresAt = timestampFromMs(a.leaseExpiresAt);
   message.load = a.load;
   message.revision = BigInt(a.revision);
-  Object.defineProperty(message, BASE, { value: base });
-  return message;
+  return withBase(message, base);
 }

@@ -37,6 +37,13 @@ interface CachedPassport {
 export class TokenIssuer {
   /** The last passport of each agent (bounded), reused while half its life is left. */
   private readonly passports = new LRUCache<string, CachedPassport>({ max: 100_000 });
+  /**
+   * The whole token of the most recently renewed passports (bounded, unlike
+   * `passports`: ~600 bytes each), so a heartbeat answers with the very
+   * same object — and its answer's encoding can be kept with it — instead
+   * of a token rebuilt from its parts.
+   */
+  private readonly recent = new LRUCache<string, { of: CachedPassport; issued: IssuedToken }>({ max: 10_000 });
   /** Protected header segment by kid: the same for every passport one key signs. */
   private readonly headers = new Map<string, string>();
 
@@ -65,8 +72,12 @@ export class TokenIssuer {
       cached.kid === this.keys.currentKid() &&
       cached.expiresAt - this.clock.now() >= this.opts.passportTtlMs / 2
     ) {
+      const known = this.recent.get(agent.id);
+      if (known?.of === cached) return known.issued;
       const claims = this.claims(agent, cached.jti, cached.issuedAt, cached.expiresAt);
-      return { token: `${cached.header}.${claims.toString("base64url")}.${cached.signature}`, expiresAt: cached.expiresAt };
+      const issued = { token: `${cached.header}.${claims.toString("base64url")}.${cached.signature}`, expiresAt: cached.expiresAt };
+      this.recent.set(agent.id, { of: cached, issued });
+      return issued;
     }
     return this.passport(agent);
   }
@@ -88,7 +99,7 @@ export class TokenIssuer {
       header = flat(token.slice(0, first));
       this.headers.set(kid, header);
     }
-    this.passports.set(agent.id, {
+    const cached: CachedPassport = {
       jti,
       issuedAt,
       expiresAt,
@@ -98,8 +109,11 @@ export class TokenIssuer {
       tenant: agent.tenant,
       capHash: capabilityHash(agent),
       kid,
-    });
-    return { token, expiresAt };
+    };
+    const issued = { token, expiresAt };
+    this.passports.set(agent.id, cached);
+    this.recent.set(agent.id, { of: cached, issued });
+    return issued;
   }
 
   /** A passport's claims as signed: written only here, for signing and for rebuilding. */

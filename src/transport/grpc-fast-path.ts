@@ -4,7 +4,8 @@ import { Code, ConnectError, createContextValues, type HandlerContext } from "@c
 import { HealthService } from "../../gen/federation/v1/health_service_pb.js";
 import type { EventBus } from "../events/event-bus.js";
 import { errors } from "../errors.js";
-import { baseOf, IMMUTABLE_MESSAGE_TYPES } from "../registry/agent-message.js";
+import { IMMUTABLE_MESSAGE_TYPES } from "../registry/agent-message.js";
+import { baseOf } from "../registry/message-base.js";
 import { peerCertificateOfSocket } from "../security/client-certificate.js";
 import { peerKey, principalKey } from "../security/principal.js";
 import type { RequestGuard } from "../security/request-guard.js";

@@ -23,11 +23,12 @@ import {
  * decodes to the same message as toBinary's (only the order of fields on
  * the wire may differ, which every parser accepts).
  *
- * An immutable message may also name a base (`baseOf`): a message of the
- * same type (without oneofs) whose set fields it shares, value for value.
- * Its encoding is then the base's cached encoding followed by that of the
- * fields the base leaves unset: an agent's heartbeat answer encodes five
- * fields, not the whole agent.
+ * A message may also name a base (`baseOf`, registry/message-base.ts): an
+ * immutable message of the same type (without oneofs) whose set fields it
+ * shares, value for value. Its encoding is then the base's cached encoding
+ * followed by that of the fields the base leaves unset: a heartbeat answer
+ * encodes its agent's five changed fields, not the whole agent, and not
+ * its passport either.
  */
 export class MessageEncoder {
   private readonly cache = new Memo<Uint8Array>("encoding");
@@ -77,7 +78,7 @@ export class MessageEncoder {
   /** The encoding in pieces, to be written one after the other (or concatenated). */
   encodeParts(schema: DescMessage, message: Message): Uint8Array[] {
     if (this.immutable.has(schema.typeName) || isMarked(message)) return [this.cached(schema, message)];
-    return this.fieldParts(schema, message);
+    return this.onBase(schema, message) ?? this.fieldParts(schema, message);
   }
 
   private fieldParts(schema: DescMessage, message: Message): Uint8Array[] {
@@ -116,7 +117,10 @@ export class MessageEncoder {
     return bytes;
   }
 
-  /** The base's encoding, then that of a message holding only the fields the base leaves unset. */
+  /**
+   * The base's encoding (cached: a base is immutable), then that of a
+   * message holding only the fields the base leaves unset.
+   */
   private onBase(schema: DescMessage, message: Message): Uint8Array[] | undefined {
     const base = this.baseOf(message);
     if (!base || base.$typeName !== schema.typeName || schema.oneofs.length > 0) return undefined;
