@@ -1,9 +1,26 @@
 import { describe, expect, it } from "vitest";
-import { AgentStatus, ROUTABLE_STATUSES, routeCeiling, type AgentRecord } from "../src/registry/agent-record.js";
+import { AgentStatus, patched, ROUTABLE_STATUSES, routeCeiling, type AgentPatch, type AgentRecord } from "../src/registry/agent-record.js";
 import { MemoryAgentStore } from "../src/registry/memory-agent-store.js";
 import { agent, agentStoreContract } from "./contracts/agent-store.contract.js";
 
 agentStoreContract("memory", async () => new MemoryAgentStore());
+
+describe("patched", () => {
+  it("is the record with the patch applied: every field kept, every patched field replaced", () => {
+    const a = agent("p1", { caps: [["code", ["py"]]] });
+    const patches: AgentPatch[] = [
+      { revision: 2 },
+      { revision: 3, status: AgentStatus.DEGRADED, load: 0.4, lastHeartbeatAt: 10, leaseExpiresAt: 20 },
+      { revision: 4, shared: !a.shared },
+      { revision: 5, load: 0 },
+    ];
+    for (const p of patches) {
+      const next = patched(a, p);
+      expect(next).toEqual({ ...a, ...p });
+      expect(Object.keys(next).sort()).toEqual(Object.keys(a).sort());
+    }
+  });
+});
 
 describe("MemoryAgentStore route index", () => {
   it("pages every agent in id order through interleaved registrations, removals and reads", async () => {

@@ -1,10 +1,8 @@
 import type { ComponentStatus } from "../events/event-bus.js";
-import type { AgentRecord, AgentStatus, ToolRecord } from "./agent-record.js";
+import type { AgentPatch, AgentRecord, AgentStatus, ToolRecord } from "./agent-record.js";
 
 /** The fields a heartbeat, the reaper or sharing change; `revision` is the new one. */
-export type AgentPatch = Partial<Pick<AgentRecord, "status" | "load" | "lastHeartbeatAt" | "leaseExpiresAt" | "shared">> & {
-  readonly revision: number;
-};
+export type { AgentPatch } from "./agent-record.js";
 
 /** A discovery query: every listed capability and tag must match. */
 export interface AgentQuery {

@@ -1,6 +1,6 @@
 import { LRUCache } from "lru-cache";
 import type { ComponentStatus } from "../events/event-bus.js";
-import { ROUTABLE_STATUSES, routeCeiling, type AgentRecord, type AgentStatus } from "./agent-record.js";
+import { patched, ROUTABLE_STATUSES, routeCeiling, type AgentRecord, type AgentStatus } from "./agent-record.js";
 import type { AgentPatch, AgentQuery, AgentStore, CatalogEntry, FleetCounts, ToolQuery } from "./agent-store.js";
 
 /** Index scope of shared agents, beside one scope per tenant (no tenant can be named this). */
@@ -174,7 +174,7 @@ export class MemoryAgentStore implements AgentStore {
   async update(current: AgentRecord, patch: AgentPatch): Promise<boolean> {
     const stored = this.agents.get(current.id);
     if (!stored || stored.revision !== current.revision) return false;
-    return this.put({ ...stored, ...patch }, stored.revision);
+    return this.put(patched(stored, patch), stored.revision);
   }
 
   async delete(id: string, expectedRevision: number): Promise<boolean> {

@@ -10,7 +10,7 @@ import {
 import type { JsonObject } from "@bufbuild/protobuf";
 import type { ComponentStatus } from "../events/event-bus.js";
 import type { Logger } from "../logger.js";
-import { ROUTABLE_STATUSES, routeCeiling, type AgentRecord, type AgentStatus, type Transport } from "./agent-record.js";
+import { patched, ROUTABLE_STATUSES, routeCeiling, type AgentRecord, type AgentStatus, type Transport } from "./agent-record.js";
 import type { AgentPatch, AgentQuery, AgentStore, CatalogEntry, FleetCounts, ToolQuery } from "./agent-store.js";
 import { RevisionClaims, type ClaimedAgent } from "./revision-claims.js";
 
@@ -225,7 +225,7 @@ export class MongoAgentStore implements AgentStore {
 
   async update(current: AgentRecord, patch: AgentPatch): Promise<boolean> {
     const id = current.id;
-    const set = { ...patch, routeCeiling: routeCeiling({ ...current, ...patch }) };
+    const set = { ...patch, routeCeiling: routeCeiling(patched(current, patch)) };
     const claims = await this.revisionClaims();
     const won = await this.guarded(claims, current, current.revision, async () => {
       const res = await this.agents.updateOne({ _id: id, revision: current.revision }, { $set: set });

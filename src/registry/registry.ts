@@ -8,7 +8,7 @@ import type { Logger } from "../logger.js";
 import type { Principal } from "../security/principal.js";
 import type { HeartbeatInput, Page, RegisterInput } from "../validation/requests.js";
 import { agentMessageOnce } from "./agent-message.js";
-import { AgentStatus, type AgentRecord } from "./agent-record.js";
+import { AgentStatus, patched, type AgentRecord } from "./agent-record.js";
 import type { AgentStore } from "./agent-store.js";
 import { SharedValues } from "./shared-values.js";
 
@@ -94,7 +94,7 @@ export class Registry {
         revision: current.revision + 1,
       };
       if (!(await this.store.update(current, patch))) continue;
-      const record: AgentRecord = { ...current, ...patch };
+      const record = patched(current, patch);
       this.counters.count("heartbeats");
       if (status !== current.status) {
         await this.emit("agent.status_changed", record, current.status, "heartbeat");
@@ -138,7 +138,7 @@ export class Registry {
       if (current.shared === shared) return current;
       const patch = { shared, revision: current.revision + 1 };
       if (!(await this.store.update(current, patch))) continue;
-      const record: AgentRecord = { ...current, ...patch };
+      const record = patched(current, patch);
       await this.emit("agent.updated", record, current.status, shared ? "shared" : "unshared");
       return record;
     }
@@ -159,7 +159,7 @@ export class Registry {
       if (agent.status !== AgentStatus.UNHEALTHY) {
         const patch = { status: AgentStatus.UNHEALTHY, revision: agent.revision + 1 };
         if (!(await this.store.update(agent, patch))) continue;
-        const record: AgentRecord = { ...agent, ...patch };
+        const record = patched(agent, patch);
         await this.emit("agent.status_changed", record, agent.status, "lease expired");
         agent = record;
       }

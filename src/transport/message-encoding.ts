@@ -93,12 +93,7 @@ export class MessageEncoder {
     // times cheaper than encoding a copy of it.
     try {
       fields.forEach((f, i) => {
-        const value = saved[i];
-        const items = f.fieldKind === "list" ? (value as Message[]) : value === undefined ? [] : [value as Message];
-        for (const item of items) {
-          const bytes = this.cached(f.message!, item);
-          parts.push(header(f.number, bytes.length), bytes);
-        }
+        this.pushCached(parts, f, saved[i]);
         m[f.localName] = f.fieldKind === "list" ? [] : undefined;
       });
       parts.push(toBinary(schema, message));
@@ -106,6 +101,15 @@ export class MessageEncoder {
       fields.forEach((f, i) => (m[f.localName] = saved[i]));
     }
     return parts;
+  }
+
+  /** Appends the cached encodings of an immutable field's value (each item, tagged and length-prefixed). */
+  private pushCached(parts: Uint8Array[], f: DescField, value: unknown): void {
+    const items = f.fieldKind === "list" ? (value as Message[]) : value === undefined ? [] : [value as Message];
+    for (const item of items) {
+      const bytes = this.cached(f.message!, item);
+      parts.push(header(f.number, bytes.length), bytes);
+    }
   }
 
   private cached(schema: DescMessage, message: Message): Uint8Array {
@@ -118,17 +122,25 @@ export class MessageEncoder {
   }
 
   /**
-   * The base's encoding (cached: a base is immutable), then that of a
-   * message holding only the fields the base leaves unset.
+   * The base's encoding (cached: a base is immutable), then the fields the
+   * base leaves unset: those of immutable types from their cached
+   * encodings, the others through toBinary of a message holding only them
+   * (none: no toBinary at all, as for a heartbeat answer on its base).
    */
   private onBase(schema: DescMessage, message: Message): Uint8Array[] | undefined {
     const base = this.baseOf(message);
     if (!base || base.$typeName !== schema.typeName || schema.oneofs.length > 0) return undefined;
     const own = this.ownFields.get(base) ?? this.ownFields.set(base, schema.fields.filter((f) => !isFieldSet(base, f)));
-    const rest = create(schema) as Record<string, unknown>;
+    const plan = this.plan(schema);
     const m = message as unknown as Record<string, unknown>;
-    for (const f of own) rest[f.localName] = m[f.localName];
-    return [this.cached(schema, base), ...this.fieldParts(schema, rest as unknown as Message)];
+    const parts = [this.cached(schema, base)];
+    let rest: Record<string, unknown> | undefined;
+    for (const f of own) {
+      if (plan.includes(f)) this.pushCached(parts, f, m[f.localName]);
+      else (rest ??= create(schema) as Record<string, unknown>)[f.localName] = m[f.localName];
+    }
+    if (rest) parts.push(toBinary(schema, rest as unknown as Message));
+    return parts;
   }
 
   private plan(schema: DescMessage): readonly DescField[] {
