@@ -37,6 +37,7 @@ import {
   percentile,
   root,
   sleep,
+  serviceNodeFlags,
   spawnPinned,
   startService,
   stop,
@@ -607,10 +608,10 @@ function report(partial: boolean): void {
     : "taskset unavailable: processes share both cores";
   // Only a complete full run is "latest"; quick and --only runs write beside it.
   const name = quick ? "quick" : partial ? "partial" : "latest";
-  writeFileSync(path.join(dir, `${name}.json`), `${JSON.stringify({ at: new Date().toISOString(), quick, machine: m, split, rows, problems }, null, 2)}\n`);
+  writeFileSync(path.join(dir, `${name}.json`), `${JSON.stringify({ at: new Date().toISOString(), quick, machine: m, split, serviceNodeFlags: serviceNodeFlags(), rows, problems }, null, 2)}\n`);
   const fmt = (n: number | undefined, d = 0) => (n === undefined || Number.isNaN(n) ? "" : n.toFixed(d));
   const lines = [
-    `Machine: ${m.cpus} × ${m.cpu}, ${m.memoryGiB} GiB, Node ${m.node}. ${split}.`,
+    `Machine: ${m.cpus} × ${m.cpu}, ${m.memoryGiB} GiB, Node ${m.node}. ${split}. The service runs with its deployed node flags (${serviceNodeFlags().join(" ") || "none"}).`,
     "",
     "| scenario | throughput /s | p50 ms | p99 ms | vs limit | ratio | note |",
     "| --- | ---: | ---: | ---: | --- | ---: | --- |",
