@@ -18,6 +18,7 @@ import { Registry } from "./registry/registry.js";
 import { Router } from "./router/router.js";
 import { FleetTelemetry } from "./health/telemetry.js";
 import type { RestBinding } from "./transport/rest/rest-transcoder.js";
+import { CorsPolicy } from "./transport/cors.js";
 import { FederationServer } from "./transport/server.js";
 import { directoryService } from "./transport/services/directory-service.js";
 import { grpcHealthService } from "./transport/services/grpc-health-service.js";
@@ -157,6 +158,7 @@ export class App {
       sniffTimeoutMs: config.sniffTimeoutMs,
       shutdownGraceMs: config.shutdownGraceMs,
       log: this.log.child({ component: "http" }),
+      cors: new CorsPolicy(config.corsAllowedOrigins),
     });
   }
 

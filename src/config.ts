@@ -27,6 +27,8 @@ export interface Config {
   readonly telemetryIntervalMs: number;
   readonly security: SecurityConfig;
   readonly tls: TlsConfig | undefined;
+  /** Browser origins allowed to call the service (CORS and /ws); none by default, `*` for any. */
+  readonly corsAllowedOrigins: readonly string[];
 }
 
 export interface SecurityConfig {
@@ -133,7 +135,31 @@ export function loadConfig(env: Env = process.env): Config {
     telemetryIntervalMs: duration(env, "TELEMETRY_INTERVAL", 5_000),
     security: security(env),
     tls: tls(env),
+    corsAllowedOrigins: corsOrigins(env),
   };
+}
+
+/** CORS_ALLOWED_ORIGINS: comma-separated origins (scheme://host[:port]), or `*` alone. */
+function corsOrigins(env: Env): string[] {
+  const fail = (why: string) => new ConfigError(`CORS_ALLOWED_ORIGINS: ${why}`);
+  const out: string[] = [];
+  for (const part of (env.CORS_ALLOWED_ORIGINS ?? "").split(",")) {
+    const o = part.trim().replace(/\/$/, "");
+    if (o === "" || o === "*") {
+      if (o === "*") out.push(o);
+      continue;
+    }
+    let origin: string;
+    try {
+      origin = new URL(o).origin;
+    } catch {
+      throw fail(`"${o.slice(0, 100)}" is not an origin such as https://app.example.com`);
+    }
+    if (origin !== o) throw fail(`"${o.slice(0, 100)}" is not an origin (scheme://host[:port], no path); did you mean ${origin}?`);
+    out.push(o);
+  }
+  if (out.includes("*") && out.length > 1) throw fail('"*" must stand alone');
+  return out;
 }
 
 const ALLOWED_ALGORITHMS = ["EdDSA", "ES256", "ES384", "ES512", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512"];

@@ -42,7 +42,7 @@ describe("registry leases", () => {
     store = new MemoryAgentStore();
     const bus = new MemoryEventBus(clock, 100);
     events = [];
-    bus.subscribe({ tenant: "t1", types: new Set(), agentId: "" }, 0n, (e) => events.push(e));
+    bus.subscribe({ tenant: "t1", types: new Set(), agentId: "" }, undefined, (e) => events.push(e));
     registry = new Registry(store, bus, clock, lease, log);
   });
 
@@ -167,7 +167,7 @@ describe("a late reaper pass", () => {
     const store = new MemoryAgentStore();
     const bus = new MemoryEventBus(clock, 100);
     const events: string[] = [];
-    bus.subscribe({ tenant: "t1", types: new Set(), agentId: "" }, 0n, (e) => events.push(e.message.type));
+    bus.subscribe({ tenant: "t1", types: new Set(), agentId: "" }, undefined, (e) => events.push(e.message.type));
     const registry = new Registry(store, bus, clock, lease, log);
     await registry.register(input(), caller);
     clock.advance(60_000);

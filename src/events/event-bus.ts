@@ -139,11 +139,12 @@ export interface EventBus {
   /** Fleet telemetry (a JSON summary) for other services; a no-op where nobody can listen. */
   publishTelemetry(json: string): void;
   /**
-   * Replays held events with an id greater than `afterId` (none when 0n),
-   * then delivers new ones as they are published, in order. `deliver` must
-   * not block: it queues or drops, it never waits.
+   * Replays held events with an id greater than `afterId` (0n: every held
+   * event; undefined: none, live only), then delivers new ones as they are
+   * published, in order. `deliver` must not block: it queues or drops, it
+   * never waits.
    */
-  subscribe(filter: EventFilter, afterId: bigint, deliver: (event: PublishedEvent) => void): Subscription;
+  subscribe(filter: EventFilter, afterId: bigint | undefined, deliver: (event: PublishedEvent) => void): Subscription;
   health(): ComponentStatus;
   /** Connects a shared bus (retrying in the background); absent for the memory bus. */
   start?(): void;

@@ -11,7 +11,7 @@ import type { EventBus, EventFilter, PublishedEvent } from "./event-bus.js";
 export async function* eventStream(
   bus: EventBus,
   filter: EventFilter,
-  afterId: bigint,
+  afterId: bigint | undefined,
   queueLimit: number,
   signal: AbortSignal,
 ): AsyncGenerator<PublishedEvent> {

@@ -47,8 +47,8 @@ export class MemoryEventBus implements EventBus {
   /** In one process the counters are read from /health/fleet; nobody subscribes. */
   publishTelemetry(): void {}
 
-  subscribe(filter: EventFilter, afterId: bigint, deliver: (event: PublishedEvent) => void): Subscription {
-    if (afterId > 0n) {
+  subscribe(filter: EventFilter, afterId: bigint | undefined, deliver: (event: PublishedEvent) => void): Subscription {
+    if (afterId !== undefined) {
       for (let i = 0; i < this.size; i++) {
         const event = this.ring[(this.head + i) % this.ring.length]!;
         if (event.id > afterId && event.matches(filter)) deliver(event);

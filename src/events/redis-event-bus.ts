@@ -107,10 +107,10 @@ export class RedisEventBus implements EventBus {
     this.pub.publish(this.telemetryChannel, json).catch(() => undefined);
   }
 
-  subscribe(filter: EventFilter, afterId: bigint, deliver: (event: PublishedEvent) => void): Subscription {
-    const s: Subscriber = { filter, deliver, buffer: afterId > 0n ? [] : undefined, lastId: afterId };
+  subscribe(filter: EventFilter, afterId: bigint | undefined, deliver: (event: PublishedEvent) => void): Subscription {
+    const s: Subscriber = { filter, deliver, buffer: afterId !== undefined ? [] : undefined, lastId: afterId ?? 0n };
     this.subscribers.add(s);
-    if (s.buffer) void this.replay(s, afterId);
+    if (afterId !== undefined) void this.replay(s, afterId);
     return { close: () => void this.subscribers.delete(s) };
   }
 

@@ -55,9 +55,9 @@ export class FanOut {
     private readonly maxBufferedBytes: number,
   ) {}
 
-  join(filter: EventFilter, afterId: bigint, subscriber: Subscriber): Membership {
+  join(filter: EventFilter, afterId: bigint | undefined, subscriber: Subscriber): Membership {
     let group: Group;
-    if (afterId > 0n) {
+    if (afterId !== undefined) {
       // Member first: the replay is delivered during subscribe().
       group = { key: undefined, subscription: undefined, members: new Map([[subscriber, 0]]), frames: [], bytes: 0 };
       group.subscription = this.bus.subscribe(filter, afterId, (event) => this.deliver(group, event));
@@ -68,7 +68,7 @@ export class FanOut {
       else {
         group = { key, subscription: undefined, members: new Map(), frames: [], bytes: 0 };
         const created = group;
-        group.subscription = this.bus.subscribe(filter, 0n, (event) => this.deliver(created, event));
+        group.subscription = this.bus.subscribe(filter, undefined, (event) => this.deliver(created, event));
         this.groups.set(key, group);
       }
       // Owed only what is published from now on.

@@ -14,6 +14,7 @@ import { peerKey } from "../security/principal.js";
 import type { RequestGuard } from "../security/request-guard.js";
 import type { DescService } from "@bufbuild/protobuf";
 import type { EventBus } from "../events/event-bus.js";
+import type { CorsPolicy } from "./cors.js";
 import { GrpcFastPath } from "./grpc-fast-path.js";
 import { createOnePortListener, createTlsListener } from "./one-port-listener.js";
 import { createRestTranscoder, type RestBinding } from "./rest/rest-transcoder.js";
@@ -35,6 +36,8 @@ export interface ServerOptions {
   readonly sniffTimeoutMs: number;
   readonly shutdownGraceMs: number;
   readonly log: Logger;
+  /** Which browser origins may call (CORS preflights, /ws handshakes). */
+  readonly cors: CorsPolicy;
 }
 
 /**
@@ -88,6 +91,7 @@ export class FederationServer {
         log.info({ reqId, method: req.method, path, status: res.statusCode, ms: +(performance.now() - start).toFixed(2) }, "request");
       });
       res.setHeader("x-request-id", reqId);
+      if (opts.cors.handle(req, res)) return;
       adapter(req, res);
     };
 
@@ -181,6 +185,10 @@ export class FederationServer {
   private upgrade(req: http.IncomingMessage, socket: Duplex, head: Buffer): void {
     const path = (req.url ?? "/").split("?", 1)[0];
     if (path === "/ws" && (req.headers.upgrade ?? "").toLowerCase() === "websocket") {
+      if (!this.opts.cors.allows(req.headers.origin, req.headers)) {
+        socket.end(`HTTP/1.1 403 Forbidden\r\ncontent-type: text/plain\r\nconnection: close\r\n\r\norigin not allowed (CORS_ALLOWED_ORIGINS)`);
+        return;
+      }
       void this.opts.bridge.handleUpgrade(req, socket, head, peerCertificateOf(req));
       return;
     }

@@ -75,13 +75,13 @@ export class WebSocketBridge {
         token: tokenFromHandshake(req, url),
       });
       const types = url.searchParams.getAll("types").flatMap((t) => t.split(",")).filter((t) => t !== "");
-      const afterRaw = url.searchParams.get("after_id") ?? url.searchParams.get("afterId") ?? "0";
-      if (!/^\d{1,20}$/.test(afterRaw)) throw new ConnectError("after_id: must be an unsigned integer", 3);
+      const afterRaw = url.searchParams.get("after_id") ?? url.searchParams.get("afterId") ?? undefined;
+      if (afterRaw !== undefined && !/^\d{1,20}$/.test(afterRaw)) throw new ConnectError("after_id: must be an unsigned integer", 3);
       input = parseWatch(
         create(WatchEventsRequestSchema, {
           types,
           agentId: url.searchParams.get("agent_id") ?? url.searchParams.get("agentId") ?? "",
-          afterId: BigInt(afterRaw),
+          afterId: afterRaw === undefined ? undefined : BigInt(afterRaw),
         }),
         principal.tenant,
       );

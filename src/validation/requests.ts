@@ -189,7 +189,8 @@ export function parseRoute(req: RouteRequest): RouteInput {
 
 export interface WatchInput {
   readonly filter: EventFilter;
-  readonly afterId: bigint;
+  /** Undefined: live only; 0n: from the oldest held event. */
+  readonly afterId: bigint | undefined;
 }
 
 export function parseWatch(req: WatchEventsRequest, tenant: string): WatchInput {

@@ -18,7 +18,7 @@ export function eventBusContract(name: string, makeBus: () => Promise<EventBus>)
       agentId,
       payload: { case: "healthAlert", value: { component: "test", message: agentId } },
     });
-    const collect = (filter = all, after = 0n) => {
+    const collect = (filter = all, after: bigint | undefined = undefined) => {
       const got = new Collected<PublishedEvent>();
       const sub = bus.subscribe(filter, after, (e) => got.push(e));
       return { got, sub };
@@ -64,6 +64,22 @@ export function eventBusContract(name: string, makeBus: () => Promise<EventBus>)
       expect(events.map((e) => e.message.agentId)).toEqual(["e2", "e3", "e4", "e5"]);
       await settle();
       expect(resumed.got.items).toHaveLength(4);
+    });
+
+    it("replays from the oldest held event, the first one included, for after id 0; none when absent", async () => {
+      await bus.publish(event("health.alert", "first"));
+      await bus.publish(event("health.alert", "second"));
+      await settle();
+      const fromStart = collect(all, 0n);
+      const live = collect(all, undefined);
+      await settle();
+      await bus.publish(event("health.alert", "third"));
+      const events = await fromStart.got.waitFor(3);
+      expect(events.map((e) => e.message.agentId)).toEqual(["first", "second", "third"]);
+      const [l] = await live.got.waitFor(1);
+      expect(l!.message.agentId).toBe("third");
+      await settle();
+      expect(live.got.items).toHaveLength(1);
     });
 
     it("delivers a tenant's events to that tenant only", async () => {
