@@ -24,10 +24,49 @@ fi
 redis-server --version
 h2load --version | head -n 1
 
+step "chromium (Debian; test/browser-cors.test.ts drives it with playwright-core, no browser download)"
+if [ ! -x /usr/bin/chromium ]; then
+  sudo_cmd=""
+  [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
+  $sudo_cmd env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  $sudo_cmd env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null
+fi
+/usr/bin/chromium --version
+
 step "FerretDB v1.24.2 (Go module proxy, cached)"
 FERRETDB_BIN="$(bash scripts/build-ferretdb.sh)"
 export FERRETDB_BIN
 echo "$FERRETDB_BIN"
+
+step "example clients: Python venv (PyPI) and Go plugins and modules (Go module proxy), cached"
+# test/polyglot-clients.test.ts generates the stubs and runs examples/ with these.
+FC_CACHE="$HOME/.cache/federation-core"
+export FC_PYTHON_VENV="$FC_CACHE/python-venv" FC_BIN="$FC_CACHE/bin"
+if [ ! -f "$FC_PYTHON_VENV/.complete" ]; then
+  if ! python3 -c 'import venv, ensurepip' 2>/dev/null; then
+    sudo_cmd=""
+    [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
+    $sudo_cmd env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    $sudo_cmd env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends python3-venv >/dev/null
+  fi
+  rm -rf "$FC_PYTHON_VENV"
+  python3 -m venv "$FC_PYTHON_VENV"
+  "$FC_PYTHON_VENV/bin/pip" install -q --disable-pip-version-check grpcio grpcio-tools googleapis-common-protos
+  touch "$FC_PYTHON_VENV/.complete"
+fi
+"$FC_PYTHON_VENV/bin/python3" -c 'import grpc, grpc_tools, google.api.annotations_pb2; print("grpcio", grpc.__version__)'
+"$FC_BIN/protoc-gen-go" --version 2>/dev/null | grep -qx 'protoc-gen-go v1.36.12' ||
+  GOBIN="$FC_BIN" go install google.golang.org/protobuf/cmd/protoc-gen-go@v1.36.12
+"$FC_BIN/protoc-gen-go-grpc" --version 2>/dev/null | grep -qx 'protoc-gen-go-grpc 1.6.2' ||
+  GOBIN="$FC_BIN" go install google.golang.org/grpc/cmd/protoc-gen-go-grpc@v1.6.2
+"$FC_BIN/protoc-gen-go" --version && "$FC_BIN/protoc-gen-go-grpc" --version
+# Download the client's modules and compile them now (into the Go build cache), not during the tests.
+(cd examples/go-client && go mod download && go build google.golang.org/grpc google.golang.org/grpc/credentials/insecure google.golang.org/genproto/googleapis/api/annotations google.golang.org/protobuf/types/known/durationpb google.golang.org/protobuf/types/known/emptypb google.golang.org/protobuf/types/known/structpb google.golang.org/protobuf/types/known/timestamppb)
+
+step "grpcurl v1.9.3 (Go module proxy, cached)"
+GRPCURL_BIN="$(bash scripts/build-grpcurl.sh)"
+export GRPCURL_BIN
+echo "$GRPCURL_BIN"
 
 step "buf lint"
 npx buf lint

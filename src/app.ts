@@ -19,9 +19,11 @@ import { Router } from "./router/router.js";
 import { FleetTelemetry } from "./health/telemetry.js";
 import type { RestBinding } from "./transport/rest/rest-transcoder.js";
 import { CorsPolicy } from "./transport/cors.js";
+import { guardLink, logLink, Pipeline } from "./transport/pipeline.js";
 import { FederationServer } from "./transport/server.js";
 import { directoryService } from "./transport/services/directory-service.js";
 import { grpcHealthService } from "./transport/services/grpc-health-service.js";
+import { ServerReflection, ServerReflectionV1Alpha, reflectionServices } from "./transport/services/reflection-service.js";
 import { healthService } from "./transport/services/health-service.js";
 import { registryService } from "./transport/services/registry-service.js";
 import { routerService } from "./transport/services/router-service.js";
@@ -75,6 +77,7 @@ export class App {
   readonly health: HealthMonitor;
   readonly bridge: WebSocketBridge;
   readonly server: FederationServer;
+  readonly pipeline: Pipeline;
   readonly keys: KeyStore;
   private readonly limits: RateLimits;
   port = 0;
@@ -122,7 +125,6 @@ export class App {
     this.limits = security.limits;
     this.bridge = new WebSocketBridge(
       this.bus,
-      security.guard,
       { maxBufferedBytes: config.events.subscriberBufferBytes, pingIntervalMs: 30_000, maxPayloadBytes: 64 * 1024 },
       this.log.child({ component: "websocket" }),
     );
@@ -144,12 +146,20 @@ export class App {
     const routes = (router: ConnectRouter) => {
       for (const b of bindings) router.service(b.service, b.impl);
       router.service(Health, grpcHealth);
+      const reflection = reflectionServices([...bindings.map((b) => b.service), Health]);
+      router.service(ServerReflection, reflection.v1);
+      router.service(ServerReflectionV1Alpha, reflection.v1alpha);
     };
+    const http = this.log.child({ component: "http" });
+    // The one call pipeline: request id → guard → handler → outcome record.
+    this.pipeline = new Pipeline([guardLink(security.guard), logLink(http)]);
     this.server = new FederationServer({
       bindings,
       routes,
-      bridge: this.bridge,
-      guard: security.guard,
+      httpRoutes: [this.bridge.route()],
+      pipeline: this.pipeline,
+      onShutdown: () => this.bridge.close(),
+      grpcFastPath: config.grpcFastPath,
       extraServices: [{ service: Health, impl: grpcHealth }],
       bus: this.bus,
       tls: security.tls,
@@ -157,7 +167,7 @@ export class App {
       subscriberBufferBytes: config.events.subscriberBufferBytes,
       sniffTimeoutMs: config.sniffTimeoutMs,
       shutdownGraceMs: config.shutdownGraceMs,
-      log: this.log.child({ component: "http" }),
+      log: http,
       cors: new CorsPolicy(config.corsAllowedOrigins),
     });
   }

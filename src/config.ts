@@ -27,6 +27,8 @@ export interface Config {
   readonly telemetryIntervalMs: number;
   readonly security: SecurityConfig;
   readonly tls: TlsConfig | undefined;
+  /** Plain gRPC unary calls and WatchEvents on the lean path (off: everything through connect-node). */
+  readonly grpcFastPath: boolean;
   /** Browser origins allowed to call the service (CORS and /ws); none by default, `*` for any. */
   readonly corsAllowedOrigins: readonly string[];
 }
@@ -136,6 +138,7 @@ export function loadConfig(env: Env = process.env): Config {
     security: security(env),
     tls: tls(env),
     corsAllowedOrigins: corsOrigins(env),
+    grpcFastPath: oneOf(env, "GRPC_FAST_PATH", ["on", "off"], "on") === "on",
   };
 }
 
@@ -244,6 +247,13 @@ function tls(env: Env): TlsConfig | undefined {
   }
   if (clientAuth !== "none" && !env.TLS_CA) throw new ConfigError("TLS_CA: required when TLS_CLIENT_AUTH is not none");
   return { cert: env.TLS_CERT, key: env.TLS_KEY, ca: env.TLS_CA, clientAuth };
+}
+
+function oneOf<T extends string>(env: Env, name: string, values: readonly T[], fallback: T): T {
+  const raw = env[name];
+  if (raw === undefined || raw === "") return fallback;
+  if (!(values as readonly string[]).includes(raw)) throw new ConfigError(`${name}: must be one of ${values.join(", ")}, got "${raw}"`);
+  return raw as T;
 }
 
 function url(env: Env, name: string, schemes: string[]): string {

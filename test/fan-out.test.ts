@@ -34,8 +34,8 @@ describe("FanOut", () => {
     const feed = new FanOut(bus, frameOf, 1 << 20);
     const a = sink();
     const b = sink();
-    feed.join(all, undefined, { out: a.out, tooSlow: () => expect.fail("not slow") });
-    feed.join(all, undefined, { out: b.out, tooSlow: () => expect.fail("not slow") });
+    feed.join(all, undefined, { sent: 0, out: a.out, tooSlow: () => expect.fail("not slow") });
+    feed.join(all, undefined, { sent: 0, out: b.out, tooSlow: () => expect.fail("not slow") });
     // Two subscribers, one filter: one bus subscription.
     expect(bus.subscriberCount).toBe(1);
     for (let i = 0; i < 5; i++) await bus.publish(event("health.alert", `x${i}`));
@@ -57,12 +57,12 @@ describe("FanOut", () => {
     const expired = sink();
     const late = sink();
     const otherTenant = sink();
-    feed.join({ ...all, types: new Set(["health.alert"]) }, undefined, { out: alerts.out, tooSlow: () => undefined });
-    feed.join({ ...all, types: new Set(["agent.expired"]) }, undefined, { out: expired.out, tooSlow: () => undefined });
-    feed.join({ ...all, tenant: "t2" }, undefined, { out: otherTenant.out, tooSlow: () => undefined });
+    feed.join({ ...all, types: new Set(["health.alert"]) }, undefined, { sent: 0, out: alerts.out, tooSlow: () => undefined });
+    feed.join({ ...all, types: new Set(["agent.expired"]) }, undefined, { sent: 0, out: expired.out, tooSlow: () => undefined });
+    feed.join({ ...all, tenant: "t2" }, undefined, { sent: 0, out: otherTenant.out, tooSlow: () => undefined });
     await bus.publish(event("health.alert", "a")); // 1
     await bus.publish(event("agent.expired", "b")); // 2
-    feed.join({ ...all, types: new Set(["health.alert"]) }, undefined, { out: late.out, tooSlow: () => undefined });
+    feed.join({ ...all, types: new Set(["health.alert"]) }, undefined, { sent: 0, out: late.out, tooSlow: () => undefined });
     await bus.publish(event("health.alert", "c")); // 3
     await nextTurn();
     expect(alerts.text()).toBe("1;3;");
@@ -75,11 +75,11 @@ describe("FanOut", () => {
     const bus = new MemoryEventBus(new ManualClock(), 100);
     const feed = new FanOut(bus, frameOf, 1 << 20);
     const live = sink();
-    feed.join(all, undefined, { out: live.out, tooSlow: () => undefined });
+    feed.join(all, undefined, { sent: 0, out: live.out, tooSlow: () => undefined });
     for (let i = 0; i < 4; i++) await bus.publish(event("health.alert", `x${i}`));
     await nextTurn();
     const resumed = sink();
-    feed.join(all, 2n, { out: resumed.out, tooSlow: () => undefined });
+    feed.join(all, 2n, { sent: 0, out: resumed.out, tooSlow: () => undefined });
     await bus.publish(event("health.alert", "x4"));
     await nextTurn();
     expect(resumed.text()).toBe("3;4;5;");
@@ -92,9 +92,9 @@ describe("FanOut", () => {
     const drained = sink();
     const dropped = sink();
     const stays = sink();
-    const d = feed.join(all, undefined, { out: drained.out, tooSlow: () => undefined });
-    const x = feed.join(all, undefined, { out: dropped.out, tooSlow: () => undefined });
-    const s = feed.join(all, undefined, { out: stays.out, tooSlow: () => undefined });
+    const d = feed.join(all, undefined, { sent: 0, out: drained.out, tooSlow: () => undefined });
+    const x = feed.join(all, undefined, { sent: 0, out: dropped.out, tooSlow: () => undefined });
+    const s = feed.join(all, undefined, { sent: 0, out: stays.out, tooSlow: () => undefined });
     await bus.publish(event("health.alert", "a"));
     await bus.publish(event("health.alert", "b"));
     d.leave(true);
@@ -118,8 +118,8 @@ describe("FanOut", () => {
     const healthy = sink();
     const stuck = sink(true);
     let cutOff = 0;
-    feed.join(all, undefined, { out: healthy.out, tooSlow: () => expect.fail("healthy is not slow") });
-    feed.join(all, undefined, { out: stuck.out, tooSlow: () => cutOff++ });
+    feed.join(all, undefined, { sent: 0, out: healthy.out, tooSlow: () => expect.fail("healthy is not slow") });
+    feed.join(all, undefined, { sent: 0, out: stuck.out, tooSlow: () => cutOff++ });
     const expected: string[] = [];
     for (let turn = 0; turn < 50; turn++) {
       for (let i = 0; i < 3; i++) {

@@ -44,14 +44,14 @@ describe("the gRPC fast path", () => {
   });
 
   it("serves unary calls itself, with the request id in the response metadata", async () => {
-    const before = t.app.server.fastPath.served;
+    const before = t.app.server.fastPath!.served;
     const c = client("RegistryService");
     const metadata = await new Promise<grpc.Metadata>((resolve, reject) => {
       const call = c.ListAgents({}, bearer(), (err: Error | null) => err && reject(err));
       call.on("metadata", resolve);
     });
     expect(metadata.get("x-request-id")[0]).toMatch(/^[0-9a-f]{8}-[0-9a-z]+$/);
-    expect(t.app.server.fastPath.served).toBe(before + 1);
+    expect(t.app.server.fastPath!.served).toBe(before + 1);
   });
 
   it("ends an event stream whose deadline passes with DEADLINE_EXCEEDED in its trailers, not a reset", async () => {
@@ -106,7 +106,7 @@ describe("the gRPC fast path", () => {
   });
 
   it("leaves compressed calls to connect-node, which still answers them", async () => {
-    const before = t.app.server.fastPath.served;
+    const before = t.app.server.fastPath!.served;
     const c = client("RegistryService", { "grpc.default_compression_algorithm": 2 });
     const res = await unary(c, "Register", {
       name: "gzip",
@@ -115,7 +115,7 @@ describe("the gRPC fast path", () => {
       tools: [{ name: "t", description: "compressible ".repeat(300) }],
     });
     expect(res.agent.name).toBe("gzip");
-    expect(t.app.server.fastPath.served).toBe(before);
+    expect(t.app.server.fastPath!.served).toBe(before);
   });
 
   it("survives a client that cancels mid-call", async () => {

@@ -56,6 +56,20 @@ describe("per-tenant rate limits", () => {
     expect(statuses).toEqual([200, 200, 429, 429]);
   });
 
+  it("counts another tenant's heartbeats for an agent id in that tenant's bucket, never the agent's", async () => {
+    const t = await startApp({ ...idp.env(), RATE_LIMIT_HEARTBEAT: "2", RATE_LIMIT_WINDOW: "30s" });
+    apps.push(t);
+    const owner = await idp.token("tenant-e", ALL_SCOPES);
+    const stranger = await idp.token("tenant-f", ALL_SCOPES);
+    const id = (await postJson(`${t.url}/agents/register`, registerBody(), auth(owner))).json.agent.id;
+    const spam = [];
+    for (let i = 0; i < 4; i++) spam.push((await postJson(`${t.url}/agents/${id}/heartbeat`, {}, auth(stranger))).status);
+    expect(spam).toEqual([404, 404, 429, 429]);
+    const own = [];
+    for (let i = 0; i < 2; i++) own.push((await postJson(`${t.url}/agents/${id}/heartbeat`, {}, auth(owner))).status);
+    expect(own).toEqual([200, 200]);
+  });
+
   it("holds one quota across two replicas sharing Redis", async () => {
     const env = { ...idp.env(), ...limits, REDIS_URL: redis.url, REDIS_PREFIX: `rl-${process.pid}` };
     const [r1, r2] = [await startApp(env), await startApp(env)];

@@ -142,6 +142,17 @@ describe("query parameters", () => {
     expect(ids(await getJson(`${t.url}/agents/discover?capabilities=${capA}&status=1`))).toEqual([both.id]);
   });
 
+  it("rejects an unknown enum name or number with 400 naming the parameter, rather than dropping the filter", async () => {
+    for (const bad of ["bogus", "AGENT_STATUS_NOPE", "99"]) {
+      const r = await getJson(`${t.url}/agents/discover?capabilities=${capA}&status=${bad}`);
+      expect(r.status, bad).toBe(400);
+      expect(r.json.code).toBe(3);
+      expect(r.json.message).toMatch(/^status: /);
+    }
+    const r = await getJson(`${t.url}/agents/discover?capabilities=${capA}&status=bogus`);
+    expect(r.json.message).toContain("AGENT_STATUS_HEALTHY");
+  });
+
   it("applies limit= and ignores unknown keys", async () => {
     const r = await getJson(`${t.url}/agents/discover?capabilities=${capA}&limit=1&bogus=1&also.bogus=x`);
     expect(r.status).toBe(200);
@@ -231,14 +242,15 @@ describe("routing misses and bad bodies", () => {
     expect(r.json).toEqual({ code: 3, message: "body: must be a JSON object", details: [] });
   });
 
-  it("refuses a body over MAX_BODY_BYTES with 429 RESOURCE_EXHAUSTED (code 8) and keeps serving", async () => {
+  it("refuses a body over MAX_BODY_BYTES with 413 (not a retryable 429), code 8, and keeps serving", async () => {
     const ok = await send("POST", "/agents/register", JSON.stringify(registerBody()), small);
     expect(ok.status).toBe(200);
     const big = JSON.stringify(registerBody({ labels: { pad: "x".repeat(3000) } }));
     const r = await send("POST", "/agents/register", big, small);
-    // The transcoder maps RESOURCE_EXHAUSTED through grpc-gateway's table (429), not 413.
-    expect(r.status).toBe(429);
-    expect(r.json).toEqual({ code: 8, message: "body: larger than 2048 bytes", details: [] });
+    // 429 would tell a client to retry a request that can never succeed.
+    expect(r.status).toBe(413);
+    expect(r.headers.get("retry-after")).toBeNull();
+    expect(r.json).toEqual({ code: 8, message: "body: larger than 2048 bytes (MAX_BODY_BYTES)", details: [] });
     expect((await getJson(`${small.url}/health`)).status).toBe(200);
   });
 });

@@ -28,6 +28,8 @@ const policy: Record<string, Requirement> = {
   "federation.v1.AdminService/ShareAgent": "admin",
   "grpc.health.v1.Health/Check": "public",
   "grpc.health.v1.Health/Watch": "public",
+  "grpc.reflection.v1.ServerReflection/ServerReflectionInfo": "public",
+  "grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo": "public",
 };
 
 export function requirementOf(service: string, method: string): Requirement | undefined {

@@ -56,8 +56,12 @@ export class RateLimits {
     await consume(limiter, tenant, "tenant");
   }
 
-  async agentHeartbeat(agentId: string): Promise<void> {
-    await consume(this.heartbeat, agentId, "heartbeat");
+  /**
+   * Per agent, counted within the caller's tenant: another tenant naming the
+   * same agent id spends its own bucket, never the agent's.
+   */
+  async agentHeartbeat(tenant: string, agentId: string): Promise<void> {
+    await consume(this.heartbeat, `${tenant}/${agentId}`, "heartbeat");
   }
 
   /**

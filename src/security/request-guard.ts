@@ -1,8 +1,7 @@
-import type { ContextValues, Interceptor } from "@connectrpc/connect";
 import { errors } from "../errors.js";
-import { requirementOf } from "./access-policy.js";
+import { requirementOf, type Requirement } from "./access-policy.js";
 import { principalFromCertificate } from "./client-certificate.js";
-import { ANONYMOUS, peerKey, principalKey, type PeerCertificate, type Principal } from "./principal.js";
+import { ANONYMOUS, type PeerCertificate, type Principal } from "./principal.js";
 import type { RateLimits } from "./rate-limits.js";
 import type { TokenVerifier } from "./token-verifier.js";
 
@@ -16,6 +15,8 @@ export interface GuardedCall {
   readonly message: unknown;
   /** A token from somewhere other than the Authorization header (WebSocket handshakes). */
   readonly token?: string;
+  /** A non-RPC HTTP route's own access-policy entry (declared in its route table). */
+  readonly requirement?: Requirement;
 }
 
 export interface GuardOptions {
@@ -38,7 +39,7 @@ export class RequestGuard {
   ) {}
 
   async admit(call: GuardedCall): Promise<Principal> {
-    const requirement = requirementOf(call.service, call.method);
+    const requirement = call.requirement ?? requirementOf(call.service, call.method);
     if (!requirement) throw errors.permissionDenied(`${call.service}/${call.method} is not open to callers`);
     const principal = await this.authenticate(call);
     if (requirement !== "public") {
@@ -48,39 +49,9 @@ export class RequestGuard {
     if (principal.via !== "anonymous") await this.limits.tenant(principal.tenant);
     if (call.method === "Heartbeat" && call.service === "federation.v1.RegistryService") {
       const agentId = (call.message as { agentId?: unknown } | undefined)?.agentId;
-      if (typeof agentId === "string" && agentId !== "") await this.limits.agentHeartbeat(agentId);
+      if (typeof agentId === "string" && agentId !== "") await this.limits.agentHeartbeat(principal.tenant, agentId);
     }
     return principal;
-  }
-
-  /** A Connect interceptor running admit() and leaving the principal in the context. */
-  interceptor(): Interceptor {
-    return (next) => async (req) => {
-      const principal = await this.admit({
-        service: req.service.typeName,
-        method: req.method.name,
-        header: req.header,
-        peer: req.contextValues.get(peerKey),
-        message: req.stream ? undefined : req.message,
-      });
-      req.contextValues.set(principalKey, principal);
-      return next(req);
-    };
-  }
-
-  /** The same for callers that hold a HandlerContext (the REST transcoder). */
-  async admitContext(
-    ctx: { service: { typeName: string }; method: { name: string }; rawHeader: Pick<Headers, "get">; values: ContextValues },
-    message: unknown,
-  ) {
-    const principal = await this.admit({
-      service: ctx.service.typeName,
-      method: ctx.method.name,
-      header: ctx.rawHeader,
-      peer: ctx.values.get(peerKey),
-      message,
-    });
-    ctx.values.set(principalKey, principal);
   }
 
   private async authenticate(call: GuardedCall): Promise<Principal> {

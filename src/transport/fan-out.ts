@@ -11,6 +11,8 @@ export interface Subscriber {
   readonly buffered?: () => number;
   /** It would pass the bound on unsent bytes: it is out of the feed and must be cut off. */
   readonly tooSlow: () => void;
+  /** Bytes written to it so far (the fan-out counts them, for the call's outcome record). */
+  sent: number;
 }
 
 export interface Membership {
@@ -125,6 +127,7 @@ export class FanOut {
       subscriber.tooSlow();
       return;
     }
+    subscriber.sent += chunk.length;
     out.write(chunk);
   }
 
@@ -134,7 +137,9 @@ export class FanOut {
     this.remove(group, subscriber);
     const out = subscriber.out;
     if (drain && from < group.frames.length && !out.destroyed && !out.writableEnded && subscriber.open?.() !== false) {
-      out.write(Buffer.concat(group.frames.slice(from)));
+      const rest = Buffer.concat(group.frames.slice(from));
+      subscriber.sent += rest.length;
+      out.write(rest);
     }
   }
 

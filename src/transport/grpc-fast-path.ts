@@ -8,11 +8,11 @@ import { IMMUTABLE_MESSAGE_TYPES } from "../registry/agent-message.js";
 import { baseOf } from "../registry/message-base.js";
 import { peerCertificateOfSocket } from "../security/client-certificate.js";
 import { peerKey, principalKey } from "../security/principal.js";
-import type { RequestGuard } from "../security/request-guard.js";
 import { parseWatch } from "../validation/requests.js";
 import { CallContext, CLIENT_GONE, DEADLINE, FINISHED } from "./call-context.js";
-import { FanOut } from "./fan-out.js";
+import { FanOut, type Subscriber } from "./fan-out.js";
 import { MessageEncoder } from "./message-encoding.js";
+import type { Call, Pipeline } from "./pipeline.js";
 
 type UnaryImpl = (req: Message, ctx: HandlerContext) => unknown;
 
@@ -25,7 +25,8 @@ interface Route {
 
 export interface FastPathOptions {
   readonly services: readonly { service: DescService; impl: object }[];
-  readonly guard: RequestGuard;
+  /** The call pipeline: the guard runs in it, and every call ends in it with its outcome. */
+  readonly pipeline: Pipeline;
   readonly bus: EventBus;
   readonly maxBodyBytes: number;
   /** Bytes a WatchEvents stream may have unsent before it is cut off as too slow. */
@@ -37,7 +38,7 @@ export interface FastPathOptions {
  * A lean gRPC path for the hot calls: unary RPCs and the WatchEvents feed
  * over HTTP/2, with identity encoding. It runs the same service
  * implementations, the same RequestGuard and the same generated
- * descriptors as connect-node, but reads the one request frame and writes
+ * descriptors and the same call pipeline as connect-node, but reads the one request frame and writes
  * the response frame and trailers straight on the http2 stream, without
  * connect-node's per-request async-iterable pipeline (a CPU profile shows
  * that pipeline, its AbortSignals and its garbage as most of the time).
@@ -83,6 +84,7 @@ export class GrpcFastPath {
     const route = this.routes.get(path);
     if (!route && path !== this.watchPath) return false;
     this.served++;
+    const record = this.opts.pipeline.begin(requestId, "grpc", path);
     const call = new CallContext({
       service: route?.service ?? HealthService,
       method: route?.method ?? HealthService.method.watchEvents,
@@ -95,61 +97,72 @@ export class GrpcFastPath {
       values: createContextValues().set(peerKey, peerCertificateOfSocket(stream.session?.socket)),
       requestId,
     });
-    void this.serve(stream, call, route);
+    void this.serve(stream, call, record, route);
     return true;
   }
 
   /** One call, start to end: every outcome is answered, and the call is always finished. */
-  private async serve(stream: http2.ServerHttp2Stream, call: CallContext, route: Route | undefined): Promise<void> {
+  private async serve(stream: http2.ServerHttp2Stream, call: CallContext, record: Call, route: Route | undefined): Promise<void> {
     const onClose = () => call.abort(CLIENT_GONE);
+    let code: number = Code.Canceled;
     stream.once("close", onClose);
     // Past its deadline: a call that has not answered gets a trailers-only
     // DEADLINE_EXCEEDED; a stream already under way ends with it in its
     // trailers when the abort reaches it (a reset here would race it).
     if (call.timeoutMs() !== undefined) {
       call.onDeadline = () => {
+        code = Code.DeadlineExceeded;
         if (!stream.headersSent) sendError(stream, call, DEADLINE);
       };
     }
     try {
       const bytes = await readFrame(stream, this.opts.maxBodyBytes);
+      record.bytesIn = bytes.length + 5;
       let input: Message;
       try {
         input = fromBinary(call.method.input, bytes);
       } catch (err) {
         throw new ConnectError(`parse binary: ${(err as Error).message}`, Code.Internal);
       }
-      await (route ? this.unary(route, input, call, stream) : this.watch(input, call, stream));
+      const end = await (route ? this.unary(route, input, call, record, stream) : this.watch(input, call, record, stream));
+      if (end !== undefined) code = end;
     } catch (err) {
-      if (!call.finished) sendError(stream, call, err);
+      if (!call.finished) {
+        code = ConnectError.from(err).code;
+        sendError(stream, call, err);
+      }
     } finally {
       stream.off("close", onClose);
       call.abort(FINISHED);
+      this.opts.pipeline.finish(record, code);
     }
   }
 
-  private async unary(route: Route, input: Message, call: CallContext, stream: http2.ServerHttp2Stream): Promise<void> {
-    await this.admit(call, input);
+  /** Answers the call; resolves with its code once answered, or undefined when it ended otherwise. */
+  private async unary(route: Route, input: Message, call: CallContext, record: Call, stream: http2.ServerHttp2Stream): Promise<number | undefined> {
+    await this.admit(call, record, input);
     const result = await route.impl(input, call);
     // Cancelled, past its deadline (already answered) or shutting down: nothing to send.
-    if (call.finished || stream.destroyed) return;
+    if (call.finished || stream.destroyed) return undefined;
     const output = isMessage(result, route.method.output) ? result : create(route.method.output, result as never);
     const frame = this.encoder.frame(route.method.output, output);
     stream.respond(responseHeaders(call), { waitForTrailers: true });
     onTrailers(stream, () => trailers(call, undefined));
     stream.end(frame);
+    record.bytesOut = frame.length;
+    return 0;
   }
 
-  /** The RequestGuard, reading the raw HTTP/2 headers (no Headers object per call). */
-  private async admit(call: CallContext, message: unknown): Promise<void> {
-    const principal = await this.opts.guard.admit({
+  /** The pipeline's links (the guard), reading the raw HTTP/2 headers (no Headers object per call). */
+  private async admit(call: CallContext, record: Call, message: unknown): Promise<void> {
+    await this.opts.pipeline.admit(record, {
       service: call.service.typeName,
       method: call.method.name,
       header: call.rawHeader,
       peer: call.values.get(peerKey),
       message,
     });
-    call.values.set(principalKey, principal);
+    call.values.set(principalKey, record.principal!);
   }
 
   /**
@@ -157,30 +170,29 @@ export class GrpcFastPath {
    * headers at once, then one pre-encoded frame per event. A subscriber
    * whose unsent bytes pass the bound is ended with RESOURCE_EXHAUSTED.
    */
-  private async watch(input: Message, call: CallContext, stream: http2.ServerHttp2Stream): Promise<void> {
-    await this.admit(call, input);
+  private async watch(input: Message, call: CallContext, record: Call, stream: http2.ServerHttp2Stream): Promise<number | undefined> {
+    await this.admit(call, record, input);
     const { filter, afterId } = parseWatch(input as never, call.values.get(principalKey).tenant);
-    if (stream.destroyed) return;
+    if (stream.destroyed) return undefined;
     stream.respond(responseHeaders(call), { waitForTrailers: true });
     const signal = call.signal;
-    await new Promise<void>((resolve) => {
+    return new Promise<number>((resolve) => {
       let ended: unknown = null;
       const finish = (err: unknown, slow = false) => {
         if (ended !== null) return;
         ended = err ?? false;
+        record.bytesOut = subscriber.sent;
         membership.leave(!slow);
         signal.removeEventListener("abort", onAbort);
         if (!stream.destroyed) {
           onTrailers(stream, () => trailers(call, err));
           stream.end();
         }
-        resolve();
+        resolve(err === undefined ? (signal.reason === CLIENT_GONE ? Code.Canceled : 0) : ConnectError.from(err).code);
       };
       const onAbort = () => finish(signal.reason instanceof ConnectError && signal.reason !== CLIENT_GONE ? signal.reason : undefined);
-      const membership = this.feed.join(filter, afterId, {
-        out: stream,
-        tooSlow: () => finish(errors.subscriberTooSlow(0), true),
-      });
+      const subscriber: Subscriber = { out: stream, sent: 0, tooSlow: () => finish(errors.subscriberTooSlow(0), true) };
+      const membership = this.feed.join(filter, afterId, subscriber);
       signal.addEventListener("abort", onAbort);
       if (signal.aborted) onAbort();
     });
@@ -267,7 +279,7 @@ function trailers(ctx: CallContext, err: unknown): http2.OutgoingHttpHeaders {
  * printable ASCII, and "%" itself, as %XX. (encodeURIComponent also encodes
  * ";", ",", "/" ..., which grpc-js and grpc-go then show undecoded.)
  */
-function percentEncode(message: string): string {
+export function percentEncode(message: string): string {
   let out = "";
   for (const byte of Buffer.from(message, "utf8")) {
     out += byte >= 0x20 && byte <= 0x7e && byte !== 0x25 ? String.fromCharCode(byte) : `%${byte.toString(16).toUpperCase().padStart(2, "0")}`;

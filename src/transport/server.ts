@@ -4,27 +4,32 @@ import http2 from "node:http2";
 import type net from "node:net";
 import type { Duplex } from "node:stream";
 import type tls from "node:tls";
-import { createContextValues, type ConnectRouter } from "@connectrpc/connect";
+import { Code, ConnectError, createContextKey, createContextValues, type ConnectRouter } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
-import type { NodeRequest, NodeResponse } from "./node-types.js";
+import { codeFromHttpStatus, codeFromString } from "@connectrpc/connect/protocol-connect";
+import type { DescService } from "@bufbuild/protobuf";
 import { errors } from "../errors.js";
+import type { EventBus } from "../events/event-bus.js";
 import type { Logger } from "../logger.js";
 import { peerCertificateOf } from "../security/client-certificate.js";
 import { peerKey } from "../security/principal.js";
-import type { RequestGuard } from "../security/request-guard.js";
-import type { DescService } from "@bufbuild/protobuf";
-import type { EventBus } from "../events/event-bus.js";
+import { headerValue } from "./call-context.js";
 import type { CorsPolicy } from "./cors.js";
-import { GrpcFastPath } from "./grpc-fast-path.js";
+import { GrpcFastPath, percentEncode } from "./grpc-fast-path.js";
+import type { HttpRoute } from "./http-routes.js";
+import type { NodeRequest, NodeResponse } from "./node-types.js";
 import { createOnePortListener, createTlsListener } from "./one-port-listener.js";
-import { createRestTranscoder, type RestBinding } from "./rest/rest-transcoder.js";
-import type { WebSocketBridge } from "./websocket-bridge.js";
+import type { Call, Pipeline, Protocol } from "./pipeline.js";
+import { httpStatus } from "./rest/http-status.js";
+import { createRestTranscoder, sendError, type RestBinding, type RestTranscoder } from "./rest/rest-transcoder.js";
 
 export interface ServerOptions {
   readonly bindings: readonly RestBinding[];
   readonly routes: (router: ConnectRouter) => void;
-  readonly bridge: WebSocketBridge;
-  readonly guard: RequestGuard;
+  /** HTTP routes that are not RPCs (/ws), each with its access-policy entry. */
+  readonly httpRoutes: readonly HttpRoute[];
+  /** The one call pipeline every entry point runs. */
+  readonly pipeline: Pipeline;
   /** Services served by connect-node but not transcoded to REST (grpc.health.v1). */
   readonly extraServices: readonly { service: DescService; impl: object }[];
   readonly bus: EventBus;
@@ -35,16 +40,26 @@ export interface ServerOptions {
   readonly subscriberBufferBytes: number;
   readonly sniffTimeoutMs: number;
   readonly shutdownGraceMs: number;
+  /** Plain gRPC on the lean path (grpc-fast-path.ts); off sends everything through connect-node. */
+  readonly grpcFastPath: boolean;
   readonly log: Logger;
   /** Which browser origins may call (CORS preflights, /ws handshakes). */
   readonly cors: CorsPolicy;
+  /** Closes the event feeds that write straight to sockets (/ws), before connections close. */
+  readonly onShutdown: () => void;
 }
+
+/** The call of an HTTP request, as the entry point left it for connect-node and the fallbacks. */
+const CALL = Symbol("call");
+type Tagged = NodeRequest & { [CALL]?: Call };
+const callKey = createContextKey<Call | undefined>(undefined, { description: "pipeline call" });
 
 /**
  * The one-port server: gRPC, gRPC-Web and Connect through connect-node's
  * adapter; REST/JSON through the transcoder as the adapter's fallback; the
- * WebSocket feed on /ws; all behind one listener that sends HTTP/2 (prior
- * knowledge) and HTTP/1.1 connections to their own stack.
+ * non-RPC HTTP routes (/ws) from a table; all behind one listener that
+ * sends HTTP/2 (prior knowledge) and HTTP/1.1 connections to their own
+ * stack. Every entry runs the same call pipeline (pipeline.ts).
  */
 export class FederationServer {
   private readonly h1: http.Server;
@@ -53,49 +68,62 @@ export class FederationServer {
   private readonly sessions = new Set<http2.Http2Session>();
   private readonly sockets = new Set<net.Socket>();
   private readonly shutdown = new AbortController();
-  readonly fastPath: GrpcFastPath;
+  private readonly httpRoutes: ReadonlyMap<string, HttpRoute>;
+  private readonly pipeline: Pipeline;
+  readonly fastPath: GrpcFastPath | undefined;
 
   constructor(private readonly opts: ServerOptions) {
-    const contextValues = (req: NodeRequest) => createContextValues().set(peerKey, peerCertificateOf(req));
+    const pipeline = (this.pipeline = opts.pipeline);
+    this.httpRoutes = new Map(opts.httpRoutes.map((r) => [r.path, r]));
+    const contextValues = (req: NodeRequest) =>
+      createContextValues().set(peerKey, peerCertificateOf(req)).set(callKey, (req as Tagged)[CALL]);
     const rest = createRestTranscoder(opts.bindings, {
       maxBodyBytes: opts.maxBodyBytes,
-      log: opts.log,
       shutdownSignal: this.shutdown.signal,
       contextValues,
-      admit: (ctx, message) => opts.guard.admitContext(ctx, message),
+      pipeline,
+      callOf: (req) => (req as Tagged)[CALL]!,
     });
     const adapter = connectNodeAdapter({
       routes: opts.routes,
-      fallback: (req, res) => void rest(req, res),
+      fallback: (req, res) => this.fallback(req, res, rest),
       readMaxBytes: opts.maxBodyBytes,
       shutdownSignal: this.shutdown.signal,
       jsonOptions: { ignoreUnknownFields: true },
-      interceptors: [opts.guard.interceptor()],
+      interceptors: [pipeline.interceptor((values) => values.get(callKey))],
       contextValues,
     });
-    this.fastPath = new GrpcFastPath({
-      services: [...opts.bindings, ...opts.extraServices],
-      guard: opts.guard,
-      bus: opts.bus,
-      maxBodyBytes: opts.maxBodyBytes,
-      maxStreamBufferBytes: opts.subscriberBufferBytes,
-      shutdownSignal: this.shutdown.signal,
-    });
-    const log = opts.log;
-    const handler = (req: NodeRequest, res: NodeResponse) => {
-      const reqId = requestIdOf(req.headers["x-request-id"]);
-      const start = performance.now();
-      res.once("close", () => {
-        if (!log.isLevelEnabled("info")) return;
-        const path = (req.url ?? "/").split("?", 1)[0];
-        log.info({ reqId, method: req.method, path, status: res.statusCode, ms: +(performance.now() - start).toFixed(2) }, "request");
-      });
-      res.setHeader("x-request-id", reqId);
-      if (opts.cors.handle(req, res)) return;
+    this.fastPath = opts.grpcFastPath
+      ? new GrpcFastPath({
+          services: [...opts.bindings, ...opts.extraServices],
+          pipeline,
+          bus: opts.bus,
+          maxBodyBytes: opts.maxBodyBytes,
+          maxStreamBufferBytes: opts.subscriberBufferBytes,
+          shutdownSignal: this.shutdown.signal,
+        })
+      : undefined;
+
+    // Every HTTP request (HTTP/1.1, and HTTP/2 streams the lean path left):
+    // request id, CORS, then connect-node, whose fallback is the route
+    // table, REST and the unknown-RPC answer. The call ends with the response.
+    const dispatch = (req: NodeRequest, res: NodeResponse) => {
+      const path = pathOf(req.url);
+      const call = pipeline.begin(requestIdOf(req.headers["x-request-id"]), protocolOf(req.headers, path), path);
+      (req as Tagged)[CALL] = call;
+      call.bytesIn = Number(req.headers["content-length"]) || 0;
+      observeResponse(res, call);
+      res.once("close", () => pipeline.finish(call, call.code >= 0 ? call.code : inferCode(call, res), res.statusCode));
+      res.setHeader("x-request-id", call.requestId);
+      if (opts.cors.handle(req, res)) {
+        call.protocol = "http";
+        call.code = 0;
+        return;
+      }
       adapter(req, res);
     };
 
-    this.h1 = http.createServer({ keepAliveTimeout: 65_000, headersTimeout: 30_000, requestTimeout: 0 }, handler);
+    this.h1 = http.createServer({ keepAliveTimeout: 65_000, headersTimeout: 30_000, requestTimeout: 0 }, dispatch);
     this.h1.on("upgrade", (req: http.IncomingMessage, socket: Duplex, head: Buffer) => this.upgrade(req, socket, head));
     this.h1.on("connection", (socket: net.Socket) => {
       this.sockets.add(socket);
@@ -107,35 +135,73 @@ export class FederationServer {
       socket.end(`HTTP/1.1 ${status}\r\nconnection: close\r\ncontent-length: 0\r\n\r\n`);
     });
 
-    this.h2 = http2.createServer({ maxSessionMemory: 64 }, handler);
-    // The lean gRPC path takes its streams before node's compat layer makes
-    // request/response objects for them; every other stream goes on to the
-    // compat listener that createServer(handler) installed.
-    const compat = this.h2.listeners("stream") as ((...args: unknown[]) => void)[];
-    if (compat.length === 0) throw new Error("node:http2 installed no compat stream listener");
-    this.h2.removeAllListeners("stream");
-    this.h2.on("stream", (stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders, ...rest: unknown[]) => {
-      const reqId = requestIdOf(headers["x-request-id"]);
-      if (this.fastPath.tryServe(stream, headers, reqId)) {
-        if (log.isLevelEnabled("info")) {
-          const start = performance.now();
-          stream.once("close", () =>
-            log.info({ reqId, method: "POST", path: headers[":path"], grpcCall: true, ms: +(performance.now() - start).toFixed(2) }, "request"),
-          );
-        }
-        return;
-      }
-      for (const listener of compat) listener.call(this.h2, stream, headers, ...rest);
-    });
+    this.h2 = http2.createServer({ maxSessionMemory: 64 }, dispatch);
+    const fastPath = this.fastPath;
+    if (fastPath) {
+      // The lean gRPC path takes its streams before node's compat layer makes
+      // request/response objects for them; every other stream goes on to the
+      // compat listener that createServer(dispatch) installed.
+      const compat = this.h2.listeners("stream") as ((...args: unknown[]) => void)[];
+      if (compat.length === 0) throw new Error("node:http2 installed no compat stream listener");
+      this.h2.removeAllListeners("stream");
+      this.h2.on("stream", (stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders, ...rest: unknown[]) => {
+        if (fastPath.tryServe(stream, headers, requestIdOf(headers["x-request-id"]))) return;
+        for (const listener of compat) listener.call(this.h2, stream, headers, ...rest);
+      });
+    }
     this.h2.on("session", (session) => {
       this.sessions.add(session);
       session.once("close", () => this.sessions.delete(session));
     });
-    this.h2.on("sessionError", (err) => log.debug({ err }, "http2 session error"));
+    this.h2.on("sessionError", (err) => opts.log.debug({ err }, "http2 session error"));
 
     this.listener = opts.tls
       ? createTlsListener(this.h1, this.h2, opts.tls, opts.sniffTimeoutMs)
       : createOnePortListener(this.h1, this.h2, { sniffTimeoutMs: opts.sniffTimeoutMs });
+  }
+
+  /**
+   * connect-node found no RPC for the path: a non-RPC route, a REST path,
+   * or an unknown RPC — answered in the caller's own protocol, so gRPC
+   * clients see UNIMPLEMENTED rather than an HTTP 404 without trailers.
+   */
+  private fallback(req: NodeRequest, res: NodeResponse, rest: RestTranscoder): void {
+    const call = (req as Tagged)[CALL]!;
+    const route = this.httpRoutes.get(call.path);
+    if (route) {
+      call.protocol = "http";
+      call.method = route.path;
+      void this.serveRoute(route, req, res, call);
+    } else if (call.protocol === "rest") {
+      void rest(req, res);
+    } else {
+      call.code = Code.Unimplemented;
+      answerUnimplemented(req, res, call);
+    }
+  }
+
+  private async serveRoute(route: HttpRoute, req: NodeRequest, res: NodeResponse, call: Call): Promise<void> {
+    try {
+      if (!route.handle) throw new ConnectError(`${route.path} takes only upgrade requests`, Code.FailedPrecondition);
+      await this.pipeline.admit(call, this.routeAdmission(route, req));
+      await route.handle(req, res, call);
+      if (call.code < 0) call.code = 0;
+    } catch (err) {
+      call.code = ConnectError.from(err).code;
+      sendError(res, err);
+    }
+  }
+
+  private routeAdmission(route: HttpRoute, req: http.IncomingMessage | NodeRequest) {
+    return {
+      service: "",
+      method: route.path,
+      header: { get: (name: string) => headerValue(req.headers, name) },
+      peer: peerCertificateOf(req as NodeRequest),
+      message: undefined,
+      token: route.credential?.(req as http.IncomingMessage, new URL(req.url ?? "/", "http://localhost")),
+      requirement: route.requirement,
+    };
   }
 
   /** Listens and resolves with the bound port (useful with port 0). */
@@ -161,7 +227,7 @@ export class FederationServer {
    */
   async close(): Promise<void> {
     this.shutdown.abort(errors.shuttingDown());
-    this.opts.bridge.close();
+    this.opts.onShutdown();
     const closed = new Promise<void>((resolve) => this.listener.close(() => resolve()));
     for (const session of this.sessions) session.close();
     this.h1.closeIdleConnections();
@@ -183,13 +249,9 @@ export class FederationServer {
   }
 
   private upgrade(req: http.IncomingMessage, socket: Duplex, head: Buffer): void {
-    const path = (req.url ?? "/").split("?", 1)[0];
-    if (path === "/ws" && (req.headers.upgrade ?? "").toLowerCase() === "websocket") {
-      if (!this.opts.cors.allows(req.headers.origin, req.headers)) {
-        socket.end(`HTTP/1.1 403 Forbidden\r\ncontent-type: text/plain\r\nconnection: close\r\n\r\norigin not allowed (CORS_ALLOWED_ORIGINS)`);
-        return;
-      }
-      void this.opts.bridge.handleUpgrade(req, socket, head, peerCertificateOf(req));
+    const route = this.httpRoutes.get(pathOf(req.url));
+    if (route?.upgrade && (req.headers.upgrade ?? "").toLowerCase() === "websocket") {
+      void this.serveUpgrade(route, req, socket, head);
       return;
     }
     // Any other upgrade (curl --http2 and Java's HttpClient offer "h2c"):
@@ -206,6 +268,32 @@ export class FederationServer {
     this.h1.emit("connection", socket);
     (socket as net.Socket).resume();
   }
+
+  /** A WebSocket route: the browser origin, the pipeline, then the route takes the socket; the call ends when it closes. */
+  private async serveUpgrade(route: HttpRoute, req: http.IncomingMessage, socket: Duplex, head: Buffer): Promise<void> {
+    const call = this.pipeline.begin(requestIdOf(req.headers["x-request-id"]), "ws", route.path);
+    call.method = route.path;
+    let status = 101;
+    socket.on("error", () => undefined);
+    socket.once("close", () => {
+      const s = socket as net.Socket;
+      call.bytesIn = s.bytesRead ?? 0;
+      call.bytesOut = s.bytesWritten ?? 0;
+      this.pipeline.finish(call, call.code >= 0 ? call.code : 0, status);
+    });
+    try {
+      if (!this.opts.cors.allows(req.headers.origin, req.headers)) {
+        throw errors.permissionDenied(`origin ${String(req.headers.origin).slice(0, 200)} is not allowed (CORS_ALLOWED_ORIGINS)`);
+      }
+      await this.pipeline.admit(call, this.routeAdmission(route, req));
+      route.upgrade!(req, socket, head, call, new URL(req.url ?? "/", "http://localhost"));
+    } catch (err) {
+      const e = ConnectError.from(err);
+      call.code = e.code;
+      status = httpStatus(e.code);
+      rejectUpgrade(socket, e, call.requestId);
+    }
+  }
 }
 
 let requestSeq = 0;
@@ -215,4 +303,133 @@ const bootId = randomUUID().slice(0, 8);
 function requestIdOf(header: string | string[] | undefined): string {
   if (typeof header === "string" && /^[\w.-]{1,128}$/.test(header)) return header;
   return `${bootId}-${(++requestSeq).toString(36)}`;
+}
+
+function pathOf(url: string | undefined): string {
+  const u = url ?? "/";
+  const q = u.indexOf("?");
+  return q < 0 ? u : u.slice(0, q);
+}
+
+/** `/package.Service/Method`: a path only an RPC has (REST paths never have a dotted first segment). */
+const RPC_PATH = /^\/[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)+\/[A-Za-z_]\w*$/;
+
+/** The protocol a request speaks, from its headers (before anything routes it). */
+function protocolOf(h: http.IncomingHttpHeaders, path: string): Protocol {
+  const ct = h["content-type"] ?? "";
+  if (ct.startsWith("application/grpc-web")) return "grpc-web";
+  if (ct.startsWith("application/grpc")) return "grpc";
+  if (h["connect-protocol-version"] !== undefined || ct.startsWith("application/connect+") || RPC_PATH.test(path)) return "connect";
+  return "rest";
+}
+
+/**
+ * Counts what a response writes; reads the outcome of gRPC calls from
+ * their trailers and of Connect errors from their body, since errors can
+ * happen before any interceptor (a malformed message, a body too large).
+ */
+function observeResponse(res: NodeResponse, call: Call): void {
+  const write = res.write as (this: NodeResponse, ...args: unknown[]) => boolean;
+  const end = res.end as (this: NodeResponse, ...args: unknown[]) => NodeResponse;
+  res.write = function (this: NodeResponse, chunk: unknown, ...rest: unknown[]) {
+    noteChunk(call, res, chunk);
+    return write.call(this, chunk, ...rest);
+  } as NodeResponse["write"];
+  res.end = function (this: NodeResponse, chunk?: unknown, ...rest: unknown[]) {
+    if (chunk !== undefined && typeof chunk !== "function") noteChunk(call, res, chunk);
+    return end.call(this, chunk, ...rest);
+  } as NodeResponse["end"];
+  if (call.protocol === "grpc") {
+    const addTrailers = res.addTrailers.bind(res) as (t: http.OutgoingHttpHeaders) => void;
+    res.addTrailers = ((t: http.OutgoingHttpHeaders) => {
+      if (t["grpc-status"] !== undefined) call.code = Number(t["grpc-status"]);
+      addTrailers(t);
+    }) as NodeResponse["addTrailers"];
+  }
+}
+
+function noteChunk(call: Call, res: NodeResponse, chunk: unknown): void {
+  const bytes = typeof chunk === "string" ? Buffer.from(chunk) : (chunk as Uint8Array);
+  call.bytesOut += bytes.length;
+  if (call.protocol === "connect" && call.code < 0 && res.statusCode >= 400) {
+    try {
+      const code = codeFromString((JSON.parse(Buffer.from(bytes).toString("utf8")) as { code?: string }).code ?? "");
+      if (code !== undefined) call.code = code;
+    } catch {
+      // Not a Connect error body: the HTTP status decides below.
+    }
+  }
+}
+
+/** The outcome of a call no handler reported on, from what its response said. */
+function inferCode(call: Call, res: NodeResponse): number {
+  if (!res.writableFinished) return Code.Canceled;
+  if (call.protocol === "grpc" || call.protocol === "grpc-web") {
+    const header = res.getHeader("grpc-status");
+    if (header !== undefined) return Number(header);
+    return res.statusCode === 200 ? Code.Unknown : codeFromHttpStatus(res.statusCode);
+  }
+  return res.statusCode < 400 ? 0 : codeFromHttpStatus(res.statusCode);
+}
+
+/** UNIMPLEMENTED for an unknown RPC, in the caller's protocol. */
+function answerUnimplemented(req: NodeRequest, res: NodeResponse, call: Call): void {
+  const message = `unknown method ${call.path.slice(1, 300)}`;
+  const ct = req.headers["content-type"] ?? "";
+  if (call.protocol === "grpc" || call.protocol === "grpc-web") {
+    // Trailers-only: the status in the one HEADERS frame, which grpc-go
+    // and grpcio require (a HEADERS frame then an empty DATA frame reads as
+    // "closed without trailers").
+    const headers = {
+      ":status": 200,
+      "content-type": call.protocol === "grpc" ? "application/grpc" : ct,
+      "grpc-status": String(Code.Unimplemented),
+      "grpc-message": percentEncode(message),
+      "x-request-id": call.requestId,
+      ...corsHeadersOf(res),
+    };
+    const stream = (res as NodeResponse & { stream?: http2.ServerHttp2Stream }).stream;
+    if (stream && !stream.headersSent) {
+      stream.respond(headers, { endStream: true });
+      return;
+    }
+    const { ":status": _, ...plain } = headers;
+    res.writeHead(200, plain);
+    res.end();
+    return;
+  }
+  const error = { code: "unimplemented", message };
+  if (ct.startsWith("application/connect+")) {
+    // A Connect stream ends with an end-stream message (flag 0x02) carrying the error.
+    const json = Buffer.from(JSON.stringify({ error }));
+    const prefix = Buffer.from([2, 0, 0, 0, 0]);
+    prefix.writeUInt32BE(json.length, 1);
+    res.writeHead(200, { "content-type": ct });
+    res.end(Buffer.concat([prefix, json]));
+    return;
+  }
+  res.writeHead(404, { "content-type": "application/json" });
+  res.end(JSON.stringify(error));
+}
+
+/** The CORS headers already set on a response (kept when the raw stream answers). */
+function corsHeadersOf(res: NodeResponse): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const name of res.getHeaderNames()) if (name.startsWith("access-control-") || name === "vary") out[name] = String(res.getHeader(name));
+  return out;
+}
+
+function rejectUpgrade(socket: Duplex, e: ConnectError, requestId: string): void {
+  if (!socket.writable) return;
+  const status = httpStatus(e.code);
+  const body = JSON.stringify({ code: e.code, message: e.rawMessage, details: [] });
+  let extra = "";
+  for (const name of ["www-authenticate", "retry-after"]) {
+    const v = e.metadata.get(name);
+    if (v) extra += `${name}: ${v}\r\n`;
+  }
+  socket.end(
+    `HTTP/1.1 ${status} ${http.STATUS_CODES[status] ?? "Error"}\r\nx-request-id: ${requestId}\r\n` +
+      `content-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\n${extra}connection: close\r\n\r\n${body}`,
+  );
 }

@@ -1,17 +1,15 @@
-import { STATUS_CODES, type IncomingMessage } from "node:http";
+import type { IncomingMessage } from "node:http";
 import type { Duplex } from "node:stream";
 import { create } from "@bufbuild/protobuf";
-import { ConnectError } from "@connectrpc/connect";
+import { Code, ConnectError } from "@connectrpc/connect";
 import { WebSocketServer, type WebSocket } from "ws";
-import { HealthService, WatchEventsRequestSchema } from "../../gen/federation/v1/health_service_pb.js";
-import type { PeerCertificate } from "../security/principal.js";
-import type { RequestGuard } from "../security/request-guard.js";
+import { WatchEventsRequestSchema } from "../../gen/federation/v1/health_service_pb.js";
+import { errors } from "../errors.js";
 import type { EventBus } from "../events/event-bus.js";
 import type { Logger } from "../logger.js";
 import { parseWatch } from "../validation/requests.js";
-import { httpStatus } from "./rest/http-status.js";
-import { headerValue } from "./call-context.js";
 import { FanOut } from "./fan-out.js";
+import type { HttpRoute } from "./http-routes.js";
 
 export interface WebSocketBridgeOptions {
   /** Bytes buffered for one client before it is cut off as too slow. */
@@ -39,7 +37,6 @@ export class WebSocketBridge {
 
   constructor(
     bus: EventBus,
-    private readonly guard: RequestGuard,
     opts: WebSocketBridgeOptions,
     private readonly log: Logger,
   ) {
@@ -57,37 +54,37 @@ export class WebSocketBridge {
   }
 
   /**
-   * Authenticates like any WatchEvents call — the Authorization header, or
-   * for browsers (which cannot set headers on a WebSocket) the subprotocol
-   * pair `bearer, <token>` or `?access_token=` — then upgrades.
+   * /ws as an entry of the HTTP route table: the pipeline admits the
+   * handshake like a WatchEvents call (events:read) — the Authorization
+   * header, or for browsers, which cannot set headers on a WebSocket, the
+   * subprotocol pair `bearer, <token>` or `?access_token=` — then the
+   * bridge takes the socket.
    */
-  async handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer, peer: PeerCertificate | undefined): Promise<void> {
-    const url = new URL(req.url ?? "/", "http://localhost");
-    let input: ReturnType<typeof parseWatch>;
-    socket.on("error", () => undefined);
-    try {
-      const principal = await this.guard.admit({
-        service: HealthService.typeName,
-        method: HealthService.method.watchEvents.name,
-        header: { get: (name) => headerValue(req.headers, name) },
-        peer,
-        message: undefined,
-        token: tokenFromHandshake(req, url),
-      });
-      const types = url.searchParams.getAll("types").flatMap((t) => t.split(",")).filter((t) => t !== "");
-      const afterRaw = url.searchParams.get("after_id") ?? url.searchParams.get("afterId") ?? undefined;
-      if (afterRaw !== undefined && !/^\d{1,20}$/.test(afterRaw)) throw new ConnectError("after_id: must be an unsigned integer", 3);
-      input = parseWatch(
-        create(WatchEventsRequestSchema, {
-          types,
-          agentId: url.searchParams.get("agent_id") ?? url.searchParams.get("agentId") ?? "",
-          afterId: afterRaw === undefined ? undefined : BigInt(afterRaw),
-        }),
-        principal.tenant,
-      );
-    } catch (err) {
-      return rejectUpgrade(socket, err);
-    }
+  route(): HttpRoute {
+    return {
+      path: "/ws",
+      requirement: "events:read",
+      credential: tokenFromHandshake,
+      handle: () => {
+        throw new ConnectError("/ws is a WebSocket: send an Upgrade: websocket handshake", Code.FailedPrecondition);
+      },
+      upgrade: (req, socket, head, call, url) => this.accept(req, socket, head, call.principal!.tenant, url),
+    };
+  }
+
+  /** Checks the query (throwing INVALID_ARGUMENT before anything is written), then upgrades. */
+  private accept(req: IncomingMessage, socket: Duplex, head: Buffer, tenant: string, url: URL): void {
+    const types = url.searchParams.getAll("types").flatMap((t) => t.split(",")).filter((t) => t !== "");
+    const afterRaw = url.searchParams.get("after_id") ?? url.searchParams.get("afterId") ?? undefined;
+    if (afterRaw !== undefined && !/^\d{1,20}$/.test(afterRaw)) throw errors.invalidArgument("after_id", "must be an unsigned integer");
+    const input = parseWatch(
+      create(WatchEventsRequestSchema, {
+        types,
+        agentId: url.searchParams.get("agent_id") ?? url.searchParams.get("agentId") ?? "",
+        afterId: afterRaw === undefined ? undefined : BigInt(afterRaw),
+      }),
+      tenant,
+    );
     this.wss.handleUpgrade(req, socket, head, (ws) => {
       this.alive.add(ws);
       ws.on("pong", () => this.alive.add(ws));
@@ -95,6 +92,7 @@ export class WebSocketBridge {
       ws.on("error", (err) => this.log.debug({ err }, "websocket error"));
       const membership = this.feed.join(input.filter, input.afterId, {
         out: socket,
+        sent: 0,
         open: () => ws.readyState === ws.OPEN,
         buffered: () => ws.bufferedAmount,
         tooSlow: () => {
@@ -129,22 +127,6 @@ export class WebSocketBridge {
       ws.ping();
     }
   }
-}
-
-function rejectUpgrade(socket: Duplex, err: unknown): void {
-  const e = ConnectError.from(err);
-  const status = httpStatus(e.code);
-  const body = JSON.stringify({ code: e.code, message: e.rawMessage, details: [] });
-  let extra = "";
-  for (const name of ["www-authenticate", "retry-after"]) {
-    const v = e.metadata.get(name);
-    if (v) extra += `${name}: ${v}\r\n`;
-  }
-  if (!socket.writable) return;
-  socket.end(
-    `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? "Error"}\r\n` +
-      `content-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\n${extra}connection: close\r\n\r\n${body}`,
-  );
 }
 
 /** `Sec-WebSocket-Protocol: bearer, <token>` or `?access_token=<token>`; undefined when neither. */

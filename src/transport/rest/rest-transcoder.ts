@@ -4,6 +4,7 @@ import {
   getOption,
   hasOption,
   isMessage,
+  type DescEnum,
   type DescField,
   type DescMessage,
   type DescMethod,
@@ -16,9 +17,10 @@ import { Code, ConnectError, type ContextValues } from "@connectrpc/connect";
 import type { NodeRequest, NodeResponse } from "../node-types.js";
 import { http } from "../../../gen/google/api/annotations_pb.js";
 import type { HttpRule } from "../../../gen/google/api/http_pb.js";
-import type { Logger } from "../../logger.js";
 import { IMMUTABLE_MESSAGE_TYPES } from "../../registry/agent-message.js";
+import { peerKey, principalKey } from "../../security/principal.js";
 import { CallContext, CLIENT_GONE, FINISHED } from "../call-context.js";
+import type { Call, Pipeline } from "../pipeline.js";
 import { JsonEncoder } from "../message-encoding.js";
 import { httpStatus } from "./http-status.js";
 import { compareTemplates, matchPath, parsePathTemplate, type PathTemplate } from "./path-template.js";
@@ -45,13 +47,15 @@ interface Route {
 
 export interface RestOptions {
   readonly maxBodyBytes: number;
-  readonly log: Logger;
   readonly shutdownSignal: AbortSignal;
   /** Per-request context values (the TLS peer), as the Connect adapter gets them. */
   readonly contextValues: (req: NodeRequest) => ContextValues;
-  /** Runs before every call, like the Connect interceptors: authentication and quotas. */
-  readonly admit: (ctx: CallContext, message: Message) => Promise<void>;
+  /** The call pipeline (the guard runs in it) and the request's call in it. */
+  readonly pipeline: Pipeline;
+  readonly callOf: (req: NodeRequest) => Call;
 }
+
+export type RestTranscoder = (req: NodeRequest, res: NodeResponse) => Promise<void>;
 
 /**
  * The REST/JSON transcoder, driven only by the google.api.http options in
@@ -62,10 +66,15 @@ export interface RestOptions {
  * emitted; errors are {"code","message","details"} with grpc-gateway's
  * status table; server streams are newline-delimited {"result":...} lines.
  */
-export function createRestTranscoder(bindings: readonly RestBinding[], opts: RestOptions) {
+export function createRestTranscoder(bindings: readonly RestBinding[], opts: RestOptions): RestTranscoder {
   const routes = buildRoutes(bindings);
 
   return async function handle(req: Req, res: Res): Promise<void> {
+    const call = opts.callOf(req);
+    const fail = (err: unknown, status?: number) => {
+      call.code = ConnectError.from(err).code;
+      sendError(res, err, status);
+    };
     const url = new URL(req.url ?? "/", "http://localhost");
     const verbAt = url.pathname.lastIndexOf(":");
     const hasVerb = verbAt > url.pathname.lastIndexOf("/");
@@ -75,7 +84,7 @@ export function createRestTranscoder(bindings: readonly RestBinding[], opts: Res
     try {
       segments = path.slice(1).split("/").map(decodeURIComponent);
     } catch {
-      return sendError(res, new ConnectError("path: malformed percent-encoding", Code.InvalidArgument));
+      return fail(new ConnectError("path: malformed percent-encoding", Code.InvalidArgument));
     }
     const method = (req.method ?? "GET").toUpperCase();
     const lookup = method === "HEAD" ? "GET" : method;
@@ -88,19 +97,23 @@ export function createRestTranscoder(bindings: readonly RestBinding[], opts: Res
         allowed.add(route.httpMethod);
         continue;
       }
+      call.method = `${route.service.typeName}/${route.method.name}`;
       try {
         const input = await buildRequest(route, vars, url.searchParams, req, opts.maxBodyBytes);
-        await invoke(route, input, req, res, opts);
+        await invoke(route, input, req, res, call, opts);
+        call.code = 0;
       } catch (err) {
-        sendError(res, err);
+        // A body over MAX_BODY_BYTES can never succeed: 413, not 429 (a
+        // client that retries on 429 would resend it forever).
+        fail(err, (err as { [BODY_TOO_LARGE_ERR]?: true })[BODY_TOO_LARGE_ERR] ? 413 : undefined);
       }
       return;
     }
     if (allowed.size > 0) {
       res.setHeader("allow", [...allowed].join(", "));
-      return sendError(res, new ConnectError(`method ${method} not allowed on ${path}`, Code.Unimplemented), 405);
+      return fail(new ConnectError(`method ${method} not allowed on ${path}`, Code.Unimplemented), 405);
     }
-    sendError(res, new ConnectError(`no route for ${method} ${path.slice(0, 200)}`, Code.NotFound));
+    fail(new ConnectError(`no route for ${method} ${path.slice(0, 200)}`, Code.NotFound));
   };
 }
 
@@ -216,7 +229,7 @@ function locateJsonError(schema: DescMessage, json: JsonValue, prefix = ""): str
 /** Answers are proto3 JSON with implicit fields; agents' JSON is cached per immutable message. */
 const json = new JsonEncoder(IMMUTABLE_MESSAGE_TYPES, { alwaysEmitImplicit: true });
 
-async function invoke(route: Route, input: Message, req: Req, res: Res, opts: RestOptions): Promise<void> {
+async function invoke(route: Route, input: Message, req: Req, res: Res, call: Call, opts: RestOptions): Promise<void> {
   const ctx = new CallContext({
     service: route.service,
     method: route.method,
@@ -227,12 +240,19 @@ async function invoke(route: Route, input: Message, req: Req, res: Res, opts: Re
     timeoutMs: undefined,
     shutdown: opts.shutdownSignal,
     values: opts.contextValues(req),
-    requestId: String(res.getHeader("x-request-id") ?? ""),
+    requestId: call.requestId,
   });
   const onClose = () => ctx.abort(CLIENT_GONE);
   res.once("close", onClose);
   try {
-    await opts.admit(ctx, input);
+    await opts.pipeline.admit(call, {
+      service: route.service.typeName,
+      method: route.method.name,
+      header: ctx.rawHeader,
+      peer: ctx.values.get(peerKey),
+      message: input,
+    });
+    ctx.values.set(principalKey, call.principal!);
     const output = route.method.output;
     if (route.method.methodKind === "server_streaming") {
       await stream(route.impl(input, ctx) as AsyncIterable<Message>, output, res);
@@ -314,8 +334,13 @@ async function readJsonBody(req: Req, maxBytes: number): Promise<JsonValue | und
   }
 }
 
+/** Marks the one RESOURCE_EXHAUSTED that REST answers with 413 (see handle). */
+const BODY_TOO_LARGE_ERR = Symbol("body too large");
+
 function bodyTooLarge(maxBytes: number): ConnectError {
-  return new ConnectError(`body: larger than ${maxBytes} bytes`, Code.ResourceExhausted);
+  const e = new ConnectError(`body: larger than ${maxBytes} bytes (MAX_BODY_BYTES)`, Code.ResourceExhausted);
+  (e as ConnectError & { [BODY_TOO_LARGE_ERR]?: true })[BODY_TOO_LARGE_ERR] = true;
+  return e;
 }
 
 // --- setting fields from path variables and query parameters ---------------
@@ -360,7 +385,7 @@ function setMapEntry(json: JsonObject, schema: DescMessage, path: string[], mapK
     if (i === path.length - 1) {
       if (field.fieldKind !== "map") throw new ConnectError(`${key}: ${field.name} is not a map`, Code.InvalidArgument);
       next[mapKey] =
-        field.mapKind === "enum" ? enumJson(raw) : field.mapKind === "scalar" ? scalarJson(field.scalar, raw, key) : raw;
+        field.mapKind === "enum" ? enumJson(field.enum, raw, key) : field.mapKind === "scalar" ? scalarJson(field.scalar, raw, key) : raw;
       return;
     }
     if (field.fieldKind !== "message") return;
@@ -376,13 +401,13 @@ function fieldValue(field: DescField, raw: string[], key: string): JsonValue {
         field.listKind === "scalar"
           ? scalarJson(field.scalar, r, key)
           : field.listKind === "enum"
-            ? enumJson(r)
+            ? enumJson(field.enum, r, key)
             : messageJson(field.message, r, key),
       );
     case "scalar":
       return scalarJson(field.scalar, last(raw), key);
     case "enum":
-      return enumJson(last(raw));
+      return enumJson(field.enum, last(raw), key);
     case "message":
       return messageJson(field.message, last(raw), key);
     case "map":
@@ -402,8 +427,16 @@ function scalarJson(scalar: number, raw: string, key: string): JsonValue {
   throw new ConnectError(`${key}: expected true or false, got "${raw.slice(0, 32)}"`, Code.InvalidArgument);
 }
 
-function enumJson(raw: string): JsonValue {
-  return /^-?\d+$/.test(raw) ? Number(raw) : raw;
+/**
+ * An enum by name or number. Names are checked here: fromJson, told to
+ * ignore unknown fields, would also drop an unknown enum name silently and
+ * the filter would vanish.
+ */
+function enumJson(desc: DescEnum, raw: string, key: string): JsonValue {
+  if (/^-?\d+$/.test(raw)) return Number(raw);
+  if (desc.values.some((v) => v.name === raw)) return raw;
+  const known = desc.values.map((v) => v.name).join(", ");
+  throw new ConnectError(`${key}: unknown ${desc.name} "${raw.slice(0, 64)}"; expected one of ${known}`, Code.InvalidArgument);
 }
 
 /** Well-known types whose JSON form is a string (Duration "30s", Timestamp, FieldMask, wrappers). */
