@@ -118,7 +118,6 @@ export async function startService(env: Record<string, string> = {}): Promise<Se
     RATE_LIMIT_TENANT: "10000000",
     RATE_LIMIT_HEARTBEAT: "10000",
     LEASE_TTL_DEFAULT: "3600s",
-    SUBSCRIBER_QUEUE_LIMIT: "100000",
     ...env,
   });
   let stderr = "";

@@ -19,6 +19,7 @@ import { Router } from "./router/router.js";
 import { FleetTelemetry } from "./health/telemetry.js";
 import type { RestBinding } from "./transport/rest/rest-transcoder.js";
 import { CorsPolicy } from "./transport/cors.js";
+import { FanOut } from "./transport/fan-out.js";
 import { guardLink, logLink, Pipeline } from "./transport/pipeline.js";
 import { FederationServer } from "./transport/server.js";
 import { directoryService } from "./transport/services/directory-service.js";
@@ -129,13 +130,16 @@ export class App {
       this.log.child({ component: "websocket" }),
     );
 
+    // The one event feed behind WatchEvents on every protocol (gRPC frames;
+    // /ws has its own framing of the same implementation).
+    const grpcFeed = new FanOut(this.bus, (event) => event.grpcFrame(), config.events.subscriberBufferBytes);
     const bindings: RestBinding[] = [
       { service: RegistryService, impl: registryService(this.registry, security.issuer, config.lease) },
       { service: DirectoryService, impl: directoryService(this.directory, security.signer, security.keys) },
       { service: RouterService, impl: routerService(this.router) },
       {
         service: HealthService,
-        impl: healthService(this.health, this.bus, config.events.subscriberQueueLimit, VERSION),
+        impl: healthService(this.health, grpcFeed, VERSION),
       },
       { service: AdminService, impl: adminService(this.registry, security.issuer, security.keys) },
     ];
@@ -161,10 +165,9 @@ export class App {
       onShutdown: () => this.bridge.close(),
       grpcFastPath: config.grpcFastPath,
       extraServices: [{ service: Health, impl: grpcHealth }],
-      bus: this.bus,
+      feed: grpcFeed,
       tls: security.tls,
       maxBodyBytes: config.maxBodyBytes,
-      subscriberBufferBytes: config.events.subscriberBufferBytes,
       sniffTimeoutMs: config.sniffTimeoutMs,
       shutdownGraceMs: config.shutdownGraceMs,
       log: http,

@@ -80,9 +80,7 @@ export interface LeaseConfig {
 export interface EventConfig {
   /** Events held for clients that resume with a last event id. */
   readonly retention: number;
-  /** Events queued for one subscriber before it is cut off as too slow. */
-  readonly subscriberQueueLimit: number;
-  /** Unsent bytes one /ws or fast-path WatchEvents subscriber may have before it is cut off. */
+  /** Unsent bytes one event-feed subscriber (any protocol) may have before it is cut off. */
   readonly subscriberBufferBytes: number;
 }
 
@@ -118,7 +116,6 @@ export function loadConfig(env: Env = process.env): Config {
     lease,
     events: {
       retention: integer(env, "EVENT_RETENTION", 10_000, 0, 10_000_000),
-      subscriberQueueLimit: integer(env, "SUBSCRIBER_QUEUE_LIMIT", 1_024, 1, 1_000_000),
       subscriberBufferBytes: integer(env, "SUBSCRIBER_BUFFER_BYTES", 4 * 1024 * 1024, 1024, 1024 * 1024 * 1024),
     },
     sniffTimeoutMs: duration(env, "SNIFF_TIMEOUT", 10_000),

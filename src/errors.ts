@@ -20,8 +20,12 @@ export const errors = {
         `(${registered} capable agent(s) registered, none healthy or all excluded)`,
       Code.Unavailable,
     ),
-  subscriberTooSlow: (limit: number) =>
-    new ConnectError(`subscriber fell ${limit} events behind and was disconnected`, Code.ResourceExhausted),
+  /** The one slow-subscriber rule, on every protocol: too many bytes unsent. */
+  subscriberTooSlow: (unsentBytes: number, limitBytes: number) =>
+    new ConnectError(
+      `subscriber too slow: ${unsentBytes} bytes unsent, over the ${limitBytes}-byte bound (SUBSCRIBER_BUFFER_BYTES); resume with after_id`,
+      Code.ResourceExhausted,
+    ),
   /** Another writer kept winning the compare-and-set; the client may retry. */
   conflict: (id: string) =>
     new ConnectError(`agent "${id}" was changed concurrently; retry`, Code.Aborted),

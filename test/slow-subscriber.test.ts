@@ -44,6 +44,28 @@ function stalledWatch(port: number): { session: http2.ClientHttp2Session; stream
   return { session, stream };
 }
 
+/** A raw HTTP/1.1 request for a feed (Connect streaming or REST NDJSON) whose client stops reading after the headers. */
+async function stalledHttp(port: number, request: string, body = Buffer.alloc(0)): Promise<net.Socket> {
+  const socket = net.connect(port, "127.0.0.1");
+  await new Promise((r) => socket.once("connect", r));
+  socket.write(request);
+  socket.write(body);
+  // connect-node sends a stream's headers with its first message: nothing to wait for.
+  socket.pause();
+  return socket;
+}
+
+/** Everything the server sent until it closed (or the time ran out), as text. */
+async function drain(socket: net.Socket, timeoutMs = 10_000): Promise<string> {
+  let text = "";
+  socket.on("data", (d: Buffer) => (text += d.toString("latin1")));
+  socket.resume();
+  await Promise.race([new Promise((r) => socket.once("close", r)), new Promise((r) => setTimeout(r, timeoutMs))]);
+  return text;
+}
+
+const TOO_SLOW = /subscriber too slow: \d+ bytes unsent, over the 65536-byte bound \(SUBSCRIBER_BUFFER_BYTES\)/;
+
 describe("a slow subscriber", () => {
   let t: TestApp;
   beforeAll(async () => {
@@ -60,7 +82,21 @@ describe("a slow subscriber", () => {
     const slowWs = await stalledWs(t.port);
     const slowGrpc = stalledWatch(t.port);
     let grpcStatus: string | undefined;
-    slowGrpc.stream.on("trailers", (h) => (grpcStatus = String(h["grpc-status"])));
+    let grpcMessage = "";
+    slowGrpc.stream.on("trailers", (h) => ((grpcStatus = String(h["grpc-status"])), (grpcMessage = decodeURIComponent(String(h["grpc-message"])))));
+    // The feeds connect-node and REST frame themselves go through the same fan-out and rule.
+    const json = Buffer.from(JSON.stringify({ types: ["task.routed"] }));
+    const envelope = Buffer.concat([Buffer.from([0, 0, 0, 0, json.length >> 8, json.length & 0xff]).subarray(1), json]);
+    const slowConnect = await stalledHttp(
+      t.port,
+      "POST /federation.v1.HealthService/WatchEvents HTTP/1.1\r\nHost: 127.0.0.1\r\nconnection: close\r\ncontent-type: application/connect+json\r\n" +
+        `connect-protocol-version: 1\r\nauthorization: Bearer ${ADMIN_TOKEN}\r\ncontent-length: ${envelope.length}\r\n\r\n`,
+      envelope,
+    );
+    const slowRest = await stalledHttp(
+      t.port,
+      `GET /events?types=task.routed HTTP/1.1\r\nHost: 127.0.0.1\r\nconnection: close\r\nauthorization: Bearer ${ADMIN_TOKEN}\r\n\r\n`,
+    );
     await new Promise((r) => setTimeout(r, 200));
 
     // Published in batches a reading client keeps up with; the stalled ones fall behind.
@@ -103,10 +139,21 @@ describe("a slow subscriber", () => {
     });
     expect(closeCode).toBe(1013);
 
+    // Connect's end-stream message and REST's last line carry the same error.
+    const connectText = await drain(slowConnect);
+    expect(connectText).toMatch(/^HTTP\/1.1 200/);
+    expect(connectText).toContain('"code":"resource_exhausted"');
+    expect(connectText).toMatch(TOO_SLOW);
+    const restText = await drain(slowRest);
+    expect(restText).toMatch(/^HTTP\/1.1 200/);
+    expect(restText).toContain('{"error":{"code":8,');
+    expect(restText).toMatch(TOO_SLOW);
+
     // The stalled WatchEvents stream ends with RESOURCE_EXHAUSTED (8) once it reads again.
     slowGrpc.stream.resume();
     await new Promise((r) => slowGrpc.stream.once("close", r));
     expect(grpcStatus).toBe("8");
+    expect(grpcMessage).toMatch(TOO_SLOW);
     healthy.close();
     slowWs.destroy();
     slowGrpc.session.close();

@@ -1,16 +1,28 @@
 import type { Writable } from "node:stream";
+import { Code, ConnectError } from "@connectrpc/connect";
+import { errors } from "../errors.js";
 import type { EventBus, EventFilter, PublishedEvent, Subscription } from "../events/event-bus.js";
 
 /** One client of the event feed, as the fan-out sees it. */
 export interface Subscriber {
-  /** The stream or socket its frames are written to. */
-  readonly out: Writable;
+  /**
+   * The stream or socket its frames are written to (the lean gRPC path,
+   * /ws), or a queue that takes the events themselves (`eventsOf`: the
+   * feeds connect-node and REST frame per call).
+   */
+  readonly out: Pick<Writable, "write" | "destroyed" | "writableEnded" | "writableLength">;
+  /** Takes a turn's events instead of their joined frames (a queue's subscriber). */
+  readonly take?: (events: readonly PublishedEvent[], bytes: number) => void;
   /** Whether frames may still be written (a WebSocket that sent its close frame may not). */
   readonly open?: () => boolean;
   /** All its unsent bytes, `out`'s included (a WebSocket's bufferedAmount); `out.writableLength` when not given. */
   readonly buffered?: () => number;
-  /** It would pass the bound on unsent bytes: it is out of the feed and must be cut off. */
-  readonly tooSlow: () => void;
+  /**
+   * It would pass the bound on unsent bytes: it is out of the feed and must
+   * be cut off, with `errors.subscriberTooSlow(unsent, limit)` on every
+   * protocol.
+   */
+  readonly tooSlow: (unsent: number, limit: number) => void;
   /** Bytes written to it so far (the fan-out counts them, for the call's outcome record). */
   sent: number;
 }
@@ -30,6 +42,8 @@ interface Group {
   /** Each member, with the index of the first pending frame it is owed (it may join mid-turn). */
   readonly members: Map<Subscriber, number>;
   frames: Buffer[];
+  /** The events of `frames`, for members that take events. */
+  events: PublishedEvent[];
   bytes: number;
 }
 
@@ -61,14 +75,14 @@ export class FanOut {
     let group: Group;
     if (afterId !== undefined) {
       // Member first: the replay is delivered during subscribe().
-      group = { key: undefined, subscription: undefined, members: new Map([[subscriber, 0]]), frames: [], bytes: 0 };
+      group = { key: undefined, subscription: undefined, members: new Map([[subscriber, 0]]), frames: [], events: [], bytes: 0 };
       group.subscription = this.bus.subscribe(filter, afterId, (event) => this.deliver(group, event));
     } else {
       const key = keyOf(filter);
       const known = this.groups.get(key);
       if (known) group = known;
       else {
-        group = { key, subscription: undefined, members: new Map(), frames: [], bytes: 0 };
+        group = { key, subscription: undefined, members: new Map(), frames: [], events: [], bytes: 0 };
         const created = group;
         group.subscription = this.bus.subscribe(filter, undefined, (event) => this.deliver(created, event));
         this.groups.set(key, group);
@@ -78,6 +92,11 @@ export class FanOut {
     }
     const joined = group;
     return { leave: (drain) => this.leave(joined, subscriber, drain) };
+  }
+
+  /** The bytes one event counts for in the unsent-bytes rule (its frame in this feed's format). */
+  sizeOf(event: PublishedEvent): number {
+    return this.frameOf(event).length;
   }
 
   /** Writes everything pending now (before the server closes its clients). */
@@ -93,6 +112,7 @@ export class FanOut {
     }
     const frame = this.frameOf(event);
     group.frames.push(frame);
+    group.events.push(event);
     group.bytes += frame.length;
   }
 
@@ -103,32 +123,39 @@ export class FanOut {
   };
 
   private send(group: Group): void {
-    const { frames, bytes } = group;
+    const { frames, events, bytes } = group;
     group.frames = [];
+    group.events = [];
     group.bytes = 0;
     if (frames.length === 0) return;
-    const all = frames.length === 1 ? frames[0]! : Buffer.concat(frames, bytes);
+    let all: Buffer | undefined;
     // forEach, not for-of: no [key, value] array per member (10k subscribers × every event).
     group.members.forEach((from, subscriber) => {
-      if (from === 0) this.write(group, subscriber, all);
-      else {
-        group.members.set(subscriber, 0);
-        if (from < frames.length) this.write(group, subscriber, Buffer.concat(frames.slice(from)));
-      }
+      if (from !== 0) group.members.set(subscriber, 0);
+      if (from >= frames.length) return;
+      if (subscriber.take) {
+        const owed = from === 0 ? events : events.slice(from);
+        this.write(group, subscriber, from === 0 ? bytes : sum(frames, from), owed);
+      } else if (from === 0) {
+        all ??= frames.length === 1 ? frames[0]! : Buffer.concat(frames, bytes);
+        this.write(group, subscriber, all.length, all);
+      } else this.write(group, subscriber, sum(frames, from), Buffer.concat(frames.slice(from)));
     });
   }
 
-  private write(group: Group, subscriber: Subscriber, chunk: Buffer): void {
+  /** The one slow-subscriber rule: nobody gets more than `maxBufferedBytes` unsent. */
+  private write(group: Group, subscriber: Subscriber, size: number, what: Buffer | readonly PublishedEvent[]): void {
     const out = subscriber.out;
     if (out.destroyed || out.writableEnded || subscriber.open?.() === false) return;
     const unsent = subscriber.buffered ? subscriber.buffered() : out.writableLength;
-    if (unsent + chunk.length > this.maxBufferedBytes) {
+    if (unsent + size > this.maxBufferedBytes) {
       this.remove(group, subscriber);
-      subscriber.tooSlow();
+      subscriber.tooSlow(unsent + size, this.maxBufferedBytes);
       return;
     }
-    subscriber.sent += chunk.length;
-    out.write(chunk);
+    subscriber.sent += size;
+    if (Buffer.isBuffer(what)) out.write(what);
+    else subscriber.take!(what, size);
   }
 
   private leave(group: Group, subscriber: Subscriber, drain: boolean): void {
@@ -137,9 +164,10 @@ export class FanOut {
     this.remove(group, subscriber);
     const out = subscriber.out;
     if (drain && from < group.frames.length && !out.destroyed && !out.writableEnded && subscriber.open?.() !== false) {
-      const rest = Buffer.concat(group.frames.slice(from));
-      subscriber.sent += rest.length;
-      out.write(rest);
+      const size = sum(group.frames, from);
+      subscriber.sent += size;
+      if (subscriber.take) subscriber.take(group.events.slice(from), size);
+      else out.write(Buffer.concat(group.frames.slice(from)));
     }
   }
 
@@ -148,6 +176,71 @@ export class FanOut {
     if (group.members.size > 0) return;
     group.subscription?.close();
     if (group.key !== undefined && this.groups.get(group.key) === group) this.groups.delete(group.key);
+  }
+}
+
+function sum(frames: readonly Buffer[], from: number): number {
+  let n = 0;
+  for (let i = from; i < frames.length; i++) n += frames[i]!.length;
+  return n;
+}
+
+/**
+ * The feed as an async iterable of events, for transports that frame each
+ * message themselves (connect-node's gRPC, gRPC-Web and Connect streams,
+ * REST's NDJSON): a member of the same groups under the same rule, whose
+ * unsent bytes are the events it has not yet pulled plus what its
+ * transport still buffers. Cut off, it throws the same error every other
+ * protocol gets.
+ */
+export async function* eventsOf(
+  feed: FanOut,
+  filter: EventFilter,
+  afterId: bigint | undefined,
+  signal: AbortSignal,
+): AsyncGenerator<PublishedEvent> {
+  const queue: PublishedEvent[] = [];
+  let queuedBytes = 0;
+  let cutOff: Error | undefined;
+  let wake: (() => void) | undefined;
+  const subscriber: Subscriber = {
+    out: { write: () => true, destroyed: false, writableEnded: false, writableLength: 0 },
+    sent: 0,
+    open: () => !signal.aborted,
+    buffered: () => queuedBytes,
+    take: (events, bytes) => {
+      queue.push(...events);
+      queuedBytes += bytes;
+      wake?.();
+    },
+    tooSlow: (unsent, limit) => {
+      cutOff = errors.subscriberTooSlow(unsent, limit);
+      wake?.();
+    },
+  };
+  const membership = feed.join(filter, afterId, subscriber);
+  const onAbort = () => wake?.();
+  signal.addEventListener("abort", onAbort);
+  try {
+    for (;;) {
+      const next = queue.shift();
+      if (next) {
+        queuedBytes -= feed.sizeOf(next);
+        yield next;
+        continue;
+      }
+      if (cutOff) throw cutOff;
+      if (signal.aborted) break;
+      await new Promise<void>((resolve) => (wake = resolve));
+      wake = undefined;
+    }
+    // Shutdown aborts with UNAVAILABLE so clients reconnect to another
+    // replica; a deadline ends with its own code. A client that went away
+    // needs no status.
+    if (signal.reason instanceof ConnectError && signal.reason.code !== Code.Canceled) throw signal.reason;
+  } finally {
+    membership.leave(false);
+    signal.removeEventListener("abort", onAbort);
   }
 }
 

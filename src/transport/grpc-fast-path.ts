@@ -2,7 +2,6 @@ import type http2 from "node:http2";
 import { create, fromBinary, isMessage, type DescMethod, type DescService, type Message } from "@bufbuild/protobuf";
 import { Code, ConnectError, createContextValues, type HandlerContext } from "@connectrpc/connect";
 import { HealthService } from "../../gen/federation/v1/health_service_pb.js";
-import type { EventBus } from "../events/event-bus.js";
 import { errors } from "../errors.js";
 import { IMMUTABLE_MESSAGE_TYPES } from "../registry/agent-message.js";
 import { baseOf } from "../registry/message-base.js";
@@ -27,10 +26,9 @@ export interface FastPathOptions {
   readonly services: readonly { service: DescService; impl: object }[];
   /** The call pipeline: the guard runs in it, and every call ends in it with its outcome. */
   readonly pipeline: Pipeline;
-  readonly bus: EventBus;
+  /** The event feed in gRPC frames, shared with connect-node's WatchEvents. */
+  readonly feed: FanOut;
   readonly maxBodyBytes: number;
-  /** Bytes a WatchEvents stream may have unsent before it is cut off as too slow. */
-  readonly maxStreamBufferBytes: number;
   readonly shutdownSignal: AbortSignal;
 }
 
@@ -59,7 +57,7 @@ export class GrpcFastPath {
   served = 0;
 
   constructor(private readonly opts: FastPathOptions) {
-    this.feed = new FanOut(opts.bus, (event) => event.grpcFrame(), opts.maxStreamBufferBytes);
+    this.feed = opts.feed;
     for (const { service, impl } of opts.services) {
       for (const method of service.methods) {
         const fn = (impl as Record<string, unknown>)[method.localName];
@@ -191,7 +189,7 @@ export class GrpcFastPath {
         resolve(err === undefined ? (signal.reason === CLIENT_GONE ? Code.Canceled : 0) : ConnectError.from(err).code);
       };
       const onAbort = () => finish(signal.reason instanceof ConnectError && signal.reason !== CLIENT_GONE ? signal.reason : undefined);
-      const subscriber: Subscriber = { out: stream, sent: 0, tooSlow: () => finish(errors.subscriberTooSlow(0), true) };
+      const subscriber: Subscriber = { out: stream, sent: 0, tooSlow: (unsent, limit) => finish(errors.subscriberTooSlow(unsent, limit), true) };
       const membership = this.feed.join(filter, afterId, subscriber);
       signal.addEventListener("abort", onAbort);
       if (signal.aborted) onAbort();

@@ -9,12 +9,12 @@ import { connectNodeAdapter } from "@connectrpc/connect-node";
 import { codeFromHttpStatus, codeFromString } from "@connectrpc/connect/protocol-connect";
 import type { DescService } from "@bufbuild/protobuf";
 import { errors } from "../errors.js";
-import type { EventBus } from "../events/event-bus.js";
 import type { Logger } from "../logger.js";
 import { peerCertificateOf } from "../security/client-certificate.js";
 import { peerKey } from "../security/principal.js";
 import { headerValue } from "./call-context.js";
 import type { CorsPolicy } from "./cors.js";
+import type { FanOut } from "./fan-out.js";
 import { GrpcFastPath, percentEncode } from "./grpc-fast-path.js";
 import type { HttpRoute } from "./http-routes.js";
 import type { NodeRequest, NodeResponse } from "./node-types.js";
@@ -32,12 +32,11 @@ export interface ServerOptions {
   readonly pipeline: Pipeline;
   /** Services served by connect-node but not transcoded to REST (grpc.health.v1). */
   readonly extraServices: readonly { service: DescService; impl: object }[];
-  readonly bus: EventBus;
+  /** The event feed in gRPC frames (the lean path's WatchEvents). */
+  readonly feed: FanOut;
   /** TLS (and mTLS) mode of the same port; cleartext when undefined. */
   readonly tls: tls.SecureContextOptions & { requestCert: boolean; rejectUnauthorized: boolean } | undefined;
   readonly maxBodyBytes: number;
-  /** Unsent bytes a WatchEvents stream may have before it is cut off as too slow. */
-  readonly subscriberBufferBytes: number;
   readonly sniffTimeoutMs: number;
   readonly shutdownGraceMs: number;
   /** Plain gRPC on the lean path (grpc-fast-path.ts); off sends everything through connect-node. */
@@ -97,9 +96,8 @@ export class FederationServer {
       ? new GrpcFastPath({
           services: [...opts.bindings, ...opts.extraServices],
           pipeline,
-          bus: opts.bus,
+          feed: opts.feed,
           maxBodyBytes: opts.maxBodyBytes,
-          maxStreamBufferBytes: opts.subscriberBufferBytes,
           shutdownSignal: this.shutdown.signal,
         })
       : undefined;

@@ -95,8 +95,9 @@ export class WebSocketBridge {
         sent: 0,
         open: () => ws.readyState === ws.OPEN,
         buffered: () => ws.bufferedAmount,
-        tooSlow: () => {
-          ws.close(1013, "subscriber too slow");
+        tooSlow: (unsent, limit) => {
+          // A close reason holds at most 123 bytes.
+          ws.close(1013, Buffer.from(errors.subscriberTooSlow(unsent, limit).rawMessage).subarray(0, 123).toString());
           // A client that does not read will not answer the close either.
           setTimeout(() => ws.terminate(), 1_000).unref();
         },

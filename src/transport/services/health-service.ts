@@ -8,16 +8,15 @@ import {
   ServingStatus,
   WatchEventsResponseSchema,
 } from "../../../gen/federation/v1/health_service_pb.js";
-import type { EventBus } from "../../events/event-bus.js";
-import { eventStream } from "../../events/event-stream.js";
 import type { HealthMonitor } from "../../health/health.js";
 import { principalKey } from "../../security/principal.js";
 import { parseWatch } from "../../validation/requests.js";
+import { eventsOf, type FanOut } from "../fan-out.js";
 
 export function healthService(
   monitor: HealthMonitor,
-  bus: EventBus,
-  queueLimit: number,
+  /** The one event feed (fan-out.ts), shared with the lean path's WatchEvents. */
+  feed: FanOut,
   version: string,
 ): ServiceImpl<typeof HealthService> {
   const status = (ok: boolean) => (ok ? ServingStatus.SERVING : ServingStatus.NOT_SERVING);
@@ -45,7 +44,7 @@ export function healthService(
     },
     async *watchEvents(req, ctx) {
       const { filter, afterId } = parseWatch(req, ctx.values.get(principalKey).tenant);
-      for await (const event of eventStream(bus, filter, afterId, queueLimit, ctx.signal)) {
+      for await (const event of eventsOf(feed, filter, afterId, ctx.signal)) {
         yield create(WatchEventsResponseSchema, { event: event.message });
       }
     },
