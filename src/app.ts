@@ -5,7 +5,7 @@ import { RegistryService } from "../gen/federation/v1/registry_service_pb.js";
 import { RouterService } from "../gen/federation/v1/router_service_pb.js";
 import { Health } from "../gen/grpc/health/v1/health_pb.js";
 import { systemClock, type Clock } from "./clock.js";
-import type { Config } from "./config.js";
+import { loadTlsMaterial, type Config } from "./config.js";
 import { Directory } from "./directory/directory.js";
 import type { EventBus } from "./events/event-bus.js";
 import { MemoryEventBus } from "./events/memory-event-bus.js";
@@ -39,7 +39,6 @@ import { RequestGuard } from "./security/request-guard.js";
 import { RateLimits } from "./security/rate-limits.js";
 import { ManifestSigner } from "./security/manifest-signer.js";
 import { bootstrapToken } from "./security/bootstrap-token.js";
-import { readFileSync } from "node:fs";
 
 export const VERSION = "0.1.0";
 
@@ -126,7 +125,11 @@ export class App {
     this.limits = security.limits;
     this.bridge = new WebSocketBridge(
       this.bus,
-      { maxBufferedBytes: config.events.subscriberBufferBytes, pingIntervalMs: 30_000, maxPayloadBytes: 64 * 1024 },
+      {
+        maxBufferedBytes: config.events.subscriberBufferBytes,
+        pingIntervalMs: config.websocket.pingIntervalMs,
+        maxPayloadBytes: config.websocket.maxMessageBytes,
+      },
       this.log.child({ component: "websocket" }),
     );
 
@@ -214,7 +217,7 @@ async function createBus(config: Config, clock: Clock, log: Logger): Promise<Eve
   return new RedisEventBus(clock, {
     ...config.redis,
     retention: config.events.retention,
-    maxPending: 100_000,
+    maxPending: config.events.publishQueueLimit,
     log: log.child({ component: "redis" }),
   });
 }
@@ -253,9 +256,8 @@ async function prepareSecurity(config: Config, clock: Clock, log: Logger): Promi
     signer: new ManifestSigner(sec.manifestSigning, keys),
     tls: t
       ? {
-          cert: readFileSync(t.cert),
-          key: readFileSync(t.key),
-          ca: t.ca ? readFileSync(t.ca) : undefined,
+          // Read and parsed here, so a bad PEM is a ConfigError naming TLS_CERT / TLS_KEY / TLS_CA.
+          ...loadTlsMaterial(t),
           requestCert: t.clientAuth !== "none",
           rejectUnauthorized: t.clientAuth === "require",
         }

@@ -1,4 +1,7 @@
+import { X509Certificate } from "node:crypto";
+import { readFileSync } from "node:fs";
 import { hostname } from "node:os";
+import { createSecureContext, type SecureContextOptions } from "node:tls";
 
 /**
  * Configuration, read once from the environment into a typed object.
@@ -31,6 +34,12 @@ export interface Config {
   readonly grpcFastPath: boolean;
   /** Browser origins allowed to call the service (CORS and /ws); none by default, `*` for any. */
   readonly corsAllowedOrigins: readonly string[];
+  readonly websocket: {
+    /** How often /ws clients are pinged (one that missed the previous ping is dropped). */
+    readonly pingIntervalMs: number;
+    /** Largest frame a /ws client may send. */
+    readonly maxMessageBytes: number;
+  };
 }
 
 export interface SecurityConfig {
@@ -82,6 +91,8 @@ export interface EventConfig {
   readonly retention: number;
   /** Unsent bytes one event-feed subscriber (any protocol) may have before it is cut off. */
   readonly subscriberBufferBytes: number;
+  /** Events queued for an unreachable Redis before new ones are dropped. */
+  readonly publishQueueLimit: number;
 }
 
 export class ConfigError extends Error {
@@ -117,6 +128,7 @@ export function loadConfig(env: Env = process.env): Config {
     events: {
       retention: integer(env, "EVENT_RETENTION", 10_000, 0, 10_000_000),
       subscriberBufferBytes: integer(env, "SUBSCRIBER_BUFFER_BYTES", 4 * 1024 * 1024, 1024, 1024 * 1024 * 1024),
+      publishQueueLimit: integer(env, "EVENT_PUBLISH_QUEUE", 100_000, 1, 10_000_000),
     },
     sniffTimeoutMs: duration(env, "SNIFF_TIMEOUT", 10_000),
     shutdownGraceMs: duration(env, "SHUTDOWN_GRACE", 10_000),
@@ -136,6 +148,10 @@ export function loadConfig(env: Env = process.env): Config {
     tls: tls(env),
     corsAllowedOrigins: corsOrigins(env),
     grpcFastPath: oneOf(env, "GRPC_FAST_PATH", ["on", "off"], "on") === "on",
+    websocket: {
+      pingIntervalMs: duration(env, "WS_PING_INTERVAL", 30_000, 1_000, 3_600_000),
+      maxMessageBytes: integer(env, "WS_MAX_MESSAGE_BYTES", 64 * 1024, 1024, 64 * 1024 * 1024),
+    },
   };
 }
 
@@ -173,20 +189,7 @@ function security(env: Env): SecurityConfig {
       throw new ConfigError(`AUTH_ALGORITHMS: "${a}" is not allowed; choose from ${ALLOWED_ALGORITHMS.join(", ")}`);
     }
   }
-  let issuers: SecurityConfig["issuers"] = [];
-  if (env.AUTH_ISSUERS) {
-    try {
-      issuers = JSON.parse(env.AUTH_ISSUERS) as SecurityConfig["issuers"];
-    } catch {
-      throw new ConfigError("AUTH_ISSUERS: must be a JSON array");
-    }
-    if (!Array.isArray(issuers)) throw new ConfigError("AUTH_ISSUERS: must be a JSON array");
-    issuers.forEach((i, n) => {
-      if (typeof i?.issuer !== "string" || i.issuer === "") throw new ConfigError(`AUTH_ISSUERS[${n}].issuer: is required`);
-      if (!i.jwksUri && !i.jwks) throw new ConfigError(`AUTH_ISSUERS[${n}]: needs jwksUri or jwks`);
-      if (i.jwksUri && !/^https?:\/\//.test(i.jwksUri)) throw new ConfigError(`AUTH_ISSUERS[${n}].jwksUri: must be an http(s) URL`);
-    });
-  }
+  const issuers = authIssuers(env);
   const mode = env.MANIFEST_SIGNING ?? (env.MANIFEST_HMAC_SECRET ? "hmac" : "jws");
   let manifestSigning: SecurityConfig["manifestSigning"];
   if (mode === "hmac") {
@@ -199,20 +202,10 @@ function security(env: Env): SecurityConfig {
   } else {
     throw new ConfigError(`MANIFEST_SIGNING: must be hmac, jws or none, got "${mode}"`);
   }
-  let perTenant: Record<string, number> = {};
-  if (env.RATE_LIMITS) {
-    try {
-      perTenant = JSON.parse(env.RATE_LIMITS) as Record<string, number>;
-    } catch {
-      throw new ConfigError('RATE_LIMITS: must be a JSON object such as {"tenant-a": 50}');
-    }
-    for (const [k, v] of Object.entries(perTenant)) {
-      if (!Number.isInteger(v) || v < 1) throw new ConfigError(`RATE_LIMITS.${k}: must be a positive integer`);
-    }
-  }
+  const perTenant = rateLimits(env);
   return {
     dataDir: env.DATA_DIR ?? ".data",
-    signingKeys: env.FEDERATION_SIGNING_KEYS,
+    signingKeys: signingKeys(env),
     keyRetireAfterMs: duration(env, "KEY_RETIRE_AFTER", 31 * 24 * 3_600_000),
     bootstrapToken: env.FEDERATION_BOOTSTRAP_TOKEN,
     bootstrapTenant: env.BOOTSTRAP_TENANT ?? "default",
@@ -236,14 +229,201 @@ function security(env: Env): SecurityConfig {
 }
 
 function tls(env: Env): TlsConfig | undefined {
-  if (!env.TLS_CERT && !env.TLS_KEY) return undefined;
-  if (!env.TLS_CERT || !env.TLS_KEY) throw new ConfigError("TLS_CERT and TLS_KEY: set both, or neither");
-  const clientAuth = env.TLS_CLIENT_AUTH ?? (env.TLS_CA ? "require" : "none");
+  if (!env.TLS_CERT && !env.TLS_KEY) {
+    // Client certificates are only asked for over TLS: without a server
+    // certificate these would be silently ignored.
+    if (env.TLS_CA) throw new ConfigError("TLS_CA: needs TLS_CERT and TLS_KEY (client certificates are checked only over TLS)");
+    if (env.TLS_CLIENT_AUTH && env.TLS_CLIENT_AUTH !== "none") {
+      throw new ConfigError("TLS_CLIENT_AUTH: needs TLS_CERT, TLS_KEY and TLS_CA");
+    }
+    return undefined;
+  }
+  if (!env.TLS_CERT) throw new ConfigError("TLS_CERT: required when TLS_KEY is set (set both, or neither)");
+  if (!env.TLS_KEY) throw new ConfigError("TLS_KEY: required when TLS_CERT is set (set both, or neither)");
+  const clientAuth = env.TLS_CLIENT_AUTH || (env.TLS_CA ? "require" : "none");
   if (clientAuth !== "none" && clientAuth !== "request" && clientAuth !== "require") {
     throw new ConfigError(`TLS_CLIENT_AUTH: must be none, request or require, got "${clientAuth}"`);
   }
   if (clientAuth !== "none" && !env.TLS_CA) throw new ConfigError("TLS_CA: required when TLS_CLIENT_AUTH is not none");
-  return { cert: env.TLS_CERT, key: env.TLS_KEY, ca: env.TLS_CA, clientAuth };
+  readTlsFile("TLS_CERT", env.TLS_CERT);
+  readTlsFile("TLS_KEY", env.TLS_KEY);
+  if (env.TLS_CA) readTlsFile("TLS_CA", env.TLS_CA);
+  return { cert: env.TLS_CERT, key: env.TLS_KEY, ca: env.TLS_CA || undefined, clientAuth };
+}
+
+function readTlsFile(name: string, file: string): Buffer {
+  try {
+    return readFileSync(file);
+  } catch (err) {
+    throw new ConfigError(`${name}: cannot read "${file}": ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+  }
+}
+
+/** OpenSSL's reason without its error-code prefix ("error:0480006C:PEM routines::no start line" → "no start line"). */
+function opensslReason(err: unknown): string {
+  return String((err as Error)?.message ?? err).replace(/^error:[0-9A-Fa-f]+:[^:]*::?/, "");
+}
+
+/**
+ * Reads the TLS files and has OpenSSL parse each one as the server will,
+ * so a bad file stops start-up with the variable that names it. App.create
+ * calls this (loadConfig has already checked the files are readable).
+ */
+export function loadTlsMaterial(t: TlsConfig): { cert: Buffer; key: Buffer; ca: Buffer | undefined } {
+  const cert = readTlsFile("TLS_CERT", t.cert);
+  const key = readTlsFile("TLS_KEY", t.key);
+  const ca = t.ca ? readTlsFile("TLS_CA", t.ca) : undefined;
+  const check = (name: string, file: string, what: string, opts: SecureContextOptions) => {
+    try {
+      createSecureContext(opts);
+    } catch (err) {
+      throw new ConfigError(`${name}: "${file}" is not ${what} (${opensslReason(err)})`);
+    }
+  };
+  check("TLS_CERT", t.cert, "a PEM certificate (chain)", { cert });
+  check("TLS_KEY", t.key, "an unencrypted PEM private key", { key });
+  if (ca && t.ca) {
+    // OpenSSL skips what it cannot parse in a CA bundle, which would
+    // silently trust no client at all: every block must be a certificate.
+    const blocks = ca.toString("latin1").match(/-----BEGIN CERTIFICATE-----[\s\S]*?-----END CERTIFICATE-----/g) ?? [];
+    if (blocks.length === 0) throw new ConfigError(`TLS_CA: "${t.ca}" holds no PEM certificate`);
+    blocks.forEach((block, n) => {
+      try {
+        new X509Certificate(block);
+      } catch (err) {
+        throw new ConfigError(`TLS_CA: certificate ${n + 1} in "${t.ca}" cannot be parsed (${opensslReason(err)})`);
+      }
+    });
+  }
+  try {
+    createSecureContext({ cert, key });
+  } catch (err) {
+    throw new ConfigError(`TLS_KEY: "${t.key}" does not go with the certificate in TLS_CERT "${t.cert}" (${opensslReason(err)})`);
+  }
+  return { cert, key, ca };
+}
+
+const isObject = (v: unknown): v is Record<string, unknown> => typeof v === "object" && v !== null && !Array.isArray(v);
+
+/** What a JSON value is, for messages (never the value of a secret). */
+function kind(v: unknown): string {
+  if (v === null) return "null";
+  if (Array.isArray(v)) return "an array";
+  return typeof v === "object" ? "an object" : `a ${typeof v}`;
+}
+
+function parseJson(env: Env, name: string, expected: string): unknown {
+  try {
+    return JSON.parse(env[name]!);
+  } catch {
+    throw new ConfigError(`${name}: is not valid JSON; expected ${expected}`);
+  }
+}
+
+/** RATE_LIMITS: a JSON object of tenant → positive integer (requests per window). */
+function rateLimits(env: Env): Record<string, number> {
+  // No prototype: a tenant called "constructor" must not find Object's.
+  const out = Object.create(null) as Record<string, number>;
+  if (!env.RATE_LIMITS) return out;
+  const expected = 'a JSON object of tenant → requests per window, such as {"tenant-a": 50}';
+  const doc = parseJson(env, "RATE_LIMITS", expected);
+  if (!isObject(doc)) throw new ConfigError(`RATE_LIMITS: must be ${expected}, got ${kind(doc)}`);
+  for (const [tenant, v] of Object.entries(doc)) {
+    if (tenant === "") throw new ConfigError("RATE_LIMITS: a tenant name is empty");
+    if (typeof v !== "number" || !Number.isInteger(v) || v < 1 || v > 10_000_000) {
+      throw new ConfigError(
+        `RATE_LIMITS: the limit of "${tenant}" must be an integer between 1 and 10000000, got ${JSON.stringify(v) ?? kind(v)}`,
+      );
+    }
+    out[tenant] = v;
+  }
+  return out;
+}
+
+/** AUTH_ISSUERS: external identity providers, each with a remote (jwksUri) or fixed (jwks) key set. */
+function authIssuers(env: Env): SecurityConfig["issuers"] {
+  if (!env.AUTH_ISSUERS) return [];
+  const expected = 'a JSON array such as [{"issuer": "https://idp.example", "jwksUri": "https://idp.example/jwks.json"}]';
+  const doc = parseJson(env, "AUTH_ISSUERS", expected);
+  if (!Array.isArray(doc)) throw new ConfigError(`AUTH_ISSUERS: must be ${expected}, got ${kind(doc)}`);
+  const seen = new Set<string>();
+  return doc.map((i: unknown, n) => {
+    const fail = (why: string) => new ConfigError(`AUTH_ISSUERS: entry ${n}${why}`);
+    if (!isObject(i)) throw fail(` must be an object {"issuer", "jwksUri" or "jwks"}, got ${kind(i)}`);
+    if (typeof i.issuer !== "string" || i.issuer === "") throw fail(`: "issuer" must be a non-empty string`);
+    const at = (why: string) => fail(` ("${i.issuer}"): ${why}`);
+    if (seen.has(i.issuer)) throw at("the issuer appears twice");
+    seen.add(i.issuer);
+    if ((i.jwksUri === undefined) === (i.jwks === undefined)) throw at('needs exactly one of "jwksUri" or "jwks"');
+    if (i.jwksUri !== undefined) {
+      if (typeof i.jwksUri !== "string") throw at(`"jwksUri" must be a string, got ${kind(i.jwksUri)}`);
+      let parsed: URL;
+      try {
+        parsed = new URL(i.jwksUri);
+      } catch {
+        throw at(`"jwksUri" is not a valid URL`);
+      }
+      if (parsed.protocol !== "https:" && parsed.protocol !== "http:") throw at(`"jwksUri" must be an http(s) URL`);
+      return { issuer: i.issuer, jwksUri: i.jwksUri };
+    }
+    const jwks = i.jwks;
+    if (!isObject(jwks) || !Array.isArray(jwks.keys)) throw at(`"jwks" must be a key set {"keys": [...]}`);
+    jwks.keys.forEach((k: unknown, m) => {
+      if (!isObject(k) || typeof k.kty !== "string") throw at(`jwks.keys[${m}] must be a JWK object with a "kty"`);
+      if ("d" in k || "k" in k) throw at(`jwks.keys[${m}] holds private key material; give public keys only`);
+    });
+    return { issuer: i.issuer, jwks: { keys: jwks.keys as Record<string, unknown>[] } };
+  });
+}
+
+/**
+ * FEDERATION_SIGNING_KEYS: the JSON of signing-keys.json. Only its shape is
+ * checked here; key-store.ts imports the keys (and names this variable and
+ * the key when one cannot be used).
+ */
+function signingKeys(env: Env): string | undefined {
+  const raw = env.FEDERATION_SIGNING_KEYS;
+  if (!raw) return undefined;
+  const doc = parseJson(env, "FEDERATION_SIGNING_KEYS", 'the content of signing-keys.json, {"keys": [...]}');
+  const problem = signingKeySetProblem(doc);
+  if (problem) throw new ConfigError(`FEDERATION_SIGNING_KEYS: ${problem}`);
+  return raw;
+}
+
+const isEd25519 = (jwk: unknown): jwk is Record<string, unknown> =>
+  isObject(jwk) && jwk.kty === "OKP" && jwk.crv === "Ed25519" && typeof jwk.x === "string" && jwk.x !== "";
+
+/**
+ * What is wrong with the shape of a signing key set (FEDERATION_SIGNING_KEYS
+ * or signing-keys.json), or undefined. Messages name the key, never its
+ * private part.
+ */
+export function signingKeySetProblem(doc: unknown): string | undefined {
+  if (!isObject(doc) || !Array.isArray(doc.keys)) {
+    return `must be a JSON object {"keys": [...]} (the content of signing-keys.json), got ${kind(doc)}`;
+  }
+  if (doc.keys.length === 0) return "the key set is empty";
+  const kids = new Set<string>();
+  for (const [n, k] of doc.keys.entries()) {
+    if (!isObject(k)) return `keys[${n}] must be an object, got ${kind(k)}`;
+    if (typeof k.kid !== "string" || k.kid === "") return `keys[${n}]: "kid" must be a non-empty string`;
+    const at = `keys[${n}] (kid "${k.kid}")`;
+    if (kids.has(k.kid)) return `${at}: the kid appears twice`;
+    kids.add(k.kid);
+    if (typeof k.createdAt !== "number" || !Number.isFinite(k.createdAt)) {
+      return `${at}: "createdAt" must be a time in ms since the epoch, got ${kind(k.createdAt)}`;
+    }
+    if (k.retiresAt !== undefined && (typeof k.retiresAt !== "number" || !Number.isFinite(k.retiresAt))) {
+      return `${at}: "retiresAt" must be a time in ms since the epoch, or absent; got ${kind(k.retiresAt)}`;
+    }
+    if (!isEd25519(k.privateJwk) || typeof k.privateJwk.d !== "string" || k.privateJwk.d === "") {
+      return `${at}: "privateJwk" must be an Ed25519 private JWK {"kty": "OKP", "crv": "Ed25519", "x", "d"}`;
+    }
+    if (!isEd25519(k.publicJwk)) return `${at}: "publicJwk" must be an Ed25519 public JWK {"kty": "OKP", "crv": "Ed25519", "x"}`;
+    if ("d" in k.publicJwk) return `${at}: "publicJwk" holds the private part "d" (it would be published)`;
+    if (k.publicJwk.x !== k.privateJwk.x) return `${at}: "publicJwk" and "privateJwk" are different keys (their "x" differ)`;
+  }
+  return undefined;
 }
 
 function oneOf<T extends string>(env: Env, name: string, values: readonly T[], fallback: T): T {
@@ -281,10 +461,12 @@ function integer(env: Env, name: string, fallback: number, min: number, max: num
 const units: Record<string, number> = { ms: 1, s: 1_000, m: 60_000, h: 3_600_000 };
 
 /** Durations as "250ms", "30s", "5m", "1h", or a bare number of milliseconds. */
-function duration(env: Env, name: string, fallbackMs: number): number {
+function duration(env: Env, name: string, fallbackMs: number, minMs = 0, maxMs = Infinity): number {
   const raw = env[name];
   if (raw === undefined || raw === "") return fallbackMs;
   const m = /^(\d+(?:\.\d+)?)(ms|s|m|h)?$/.exec(raw.trim());
   if (!m) throw new ConfigError(`${name}: must be a duration such as "30s" or "250ms", got "${raw}"`);
-  return Math.round(Number(m[1]) * units[m[2] ?? "ms"]!);
+  const ms = Math.round(Number(m[1]) * units[m[2] ?? "ms"]!);
+  if (ms < minMs || ms > maxMs) throw new ConfigError(`${name}: must be between ${minMs}ms and ${maxMs}ms, got "${raw}"`);
+  return ms;
 }

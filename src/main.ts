@@ -1,16 +1,20 @@
 import { App } from "./app.js";
 import { ConfigError, loadConfig } from "./config.js";
 
-let config;
-try {
-  config = loadConfig();
-} catch (err) {
+/** A configuration problem is one line naming the variable and exit code 2, never a stack trace. */
+function exitOnConfigError(err: unknown): never {
   if (!(err instanceof ConfigError)) throw err;
-  process.stderr.write(`configuration error: ${err.message}\n`);
+  process.stderr.write(`configuration error: ${err.message.replace(/\s*\n\s*/g, " ")}\n`);
   process.exit(2);
 }
 
-const app = await App.create(config);
+let app: App;
+try {
+  // App.create finds what only loading shows: unusable signing keys, unparsable PEM files.
+  app = await App.create(loadConfig());
+} catch (err) {
+  exitOnConfigError(err);
+}
 await app.start();
 
 let stopping = false;

@@ -1,3 +1,4 @@
+import { createPublicKey, KeyObject } from "node:crypto";
 import { chmod, mkdir, readFile, rename, writeFile } from "node:fs/promises";
 import path from "node:path";
 import {
@@ -14,6 +15,7 @@ import {
   type JWTPayload,
 } from "jose";
 import type { Clock } from "../clock.js";
+import { ConfigError, signingKeySetProblem } from "../config.js";
 
 /**
  * The federation's signing keys. This is the KMS seam: everything that
@@ -72,19 +74,27 @@ export class FileKeyStore implements KeyStore {
   }): Promise<FileKeyStore> {
     if (opts.fromEnv) {
       const store = new FileKeyStore(undefined, opts.clock, opts.retireAfterMs);
-      await store.load(JSON.parse(opts.fromEnv) as { keys: StoredKey[] });
+      await store.load(opts.fromEnv, "FEDERATION_SIGNING_KEYS: ");
       return store;
     }
     const file = path.join(opts.dataDir, "signing-keys.json");
     const store = new FileKeyStore(file, opts.clock, opts.retireAfterMs);
+    const code = (err: unknown) => (err as NodeJS.ErrnoException).code ?? (err as Error).message;
     let text: string | undefined;
     try {
       text = await readFile(file, "utf8");
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw err;
+      if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw new ConfigError(`DATA_DIR: cannot read "${file}": ${code(err)}`);
     }
-    if (text) await store.load(JSON.parse(text) as { keys: StoredKey[] });
-    else await store.rotate();
+    if (text) {
+      await store.load(text, `DATA_DIR: "${file}": `);
+    } else {
+      try {
+        await store.rotate();
+      } catch (err) {
+        throw new ConfigError(`DATA_DIR: cannot write "${file}": ${code(err)}`);
+      }
+    }
     return store;
   }
 
@@ -139,10 +149,35 @@ export class FileKeyStore implements KeyStore {
     return this.keys[this.keys.length - 1]!;
   }
 
-  private async load(doc: { keys: StoredKey[] }): Promise<void> {
-    if (!Array.isArray(doc.keys) || doc.keys.length === 0) throw new Error("signing key set is empty");
+  /**
+   * Loads a key set (the JSON of signing-keys.json); anything wrong is a
+   * ConfigError that starts with `source` (the variable or file) and names
+   * the key, never its private part.
+   */
+  private async load(text: string, source: string): Promise<void> {
+    let doc: unknown;
+    try {
+      doc = JSON.parse(text);
+    } catch {
+      throw new ConfigError(`${source}is not valid JSON; expected the content of signing-keys.json, {"keys": [...]}`);
+    }
+    const problem = signingKeySetProblem(doc);
+    if (problem) throw new ConfigError(`${source}${problem}`);
+    const stored = (doc as { keys: StoredKey[] }).keys;
     this.keys = await Promise.all(
-      doc.keys.map(async (k) => ({ ...k, privateKey: (await importJWK(k.privateJwk, ALG)) as CryptoKey })),
+      stored.map(async (k, n) => {
+        const bad = (why: string) => new ConfigError(`${source}keys[${n}] (kid "${k.kid}"): ${why}`);
+        let privateKey: CryptoKey;
+        try {
+          privateKey = (await importJWK(k.privateJwk, ALG)) as CryptoKey;
+        } catch (err) {
+          throw bad(`"privateJwk" is not a usable Ed25519 private key (${(err as Error).message})`);
+        }
+        // The public half is what verifiers get from jwks(): it must be this key's.
+        const x = createPublicKey(KeyObject.from(privateKey)).export({ format: "jwk" }).x;
+        if (x !== k.publicJwk.x) throw bad('"privateJwk" is not the private key of "publicJwk"');
+        return { ...k, privateKey };
+      }),
     );
     this.keys.sort((a, b) => a.createdAt - b.createdAt);
   }
