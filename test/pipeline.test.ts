@@ -363,136 +363,138 @@ async function mintScoped(t: TestApp, scope: string): Promise<string> {
 }
 
 
-describe("the pipeline at the edges: streams, unknown RPCs, the route table", () => {
-  let t: TestApp;
-  const rec = recorder();
-  let agentId = "";
-  beforeAll(async () => {
-    t = await startApp({}, { logger: rec.logger });
-    const registry = createClient(RegistryService, createConnectTransport({ baseUrl: t.url, httpVersion: "1.1" }));
-    const res = await registry.register(fromJson(RegistryService.method.register.input, registerBody() as JsonObject), {
-      headers: { authorization: `Bearer ${ADMIN_TOKEN}` },
+for (const fastPath of ["on", "off"] as const) {
+  describe(`the pipeline at the edges: streams, unknown RPCs, the route table (GRPC_FAST_PATH=${fastPath})`, () => {
+    let t: TestApp;
+    const rec = recorder();
+    let agentId = "";
+    beforeAll(async () => {
+      t = await startApp({ GRPC_FAST_PATH: fastPath }, { logger: rec.logger });
+      const registry = createClient(RegistryService, createConnectTransport({ baseUrl: t.url, httpVersion: "1.1" }));
+      const res = await registry.register(fromJson(RegistryService.method.register.input, registerBody() as JsonObject), {
+        headers: { authorization: `Bearer ${ADMIN_TOKEN}` },
+      });
+      agentId = res.agent!.id;
     });
-    agentId = res.agent!.id;
-  });
-  afterAll(async () => {
-    for (const c of grpcClients.values()) c.close();
-    grpcClients.clear();
-    transports.clear();
-    await t.close();
-  });
+    afterAll(async () => {
+      for (const c of grpcClients.values()) c.close();
+      grpcClients.clear();
+      transports.clear();
+      await t.close();
+    });
 
-  /** The first event of WatchEvents(after_id 0, this agent) over one protocol, then the client goes away. */
-  async function firstEvent(p: Protocol, requestId: string): Promise<JsonValue> {
-    const method = HealthService.method.watchEvents;
-    const request = { types: ["agent.registered"], agentId, afterId: "0" };
-    const headers = { authorization: `Bearer ${ADMIN_TOKEN}`, "x-request-id": requestId };
-    if (p === "grpc fast path") {
-      let client = grpcClients.get(t.url);
-      if (!client) grpcClients.set(t.url, (client = new grpc.Client(`127.0.0.1:${t.port}`, grpc.credentials.createInsecure())));
-      const md = new grpc.Metadata();
-      for (const [k, v] of Object.entries(headers)) md.set(k, v);
-      const call = client.makeServerStreamRequest(
-        `/${HealthService.typeName}/WatchEvents`,
-        (b: Uint8Array) => Buffer.from(b),
-        (b: Buffer) => fromBinary(method.output, b),
-        toBinary(method.input, fromJson(method.input, request)),
-        md,
-      );
-      call.on("error", () => undefined);
-      const first = await new Promise<JsonValue>((resolve) => call.once("data", (m) => resolve(toJson(method.output, m))));
-      call.cancel();
-      return first;
-    }
-    if (p === "rest") {
+    /** The first event of WatchEvents(after_id 0, this agent) over one protocol, then the client goes away. */
+    async function firstEvent(p: Protocol, requestId: string): Promise<JsonValue> {
+      const method = HealthService.method.watchEvents;
+      const request = { types: ["agent.registered"], agentId, afterId: "0" };
+      const headers = { authorization: `Bearer ${ADMIN_TOKEN}`, "x-request-id": requestId };
+      if (p === "grpc fast path") {
+        let client = grpcClients.get(t.url);
+        if (!client) grpcClients.set(t.url, (client = new grpc.Client(`127.0.0.1:${t.port}`, grpc.credentials.createInsecure())));
+        const md = new grpc.Metadata();
+        for (const [k, v] of Object.entries(headers)) md.set(k, v);
+        const call = client.makeServerStreamRequest(
+          `/${HealthService.typeName}/WatchEvents`,
+          (b: Uint8Array) => Buffer.from(b),
+          (b: Buffer) => fromBinary(method.output, b),
+          toBinary(method.input, fromJson(method.input, request)),
+          md,
+        );
+        call.on("error", () => undefined);
+        const first = await new Promise<JsonValue>((resolve) => call.once("data", (m) => resolve(toJson(method.output, m))));
+        call.cancel();
+        return first;
+      }
+      if (p === "rest") {
+        const abort = new AbortController();
+        const res = await fetch(`${t.url}/events?types=agent.registered&agent_id=${agentId}&after_id=0`, { headers, signal: abort.signal });
+        const reader = res.body!.getReader();
+        let text = "";
+        while (!text.includes("\n")) text += new TextDecoder().decode((await reader.read()).value);
+        abort.abort();
+        return toJson(method.output, fromJson(method.output, (JSON.parse(text.split("\n")[0]!) as { result: JsonObject }).result));
+      }
       const abort = new AbortController();
-      const res = await fetch(`${t.url}/events?types=agent.registered&agent_id=${agentId}&after_id=0`, { headers, signal: abort.signal });
-      const reader = res.body!.getReader();
-      let text = "";
-      while (!text.includes("\n")) text += new TextDecoder().decode((await reader.read()).value);
-      abort.abort();
-      return toJson(method.output, fromJson(method.output, (JSON.parse(text.split("\n")[0]!) as { result: JsonObject }).result));
+      const health = createClient(HealthService, transportFor(t, p));
+      for await (const m of health.watchEvents(fromJson(method.input, request), { headers, signal: abort.signal })) {
+        abort.abort();
+        return toJson(method.output, m);
+      }
+      throw new Error("stream ended without an event");
     }
-    const abort = new AbortController();
-    const health = createClient(HealthService, transportFor(t, p));
-    for await (const m of health.watchEvents(fromJson(method.input, request), { headers, signal: abort.signal })) {
-      abort.abort();
-      return toJson(method.output, m);
-    }
-    throw new Error("stream ended without an event");
-  }
 
-  it("WatchEvents replays the same first event on every protocol, one outcome record each", async () => {
-    const events: JsonValue[] = [];
-    for (const p of PROTOCOLS) {
-      const requestId = `watch-${p.replace(/\W/g, "")}-${++requestSeq}`;
-      events.push(await firstEvent(p, requestId));
-      const records = await rec.recordsOf(requestId);
-      expect(records, p).toHaveLength(1);
-      expect(records[0], p).toMatchObject({ protocol: recordProtocol[p], method: "federation.v1.HealthService/WatchEvents", tenant: "default" });
-    }
-    expect((events[0] as { event: { agentId: string; type: string } }).event).toMatchObject({ agentId, type: "agent.registered" });
-    for (let i = 1; i < events.length; i++) expect(events[i], PROTOCOLS[i]).toEqual(events[0]);
+    it("WatchEvents replays the same first event on every protocol, one outcome record each", async () => {
+      const events: JsonValue[] = [];
+      for (const p of PROTOCOLS) {
+        const requestId = `watch-${p.replace(/\W/g, "")}-${++requestSeq}`;
+        events.push(await firstEvent(p, requestId));
+        const records = await rec.recordsOf(requestId);
+        expect(records, p).toHaveLength(1);
+        expect(records[0], p).toMatchObject({ protocol: recordProtocol[p], method: "federation.v1.HealthService/WatchEvents", tenant: "default" });
+      }
+      expect((events[0] as { event: { agentId: string; type: string } }).event).toMatchObject({ agentId, type: "agent.registered" });
+      for (let i = 1; i < events.length; i++) expect(events[i], PROTOCOLS[i]).toEqual(events[0]);
+    });
+
+    it("answers an unknown RPC with UNIMPLEMENTED in the caller's own protocol, and records it", async () => {
+      const path = "/federation.v1.RegistryService/NoSuchMethod";
+      const post = (contentType: string, requestId: string, body: Uint8Array = new Uint8Array(5)) =>
+        fetch(`${t.url}${path}`, { method: "POST", body, headers: { "content-type": contentType, "x-request-id": requestId, "connect-protocol-version": "1" } });
+
+      const connect = await post("application/json", "unknown-connect", new TextEncoder().encode("{}"));
+      expect(connect.status).toBe(404);
+      expect(await connect.json()).toEqual({ code: "unimplemented", message: "unknown method federation.v1.RegistryService/NoSuchMethod" });
+      expect((await rec.recordsOf("unknown-connect"))[0]).toMatchObject({ protocol: "connect", status: "unimplemented" });
+
+      const stream = await post("application/connect+json", "unknown-connect-stream");
+      expect(stream.status).toBe(200);
+      const bytes = Buffer.from(await stream.arrayBuffer());
+      expect(bytes[0]).toBe(2); // end-stream flag
+      expect(JSON.parse(bytes.subarray(5).toString())).toEqual({ error: { code: "unimplemented", message: "unknown method federation.v1.RegistryService/NoSuchMethod" } });
+
+      const web = await post("application/grpc-web+proto", "unknown-grpc-web");
+      expect(web.status).toBe(200);
+      expect(web.headers.get("grpc-status")).toBe("12");
+      expect((await rec.recordsOf("unknown-grpc-web"))[0]).toMatchObject({ protocol: "grpc-web", status: 12 });
+
+      // REST paths keep REST's answers.
+      const rest = await fetch(`${t.url}/no/such/route`, { headers: { "x-request-id": "unknown-rest" } });
+      expect(rest.status).toBe(404);
+      expect((await rec.recordsOf("unknown-rest"))[0]).toMatchObject({ protocol: "rest", status: 404 });
+    });
+
+    it("answers unknown RPCs with grpc-status 12 to grpc-js, on the lean path or not", async () => {
+      const client = new grpc.Client(`127.0.0.1:${t.port}`, grpc.credentials.createInsecure());
+      const md = new grpc.Metadata();
+      md.set("x-request-id", "unknown-grpc");
+      const err = await new Promise<grpc.ServiceError>((resolve) =>
+        client.makeUnaryRequest("/federation.v1.NoSuchService/Call", (b: Buffer) => b, (b: Buffer) => b, Buffer.alloc(0), md, (e) => resolve(e!)),
+      );
+      client.close();
+      expect(err.code).toBe(grpc.status.UNIMPLEMENTED);
+      expect(err.details).toBe("unknown method federation.v1.NoSuchService/Call");
+      expect((await rec.recordsOf("unknown-grpc"))[0]).toMatchObject({ protocol: "grpc", status: 12 });
+    });
+
+    it("runs /ws through the pipeline: one record per connection, its status the handshake's", async () => {
+      const { default: WebSocket } = await import("ws");
+      const ok = new WebSocket(`ws://127.0.0.1:${t.port}/ws`, { headers: { authorization: `Bearer ${ADMIN_TOKEN}`, "x-request-id": "ws-ok" } });
+      await new Promise((r, j) => (ok.once("open", r), ok.once("error", j)));
+      ok.close();
+      expect((await rec.recordsOf("ws-ok"))[0]).toMatchObject({ protocol: "ws", method: "/ws", status: 101, tenant: "default" });
+
+      const refused = new WebSocket(`ws://127.0.0.1:${t.port}/ws`, { headers: { "x-request-id": "ws-refused" } });
+      const status = await new Promise<number>((resolve) => refused.once("unexpected-response", (_req, res) => resolve(res.statusCode!)));
+      expect(status).toBe(401);
+      expect((await rec.recordsOf("ws-refused"))[0]).toMatchObject({ protocol: "ws", method: "/ws", status: 401 });
+
+      // The same route without an upgrade: admitted like any call, then told what it is.
+      const plain = await fetch(`${t.url}/ws`, { headers: { authorization: `Bearer ${ADMIN_TOKEN}`, "x-request-id": "ws-plain" } });
+      expect(plain.status).toBe(400);
+      expect(((await plain.json()) as { message: string }).message).toMatch(/WebSocket/);
+      expect((await rec.recordsOf("ws-plain"))[0]).toMatchObject({ protocol: "http", method: "/ws", status: 400 });
+      const anonymous = await fetch(`${t.url}/ws`);
+      expect(anonymous.status).toBe(401);
+    });
   });
-
-  it("answers an unknown RPC with UNIMPLEMENTED in the caller's own protocol, and records it", async () => {
-    const path = "/federation.v1.RegistryService/NoSuchMethod";
-    const post = (contentType: string, requestId: string, body: Uint8Array = new Uint8Array(5)) =>
-      fetch(`${t.url}${path}`, { method: "POST", body, headers: { "content-type": contentType, "x-request-id": requestId, "connect-protocol-version": "1" } });
-
-    const connect = await post("application/json", "unknown-connect", new TextEncoder().encode("{}"));
-    expect(connect.status).toBe(404);
-    expect(await connect.json()).toEqual({ code: "unimplemented", message: "unknown method federation.v1.RegistryService/NoSuchMethod" });
-    expect((await rec.recordsOf("unknown-connect"))[0]).toMatchObject({ protocol: "connect", status: "unimplemented" });
-
-    const stream = await post("application/connect+json", "unknown-connect-stream");
-    expect(stream.status).toBe(200);
-    const bytes = Buffer.from(await stream.arrayBuffer());
-    expect(bytes[0]).toBe(2); // end-stream flag
-    expect(JSON.parse(bytes.subarray(5).toString())).toEqual({ error: { code: "unimplemented", message: "unknown method federation.v1.RegistryService/NoSuchMethod" } });
-
-    const web = await post("application/grpc-web+proto", "unknown-grpc-web");
-    expect(web.status).toBe(200);
-    expect(web.headers.get("grpc-status")).toBe("12");
-    expect((await rec.recordsOf("unknown-grpc-web"))[0]).toMatchObject({ protocol: "grpc-web", status: 12 });
-
-    // REST paths keep REST's answers.
-    const rest = await fetch(`${t.url}/no/such/route`, { headers: { "x-request-id": "unknown-rest" } });
-    expect(rest.status).toBe(404);
-    expect((await rec.recordsOf("unknown-rest"))[0]).toMatchObject({ protocol: "rest", status: 404 });
-  });
-
-  it("answers unknown RPCs with grpc-status 12 to grpc-js, on the lean path or not", async () => {
-    const client = new grpc.Client(`127.0.0.1:${t.port}`, grpc.credentials.createInsecure());
-    const md = new grpc.Metadata();
-    md.set("x-request-id", "unknown-grpc");
-    const err = await new Promise<grpc.ServiceError>((resolve) =>
-      client.makeUnaryRequest("/federation.v1.NoSuchService/Call", (b: Buffer) => b, (b: Buffer) => b, Buffer.alloc(0), md, (e) => resolve(e!)),
-    );
-    client.close();
-    expect(err.code).toBe(grpc.status.UNIMPLEMENTED);
-    expect(err.details).toBe("unknown method federation.v1.NoSuchService/Call");
-    expect((await rec.recordsOf("unknown-grpc"))[0]).toMatchObject({ protocol: "grpc", status: 12 });
-  });
-
-  it("runs /ws through the pipeline: one record per connection, its status the handshake's", async () => {
-    const { default: WebSocket } = await import("ws");
-    const ok = new WebSocket(`ws://127.0.0.1:${t.port}/ws`, { headers: { authorization: `Bearer ${ADMIN_TOKEN}`, "x-request-id": "ws-ok" } });
-    await new Promise((r, j) => (ok.once("open", r), ok.once("error", j)));
-    ok.close();
-    expect((await rec.recordsOf("ws-ok"))[0]).toMatchObject({ protocol: "ws", method: "/ws", status: 101, tenant: "default" });
-
-    const refused = new WebSocket(`ws://127.0.0.1:${t.port}/ws`, { headers: { "x-request-id": "ws-refused" } });
-    const status = await new Promise<number>((resolve) => refused.once("unexpected-response", (_req, res) => resolve(res.statusCode!)));
-    expect(status).toBe(401);
-    expect((await rec.recordsOf("ws-refused"))[0]).toMatchObject({ protocol: "ws", method: "/ws", status: 401 });
-
-    // The same route without an upgrade: admitted like any call, then told what it is.
-    const plain = await fetch(`${t.url}/ws`, { headers: { authorization: `Bearer ${ADMIN_TOKEN}`, "x-request-id": "ws-plain" } });
-    expect(plain.status).toBe(400);
-    expect(((await plain.json()) as { message: string }).message).toMatch(/WebSocket/);
-    expect((await rec.recordsOf("ws-plain"))[0]).toMatchObject({ protocol: "http", method: "/ws", status: 400 });
-    const anonymous = await fetch(`${t.url}/ws`);
-    expect(anonymous.status).toBe(401);
-  });
-});
+}

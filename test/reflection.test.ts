@@ -1,5 +1,5 @@
 import { execFile } from "node:child_process";
-import { existsSync } from "node:fs";
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import http2 from "node:http2";
 import os from "node:os";
 import path from "node:path";
@@ -330,6 +330,24 @@ describe("an unknown gRPC method", () => {
       expect(result).toEqual({ status: 200, grpcStatus: "12" });
     } finally {
       session.close();
+    }
+  });
+
+  // With reflection grpcurl refuses a method the server does not list, so it
+  // is handed a .proto (written at test time) that claims one.
+  it("is UNIMPLEMENTED for grpcurl calling a method its proto file claims", async () => {
+    const dir = mkdtempSync(path.join(os.tmpdir(), "fc-grpcurl-"));
+    try {
+      writeFileSync(
+        path.join(dir, "claims.proto"),
+        'syntax = "proto3";\npackage federation.v1;\nmessage Empty {}\nservice RegistryService { rpc NoSuchMethod(Empty) returns (Empty); }\n',
+      );
+      const run = await grpcurl(["-import-path", dir, "-proto", "claims.proto", "-d", "{}"], "federation.v1.RegistryService/NoSuchMethod");
+      expect(run.code).not.toBe(0);
+      expect(run.stderr).toContain("Code: Unimplemented");
+      expect(run.stderr).toContain("unknown method federation.v1.RegistryService/NoSuchMethod");
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
     }
   });
 });
