@@ -8,6 +8,14 @@ cd "$(dirname "$0")/.."
 
 step() { printf '\n== %s\n' "$*"; }
 
+# Debian packages, as root or through sudo.
+apt_install() {
+  local sudo_cmd=""
+  [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
+  $sudo_cmd env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  $sudo_cmd env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
 step "npm packages"
 npm ci --no-audit --no-fund --loglevel=error
 
@@ -15,22 +23,12 @@ step "redis-server and h2load (Debian: redis-server, nghttp2-client)"
 missing=()
 command -v redis-server >/dev/null || missing+=(redis-server)
 command -v h2load >/dev/null || missing+=(nghttp2-client)
-if [ ${#missing[@]} -gt 0 ]; then
-  sudo_cmd=""
-  [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
-  $sudo_cmd env DEBIAN_FRONTEND=noninteractive apt-get update -qq
-  $sudo_cmd env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
+if [ ${#missing[@]} -gt 0 ]; then apt_install "${missing[@]}"; fi
 redis-server --version
 h2load --version | head -n 1
 
 step "chromium (Debian; test/browser-cors.test.ts drives it with playwright-core, no browser download)"
-if [ ! -x /usr/bin/chromium ]; then
-  sudo_cmd=""
-  [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
-  $sudo_cmd env DEBIAN_FRONTEND=noninteractive apt-get update -qq
-  $sudo_cmd env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null
-fi
+if [ ! -x /usr/bin/chromium ]; then apt_install chromium; fi
 /usr/bin/chromium --version
 
 step "FerretDB v1.24.2 (Go module proxy, cached)"
@@ -43,12 +41,7 @@ step "example clients: Python venv (PyPI) and Go plugins and modules (Go module 
 FC_CACHE="$HOME/.cache/federation-core"
 export FC_PYTHON_VENV="$FC_CACHE/python-venv" FC_BIN="$FC_CACHE/bin"
 if [ ! -f "$FC_PYTHON_VENV/.complete" ]; then
-  if ! python3 -c 'import venv, ensurepip' 2>/dev/null; then
-    sudo_cmd=""
-    [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
-    $sudo_cmd env DEBIAN_FRONTEND=noninteractive apt-get update -qq
-    $sudo_cmd env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends python3-venv >/dev/null
-  fi
+  if ! python3 -c 'import venv, ensurepip' 2>/dev/null; then apt_install python3-venv; fi
   rm -rf "$FC_PYTHON_VENV"
   python3 -m venv "$FC_PYTHON_VENV"
   "$FC_PYTHON_VENV/bin/pip" install -q --disable-pip-version-check grpcio grpcio-tools googleapis-common-protos
