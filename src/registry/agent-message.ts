@@ -11,25 +11,18 @@ import {
   type Tool,
 } from "../../gen/federation/v1/agent_pb.js";
 import type { AgentRecord, ToolRecord } from "./agent-record.js";
-import { withBase } from "./message-base.js";
+import { markImmutable, withBase } from "../message-hints.js";
 
 /**
  * Records are immutable (every change makes a new one), so a record's
  * message is built once and reused by every read that lists it; building
  * it (timestamps, Struct schemas) was the larger part of a Discover, and
- * the transport caches its encoding per message too. Bounded, so memory
+ * every message built here is marked immutable (message-hints.ts), so the
+ * transport caches its encoding on it too. Bounded, so memory
  * does not grow with the fleet: the agents being read stay cached.
  * Callers must not mutate the returned message.
  */
 const cache = new LRUCache<AgentRecord, Agent>({ max: 10_000 });
-
-/**
- * The message types this module builds and never mutates: transports may
- * cache their encodings per object (transport/message-encoding.ts).
- */
-export const IMMUTABLE_MESSAGE_TYPES: ReadonlySet<string> = new Set(
-  [AgentSchema, EndpointSchema, CapabilitySchema, ToolSchema].map((s) => s.typeName),
-);
 
 /** The contract's view of a stored agent, for reads (cached). */
 export function toAgentMessage(a: AgentRecord): Agent {
@@ -88,13 +81,14 @@ function baseFor(a: AgentRecord): Agent {
     shared: a.shared,
     name: a.name,
     version: a.version,
-    endpoint: create(EndpointSchema, { url: a.endpoint.url, transport: a.endpoint.transport }),
+    endpoint: markImmutable(create(EndpointSchema, { url: a.endpoint.url, transport: a.endpoint.transport })),
     capabilities: capabilityMessages(a.capabilities),
     tools: toolMessages(a.tools),
     labels: { ...a.labels },
     registeredAt: timestampFromMs(a.registeredAt),
     leaseTtl: durationFromMs(a.leaseTtlMs),
   });
+  markImmutable(base);
   statics.set(a.id, { of: a, base });
   return base;
 }
@@ -109,9 +103,11 @@ const capabilityCache = new LRUCache<AgentRecord["capabilities"], Capability[]>(
 const toolCache = new LRUCache<readonly ToolRecord[], Tool[]>({ max: 10_000 });
 
 const capabilityMessages = (list: AgentRecord["capabilities"]) =>
-  messagesOf(capabilityCache, list, (c) => create(CapabilitySchema, { name: c.name, tags: [...c.tags] }));
+  messagesOf(capabilityCache, list, (c) => markImmutable(create(CapabilitySchema, { name: c.name, tags: [...c.tags] })));
 const toolMessages = (list: readonly ToolRecord[]) =>
-  messagesOf(toolCache, list, (t) => create(ToolSchema, { name: t.name, description: t.description, inputSchema: t.inputSchema }));
+  messagesOf(toolCache, list, (t) =>
+    markImmutable(create(ToolSchema, { name: t.name, description: t.description, inputSchema: t.inputSchema })),
+  );
 
 function messagesOf<R, M extends object>(cache: LRUCache<readonly R[], M[]>, list: readonly R[], make: (r: R) => M): M[] {
   let messages = cache.get(list);
@@ -129,5 +125,5 @@ function build(a: AgentRecord): Agent {
   message.leaseExpiresAt = timestampFromMs(a.leaseExpiresAt);
   message.load = a.load;
   message.revision = BigInt(a.revision);
-  return withBase(message, base);
+  return markImmutable(withBase(message, base));
 }

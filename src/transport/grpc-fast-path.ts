@@ -3,8 +3,7 @@ import { create, fromBinary, isMessage, type DescMethod, type DescService, type 
 import { Code, ConnectError, createContextValues, type HandlerContext } from "@connectrpc/connect";
 import { HealthService } from "../../gen/federation/v1/health_service_pb.js";
 import { errors } from "../errors.js";
-import { IMMUTABLE_MESSAGE_TYPES } from "../registry/agent-message.js";
-import { baseOf } from "../registry/message-base.js";
+import { baseOf } from "../message-hints.js";
 import { peerCertificateOfSocket } from "../security/client-certificate.js";
 import { peerKey, principalKey } from "../security/principal.js";
 import { parseWatch } from "../validation/requests.js";
@@ -14,12 +13,15 @@ import { MessageEncoder } from "./message-encoding.js";
 import type { Call, Pipeline } from "./pipeline.js";
 
 type UnaryImpl = (req: Message, ctx: HandlerContext) => unknown;
+const WATCH_PROCEDURE = `${HealthService.typeName}/${HealthService.method.watchEvents.name}`;
 
 
 interface Route {
   readonly service: DescService;
   readonly method: DescMethod;
   readonly impl: UnaryImpl;
+  /** "package.Service/Method", made once: the outcome record's method. */
+  readonly procedure: string;
 }
 
 export interface FastPathOptions {
@@ -51,7 +53,7 @@ export interface FastPathOptions {
 export class GrpcFastPath {
   private readonly routes = new Map<string, Route>();
   private readonly watchPath = `/${HealthService.typeName}/${HealthService.method.watchEvents.name}`;
-  private readonly encoder = new MessageEncoder(IMMUTABLE_MESSAGE_TYPES, baseOf);
+  private readonly encoder = new MessageEncoder(baseOf);
   private readonly feed: FanOut;
   /** Calls served here (tests use it to tell which path answered). */
   served = 0;
@@ -62,7 +64,8 @@ export class GrpcFastPath {
       for (const method of service.methods) {
         const fn = (impl as Record<string, unknown>)[method.localName];
         if (method.methodKind !== "unary" || typeof fn !== "function") continue;
-        this.routes.set(`/${service.typeName}/${method.name}`, { service, method, impl: fn.bind(impl) as UnaryImpl });
+        const procedure = `${service.typeName}/${method.name}`;
+        this.routes.set(`/${procedure}`, { service, method, impl: fn.bind(impl) as UnaryImpl, procedure });
       }
     }
   }
@@ -83,6 +86,7 @@ export class GrpcFastPath {
     if (!route && path !== this.watchPath) return false;
     this.served++;
     const record = this.opts.pipeline.begin(requestId, "grpc", path);
+    record.method = route?.procedure ?? WATCH_PROCEDURE;
     const call = new CallContext({
       service: route?.service ?? HealthService,
       method: route?.method ?? HealthService.method.watchEvents,

@@ -8,6 +8,7 @@ import {
   type JsonWriteOptions,
   type Message,
 } from "@bufbuild/protobuf";
+import { isImmutable } from "../message-hints.js";
 
 /**
  * Binary encoding that reuses the encoding of immutable sub-messages.
@@ -15,15 +16,17 @@ import {
  * A Discover answer lists agents whose messages are built once per record
  * revision and never mutated (registry/agent-message.ts), yet encoding them
  * again on every call was a quarter of the CPU of a Discover. Protobuf lets
- * a message be the concatenation of its fields' encodings, so fields whose
- * message type is listed as immutable are written from a per-object cache
- * (tag, length, cached bytes) and the remaining fields are encoded as usual
- * after them; an immutable message is itself encoded that way once, so a
- * new Agent revision that keeps its tools reuses their bytes. The result
- * decodes to the same message as toBinary's (only the order of fields on
- * the wire may differ, which every parser accepts).
+ * a message be the concatenation of its fields' encodings, so message
+ * fields whose values their builder marked immutable (message-hints.ts)
+ * are written from a cache on the value itself (tag, length, cached bytes)
+ * and the remaining fields are encoded as usual after them; an immutable
+ * message is itself encoded that way once, so a new Agent revision that
+ * keeps its tools reuses their bytes. Nothing is cached for a message
+ * nobody marked. The result decodes to the same message as toBinary's
+ * (only the order of fields on the wire may differ, which every parser
+ * accepts).
  *
- * A message may also name a base (`baseOf`, registry/message-base.ts): an
+ * A message may also name a base (`baseOf`, message-hints.ts): an
  * immutable message of the same type (without oneofs) whose set fields it
  * shares, value for value. Its encoding is then the base's cached encoding
  * followed by that of the fields the base leaves unset: a heartbeat answer
@@ -36,14 +39,8 @@ export class MessageEncoder {
   private readonly plans = new Map<string, readonly DescField[]>();
   private readonly ownFields = new Memo<readonly DescField[]>("fields a base leaves unset");
 
-  /**
-   * @param immutable message types whose instances are never mutated once built
-   * @param baseOf the base an immutable message shares its set fields with, if any
-   */
-  constructor(
-    private readonly immutable: ReadonlySet<string>,
-    private readonly baseOf: (message: Message) => Message | undefined = () => undefined,
-  ) {}
+  /** @param baseOf the base a message shares its set fields with, if any */
+  constructor(private readonly baseOf: (message: Message) => Message | undefined = () => undefined) {}
 
   /**
    * The gRPC frame (5-byte envelope + encoding) of a response. A message
@@ -51,7 +48,7 @@ export class MessageEncoder {
    * the same bytes are written for every call that answers with it.
    */
   frame(schema: DescMessage, message: Message): Buffer {
-    const marked = isMarked(message);
+    const marked = isImmutable(message);
     if (marked) {
       const known = this.frames.get(message);
       if (known) return known;
@@ -77,13 +74,13 @@ export class MessageEncoder {
 
   /** The encoding in pieces, to be written one after the other (or concatenated). */
   encodeParts(schema: DescMessage, message: Message): Uint8Array[] {
-    if (this.immutable.has(schema.typeName) || isMarked(message)) return [this.cached(schema, message)];
+    if (isImmutable(message)) return [this.cached(schema, message)];
     return this.onBase(schema, message) ?? this.fieldParts(schema, message);
   }
 
   private fieldParts(schema: DescMessage, message: Message): Uint8Array[] {
-    const fields = this.plan(schema);
-    if (fields.length === 0) return [toBinary(schema, message)];
+    const fields = immutableFieldsOf(schema, message, this.plans);
+    if (fields === undefined) return [toBinary(schema, message)];
     const parts: Uint8Array[] = [];
     const m = message as unknown as Record<string, unknown>;
     const saved = fields.map((f) => m[f.localName]);
@@ -131,21 +128,19 @@ export class MessageEncoder {
     const base = this.baseOf(message);
     if (!base || base.$typeName !== schema.typeName || schema.oneofs.length > 0) return undefined;
     const own = this.ownFields.get(base) ?? this.ownFields.set(base, schema.fields.filter((f) => !isFieldSet(base, f)));
-    const plan = this.plan(schema);
     const m = message as unknown as Record<string, unknown>;
     const parts = [this.cached(schema, base)];
     let rest: Record<string, unknown> | undefined;
     for (const f of own) {
-      if (plan.includes(f)) this.pushCached(parts, f, m[f.localName]);
-      else (rest ??= create(schema) as Record<string, unknown>)[f.localName] = m[f.localName];
+      const value = m[f.localName];
+      if (value === undefined) continue;
+      if (holdsImmutable(f, value)) this.pushCached(parts, f, value);
+      else (rest ??= create(schema) as Record<string, unknown>)[f.localName] = value;
     }
     if (rest) parts.push(toBinary(schema, rest as unknown as Message));
     return parts;
   }
 
-  private plan(schema: DescMessage): readonly DescField[] {
-    return immutableFields(schema, this.immutable, this.plans);
-  }
 }
 
 /**
@@ -159,19 +154,16 @@ export class JsonEncoder {
   private readonly cache = new Memo<string>("json");
   private readonly plans = new Map<string, readonly DescField[]>();
 
-  constructor(
-    private readonly immutable: ReadonlySet<string>,
-    private readonly options: Partial<JsonWriteOptions>,
-  ) {}
+  constructor(private readonly options: Partial<JsonWriteOptions>) {}
 
   stringify(schema: DescMessage, message: Message): string {
-    if (this.immutable.has(schema.typeName) || isMarked(message)) return this.cached(schema, message);
+    if (isImmutable(message)) return this.cached(schema, message);
     return this.text(schema, message);
   }
 
   private text(schema: DescMessage, message: Message): string {
-    const fields = immutableFields(schema, this.immutable, this.plans);
-    if (fields.length === 0) return JSON.stringify(toJson(schema, message, this.options));
+    const fields = immutableFieldsOf(schema, message, this.plans);
+    if (fields === undefined) return JSON.stringify(toJson(schema, message, this.options));
     const rest: Record<string, unknown> = { ...message };
     for (const f of fields) rest[f.localName] = f.fieldKind === "list" ? [] : undefined;
     const base = toJson(schema, rest as unknown as Message, this.options) as Record<string, unknown>;
@@ -194,22 +186,6 @@ export class JsonEncoder {
   private cached(schema: DescMessage, message: Message): string {
     return this.cache.get(message) ?? this.cache.set(message, this.text(schema, message));
   }
-}
-
-const IMMUTABLE = Symbol("immutable message");
-
-/**
- * Marks one message as never to be mutated again (a cached answer, shared
- * by the calls that answer with it): encoders then cache its encoding like
- * those of the immutable types.
- */
-export function markImmutable<T extends Message>(message: T): T {
-  Object.defineProperty(message, IMMUTABLE, { value: true });
-  return message;
-}
-
-function isMarked(message: Message): boolean {
-  return (message as unknown as Record<symbol, boolean | undefined>)[IMMUTABLE] === true;
 }
 
 /**
@@ -236,23 +212,30 @@ export class Memo<T> {
   }
 }
 
-/** The message-typed fields (singular or repeated, outside oneofs) whose type is immutable. */
-function immutableFields(
-  schema: DescMessage,
-  immutable: ReadonlySet<string>,
-  plans: Map<string, readonly DescField[]>,
-): readonly DescField[] {
-  let plan = plans.get(schema.typeName);
-  if (!plan) {
-    plan = schema.fields.filter(
-      (f) =>
-        (f.fieldKind === "message" || (f.fieldKind === "list" && f.listKind === "message")) &&
-        !f.oneof &&
-        immutable.has(f.message!.typeName),
-    );
-    plans.set(schema.typeName, plan);
+/**
+ * The message fields of this message whose values are all marked
+ * immutable (a list: every item, and at least one); undefined when none.
+ */
+function immutableFieldsOf(schema: DescMessage, message: Message, plans: Map<string, readonly DescField[]>): DescField[] | undefined {
+  let candidates = plans.get(schema.typeName);
+  if (!candidates) {
+    candidates = schema.fields.filter((f) => (f.fieldKind === "message" || (f.fieldKind === "list" && f.listKind === "message")) && !f.oneof);
+    plans.set(schema.typeName, candidates);
   }
-  return plan;
+  let out: DescField[] | undefined;
+  const m = message as unknown as Record<string, unknown>;
+  for (const f of candidates) if (holdsImmutable(f, m[f.localName])) (out ??= []).push(f);
+  return out;
+}
+
+function holdsImmutable(f: DescField, value: unknown): boolean {
+  if (f.fieldKind === "list") {
+    const items = value as readonly unknown[];
+    if (f.listKind !== "message" || items.length === 0) return false;
+    for (const item of items) if (!isImmutable(item)) return false;
+    return true;
+  }
+  return f.fieldKind === "message" && !f.oneof && value !== undefined && isImmutable(value);
 }
 
 /** Tag (field number, wire type 2) and length, as varints. */

@@ -1,4 +1,5 @@
-import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
+import type { DescMethod } from "@bufbuild/protobuf";
+import { Code, ConnectError, type ContextValues, type Interceptor } from "@connectrpc/connect";
 import { codeToString } from "@connectrpc/connect/protocol-connect";
 import type { Logger } from "../logger.js";
 import { peerKey, principalKey, type Principal } from "../security/principal.js";
@@ -102,10 +103,11 @@ export class Pipeline {
    * handler reached (the entry point finishes the call when the response
    * is done, since errors can also happen outside any interceptor).
    */
-  interceptor(callOf: (values: import("@connectrpc/connect").ContextValues) => Call | undefined): Interceptor {
+  interceptor(callOf: (values: ContextValues) => Call | undefined): Interceptor {
     return (next) => async (req) => {
       const call = callOf(req.contextValues);
       if (!call) throw new ConnectError("call outside the pipeline", Code.Internal);
+      call.method = procedureOf(req.method);
       try {
         await this.admit(call, {
           service: req.service.typeName,
@@ -127,6 +129,15 @@ export class Pipeline {
       }
     };
   }
+}
+
+const procedures = new WeakMap<DescMethod, string>();
+
+/** "package.Service/Method", made once per method. */
+function procedureOf(method: DescMethod): string {
+  let name = procedures.get(method);
+  if (name === undefined) procedures.set(method, (name = `${method.parent.typeName}/${method.name}`));
+  return name;
 }
 
 /** Passes a response stream through, noting how it ended. */

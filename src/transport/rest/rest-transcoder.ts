@@ -17,7 +17,6 @@ import { Code, ConnectError, type ContextValues } from "@connectrpc/connect";
 import type { NodeRequest, NodeResponse } from "../node-types.js";
 import { http } from "../../../gen/google/api/annotations_pb.js";
 import type { HttpRule } from "../../../gen/google/api/http_pb.js";
-import { IMMUTABLE_MESSAGE_TYPES } from "../../registry/agent-message.js";
 import { peerKey, principalKey } from "../../security/principal.js";
 import { CallContext, CLIENT_GONE, FINISHED } from "../call-context.js";
 import type { Call, Pipeline } from "../pipeline.js";
@@ -43,6 +42,8 @@ interface Route {
   readonly method: DescMethod;
   readonly service: DescService;
   readonly impl: AnyImpl;
+  /** "package.Service/Method": the outcome record's method. */
+  readonly procedure: string;
 }
 
 export interface RestOptions {
@@ -97,7 +98,7 @@ export function createRestTranscoder(bindings: readonly RestBinding[], opts: Res
         allowed.add(route.httpMethod);
         continue;
       }
-      call.method = `${route.service.typeName}/${route.method.name}`;
+      call.method = route.procedure;
       try {
         const input = await buildRequest(route, vars, url.searchParams, req, opts.maxBodyBytes);
         await invoke(route, input, req, res, call, opts);
@@ -134,6 +135,7 @@ function buildRoutes(bindings: readonly RestBinding[]): Route[] {
           method,
           service,
           impl: fn.bind(impl) as AnyImpl,
+          procedure: `${service.typeName}/${method.name}`,
         });
       }
     }
@@ -226,8 +228,8 @@ function locateJsonError(schema: DescMessage, json: JsonValue, prefix = ""): str
   return undefined;
 }
 
-/** Answers are proto3 JSON with implicit fields; agents' JSON is cached per immutable message. */
-const json = new JsonEncoder(IMMUTABLE_MESSAGE_TYPES, { alwaysEmitImplicit: true });
+/** Answers are proto3 JSON with implicit fields; the JSON of messages marked immutable is cached on them. */
+const json = new JsonEncoder({ alwaysEmitImplicit: true });
 
 async function invoke(route: Route, input: Message, req: Req, res: Res, call: Call, opts: RestOptions): Promise<void> {
   const ctx = new CallContext({

@@ -19,7 +19,8 @@ import type { KeyStore } from "../../security/key-store.js";
 import type { ManifestSigner } from "../../security/manifest-signer.js";
 import { principalKey } from "../../security/principal.js";
 import { encodeToken, parseDiscover, parseListTools } from "../../validation/requests.js";
-import { markImmutable, Memo } from "../message-encoding.js";
+import { markImmutable } from "../../message-hints.js";
+import { Memo } from "../message-encoding.js";
 
 export function directoryService(
   directory: Directory,

@@ -13,7 +13,7 @@ import {
 import type { LeaseConfig } from "../../config.js";
 import { agentMessageOnce, toAgentMessage } from "../../registry/agent-message.js";
 import type { AgentRecord } from "../../registry/agent-record.js";
-import { withBase } from "../../registry/message-base.js";
+import { withBase } from "../../message-hints.js";
 import type { Registry } from "../../registry/registry.js";
 import { principalKey } from "../../security/principal.js";
 import type { IssuedToken, TokenIssuer } from "../../security/token-issuer.js";
