@@ -29,6 +29,9 @@ export const errors = {
   /** Another writer kept winning the compare-and-set; the client may retry. */
   conflict: (id: string) =>
     new ConnectError(`agent "${id}" was changed concurrently; retry`, Code.Aborted),
+  /** A manifest page token of a catalog version that is no longer current. */
+  manifestChanged: () =>
+    new ConnectError("page_token: the manifest changed since the first page; read it again from the first page", Code.Aborted),
   unauthenticated: (reason: string) =>
     new ConnectError(reason, Code.Unauthenticated, {
       "www-authenticate": `Bearer realm="federation-core", error="invalid_token"`,

@@ -5,8 +5,8 @@ import type { AgentQuery, AgentStore, CatalogEntry, ToolQuery } from "../registr
 export interface ManifestContent {
   readonly name: string;
   readonly generatedAt: number;
+  /** In id order; each agent's tools are the manifest's tools of that agent. */
   readonly agents: AgentRecord[];
-  readonly tools: CatalogEntry[];
 }
 
 /** Agents listed in one manifest; beyond this, clients page through ListAgents. */
@@ -32,6 +32,14 @@ export class Directory {
   }
 
   /**
+   * A token that changes when the manifest of this view changes (see
+   * AgentStore.catalogVersion); undefined when the store cannot tell.
+   */
+  catalogVersion(tenant: string | undefined): string | undefined {
+    return this.store.catalogVersion?.(tenant);
+  }
+
+  /**
    * The manifest content: shared agents for an anonymous caller, the
    * tenant's own and shared agents otherwise. Signing it is the security
    * layer's job.
@@ -41,7 +49,6 @@ export class Directory {
     const own = tenant === undefined ? [] : await this.store.list(tenant, "", MANIFEST_MAX_AGENTS);
     const ids = new Set(own.map((a) => a.id));
     const agents = [...own, ...shared.filter((a) => !ids.has(a.id))].sort((a, b) => (a.id < b.id ? -1 : 1));
-    const tools = agents.flatMap((a) => a.tools.map((tool) => ({ agentId: a.id, agentName: a.name, tool })));
-    return { name: this.federationName, generatedAt: this.clock.now(), agents, tools };
+    return { name: this.federationName, generatedAt: this.clock.now(), agents };
   }
 }

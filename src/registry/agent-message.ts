@@ -127,3 +127,24 @@ function build(a: AgentRecord): Agent {
   message.revision = BigInt(a.revision);
   return markImmutable(withBase(message, base));
 }
+
+/**
+ * The manifest's view of an agent: its static fields and status, without
+ * what heartbeats move (load, heartbeat and lease times, revision), so a
+ * manifest version stays the same while only those change. One message per
+ * (base, status), kept on the base; marked immutable and built on the base.
+ */
+const catalogViews = new WeakMap<Agent, Agent[]>();
+
+export function toCatalogAgentMessage(a: AgentRecord): Agent {
+  const base = baseFor(a);
+  let views = catalogViews.get(base);
+  if (!views) catalogViews.set(base, (views = []));
+  let message = views[a.status];
+  if (!message) {
+    message = Object.assign({}, base);
+    message.status = a.status;
+    views[a.status] = markImmutable(withBase(message, base));
+  }
+  return message;
+}

@@ -70,6 +70,16 @@ export interface AgentStore {
   /** Shared agents of every tenant, ordered by id (the public manifest). */
   listShared(afterId: string, limit: number): Promise<AgentRecord[]>;
   /**
+   * A cheap token that changes whenever what the manifest shows of a view
+   * changes — the tenant's own agents and the shared ones, or (undefined)
+   * shared agents only: an agent added or removed, its status, sharing or
+   * anything it was registered with — and not on a heartbeat that moves
+   * only load and lease times. Absent when a store cannot tell cheaply:
+   * the manifest is then rebuilt on a timer (and re-signed only when its
+   * digest changed).
+   */
+  catalogVersion?(tenant: string | undefined): string;
+  /**
    * Discovery through the capability and tag indexes, never a scan of all
    * agents. A store may answer a repeated query with the same array while
    * its answer is unchanged (callers never mutate it, and may cache what
@@ -91,5 +101,8 @@ export interface AgentStore {
   health(): ComponentStatus;
   /** Connects a shared store (retrying in the background); absent for the memory store. */
   start?(): Promise<void>;
-  close(): Promise<void>;
+  /** Shutdown started: stop background retries (connecting, pinging); operations in flight go on. */
+  beginShutdown?(): void;
+  /** Releases the backend, waiting `timeoutMs` at most (shutdown has a deadline). */
+  close(timeoutMs?: number): Promise<void>;
 }

@@ -31,6 +31,8 @@ class Scope {
   readonly routable = new Map<string, Ranked[]>();
   readonly statusCounts = new Map<AgentStatus, number>();
   toolCount = 0;
+  /** The store's catalog clock when the manifest's view of this scope last changed. */
+  catalogStamp = 0;
 
   /** Every id in the scope, in id order. */
   get sortedIds(): readonly string[] {
@@ -150,6 +152,8 @@ export class MemoryAgentStore implements AgentStore {
    */
   private readonly answers = new LRUCache<string, { version: number; records: readonly AgentRecord[] }>({ max: 1_000 });
   private membership = 0;
+  /** Ticks on every change the manifest shows (see catalogVersion); scopes keep the tick of their last one. */
+  private catalogClock = 0;
 
   async get(id: string): Promise<AgentRecord | undefined> {
     return this.agents.get(id);
@@ -164,6 +168,7 @@ export class MemoryAgentStore implements AgentStore {
       this.scope(record.tenant).restate(current, record);
       if (record.shared) this.scope(SHARED).restate(current, record);
       if (current.status !== record.status) this.membership++;
+      if (!sameCatalogEntry(current, record)) this.catalogChanged(record);
     } else {
       if (current) this.unindex(current);
       this.index(record);
@@ -309,14 +314,27 @@ export class MemoryAgentStore implements AgentStore {
     return scope.sortedIds.slice(start, start + limit).map((id) => this.agents.get(id)!);
   }
 
+  catalogVersion(tenant: string | undefined): string {
+    const own = tenant === undefined ? 0 : (this.scopes.get(tenant)?.catalogStamp ?? 0);
+    return `${own}.${this.scopes.get(SHARED)?.catalogStamp ?? 0}`;
+  }
+
+  private catalogChanged(a: AgentRecord): void {
+    const tick = ++this.catalogClock;
+    this.scope(a.tenant).catalogStamp = tick;
+    if (a.shared) this.scope(SHARED).catalogStamp = tick;
+  }
+
   private index(a: AgentRecord): void {
     this.membership++;
+    this.catalogChanged(a);
     this.scope(a.tenant).add(a);
     if (a.shared) this.scope(SHARED).add(a);
   }
 
   private unindex(a: AgentRecord): void {
     this.membership++;
+    this.catalogChanged(a);
     this.scope(a.tenant).remove(a);
     if (a.shared) this.scope(SHARED).remove(a);
   }
@@ -331,6 +349,23 @@ export class MemoryAgentStore implements AgentStore {
 /** Capabilities and tools are the same objects: the record came from update(). */
 function sameShape(a: AgentRecord, b: AgentRecord): boolean {
   return a.tenant === b.tenant && a.shared === b.shared && a.capabilities === b.capabilities && a.tools === b.tools;
+}
+
+/**
+ * Same in everything the manifest shows (both records of one tenant and
+ * sharing, same capabilities and tools): load, heartbeat and lease times
+ * and revision are not shown.
+ */
+function sameCatalogEntry(a: AgentRecord, b: AgentRecord): boolean {
+  return (
+    a.status === b.status &&
+    a.name === b.name &&
+    a.version === b.version &&
+    (a.endpoint === b.endpoint || (a.endpoint.url === b.endpoint.url && a.endpoint.transport === b.endpoint.transport)) &&
+    a.labels === b.labels &&
+    a.leaseTtlMs === b.leaseTtlMs &&
+    a.registeredAt === b.registeredAt
+  );
 }
 
 /** Route order: higher ceiling first, then id. */

@@ -12,7 +12,7 @@ import type {
   RegisterRequest,
   UnregisterRequest,
 } from "../../gen/federation/v1/registry_service_pb.js";
-import type { DiscoverRequest, ListToolsRequest } from "../../gen/federation/v1/directory_service_pb.js";
+import type { DiscoverRequest, GetManifestRequest, ListToolsRequest } from "../../gen/federation/v1/directory_service_pb.js";
 import type { RouteRequest } from "../../gen/federation/v1/router_service_pb.js";
 import type { WatchEventsRequest } from "../../gen/federation/v1/health_service_pb.js";
 import { limits } from "./limits.js";
@@ -145,6 +145,34 @@ export function parseDiscover(req: DiscoverRequest, tenant: string): AgentQuery 
     statuses: req.status === AgentStatus.UNSPECIFIED ? [AgentStatus.HEALTHY, AgentStatus.DEGRADED] : [req.status],
     limit: pageSize("limit", req.limit),
   };
+}
+
+export interface ManifestRead {
+  /** The paged form (page_size or page_token given). */
+  readonly paged: boolean;
+  readonly size: number;
+  /** Where the page starts: the catalog digest it was issued for and an agent offset. */
+  readonly after: { readonly digest: string; readonly offset: number } | undefined;
+  readonly ifNoneMatch: string;
+}
+
+export function parseGetManifest(req: GetManifestRequest): ManifestRead {
+  const size = pageSize("page_size", req.pageSize);
+  length("if_none_match", req.ifNoneMatch, 256);
+  if (req.pageToken === "") return { paged: req.pageSize !== 0, size, after: undefined, ifNoneMatch: req.ifNoneMatch };
+  const key = decodeToken("page_token", req.pageToken);
+  if (
+    !Array.isArray(key) ||
+    key.length !== 2 ||
+    typeof key[0] !== "string" ||
+    !/^[A-Za-z0-9_-]{43}$/.test(key[0]) ||
+    typeof key[1] !== "number" ||
+    !Number.isSafeInteger(key[1]) ||
+    key[1] < 1
+  ) {
+    throw errors.invalidArgument("page_token", "is not a token this server issued");
+  }
+  return { paged: true, size, after: { digest: key[0], offset: key[1] }, ifNoneMatch: req.ifNoneMatch };
 }
 
 export function parseListTools(req: ListToolsRequest, tenant: string): ToolQuery {

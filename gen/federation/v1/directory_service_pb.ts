@@ -15,12 +15,38 @@ import type { JsonObject, Message } from "@bufbuild/protobuf";
  * Describes the file federation/v1/directory_service.proto.
  */
 export const file_federation_v1_directory_service: GenFile = /*@__PURE__*/
-  fileDesc("CiVmZWRlcmF0aW9uL3YxL2RpcmVjdG9yeV9zZXJ2aWNlLnByb3RvEg1mZWRlcmF0aW9uLnYxIhQKEkdldE1hbmlmZXN0UmVxdWVzdCKAAQoTR2V0TWFuaWZlc3RSZXNwb25zZRIpCghtYW5pZmVzdBgBIAEoCzIXLmZlZGVyYXRpb24udjEuTWFuaWZlc3QSEQoJc2lnbmF0dXJlGAIgASgJEhsKE3NpZ25hdHVyZV9hbGdvcml0aG0YAyABKAkSDgoGa2V5X2lkGAQgASgJIpsBCghNYW5pZmVzdBIMCgRuYW1lGAEgASgJEjAKDGdlbmVyYXRlZF9hdBgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASJAoGYWdlbnRzGAMgAygLMhQuZmVkZXJhdGlvbi52MS5BZ2VudBIpCgV0b29scxgEIAMoCzIaLmZlZGVyYXRpb24udjEuQ2F0YWxvZ1Rvb2wicAoPRGlzY292ZXJSZXF1ZXN0EhQKDGNhcGFiaWxpdGllcxgBIAMoCRIMCgR0YWdzGAIgAygJEioKBnN0YXR1cxgDIAEoDjIaLmZlZGVyYXRpb24udjEuQWdlbnRTdGF0dXMSDQoFbGltaXQYBCABKAUiOAoQRGlzY292ZXJSZXNwb25zZRIkCgZhZ2VudHMYASADKAsyFC5mZWRlcmF0aW9uLnYxLkFnZW50IoUBCgtDYXRhbG9nVG9vbBIQCghhZ2VudF9pZBgBIAEoCRISCgphZ2VudF9uYW1lGAIgASgJEgwKBG5hbWUYAyABKAkSEwoLZGVzY3JpcHRpb24YBCABKAkSLQoMaW5wdXRfc2NoZW1hGAUgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdCJWChBMaXN0VG9vbHNSZXF1ZXN0Eg0KBXF1ZXJ5GAEgASgJEgwKBG5hbWUYAiABKAkSEQoJcGFnZV9zaXplGAMgASgFEhIKCnBhZ2VfdG9rZW4YBCABKAkiVwoRTGlzdFRvb2xzUmVzcG9uc2USKQoFdG9vbHMYASADKAsyGi5mZWRlcmF0aW9uLnYxLkNhdGFsb2dUb29sEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSIQCg5HZXRKd2tzUmVxdWVzdCI4Cg9HZXRKd2tzUmVzcG9uc2USJQoEa2V5cxgBIAMoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QytAMKEERpcmVjdG9yeVNlcnZpY2USbwoLR2V0TWFuaWZlc3QSIS5mZWRlcmF0aW9uLnYxLkdldE1hbmlmZXN0UmVxdWVzdBoiLmZlZGVyYXRpb24udjEuR2V0TWFuaWZlc3RSZXNwb25zZSIZgtPkkwITEhEvZmFzdG1jcC9tYW5pZmVzdBJlCghEaXNjb3ZlchIeLmZlZGVyYXRpb24udjEuRGlzY292ZXJSZXF1ZXN0Gh8uZmVkZXJhdGlvbi52MS5EaXNjb3ZlclJlc3BvbnNlIhiC0+STAhISEC9hZ2VudHMvZGlzY292ZXISaAoHR2V0SndrcxIdLmZlZGVyYXRpb24udjEuR2V0Sndrc1JlcXVlc3QaHi5mZWRlcmF0aW9uLnYxLkdldEp3a3NSZXNwb25zZSIegtPkkwIYEhYvLndlbGwta25vd24vandrcy5qc29uEl4KCUxpc3RUb29scxIfLmZlZGVyYXRpb24udjEuTGlzdFRvb2xzUmVxdWVzdBogLmZlZGVyYXRpb24udjEuTGlzdFRvb2xzUmVzcG9uc2UiDoLT5JMCCBIGL3Rvb2xzQnkKJ2NvbS5naXRodWIuZmVkZXJhdGlvbmNvcmUuZmVkZXJhdGlvbi52MVABWkxnaXRodWIuY29tL2ZlZGVyYXRpb24tY29yZS9mZWRlcmF0aW9uLWNvcmUvZ2VuL2dvL2ZlZGVyYXRpb24vdjE7ZmVkZXJhdGlvbnYxYgZwcm90bzM", [file_federation_v1_agent, file_google_api_annotations, file_google_protobuf_struct, file_google_protobuf_timestamp]);
+  fileDesc("CiVmZWRlcmF0aW9uL3YxL2RpcmVjdG9yeV9zZXJ2aWNlLnByb3RvEg1mZWRlcmF0aW9uLnYxIlIKEkdldE1hbmlmZXN0UmVxdWVzdBIRCglwYWdlX3NpemUYASABKAUSEgoKcGFnZV90b2tlbhgCIAEoCRIVCg1pZl9ub25lX21hdGNoGAMgASgJIocCChNHZXRNYW5pZmVzdFJlc3BvbnNlEikKCG1hbmlmZXN0GAEgASgLMhcuZmVkZXJhdGlvbi52MS5NYW5pZmVzdBIRCglzaWduYXR1cmUYAiABKAkSGwoTc2lnbmF0dXJlX2FsZ29yaXRobRgDIAEoCRIOCgZrZXlfaWQYBCABKAkSDAoEZXRhZxgFIAEoCRIUCgxub3RfbW9kaWZpZWQYBiABKAgSFwoPbmV4dF9wYWdlX3Rva2VuGAcgASgJEi0KB2NhdGFsb2cYCCABKAsyHC5mZWRlcmF0aW9uLnYxLkNhdGFsb2dEaWdlc3QSGQoRY2F0YWxvZ19zaWduYXR1cmUYCSABKAkidAoNQ2F0YWxvZ0RpZ2VzdBIMCgRuYW1lGAEgASgJEjAKDGdlbmVyYXRlZF9hdBgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEwoLYWdlbnRfY291bnQYAyABKAUSDgoGZGlnZXN0GAQgASgJIpsBCghNYW5pZmVzdBIMCgRuYW1lGAEgASgJEjAKDGdlbmVyYXRlZF9hdBgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASJAoGYWdlbnRzGAMgAygLMhQuZmVkZXJhdGlvbi52MS5BZ2VudBIpCgV0b29scxgEIAMoCzIaLmZlZGVyYXRpb24udjEuQ2F0YWxvZ1Rvb2wicAoPRGlzY292ZXJSZXF1ZXN0EhQKDGNhcGFiaWxpdGllcxgBIAMoCRIMCgR0YWdzGAIgAygJEioKBnN0YXR1cxgDIAEoDjIaLmZlZGVyYXRpb24udjEuQWdlbnRTdGF0dXMSDQoFbGltaXQYBCABKAUiOAoQRGlzY292ZXJSZXNwb25zZRIkCgZhZ2VudHMYASADKAsyFC5mZWRlcmF0aW9uLnYxLkFnZW50IoUBCgtDYXRhbG9nVG9vbBIQCghhZ2VudF9pZBgBIAEoCRISCgphZ2VudF9uYW1lGAIgASgJEgwKBG5hbWUYAyABKAkSEwoLZGVzY3JpcHRpb24YBCABKAkSLQoMaW5wdXRfc2NoZW1hGAUgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdCJWChBMaXN0VG9vbHNSZXF1ZXN0Eg0KBXF1ZXJ5GAEgASgJEgwKBG5hbWUYAiABKAkSEQoJcGFnZV9zaXplGAMgASgFEhIKCnBhZ2VfdG9rZW4YBCABKAkiVwoRTGlzdFRvb2xzUmVzcG9uc2USKQoFdG9vbHMYASADKAsyGi5mZWRlcmF0aW9uLnYxLkNhdGFsb2dUb29sEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSIQCg5HZXRKd2tzUmVxdWVzdCI4Cg9HZXRKd2tzUmVzcG9uc2USJQoEa2V5cxgBIAMoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QytAMKEERpcmVjdG9yeVNlcnZpY2USbwoLR2V0TWFuaWZlc3QSIS5mZWRlcmF0aW9uLnYxLkdldE1hbmlmZXN0UmVxdWVzdBoiLmZlZGVyYXRpb24udjEuR2V0TWFuaWZlc3RSZXNwb25zZSIZgtPkkwITEhEvZmFzdG1jcC9tYW5pZmVzdBJlCghEaXNjb3ZlchIeLmZlZGVyYXRpb24udjEuRGlzY292ZXJSZXF1ZXN0Gh8uZmVkZXJhdGlvbi52MS5EaXNjb3ZlclJlc3BvbnNlIhiC0+STAhISEC9hZ2VudHMvZGlzY292ZXISaAoHR2V0SndrcxIdLmZlZGVyYXRpb24udjEuR2V0Sndrc1JlcXVlc3QaHi5mZWRlcmF0aW9uLnYxLkdldEp3a3NSZXNwb25zZSIegtPkkwIYEhYvLndlbGwta25vd24vandrcy5qc29uEl4KCUxpc3RUb29scxIfLmZlZGVyYXRpb24udjEuTGlzdFRvb2xzUmVxdWVzdBogLmZlZGVyYXRpb24udjEuTGlzdFRvb2xzUmVzcG9uc2UiDoLT5JMCCBIGL3Rvb2xzQnkKJ2NvbS5naXRodWIuZmVkZXJhdGlvbmNvcmUuZmVkZXJhdGlvbi52MVABWkxnaXRodWIuY29tL2ZlZGVyYXRpb24tY29yZS9mZWRlcmF0aW9uLWNvcmUvZ2VuL2dvL2ZlZGVyYXRpb24vdjE7ZmVkZXJhdGlvbnYxYgZwcm90bzM", [file_federation_v1_agent, file_google_api_annotations, file_google_protobuf_struct, file_google_protobuf_timestamp]);
 
 /**
  * @generated from message federation.v1.GetManifestRequest
  */
 export type GetManifestRequest = Message<"federation.v1.GetManifestRequest"> & {
+  /**
+   * 0 with no page_token: the whole manifest, signed as one document.
+   * Otherwise the paged form: at most page_size agents (at most 1000, 100
+   * when zero), their tools, and next_page_token.
+   *
+   * @generated from field: int32 page_size = 1;
+   */
+  pageSize: number;
+
+  /**
+   * next_page_token of the previous page. It names the catalog version; a
+   * token of a version that is no longer current is ABORTED: restart from
+   * the first page.
+   *
+   * @generated from field: string page_token = 2;
+   */
+  pageToken: string;
+
+  /**
+   * The etag of an answer the caller holds. When the catalog has not
+   * changed since, the answer is only not_modified and etag (REST: the
+   * If-None-Match header answers 304 Not Modified with no body).
+   *
+   * @generated from field: string if_none_match = 3;
+   */
+  ifNoneMatch: string;
 };
 
 /**
@@ -35,19 +61,27 @@ export const GetManifestRequestSchema: GenMessage<GetManifestRequest> = /*@__PUR
  */
 export type GetManifestResponse = Message<"federation.v1.GetManifestResponse"> & {
   /**
+   * Agents here show what the catalog holds: status, shape and lease
+   * length, not the fields a heartbeat moves (load, last_heartbeat_at,
+   * lease_expires_at and revision are unset; read them with GetAgent or
+   * Discover), so heartbeats leave the manifest, its signature and its
+   * etag as they are.
+   *
    * @generated from field: federation.v1.Manifest manifest = 1;
    */
   manifest?: Manifest | undefined;
 
   /**
-   * Signature over the canonical JSON of manifest; empty while signing is
-   * not configured.
+   * Signature over the canonical JSON of manifest (full form only); empty
+   * while signing is not configured.
    *
    * @generated from field: string signature = 2;
    */
   signature: string;
 
   /**
+   * Algorithm and key of signature and catalog_signature.
+   *
    * @generated from field: string signature_algorithm = 3;
    */
   signatureAlgorithm: string;
@@ -56,6 +90,44 @@ export type GetManifestResponse = Message<"federation.v1.GetManifestResponse"> &
    * @generated from field: string key_id = 4;
    */
   keyId: string;
+
+  /**
+   * The catalog version (a weak entity tag, `W/"<digest>"`), the same on
+   * every page of it; also in the response metadata as `etag`.
+   *
+   * @generated from field: string etag = 5;
+   */
+  etag: string;
+
+  /**
+   * Set instead of everything but etag when if_none_match is current.
+   *
+   * @generated from field: bool not_modified = 6;
+   */
+  notModified: boolean;
+
+  /**
+   * Paged form: the token of the next page; empty on the last page.
+   *
+   * @generated from field: string next_page_token = 7;
+   */
+  nextPageToken: string;
+
+  /**
+   * What catalog_signature covers: the digest of every agent of this
+   * version, so a paged read can be verified once all pages are in.
+   *
+   * @generated from field: federation.v1.CatalogDigest catalog = 8;
+   */
+  catalog?: CatalogDigest | undefined;
+
+  /**
+   * Signature over the canonical JSON of catalog; empty while signing is
+   * not configured.
+   *
+   * @generated from field: string catalog_signature = 9;
+   */
+  catalogSignature: string;
 };
 
 /**
@@ -64,6 +136,44 @@ export type GetManifestResponse = Message<"federation.v1.GetManifestResponse"> &
  */
 export const GetManifestResponseSchema: GenMessage<GetManifestResponse> = /*@__PURE__*/
   messageDesc(file_federation_v1_directory_service, 1);
+
+/**
+ * CatalogDigest commits to a whole manifest version. Each agent's leaf is
+ * SHA-256 of the RFC 8785 canonical JSON of {"agent": <the agent>, "tools":
+ * [<its CatalogTool entries, in manifest order>]} (proto3 JSON, implicit
+ * fields emitted, as the manifest shows them); digest is the base64url
+ * SHA-256 of the leaves concatenated in manifest (agent id) order.
+ *
+ * @generated from message federation.v1.CatalogDigest
+ */
+export type CatalogDigest = Message<"federation.v1.CatalogDigest"> & {
+  /**
+   * @generated from field: string name = 1;
+   */
+  name: string;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp generated_at = 2;
+   */
+  generatedAt?: Timestamp | undefined;
+
+  /**
+   * @generated from field: int32 agent_count = 3;
+   */
+  agentCount: number;
+
+  /**
+   * @generated from field: string digest = 4;
+   */
+  digest: string;
+};
+
+/**
+ * Describes the message federation.v1.CatalogDigest.
+ * Use `create(CatalogDigestSchema)` to create a new message.
+ */
+export const CatalogDigestSchema: GenMessage<CatalogDigest> = /*@__PURE__*/
+  messageDesc(file_federation_v1_directory_service, 2);
 
 /**
  * Manifest lists the directory's agents and tools.
@@ -77,6 +187,8 @@ export type Manifest = Message<"federation.v1.Manifest"> & {
   name: string;
 
   /**
+   * When this catalog version was first built.
+   *
    * @generated from field: google.protobuf.Timestamp generated_at = 2;
    */
   generatedAt?: Timestamp | undefined;
@@ -97,7 +209,7 @@ export type Manifest = Message<"federation.v1.Manifest"> & {
  * Use `create(ManifestSchema)` to create a new message.
  */
 export const ManifestSchema: GenMessage<Manifest> = /*@__PURE__*/
-  messageDesc(file_federation_v1_directory_service, 2);
+  messageDesc(file_federation_v1_directory_service, 3);
 
 /**
  * @generated from message federation.v1.DiscoverRequest
@@ -137,7 +249,7 @@ export type DiscoverRequest = Message<"federation.v1.DiscoverRequest"> & {
  * Use `create(DiscoverRequestSchema)` to create a new message.
  */
 export const DiscoverRequestSchema: GenMessage<DiscoverRequest> = /*@__PURE__*/
-  messageDesc(file_federation_v1_directory_service, 3);
+  messageDesc(file_federation_v1_directory_service, 4);
 
 /**
  * @generated from message federation.v1.DiscoverResponse
@@ -154,7 +266,7 @@ export type DiscoverResponse = Message<"federation.v1.DiscoverResponse"> & {
  * Use `create(DiscoverResponseSchema)` to create a new message.
  */
 export const DiscoverResponseSchema: GenMessage<DiscoverResponse> = /*@__PURE__*/
-  messageDesc(file_federation_v1_directory_service, 4);
+  messageDesc(file_federation_v1_directory_service, 5);
 
 /**
  * CatalogTool is one tool in the catalog, with the agent that serves it.
@@ -193,7 +305,7 @@ export type CatalogTool = Message<"federation.v1.CatalogTool"> & {
  * Use `create(CatalogToolSchema)` to create a new message.
  */
 export const CatalogToolSchema: GenMessage<CatalogTool> = /*@__PURE__*/
-  messageDesc(file_federation_v1_directory_service, 5);
+  messageDesc(file_federation_v1_directory_service, 6);
 
 /**
  * @generated from message federation.v1.ListToolsRequest
@@ -231,7 +343,7 @@ export type ListToolsRequest = Message<"federation.v1.ListToolsRequest"> & {
  * Use `create(ListToolsRequestSchema)` to create a new message.
  */
 export const ListToolsRequestSchema: GenMessage<ListToolsRequest> = /*@__PURE__*/
-  messageDesc(file_federation_v1_directory_service, 6);
+  messageDesc(file_federation_v1_directory_service, 7);
 
 /**
  * @generated from message federation.v1.ListToolsResponse
@@ -253,7 +365,7 @@ export type ListToolsResponse = Message<"federation.v1.ListToolsResponse"> & {
  * Use `create(ListToolsResponseSchema)` to create a new message.
  */
 export const ListToolsResponseSchema: GenMessage<ListToolsResponse> = /*@__PURE__*/
-  messageDesc(file_federation_v1_directory_service, 7);
+  messageDesc(file_federation_v1_directory_service, 8);
 
 /**
  * @generated from message federation.v1.GetJwksRequest
@@ -266,7 +378,7 @@ export type GetJwksRequest = Message<"federation.v1.GetJwksRequest"> & {
  * Use `create(GetJwksRequestSchema)` to create a new message.
  */
 export const GetJwksRequestSchema: GenMessage<GetJwksRequest> = /*@__PURE__*/
-  messageDesc(file_federation_v1_directory_service, 8);
+  messageDesc(file_federation_v1_directory_service, 9);
 
 /**
  * @generated from message federation.v1.GetJwksResponse
@@ -285,7 +397,7 @@ export type GetJwksResponse = Message<"federation.v1.GetJwksResponse"> & {
  * Use `create(GetJwksResponseSchema)` to create a new message.
  */
 export const GetJwksResponseSchema: GenMessage<GetJwksResponse> = /*@__PURE__*/
-  messageDesc(file_federation_v1_directory_service, 9);
+  messageDesc(file_federation_v1_directory_service, 10);
 
 /**
  * DirectoryService publishes what the federation offers: the manifest,

@@ -18,9 +18,10 @@ import type { NodeRequest, NodeResponse } from "../node-types.js";
 import { http } from "../../../gen/google/api/annotations_pb.js";
 import type { HttpRule } from "../../../gen/google/api/http_pb.js";
 import { peerKey, principalKey } from "../../security/principal.js";
-import { CallContext, CLIENT_GONE, FINISHED } from "../call-context.js";
+import { CallContext, CLIENT_GONE, FINISHED, headerValue } from "../call-context.js";
 import type { Call, Pipeline } from "../pipeline.js";
 import { JsonEncoder } from "../message-encoding.js";
+import { etagMatches } from "../etag.js";
 import { httpStatus } from "./http-status.js";
 import { compareTemplates, matchPath, parsePathTemplate, type PathTemplate } from "./path-template.js";
 
@@ -100,13 +101,14 @@ export function createRestTranscoder(bindings: readonly RestBinding[], opts: Res
       }
       call.method = route.procedure;
       try {
-        const input = await buildRequest(route, vars, url.searchParams, req, opts.maxBodyBytes);
+        const input = await buildRequest(route, vars, queryParameters(url.search), req, opts.maxBodyBytes);
         await invoke(route, input, req, res, call, opts);
         call.code = 0;
       } catch (err) {
         // A body over MAX_BODY_BYTES can never succeed: 413, not 429 (a
-        // client that retries on 429 would resend it forever).
-        fail(err, (err as { [BODY_TOO_LARGE_ERR]?: true })[BODY_TOO_LARGE_ERR] ? 413 : undefined);
+        // client that retries on 429 would resend it forever); an over-long
+        // query string is 414.
+        fail(err, (err as { [HTTP_STATUS]?: number })[HTTP_STATUS]);
       }
       return;
     }
@@ -161,7 +163,7 @@ function patternOf(rule: HttpRule, method: DescMethod): { httpMethod: string; pa
 async function buildRequest(
   route: Route,
   vars: Map<string, string>,
-  query: URLSearchParams,
+  query: ReadonlyMap<string, readonly string[]>,
   req: Req,
   maxBodyBytes: number,
 ): Promise<Message> {
@@ -184,16 +186,16 @@ async function buildRequest(
     setPath(json, schema, fieldPath.split("."), [raw], fieldPath);
     bound.add(fieldPath);
   }
-  if (route.body !== "*") {
-    const keys = new Set(query.keys());
-    for (const key of keys) {
+  if (route.body !== "*" && query.size > 0) {
+    const boundPrefixes = [...bound].map((b) => `${b}.`);
+    for (const [key, values] of query) {
       const map = /^([A-Za-z0-9_.]+)\[(.*)\]$/.exec(key);
       if (map) {
-        setMapEntry(json, schema, map[1]!.split("."), map[2]!, query.get(key)!, key);
+        setMapEntry(json, schema, map[1]!.split("."), map[2]!, values[0]!, key);
         continue;
       }
-      if (bound.has(key) || [...bound].some((b) => key.startsWith(`${b}.`))) continue;
-      setPath(json, schema, key.split("."), query.getAll(key), key);
+      if (bound.has(key) || boundPrefixes.some((b) => key.startsWith(b))) continue;
+      setPath(json, schema, key.split("."), values, key);
     }
   }
   try {
@@ -261,9 +263,22 @@ async function invoke(route: Route, input: Message, req: Req, res: Res, call: Ca
       return;
     }
     const result = (await route.impl(input, ctx)) as Message;
+    // Headers the handler set go out as they are; one it sets, `etag`, also
+    // makes a GET conditional: If-None-Match naming it answers 304, no body.
+    const headers: Record<string, string> = {};
+    ctx.touchedResponseHeader?.forEach((v, k) => (headers[k] = v));
+    if (headers.etag !== undefined && (req.method === "GET" || req.method === "HEAD")) {
+      if (etagMatches(headerValue(req.headers, "if-none-match"), headers.etag)) {
+        res.writeHead(304, headers);
+        res.end();
+        return;
+      }
+    }
     const message = isMessage(result, output) ? result : create(output, result);
     const body = json.stringify(output, message);
-    res.writeHead(200, { "content-type": "application/json", "content-length": Buffer.byteLength(body) });
+    headers["content-type"] = "application/json";
+    headers["content-length"] = String(Buffer.byteLength(body));
+    res.writeHead(200, headers);
     res.end(body);
   } finally {
     res.off("close", onClose);
@@ -336,13 +351,52 @@ async function readJsonBody(req: Req, maxBytes: number): Promise<JsonValue | und
   }
 }
 
-/** Marks the one RESOURCE_EXHAUSTED that REST answers with 413 (see handle). */
-const BODY_TOO_LARGE_ERR = Symbol("body too large");
+/** An HTTP status other than the code's own, carried on the error (413, 414; see handle). */
+const HTTP_STATUS = Symbol("http status");
+
+function withStatus(e: ConnectError, status: number): ConnectError {
+  (e as ConnectError & { [HTTP_STATUS]?: number })[HTTP_STATUS] = status;
+  return e;
+}
 
 function bodyTooLarge(maxBytes: number): ConnectError {
-  const e = new ConnectError(`body: larger than ${maxBytes} bytes (MAX_BODY_BYTES)`, Code.ResourceExhausted);
-  (e as ConnectError & { [BODY_TOO_LARGE_ERR]?: true })[BODY_TOO_LARGE_ERR] = true;
-  return e;
+  return withStatus(new ConnectError(`body: larger than ${maxBytes} bytes (MAX_BODY_BYTES)`, Code.ResourceExhausted), 413);
+}
+
+// --- the query string --------------------------------------------------------
+
+/**
+ * Bounds on the query string, checked before anything else reads it (the
+ * transcoder runs before the guard, so this is work an unauthenticated
+ * client can ask for). No RPC needs more: a Discover with every capability
+ * and tag the validators allow is under 4 KiB and 33 parameters.
+ */
+export const MAX_QUERY_LENGTH = 8192;
+export const MAX_QUERY_PARAMETERS = 256;
+
+/**
+ * The query string as key → values in first-appearance order, in one pass
+ * over the parameters (a per-key getAll() was quadratic in distinct keys:
+ * 13k keys cost ~0.5 s of CPU). Longer than MAX_QUERY_LENGTH: 414;
+ * more than MAX_QUERY_PARAMETERS parameters: 400; both INVALID_ARGUMENT.
+ */
+export function queryParameters(search: string): Map<string, string[]> {
+  const out = new Map<string, string[]>();
+  if (search.length <= 1) return out;
+  if (search.length - 1 > MAX_QUERY_LENGTH) {
+    const e = new ConnectError(`query: longer than ${MAX_QUERY_LENGTH} characters`, Code.InvalidArgument);
+    throw withStatus(e, 414);
+  }
+  let count = 0;
+  for (const [key, value] of new URLSearchParams(search)) {
+    if (++count > MAX_QUERY_PARAMETERS) {
+      throw new ConnectError(`query: more than ${MAX_QUERY_PARAMETERS} parameters`, Code.InvalidArgument);
+    }
+    const values = out.get(key);
+    if (values) values.push(value);
+    else out.set(key, [value]);
+  }
+  return out;
 }
 
 // --- setting fields from path variables and query parameters ---------------
@@ -352,7 +406,7 @@ function findField(schema: DescMessage, name: string): DescField | undefined {
 }
 
 /** Walks to the field named by `path` and sets it from string values. */
-function setPath(json: JsonObject, schema: DescMessage, path: string[], raw: string[], key: string): void {
+function setPath(json: JsonObject, schema: DescMessage, path: string[], raw: readonly string[], key: string): void {
   let obj = json;
   let desc = schema;
   for (let i = 0; i < path.length; i++) {
@@ -396,7 +450,7 @@ function setMapEntry(json: JsonObject, schema: DescMessage, path: string[], mapK
   }
 }
 
-function fieldValue(field: DescField, raw: string[], key: string): JsonValue {
+function fieldValue(field: DescField, raw: readonly string[], key: string): JsonValue {
   switch (field.fieldKind) {
     case "list":
       return raw.map((r) =>
@@ -417,7 +471,7 @@ function fieldValue(field: DescField, raw: string[], key: string): JsonValue {
   }
 }
 
-function last(raw: string[]): string {
+function last(raw: readonly string[]): string {
   return raw[raw.length - 1]!;
 }
 

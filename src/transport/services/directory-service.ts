@@ -1,24 +1,23 @@
-import { create, toJson, type JsonObject, type MessageInitShape } from "@bufbuild/protobuf";
-import { timestampFromMs } from "@bufbuild/protobuf/wkt";
+import { create, type JsonObject, type MessageInitShape } from "@bufbuild/protobuf";
 import type { ServiceImpl } from "@connectrpc/connect";
 import {
   DirectoryService,
   DiscoverResponseSchema,
   type DiscoverResponse,
   GetJwksResponseSchema,
-  GetManifestResponseSchema,
   ListToolsResponseSchema,
-  ManifestSchema,
   type CatalogToolSchema,
 } from "../../../gen/federation/v1/directory_service_pb.js";
 import type { Directory } from "../../directory/directory.js";
 import type { AgentRecord } from "../../registry/agent-record.js";
 import { toAgentMessage } from "../../registry/agent-message.js";
+import { etagMatches } from "../etag.js";
+import { ManifestCatalog } from "./manifest-catalog.js";
 import type { CatalogEntry } from "../../registry/agent-store.js";
 import type { KeyStore } from "../../security/key-store.js";
 import type { ManifestSigner } from "../../security/manifest-signer.js";
 import { principalKey } from "../../security/principal.js";
-import { encodeToken, parseDiscover, parseListTools } from "../../validation/requests.js";
+import { encodeToken, parseDiscover, parseGetManifest, parseListTools } from "../../validation/requests.js";
 import { markImmutable } from "../../message-hints.js";
 import { Memo } from "../message-encoding.js";
 
@@ -26,28 +25,23 @@ export function directoryService(
   directory: Directory,
   signer: ManifestSigner,
   keys: KeyStore,
+  catalog?: ManifestCatalog,
 ): ServiceImpl<typeof DirectoryService> {
   // A repeated discovery gets the same answer array from the store while
   // nothing in it changed (AgentStore.query): one response per answer,
   // encoded once by the transports.
   const answers = new Memo<DiscoverResponse>("discover response");
+  const manifests = catalog ?? new ManifestCatalog(directory, signer);
   return {
-    async getManifest(_req, ctx) {
+    async getManifest(req, ctx) {
+      const read = parseGetManifest(req);
       const caller = ctx.values.get(principalKey);
-      const m = await directory.manifest(caller.via === "anonymous" ? undefined : caller.tenant);
-      const manifest = create(ManifestSchema, {
-        name: m.name,
-        generatedAt: timestampFromMs(m.generatedAt),
-        agents: m.agents.map(toAgentMessage),
-        tools: m.tools.map(catalogTool),
-      });
-      const sig = await signer.sign(toJson(ManifestSchema, manifest, { alwaysEmitImplicit: true }));
-      return create(GetManifestResponseSchema, {
-        manifest,
-        signature: sig.signature,
-        signatureAlgorithm: sig.algorithm,
-        keyId: sig.keyId,
-      });
+      const view = await manifests.view(caller.via === "anonymous" ? undefined : caller.tenant);
+      // The version's etag in the response metadata (REST answers a matching
+      // If-None-Match with 304 from it); the request field for RPC clients.
+      ctx.responseHeader.set("etag", view.etag);
+      if (etagMatches(read.ifNoneMatch, view.etag)) return view.notModified;
+      return read.paged ? manifests.page(view, read) : manifests.full(view);
     },
     getJwks() {
       return create(GetJwksResponseSchema, { keys: keys.jwks().keys as unknown as JsonObject[] });
