@@ -10,7 +10,7 @@
  * only if a scenario breaks or loses events.
  */
 import { randomUUID } from "node:crypto";
-import { mkdirSync, writeFileSync } from "node:fs";
+import { mkdirSync, rmSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { create, toBinary } from "@bufbuild/protobuf";
 import autocannon from "autocannon";
@@ -27,6 +27,7 @@ import { MemoryEventBus } from "../src/events/memory-event-bus.js";
 import { AgentStatus, Transport, type AgentRecord } from "../src/registry/agent-record.js";
 import { MemoryAgentStore } from "../src/registry/memory-agent-store.js";
 import { Router } from "../src/router/router.js";
+import { ensureTools, ferretDbBinary, startPostgres, type PostgresCluster } from "../test/support/provision.js";
 import { GrpcLoader } from "./grpc-client.js";
 import {
   cpuMs,
@@ -52,6 +53,7 @@ const auth = (svc: Service) => ({ authorization: `Bearer ${svc.token}` });
 
 const quick = process.argv.includes("--quick");
 // --only=service,ferret,route,fanout,memory runs a subset (the limits always run);
+// ferret is both FerretDB rows, ferret-sqlite and ferret-postgresql one each;
 // --only=discover,rest,heartbeat,register runs just those parts of "service" (for
 // profiling with BENCH_PROFILE=dir: the service's profile then holds only them).
 const only = process.argv.find((a) => a.startsWith("--only="))?.slice(7).split(",");
@@ -315,20 +317,33 @@ async function autocannonRun(url: string, amount: number, token: string): Promis
   return { rps: result.requests.total / result.duration, p50Ms: result.latency.p50, p99Ms: result.latency.p99, ok: result.requests.total, failed: result.non2xx + result.errors };
 }
 
-async function ferretScenarios(): Promise<void> {
-  const bin = process.env.FERRETDB_BIN ?? path.join(process.env.HOME ?? "/root", ".cache/federation-core/bin/ferretdb-v1.24.2");
+/**
+ * The write path on MongoDB, as FerretDB on one of its backends: SQLite (a
+ * directory) or PostgreSQL (a throw-away cluster on loopback with default,
+ * durable settings, started here). FerretDB and PostgreSQL run on CPU 1.
+ */
+async function ferretScenarios(backend: "sqlite" | "postgresql"): Promise<void> {
+  const bin = ferretDbBinary(); // $FERRETDB_BIN, else built by scripts/build-ferretdb.sh on first use
   const port = await freePort();
   const dir = path.join("/tmp", `fc-bench-ferret-${port}`);
-  mkdirSync(dir, { recursive: true });
-  const ferret = spawnPinned(1, bin, ["--listen-addr", `127.0.0.1:${port}`, "--sqlite-url", `file:${dir}/`]);
-  await waitForPort(port);
-  log("write path on MongoDB (FerretDB)");
-  // FerretDB's SQLite backend scans collections for most filters: a few
-  // hundred agents keep this scenario about the write path, not scans.
-  const n = Math.min(size.agents, 300);
-  // FerretDB (SQLite) applies ~70 updates/s here: keep the count small.
-  const writes = quick ? 50 : 300;
+  let pg: PostgresCluster | undefined;
+  let ferret: ReturnType<typeof spawnPinned>;
+  if (backend === "postgresql") {
+    pg = await startPostgres({ port: await freePort(), databases: ["ferretdb"], cpu: 1 });
+    ferret = spawnPinned(1, bin, ["--listen-addr", `127.0.0.1:${port}`, "--handler", "postgresql", "--postgresql-url", pg.url("ferretdb")]);
+  } else {
+    mkdirSync(dir, { recursive: true });
+    ferret = spawnPinned(1, bin, ["--listen-addr", `127.0.0.1:${port}`, "--sqlite-url", `file:${dir}/`]);
+  }
+  const label = backend === "sqlite" ? "FerretDB" : "FerretDB/PostgreSQL";
+  // FerretDB's SQLite backend scans collections for most filters and applies
+  // ~70 updates/s here: a few hundred agents and writes keep this scenario
+  // about the write path, not scans. PostgreSQL takes more of both.
+  const n = Math.min(size.agents, backend === "sqlite" ? 300 : 1_000);
+  const writes = quick ? 50 : backend === "sqlite" ? 300 : 2_000;
   try {
+    await waitForPort(port);
+    log(`write path on MongoDB (${label})`);
     const svc = await startService({ MONGODB_URI: `mongodb://127.0.0.1:${port}`, MONGODB_DB: "bench" });
     let ids: string[] = [];
     let viaService: LoadResult;
@@ -338,7 +353,7 @@ async function ferretScenarios(): Promise<void> {
       log(`  registered ${n} agents`);
       const loader = new GrpcLoader(svc.port, 4, svc.token);
       const hb = (i: number) => toBinary(HeartbeatRequestSchema, create(HeartbeatRequestSchema, { agentId: ids[i % n]!, load: 0.5 }));
-      viaService = check(await loader.load("/federation.v1.RegistryService/Heartbeat", hb, writes, 8), "heartbeat ferret");
+      viaService = check(await loader.load("/federation.v1.RegistryService/Heartbeat", hb, writes, 8), `heartbeat ${label}`);
       loader.close();
     } finally {
       await svc.stop();
@@ -374,11 +389,14 @@ async function ferretScenarios(): Promise<void> {
       );
       const raw = { rps: writes / ((performance.now() - started) / 1000), p50Ms: percentile(times, 50), p99Ms: percentile(times, 99) };
       await client.close();
-      add({ scenario: "limit: raw mongodb driver, findOne + claimed, guarded updateOne", ...raw });
-      add({ scenario: "heartbeat gRPC, MongoDB (FerretDB)", ...viaService, limit: "raw driver", ratio: viaService.rps / raw.rps });
+      const on = backend === "sqlite" ? "" : ` on ${label}`;
+      add({ scenario: `limit: raw mongodb driver${on}, findOne + claimed, guarded updateOne`, ...raw, note: `${n} agents, 8 in flight` });
+      add({ scenario: `heartbeat gRPC, MongoDB (${label})`, ...viaService, limit: "raw driver", ratio: viaService.rps / raw.rps, note: `${n} agents, ${writes} heartbeats, 8 in flight` });
     }
   } finally {
     await stop(ferret);
+    await pg?.stop();
+    rmSync(dir, { recursive: true, force: true });
   }
 }
 
@@ -623,10 +641,15 @@ function report(partial: boolean): void {
 
 async function main(): Promise<void> {
   const started = Date.now();
+  // What the bench runs, installed on first use (Debian): h2load always;
+  // PostgreSQL for its FerretDB row (startPostgres checks). FerretDB itself
+  // is built by scripts/build-ferretdb.sh when a FerretDB row first needs it.
+  ensureTools("h2load");
   pinSelf(1);
   const limit = await limits();
   if (want("service") || SERVICE_PARTS.some(want)) await serviceScenarios(limit);
-  if (want("ferret")) await ferretScenarios();
+  if (want("ferret") || want("ferret-sqlite")) await ferretScenarios("sqlite");
+  if (want("ferret") || want("ferret-postgresql")) await ferretScenarios("postgresql");
   if (want("route")) await routeMicro();
   if (want("fanout")) await fanout();
   if (want("memory")) await memory();

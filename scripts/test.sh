@@ -8,21 +8,18 @@ cd "$(dirname "$0")/.."
 
 step() { printf '\n== %s\n' "$*"; }
 
-# Debian packages, as root or through sudo.
-apt_install() {
-  local sudo_cmd=""
-  [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
-  $sudo_cmd env DEBIAN_FRONTEND=noninteractive apt-get update -qq
-  $sudo_cmd env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
-}
+# Debian packages, as root or through sudo (shared with the benchmark's set-up).
+apt_install() { bash scripts/apt-install.sh "$@"; }
 
 step "npm packages"
 npm ci --no-audit --no-fund --loglevel=error
 
-step "redis-server and h2load (Debian: redis-server, nghttp2-client)"
+step "redis-server, h2load and PostgreSQL (Debian: redis-server, nghttp2-client, postgresql)"
 missing=()
 command -v redis-server >/dev/null || missing+=(redis-server)
 command -v h2load >/dev/null || missing+=(nghttp2-client)
+# PostgreSQL: throw-away clusters under FerretDB's postgresql handler (test/support/provision.ts).
+compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || missing+=(postgresql)
 if [ ${#missing[@]} -gt 0 ]; then apt_install "${missing[@]}"; fi
 redis-server --version
 h2load --version | head -n 1

@@ -1,13 +1,15 @@
 import { spawn, type ChildProcess } from "node:child_process";
-import { existsSync, mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, rmSync } from "node:fs";
 import net from "node:net";
 import os from "node:os";
 import path from "node:path";
+import { ferretDbBinary, startPostgres, TEST_POSTGRES_SETTINGS } from "./provision.js";
 
 /**
  * Real Redis and FerretDB servers on loopback, one set per test file, that
  * a test can stop and start again. scripts/test.sh installs redis-server and
- * builds FerretDB; FERRETDB_BIN overrides where it is found.
+ * PostgreSQL and builds FerretDB; run alone (vitest), FerretDB is built on
+ * first use (test/support/provision.ts). FERRETDB_BIN overrides where it is found.
  */
 export interface ManagedServer {
   readonly port: number;
@@ -41,7 +43,7 @@ async function waitForPort(port: number, timeoutMs: number): Promise<void> {
   }
 }
 
-function managed(port: number, url: string, launch: () => ChildProcess, onDispose?: () => void): ManagedServer & { dispose(): Promise<void> } {
+function managed(port: number, url: string, launch: () => ChildProcess, onDispose?: () => void | Promise<void>): ManagedServer & { dispose(): Promise<void> } {
   let child: ChildProcess | undefined;
   const stop = async () => {
     const c = child;
@@ -61,7 +63,7 @@ function managed(port: number, url: string, launch: () => ChildProcess, onDispos
     stop,
     async dispose() {
       await stop();
-      onDispose?.();
+      await onDispose?.();
     },
   };
 }
@@ -77,20 +79,39 @@ export async function startRedis(): Promise<ManagedServer & { dispose(): Promise
   return server;
 }
 
+/** $FERRETDB_BIN, or the cached build of scripts/build-ferretdb.sh (built on first use). */
 export function ferretBinary(): string {
-  const bin =
-    process.env.FERRETDB_BIN ??
-    path.join(os.homedir(), ".cache/federation-core/bin/ferretdb-v1.24.2");
-  if (!existsSync(bin)) {
-    throw new Error(`FerretDB not found at ${bin}: run scripts/build-ferretdb.sh (npm test does)`);
-  }
-  return bin;
+  return ferretDbBinary();
 }
 
-export async function startFerret(): Promise<ManagedServer & { dispose(): Promise<void> }> {
-  const port = await freePort();
-  const dir = mkdtempSync(path.join(os.tmpdir(), "fc-ferret-"));
+export type FerretBackend = "sqlite" | "postgresql";
+
+/**
+ * FerretDB on loopback, on its SQLite backend (a temporary directory) or its
+ * PostgreSQL backend (a throw-away cluster on another loopback port, see
+ * startPostgres). stop()/start() stop and start FerretDB only; dispose()
+ * stops everything it started and removes its files.
+ */
+export async function startFerret(options: { backend?: FerretBackend } = {}): Promise<ManagedServer & { dispose(): Promise<void> }> {
   const bin = ferretBinary();
+  const port = await freePort();
+  if (options.backend === "postgresql") {
+    const pg = await startPostgres({ port: await freePort(), databases: ["ferretdb"], settings: TEST_POSTGRES_SETTINGS });
+    const server = managed(
+      port,
+      `mongodb://127.0.0.1:${port}`,
+      () => spawn(bin, ["--listen-addr", `127.0.0.1:${port}`, "--handler", "postgresql", "--postgresql-url", pg.url("ferretdb")], { stdio: "ignore" }),
+      () => pg.stop(),
+    );
+    try {
+      await server.start();
+    } catch (err) {
+      await server.dispose();
+      throw err;
+    }
+    return server;
+  }
+  const dir = mkdtempSync(path.join(os.tmpdir(), "fc-ferret-"));
   const server = managed(
     port,
     `mongodb://127.0.0.1:${port}`,
@@ -100,3 +121,6 @@ export async function startFerret(): Promise<ManagedServer & { dispose(): Promis
   await server.start();
   return server;
 }
+
+/** FerretDB on its PostgreSQL backend: startFerret({ backend: "postgresql" }). */
+export const startFerretDbPostgres = () => startFerret({ backend: "postgresql" });
