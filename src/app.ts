@@ -173,6 +173,7 @@ export class App {
       maxBodyBytes: config.maxBodyBytes,
       sniffTimeoutMs: config.sniffTimeoutMs,
       shutdownGraceMs: config.shutdownGraceMs,
+      connections: config.connections,
       log: http,
       cors: new CorsPolicy(config.corsAllowedOrigins),
     });
@@ -193,15 +194,74 @@ export class App {
     return this.port;
   }
 
-  async stop(): Promise<void> {
+  /**
+   * Graceful shutdown, bounded: every step has a deadline, and the whole
+   * takes `SHUTDOWN_GRACE` plus at most about a second whatever the backends
+   * do. /health turns NOT_SERVING, background retries stop, the server
+   * drains (streams end, /ws gets 1001; after the grace the rest is cut),
+   * queued events get until the grace's end to reach Redis, then the
+   * backends are let go. The report says whether it was clean.
+   */
+  async stop(): Promise<StopReport> {
+    const started = Date.now();
+    const deadline = started + this.config.shutdownGraceMs;
+    const timedOut: string[] = [];
+    /** Waits for `work` until `until` at most; names the step if it was not done by then. */
+    const step = async (name: string, work: Promise<unknown>, until: number): Promise<void> => {
+      let timer: NodeJS.Timeout | undefined;
+      const done = await Promise.race([
+        work.then(
+          () => true,
+          (err: unknown) => (this.log.warn({ err, step: name }, "shutdown step failed"), true),
+        ),
+        new Promise<false>((r) => (timer = setTimeout(() => r(false), Math.max(0, until - Date.now())).unref())),
+      ]);
+      clearTimeout(timer);
+      if (!done) timedOut.push(name);
+    };
+
     this.health.startDraining();
     this.telemetry.stop();
-    await this.reaper.stop();
-    await this.server.close();
-    await this.bus.close();
-    await this.store.close();
+    // Retry loops end now: a store or bus that is down is not waited for.
+    this.store.beginShutdown?.();
+    this.bus.beginShutdown?.();
+    let drained = false;
+    await Promise.all([
+      // A sweep in flight is not work a client waits for: it gets a moment, then the store closes under it.
+      this.reaper.stop(Math.min(1_000, this.config.shutdownGraceMs)),
+      // The server cuts what is left at the grace itself; the margin is for its sockets to go.
+      step("server", this.server.close().then((clean) => (drained = clean)), deadline + 500),
+    ]);
+    // Queued events get what is left of the grace to reach Redis (it may come back meanwhile).
+    await step("event bus", this.bus.close(Math.max(deadline, Date.now() + 100)), Math.max(deadline, Date.now() + 100) + 300);
+    await step("agent store", this.store.close(500), Date.now() + 600);
     this.limits.close();
+
+    const unpublished = this.bus.unpublishedEvents?.() ?? { queued: 0, dropped: 0 };
+    return {
+      clean: drained && timedOut.length === 0 && unpublished.queued === 0,
+      connectionsCut: !drained,
+      unpublishedEvents: unpublished.queued,
+      droppedEvents: unpublished.dropped,
+      timedOut,
+      durationMs: Date.now() - started,
+    };
   }
+}
+
+/** How a shutdown ended (App.stop). */
+export interface StopReport {
+  /** Everything drained within the grace and nothing was left queued. */
+  readonly clean: boolean;
+  /** The grace ran out with connections open (a slow client, a stream not read): they were closed. */
+  readonly connectionsCut: boolean;
+  /** Events still queued for Redis when the process let go of it: lost with the process. */
+  readonly unpublishedEvents: number;
+  /** Events dropped earlier because the queue for an unreachable Redis was full. */
+  readonly droppedEvents: number;
+  /** Shutdown steps that missed their deadline (and were left behind). */
+  readonly timedOut: readonly string[];
+  readonly durationMs: number;
 }
 
 /** The shared adapters' drivers are loaded only when configured, to keep start-up fast. */

@@ -17,8 +17,10 @@ export interface Config {
   readonly maxBodyBytes: number;
   readonly lease: LeaseConfig;
   readonly events: EventConfig;
-  /** How long a connection may stay silent before its first bytes. */
+  /** How long a connection may take to say which protocol it speaks (HTTP/2: the preface and first SETTINGS). */
   readonly sniffTimeoutMs: number;
+  /** Limits on every phase of a connection (the door's hardening). */
+  readonly connections: ConnectionLimits;
   /** How long shutdown waits for in-flight requests before closing sockets. */
   readonly shutdownGraceMs: number;
   /** The shared agent store; the embedded memory store when undefined. */
@@ -40,6 +42,23 @@ export interface Config {
     /** Largest frame a /ws client may send. */
     readonly maxMessageBytes: number;
   };
+}
+
+export interface ConnectionLimits {
+  /** Open connections in all; past it, a few more are kept for health checks only (HEALTH_RESERVE). */
+  readonly max: number;
+  /** Open connections from one client address. */
+  readonly maxPerClient: number;
+  /** Connections beyond `max` that may only ask for health (/health, grpc.health.v1, HealthService/Check). */
+  readonly healthReserve: number;
+  /** Headers and body of one request must have arrived within this (HTTP/1.1: 408; HTTP/2: the stream is ended). */
+  readonly requestTimeoutMs: number;
+  /** Concurrent streams one HTTP/2 session may open (more are refused; a flood of refused ones ends the session). */
+  readonly http2MaxConcurrentStreams: number;
+  /** An HTTP/2 session without an open stream for this long is closed (also reclaims sessions left after a GOAWAY). */
+  readonly http2IdleTimeoutMs: number;
+  /** Deadlines asked for (grpc-timeout, connect-timeout-ms) are clamped to this. */
+  readonly maxDeadlineMs: number;
 }
 
 export interface SecurityConfig {
@@ -131,6 +150,15 @@ export function loadConfig(env: Env = process.env): Config {
       publishQueueLimit: integer(env, "EVENT_PUBLISH_QUEUE", 100_000, 1, 10_000_000),
     },
     sniffTimeoutMs: duration(env, "SNIFF_TIMEOUT", 10_000),
+    connections: {
+      max: integer(env, "MAX_CONNECTIONS", 8_192, 1, 1_000_000),
+      maxPerClient: integer(env, "MAX_CONNECTIONS_PER_CLIENT", 256, 1, 1_000_000),
+      healthReserve: integer(env, "HEALTH_RESERVE", 64, 0, 10_000),
+      requestTimeoutMs: duration(env, "REQUEST_TIMEOUT", 30_000, 100, MAX_TIMER_MS),
+      http2MaxConcurrentStreams: integer(env, "HTTP2_MAX_CONCURRENT_STREAMS", 256, 1, 100_000),
+      http2IdleTimeoutMs: duration(env, "HTTP2_IDLE_TIMEOUT", 120_000, 100, MAX_TIMER_MS),
+      maxDeadlineMs: duration(env, "MAX_DEADLINE", MAX_TIMER_MS, 1, MAX_TIMER_MS),
+    },
     shutdownGraceMs: duration(env, "SHUTDOWN_GRACE", 10_000),
     mongodb: env.MONGODB_URI
       ? {
@@ -457,6 +485,9 @@ function integer(env: Env, name: string, fallback: number, min: number, max: num
   }
   return value;
 }
+
+/** Node's timers hold at most 2^31-1 ms (~24.8 days); a longer delay fires after 1 ms. */
+export const MAX_TIMER_MS = 2_147_483_647;
 
 const units: Record<string, number> = { ms: 1, s: 1_000, m: 60_000, h: 3_600_000 };
 

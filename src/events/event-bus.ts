@@ -148,7 +148,15 @@ export interface EventBus {
   health(): ComponentStatus;
   /** Connects a shared bus (retrying in the background); absent for the memory bus. */
   start?(): void;
-  close(): Promise<void>;
+  /** Shutdown started: stop reading and retrying what is not needed to drain; publishing still queues. */
+  beginShutdown?(): void;
+  /**
+   * Delivers what is queued, until `until` (epoch ms) at most, then lets go
+   * of the backend; never waits past it.
+   */
+  close(until?: number): Promise<void>;
+  /** Events accepted but not delivered to a shared backend (after close: never delivered), and dropped ones. */
+  unpublishedEvents?(): { readonly queued: number; readonly dropped: number };
 }
 
 export function buildEvent(id: bigint, nowMs: number, input: EventInput): PublishedEvent {

@@ -59,7 +59,17 @@ export class RedisEventBus implements EventBus {
   private pending = 0;
   private dropped = 0;
   private closed = false;
+  /** Shutdown started: the stream reader stops, nothing new is read. */
+  private stopping = false;
+  private wakeReader: () => void = () => undefined;
+  private readonly readerStopped: Promise<undefined>;
   private reading: Promise<void> | undefined;
+  /** Events still queued when the publisher was disconnected at close. */
+  private unpublishedAtClose = 0;
+  /** The last connection error, for /health and the state log line. */
+  private lastError = "not connected yet";
+  /** The state last logged (undefined: nothing logged yet), so each change is logged once. */
+  private reportedUp: boolean | undefined;
 
   constructor(
     private readonly clock: Clock,
@@ -74,11 +84,30 @@ export class RedisEventBus implements EventBus {
     };
     this.pub = new Redis(opts.url, { ...common, connectionName: "fc-publish" });
     this.sub = new Redis(opts.url, { ...common, connectionName: "fc-stream-reader" });
+    this.readerStopped = new Promise((resolve) => (this.wakeReader = () => resolve(undefined)));
     for (const [name, conn] of [["publisher", this.pub], ["reader", this.sub]] as const) {
-      conn.on("error", (err: Error) => opts.log.debug({ err: err.message, conn: name }, "redis error"));
-      conn.on("ready", () => opts.log.info({ conn: name }, "Redis ready"));
-      conn.on("reconnecting", () => opts.log.warn({ conn: name }, "Redis unreachable, reconnecting"));
+      conn.on("error", (err: Error) => {
+        this.lastError = err.message || err.name;
+        opts.log.debug({ err: err.message, conn: name }, "redis error");
+      });
+      conn.on("ready", () => this.report());
+      conn.on("reconnecting", () => {
+        opts.log.debug({ conn: name }, "redis reconnecting");
+        this.report();
+      });
     }
+  }
+
+  /** Logs the bus's state once per change (both connections ready, or not), never once per retry. */
+  private report(): void {
+    if (this.closed) return;
+    const up = this.pub.status === "ready" && this.sub.status === "ready";
+    if (up === this.reportedUp) return;
+    // Before the first connect, "not up yet" is not news until an attempt has failed.
+    if (!up && this.reportedUp === undefined && this.pub.status !== "reconnecting" && this.sub.status !== "reconnecting") return;
+    this.reportedUp = up;
+    if (up) this.opts.log.info({ queued: this.pending }, "Redis available");
+    else this.opts.log.warn({ reason: this.lastError, queued: this.pending }, "Redis unreachable; events are queued and retried in the background");
   }
 
   /** Connects (retrying in the background) and starts the stream reader. */
@@ -98,7 +127,8 @@ export class RedisEventBus implements EventBus {
     this.pending++;
     this.pub
       .xadd(this.key, "MAXLEN", "~", String(this.opts.retention), "*", "e", Buffer.from(toBinary(EventSchema, event)))
-      .catch((err: unknown) => this.opts.log.error({ err: String(err), type: input.type }, "event publish failed"))
+      // After close the queue is flushed with errors: those events are counted (unpublishedEvents), not logged one by one.
+      .catch((err: unknown) => this.closed || this.opts.log.error({ err: String(err), type: input.type }, "event publish failed"))
       .finally(() => this.pending--);
   }
 
@@ -118,18 +148,44 @@ export class RedisEventBus implements EventBus {
     const ok = this.pub.status === "ready" && this.sub.status === "ready";
     return ok
       ? { ok: true, message: "connected" }
-      : { ok: false, message: `Redis unreachable (${this.pending} event(s) queued)` };
+      : { ok: false, message: `Redis unreachable: ${this.lastError} (${this.pending} event(s) queued)` };
   }
 
-  async close(): Promise<void> {
-    this.closed = true;
+  /**
+   * Events accepted but not (yet) in Redis; after close, those that never
+   * got there. Plus those dropped because the queue was full.
+   */
+  unpublishedEvents(): { queued: number; dropped: number } {
+    return { queued: this.closed ? this.unpublishedAtClose : this.pending, dropped: this.dropped };
+  }
+
+  /**
+   * Shutdown started: the stream reader stops (its blocking read and its
+   * reconnect loop end now). The publisher stays, so events of requests
+   * still draining are queued in order, until close.
+   */
+  beginShutdown(): void {
+    if (this.stopping) return;
+    this.stopping = true;
     this.subscribers.clear();
+    this.wakeReader();
     this.sub.disconnect();
-    await this.reading;
-    // Give queued events a moment to reach Redis before the connection goes.
-    for (let i = 0; i < 50 && this.pending > 0 && this.pub.status === "ready"; i++) {
-      await new Promise((r) => setTimeout(r, 20));
+  }
+
+  /**
+   * Waits until `until` (epoch ms) at most for queued events to reach Redis
+   * — which may come back meanwhile — then disconnects. Never waits longer:
+   * whatever is still queued then is lost with the process and counted in
+   * unpublishedEvents().
+   */
+  async close(until: number = Date.now() + 1_000): Promise<void> {
+    this.beginShutdown();
+    await Promise.race([this.reading, new Promise((r) => setTimeout(r, Math.max(0, until - Date.now())).unref())]);
+    while (this.pending > 0 && Date.now() < until) {
+      await new Promise((r) => setTimeout(r, Math.min(20, Math.max(1, until - Date.now()))));
     }
+    this.unpublishedAtClose = this.pending;
+    this.closed = true;
     this.pub.disconnect();
   }
 
@@ -157,15 +213,25 @@ export class RedisEventBus implements EventBus {
     s.deliver(event);
   }
 
+  /**
+   * A command of the reader, or undefined once shutdown starts: ioredis never
+   * settles a command queued on a connection disconnected while it was
+   * reconnecting, so the loop must not wait on it alone.
+   */
+  private readerCall<T>(command: string, args: (string | number)[]): Promise<T | undefined> {
+    return Promise.race([this.sub.callBuffer(command, args) as Promise<T>, this.readerStopped]);
+  }
+
   private async readLoop(): Promise<void> {
-    while (!this.closed) {
+    while (!this.stopping) {
       try {
         if (this.lastStreamId === "$") {
           // Start after the newest entry that exists now.
-          const last = (await this.sub.callBuffer("XREVRANGE", [this.key, "+", "-", "COUNT", 1])) as StreamEntry[];
+          const last = await this.readerCall<StreamEntry[]>("XREVRANGE", [this.key, "+", "-", "COUNT", 1]);
+          if (!last) return;
           this.lastStreamId = last.length > 0 ? last[0]![0].toString() : "0-0";
         }
-        const res = (await this.sub.callBuffer("XREAD", [
+        const res = await this.readerCall<unknown[] | null>("XREAD", [
           "COUNT",
           1000,
           "BLOCK",
@@ -173,7 +239,8 @@ export class RedisEventBus implements EventBus {
           "STREAMS",
           this.key,
           this.lastStreamId,
-        ])) as unknown[] | null;
+        ]);
+        if (this.stopping) return;
         if (!res) continue;
         for (const entry of streamEntries(res)) {
           this.lastStreamId = entry[0].toString();
@@ -184,9 +251,9 @@ export class RedisEventBus implements EventBus {
           }
         }
       } catch (err) {
-        if (this.closed) return;
+        if (this.stopping) return;
         this.opts.log.debug({ err: String(err) }, "stream read failed; retrying");
-        await new Promise((r) => setTimeout(r, 250));
+        await Promise.race([new Promise((r) => setTimeout(r, 250).unref()), this.readerStopped]);
       }
     }
   }

@@ -83,6 +83,15 @@ export class MongoAgentStore implements AgentStore {
   private initialized = false;
   private pinger: NodeJS.Timeout | undefined;
   private claims: Promise<RevisionClaims> | undefined;
+  /** client.connect() succeeded; before that the driver answers "Topology is closed". */
+  private connected = false;
+  /** The last connect attempt failed (the client stays closed until the next one). */
+  private connectFailed = false;
+  /** Shutdown started: no more connect attempts or pings. */
+  private stopping = false;
+  private wake: () => void = () => undefined;
+  /** The state last logged (undefined: nothing yet), so each change is logged once, not once per retry. */
+  private reportedUp: boolean | undefined;
 
   constructor(private readonly opts: MongoStoreOptions) {
     this.client = new MongoClient(opts.uri, {
@@ -111,21 +120,29 @@ export class MongoAgentStore implements AgentStore {
   }
 
   private async connectWithRetry(): Promise<void> {
-    for (let attempt = 0; ; attempt++) {
+    for (let attempt = 0; !this.stopping; attempt++) {
       try {
         // An explicit connect: a client whose first (implicit) connect
         // failed stays closed ("Topology is closed") until connect() again.
         await this.client.connect();
+        this.connected = true;
+        this.connectFailed = false;
         await this.revisionClaims();
         await this.ensureIndexes();
         this.initialized = true;
         this.setStatus({ ok: true, message: "connected" });
         return;
       } catch (err) {
+        if (this.stopping) return;
+        if (!this.connected) this.connectFailed = true;
         const delay = Math.min(2_000, 250 * 2 ** attempt);
+        // Logged once when it goes down (setStatus), each retry only at debug.
         this.setStatus({ ok: false, message: `MongoDB unreachable: ${describe(err)}` });
-        this.opts.log.warn({ err: describe(err), retryInMs: delay }, "MongoDB unreachable, retrying");
-        await new Promise((r) => setTimeout(r, delay).unref());
+        this.opts.log.debug({ err: describe(err), retryInMs: delay }, "MongoDB connect failed; retrying");
+        await new Promise<void>((r) => {
+          const timer = setTimeout(r, delay).unref();
+          this.wake = () => (clearTimeout(timer), r());
+        });
       }
     }
   }
@@ -175,6 +192,8 @@ export class MongoAgentStore implements AgentStore {
   }
 
   private async ping(): Promise<void> {
+    // Before the first connect the connect loop reports; after close, nothing does.
+    if (!this.connected || this.stopping) return;
     try {
       await this.db.command({ ping: 1 }, { timeoutMS: this.opts.timeoutMs });
       if (!this.status.ok && this.initialized) this.setStatus({ ok: true, message: "connected" });
@@ -184,10 +203,11 @@ export class MongoAgentStore implements AgentStore {
   }
 
   private setStatus(s: ComponentStatus): void {
-    if (s.ok !== this.status.ok) {
-      this.opts.log[s.ok ? "info" : "error"]({ message: s.message }, s.ok ? "MongoDB available" : "MongoDB unavailable");
-    }
     this.status = s;
+    if (s.ok === this.reportedUp || this.stopping) return;
+    this.reportedUp = s.ok;
+    if (s.ok) this.opts.log.info("MongoDB available");
+    else this.opts.log.warn({ reason: s.message }, "MongoDB unavailable; writes fail with UNAVAILABLE, retrying in the background");
   }
 
   health(): ComponentStatus {
@@ -360,9 +380,27 @@ export class MongoAgentStore implements AgentStore {
     });
   }
 
-  async close(): Promise<void> {
+  /** Shutdown started: the connect loop and the pings stop; operations in flight go on. */
+  beginShutdown(): void {
+    if (this.stopping) return;
+    this.stopping = true;
     clearInterval(this.pinger);
-    await this.client.close();
+    this.wake();
+  }
+
+  /**
+   * Closes the client, waiting `timeoutMs` at most (the driver's close waits
+   * on a connect or operations in flight); the connections go with the
+   * process after that.
+   */
+  async close(timeoutMs = 1_000): Promise<void> {
+    this.beginShutdown();
+    const closed = this.client.close().then(
+      () => true,
+      () => true,
+    );
+    const done = await Promise.race([closed, new Promise<false>((r) => setTimeout(() => r(false), timeoutMs).unref())]);
+    if (!done) this.opts.log.warn({ waitedMs: timeoutMs }, "MongoDB client did not close in time; leaving it to the process exit");
   }
 
   /** Drops everything (tests only: each test run uses its own database). */
@@ -403,10 +441,18 @@ export class MongoAgentStore implements AgentStore {
 
   /** Any driver failure becomes UNAVAILABLE, so clients retry instead of seeing INTERNAL. */
   private async run<T>(op: () => Promise<T>): Promise<T> {
+    // Not connected yet and the last attempt failed: the client is closed
+    // until the next attempt, and the reason is the connect error, not the
+    // driver's "Topology is closed".
+    if (!this.connected && this.connectFailed) {
+      throw new ConnectError(`agent store unavailable: ${this.status.message}`, Code.Unavailable);
+    }
     try {
       return await op();
     } catch (err) {
       if (err instanceof MongoError) {
+        // Before the first connect the connect loop owns the status (and its reason).
+        if (!this.connected) throw new ConnectError(`agent store unavailable: ${this.status.message}`, Code.Unavailable);
         this.setStatus({ ok: false, message: `MongoDB unreachable: ${describe(err)}` });
         throw new ConnectError(`agent store unavailable: ${describe(err)}`, Code.Unavailable);
       }

@@ -9,6 +9,8 @@ import { peerKey, principalKey } from "../security/principal.js";
 import { parseWatch } from "../validation/requests.js";
 import { CallContext, CLIENT_GONE, DEADLINE, FINISHED } from "./call-context.js";
 import { FanOut, type Subscriber } from "./fan-out.js";
+import { percentEncode } from "./grpc-message.js";
+import { parseGrpcTimeout, type PendingRequests } from "./http2-limits.js";
 import { MessageEncoder } from "./message-encoding.js";
 import type { Call, Pipeline } from "./pipeline.js";
 
@@ -31,6 +33,10 @@ export interface FastPathOptions {
   /** The event feed in gRPC frames, shared with connect-node's WatchEvents. */
   readonly feed: FanOut;
   readonly maxBodyBytes: number;
+  /** Requests still being received: the server ends those that take longer than REQUEST_TIMEOUT. */
+  readonly pending: PendingRequests;
+  /** Deadlines are clamped to this (a longer timer would fire at once). */
+  readonly maxDeadlineMs: number;
   readonly shutdownSignal: AbortSignal;
 }
 
@@ -94,7 +100,7 @@ export class GrpcFastPath {
       requestMethod: "POST",
       url: path,
       headers: h,
-      timeoutMs: parseTimeout(h["grpc-timeout"]),
+      timeoutMs: clampedTimeout(h["grpc-timeout"], this.opts.maxDeadlineMs),
       shutdown: this.opts.shutdownSignal,
       values: createContextValues().set(peerKey, peerCertificateOfSocket(stream.session?.socket)),
       requestId,
@@ -118,7 +124,9 @@ export class GrpcFastPath {
       };
     }
     try {
+      this.opts.pending.add(stream);
       const bytes = await readFrame(stream, this.opts.maxBodyBytes);
+      this.opts.pending.delete(stream);
       record.bytesIn = bytes.length + 5;
       let input: Message;
       try {
@@ -134,6 +142,7 @@ export class GrpcFastPath {
         sendError(stream, call, err);
       }
     } finally {
+      this.opts.pending.delete(stream);
       stream.off("close", onClose);
       call.abort(FINISHED);
       this.opts.pipeline.finish(record, code);
@@ -276,25 +285,8 @@ function trailers(ctx: CallContext, err: unknown): http2.OutgoingHttpHeaders {
   return out;
 }
 
-/**
- * grpc-message as the gRPC spec asks: UTF-8, with every byte outside
- * printable ASCII, and "%" itself, as %XX. (encodeURIComponent also encodes
- * ";", ",", "/" ..., which grpc-js and grpc-go then show undecoded.)
- */
-export function percentEncode(message: string): string {
-  let out = "";
-  for (const byte of Buffer.from(message, "utf8")) {
-    out += byte >= 0x20 && byte <= 0x7e && byte !== 0x25 ? String.fromCharCode(byte) : `%${byte.toString(16).toUpperCase().padStart(2, "0")}`;
-  }
-  return out;
-}
-
-const timeoutUnits: Record<string, number> = { H: 3_600_000, M: 60_000, S: 1_000, m: 1, u: 0.001, n: 0.000001 };
-
-/** grpc-timeout: up to 8 digits and a unit (H, M, S, m, u, n). */
-function parseTimeout(value: string | string[] | undefined): number | undefined {
-  if (typeof value !== "string") return undefined;
-  const m = /^(\d{1,8})([HMSmun])$/.exec(value);
-  if (!m) return undefined;
-  return Math.max(1, Math.ceil(Number(m[1]) * timeoutUnits[m[2]!]!));
+/** The call's deadline, at most `maxMs` (a longer timer would fire at once). */
+function clampedTimeout(value: string | string[] | undefined, maxMs: number): number | undefined {
+  const ms = parseGrpcTimeout(value);
+  return ms === undefined ? undefined : Math.min(ms, maxMs);
 }

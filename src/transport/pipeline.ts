@@ -117,7 +117,10 @@ export class Pipeline {
           message: req.stream ? undefined : req.message,
         });
         if (call.principal) req.contextValues.set(principalKey, call.principal);
-        const res = await next(req);
+        // connect-node aborts the signal at the deadline but still sends a
+        // unary answer that comes later; the lean path answers
+        // DEADLINE_EXCEEDED on time, and so does this.
+        const res = req.stream ? await next(req) : await untilAborted(next(req), req.signal);
         if (!res.stream) {
           call.code = 0;
           return res;
@@ -129,6 +132,17 @@ export class Pipeline {
       }
     };
   }
+}
+
+/** `work`, or the signal's reason if it aborts first. */
+function untilAborted<T>(work: Promise<T>, signal: AbortSignal): Promise<T> {
+  if (signal.aborted) return Promise.reject(signal.reason as Error);
+  let onAbort: (() => void) | undefined;
+  const aborted = new Promise<never>((_, reject) => {
+    onAbort = () => reject(signal.reason as Error);
+    signal.addEventListener("abort", onAbort, { once: true });
+  });
+  return Promise.race([work, aborted]).finally(() => signal.removeEventListener("abort", onAbort!));
 }
 
 const procedures = new WeakMap<DescMethod, string>();

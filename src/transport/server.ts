@@ -13,9 +13,13 @@ import type { Logger } from "../logger.js";
 import { peerCertificateOf } from "../security/client-certificate.js";
 import { peerKey } from "../security/principal.js";
 import { headerValue } from "./call-context.js";
+import type { ConnectionLimits } from "../config.js";
+import { ConnectionGate, isHealthOnly, isHealthPath } from "./connection-gate.js";
 import type { CorsPolicy } from "./cors.js";
+import { clampDeadline, PendingRequests, refuseStream, rememberContentType, requestTooSlow, SessionState } from "./http2-limits.js";
 import type { FanOut } from "./fan-out.js";
-import { GrpcFastPath, percentEncode } from "./grpc-fast-path.js";
+import { GrpcFastPath } from "./grpc-fast-path.js";
+import { percentEncode } from "./grpc-message.js";
 import type { HttpRoute } from "./http-routes.js";
 import type { NodeRequest, NodeResponse } from "./node-types.js";
 import { createOnePortListener, createTlsListener } from "./one-port-listener.js";
@@ -39,6 +43,8 @@ export interface ServerOptions {
   readonly maxBodyBytes: number;
   readonly sniffTimeoutMs: number;
   readonly shutdownGraceMs: number;
+  /** Caps and time limits on every phase of a connection. */
+  readonly connections: ConnectionLimits;
   /** Plain gRPC on the lean path (grpc-fast-path.ts); off sends everything through connect-node. */
   readonly grpcFastPath: boolean;
   readonly log: Logger;
@@ -62,9 +68,13 @@ const callKey = createContextKey<Call | undefined>(undefined, { description: "pi
  */
 export class FederationServer {
   private readonly h1: http.Server;
+  private readonly h1s: readonly http.Server[];
   private readonly h2: http2.Http2Server;
   private readonly listener: net.Server;
-  private readonly sessions = new Set<http2.Http2Session>();
+  private readonly sessions = new Map<http2.Http2Session, SessionState>();
+  private readonly gate: ConnectionGate;
+  /** HTTP/2 requests whose headers and body have not all arrived yet. */
+  private readonly pending: PendingRequests;
   private readonly sockets = new Set<net.Socket>();
   private readonly shutdown = new AbortController();
   private readonly httpRoutes: ReadonlyMap<string, HttpRoute>;
@@ -73,6 +83,9 @@ export class FederationServer {
 
   constructor(private readonly opts: ServerOptions) {
     const pipeline = (this.pipeline = opts.pipeline);
+    const limits = opts.connections;
+    this.gate = new ConnectionGate(limits);
+    this.pending = new PendingRequests(limits.requestTimeoutMs, (stream) => refuseStream(stream, requestTooSlow(limits.requestTimeoutMs)));
     this.httpRoutes = new Map(opts.httpRoutes.map((r) => [r.path, r]));
     const contextValues = (req: NodeRequest) =>
       createContextValues().set(peerKey, peerCertificateOf(req)).set(callKey, (req as Tagged)[CALL]);
@@ -99,6 +112,8 @@ export class FederationServer {
           feed: opts.feed,
           maxBodyBytes: opts.maxBodyBytes,
           shutdownSignal: this.shutdown.signal,
+          pending: this.pending,
+          maxDeadlineMs: limits.maxDeadlineMs,
         })
       : undefined;
 
@@ -113,6 +128,13 @@ export class FederationServer {
       observeResponse(res, call);
       res.once("close", () => pipeline.finish(call, call.code >= 0 ? call.code : inferCode(call, res), res.statusCode));
       res.setHeader("x-request-id", call.requestId);
+      if (isHealthOnly(req.socket) && !isHealthPath(path)) {
+        call.code = Code.Unavailable;
+        res.writeHead(503, { "content-type": "application/json", connection: "close", "retry-after": "1" });
+        res.end(JSON.stringify({ code: Code.Unavailable, message: "connection limit reached (MAX_CONNECTIONS); only health checks are answered", details: [] }));
+        return;
+      }
+      clampDeadline(req.headers, limits.maxDeadlineMs);
       if (opts.cors.handle(req, res)) {
         call.protocol = "http";
         call.code = 0;
@@ -121,41 +143,93 @@ export class FederationServer {
       adapter(req, res);
     };
 
-    this.h1 = http.createServer({ keepAliveTimeout: 65_000, headersTimeout: 30_000, requestTimeout: 0 }, dispatch);
-    this.h1.on("upgrade", (req: http.IncomingMessage, socket: Duplex, head: Buffer) => this.upgrade(req, socket, head));
-    this.h1.on("connection", (socket: net.Socket) => {
-      this.sockets.add(socket);
-      socket.once("close", () => this.sockets.delete(socket));
-    });
-    this.h1.on("clientError", (err: NodeJS.ErrnoException, socket) => {
-      if (!socket.writable) return;
-      const status = err.code === "HPE_HEADER_OVERFLOW" ? "431 Request Header Fields Too Large" : "400 Bad Request";
-      socket.end(`HTTP/1.1 ${status}\r\nconnection: close\r\ncontent-length: 0\r\n\r\n`);
-    });
-
-    this.h2 = http2.createServer({ maxSessionMemory: 64 }, dispatch);
-    const fastPath = this.fastPath;
-    if (fastPath) {
-      // The lean gRPC path takes its streams before node's compat layer makes
-      // request/response objects for them; every other stream goes on to the
-      // compat listener that createServer(dispatch) installed.
-      const compat = this.h2.listeners("stream") as ((...args: unknown[]) => void)[];
-      if (compat.length === 0) throw new Error("node:http2 installed no compat stream listener");
-      this.h2.removeAllListeners("stream");
-      this.h2.on("stream", (stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders, ...rest: unknown[]) => {
-        if (fastPath.tryServe(stream, headers, requestIdOf(headers["x-request-id"]))) return;
-        for (const listener of compat) listener.call(this.h2, stream, headers, ...rest);
+    const makeH1 = () => {
+      const server = http.createServer(
+        {
+          keepAliveTimeout: 65_000,
+          // A request's headers and body must arrive in time (408 otherwise),
+          // checked often enough for the limit to mean what it says.
+          requestTimeout: limits.requestTimeoutMs,
+          headersTimeout: Math.min(30_000, limits.requestTimeoutMs),
+          connectionsCheckingInterval: Math.max(50, Math.min(1_000, limits.requestTimeoutMs / 4)),
+        },
+        dispatch,
+      );
+      server.on("connection", (socket: net.Socket) => {
+        // A declined upgrade replays its socket here once more: tracked once.
+        if (this.sockets.has(socket)) return;
+        this.sockets.add(socket);
+        socket.once("close", () => this.sockets.delete(socket));
       });
-    }
+      server.on("clientError", (err: NodeJS.ErrnoException, socket: Duplex) => {
+        if (!socket.writable) return;
+        const status =
+          err.code === "HPE_HEADER_OVERFLOW"
+            ? "431 Request Header Fields Too Large"
+            : err.code === "ERR_HTTP_REQUEST_TIMEOUT"
+              ? "408 Request Timeout"
+              : "400 Bad Request";
+        socket.end(`HTTP/1.1 ${status}\r\nconnection: close\r\ncontent-length: 0\r\n\r\n`);
+        // A lingering close: what the client still sends is read and dropped
+        // for a moment, so its kernel does not answer the answer with a reset
+        // (which would discard the status before the client read it).
+        socket.on("data", () => undefined);
+        socket.resume();
+        setTimeout(() => socket.destroy(), 1_000).unref();
+      });
+      return server;
+    };
+    this.h1 = makeH1();
+    this.h1.on("upgrade", (req: http.IncomingMessage, socket: Duplex, head: Buffer) => this.upgrade(req, socket, head));
+    this.h1s = [this.h1];
+
+    this.h2 = http2.createServer(
+      // Streams past the limit are refused (REFUSED_STREAM); node ends a
+      // session that keeps opening them with ENHANCE_YOUR_CALM.
+      { maxSessionMemory: 64, settings: { maxConcurrentStreams: limits.http2MaxConcurrentStreams } },
+      dispatch,
+    );
+    // Every stream passes here before node's compat layer makes
+    // request/response objects for it: counted for the session's idle
+    // timer, refused on a health-only connection unless it asks for health,
+    // then the lean gRPC path takes its own and the rest go on to the compat
+    // listener that createServer(dispatch) installed, with a time limit on
+    // receiving the request.
+    const compat = this.h2.listeners("stream") as ((...args: unknown[]) => void)[];
+    if (compat.length === 0) throw new Error("node:http2 installed no compat stream listener");
+    this.h2.removeAllListeners("stream");
+    const fastPath = this.fastPath;
+    this.h2.on("stream", (stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders, ...rest: unknown[]) => {
+      const state = this.sessions.get(stream.session!);
+      if (state) state.opened(stream);
+      rememberContentType(stream, headers);
+      if (isHealthOnly(stream.session?.socket) && !isHealthPath(pathOf(headers[":path"]))) {
+        refuseStream(stream, new ConnectError("connection limit reached (MAX_CONNECTIONS); only health checks are answered", Code.Unavailable));
+        return;
+      }
+      if (fastPath?.tryServe(stream, headers, requestIdOf(headers["x-request-id"]))) return;
+      this.pending.add(stream);
+      stream.on("end", this.pending.onRequestEnd);
+      for (const listener of compat) listener.call(this.h2, stream, headers, ...rest);
+    });
+    // The socket a session is made on: node creates the session inside its
+    // own "connection" listener, so ours runs first and remembers it.
+    let accepted: Duplex | undefined;
+    this.h2.prependListener("connection", (socket: Duplex) => (accepted = socket));
     this.h2.on("session", (session) => {
-      this.sessions.add(session);
-      session.once("close", () => this.sessions.delete(session));
+      const state = new SessionState(session, accepted!, limits.http2IdleTimeoutMs);
+      accepted = undefined;
+      this.sessions.set(session, state);
+      session.once("close", () => {
+        state.stop();
+        this.sessions.delete(session);
+      });
     });
     this.h2.on("sessionError", (err) => opts.log.debug({ err }, "http2 session error"));
 
     this.listener = opts.tls
-      ? createTlsListener(this.h1, this.h2, opts.tls, opts.sniffTimeoutMs)
-      : createOnePortListener(this.h1, this.h2, { sniffTimeoutMs: opts.sniffTimeoutMs });
+      ? createTlsListener(this.h1, this.h2, opts.tls, opts.sniffTimeoutMs, this.gate)
+      : createOnePortListener(this.h1, this.h2, { sniffTimeoutMs: opts.sniffTimeoutMs, gate: this.gate });
   }
 
   /**
@@ -202,6 +276,11 @@ export class FederationServer {
     };
   }
 
+  /** Connections open now (what the gate counts). */
+  get openConnections(): number {
+    return this.gate.openConnections;
+  }
+
   /** Listens and resolves with the bound port (useful with port 0). */
   listen(port: number, host: string): Promise<number> {
     return new Promise((resolve, reject) => {
@@ -211,7 +290,7 @@ export class FederationServer {
         // The h1 server never listen()s itself; this starts its connection
         // tracking, without which headersTimeout and closeAllConnections()
         // silently do nothing.
-        this.h1.emit("listening");
+        for (const h1 of this.h1s) h1.emit("listening");
         const addr = this.listener.address();
         resolve(typeof addr === "object" && addr ? addr.port : port);
       });
@@ -223,19 +302,25 @@ export class FederationServer {
    * reaches every handler), GOAWAY every HTTP/2 session, close idle
    * HTTP/1.1 connections, and after the grace period close the rest.
    */
-  async close(): Promise<void> {
+  /** Resolves true when everything drained within the grace, false when the rest had to be cut. */
+  async close(): Promise<boolean> {
     this.shutdown.abort(errors.shuttingDown());
     this.opts.onShutdown();
     const closed = new Promise<void>((resolve) => this.listener.close(() => resolve()));
-    for (const session of this.sessions) session.close();
-    this.h1.closeIdleConnections();
+    this.pending.stop();
+    for (const session of this.sessions.keys()) session.close();
+    for (const h1 of this.h1s) h1.closeIdleConnections();
+    let forced = false;
     const grace = setTimeout(() => {
-      this.h1.closeAllConnections();
-      for (const session of this.sessions) session.destroy();
+      forced = true;
+      for (const h1 of this.h1s) h1.closeAllConnections();
+      for (const session of this.sessions.keys()) session.destroy();
+      // Upgraded sockets (/ws) are no longer the http server's to close.
+      for (const socket of this.sockets) socket.destroy();
     }, this.opts.shutdownGraceMs).unref();
     const drained = new Promise<void>((resolve) => {
       const check = () => {
-        this.h1.closeIdleConnections();
+        for (const h1 of this.h1s) h1.closeIdleConnections();
         if (this.sessions.size === 0 && this.sockets.size === 0) resolve();
         else setTimeout(check, 20).unref();
       };
@@ -243,7 +328,8 @@ export class FederationServer {
     });
     await Promise.all([closed, drained]);
     clearTimeout(grace);
-    this.h1.close();
+    for (const h1 of this.h1s) h1.close();
+    return !forced;
   }
 
   private upgrade(req: http.IncomingMessage, socket: Duplex, head: Buffer): void {
@@ -254,17 +340,26 @@ export class FederationServer {
     }
     // Any other upgrade (curl --http2 and Java's HttpClient offer "h2c"):
     // decline it by serving the request over HTTP/1.1, as a server without
-    // h2c upgrade support must. The parser already consumed the head of the
-    // request, so it is rebuilt without the upgrade headers and replayed.
+    // h2c upgrade support must. An offer on a connection's first request is
+    // declined by the listener before the parser sees it; a later one has
+    // been parsed already, so it is rebuilt without the upgrade headers and
+    // replayed into a new parser — once the response before it is done:
+    // that parser would queue its answer behind a response it knows nothing
+    // of, and never send it.
     const lines = [`${req.method} ${req.url} HTTP/1.1`];
     for (let i = 0; i < req.rawHeaders.length; i += 2) {
       const name = req.rawHeaders[i]!.toLowerCase();
       if (name === "upgrade" || name === "http2-settings" || name === "connection") continue;
       lines.push(`${req.rawHeaders[i]}: ${req.rawHeaders[i + 1]}`);
     }
-    socket.unshift(Buffer.concat([Buffer.from(`${lines.join("\r\n")}\r\n\r\n`), head]));
-    this.h1.emit("connection", socket);
-    (socket as net.Socket).resume();
+    const replay = () => {
+      socket.unshift(Buffer.concat([Buffer.from(`${lines.join("\r\n")}\r\n\r\n`), head]));
+      this.h1.emit("connection", socket);
+      (socket as net.Socket).resume();
+    };
+    const inFlight = (socket as Duplex & { _httpMessage?: http.ServerResponse | null })._httpMessage;
+    if (inFlight && !inFlight.writableFinished) inFlight.once("finish", replay);
+    else replay();
   }
 
   /** A WebSocket route: the browser origin, the pipeline, then the route takes the socket; the call ends when it closes. */

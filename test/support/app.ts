@@ -35,7 +35,7 @@ export async function startApp(env: Record<string, string> = {}, deps: AppDeps =
   });
   const app = await App.create(config, { logger: pino({ level: process.env.TEST_LOG_LEVEL ?? "silent" }), ...deps });
   const port = await app.start();
-  return { app, port, url: `http://127.0.0.1:${port}`, close: () => app.stop() };
+  return { app, port, url: `http://127.0.0.1:${port}`, close: () => app.stop().then(() => undefined) };
 }
 
 /** A valid REST/JSON register body; override fields per test. */
