@@ -117,6 +117,9 @@ export async function startService(env: Record<string, string> = {}): Promise<Se
     FEDERATION_BOOTSTRAP_TOKEN: TOKEN,
     RATE_LIMIT_TENANT: "10000000",
     RATE_LIMIT_HEARTBEAT: "10000",
+    // 10k /ws subscribers and h2load all connect from 127.0.0.1 (the fd limit here is 20k).
+    MAX_CONNECTIONS: "16000",
+    MAX_CONNECTIONS_PER_CLIENT: "16000",
     LEASE_TTL_DEFAULT: "3600s",
     ...env,
   });
