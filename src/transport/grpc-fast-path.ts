@@ -132,7 +132,9 @@ export class GrpcFastPath {
       try {
         input = fromBinary(call.method.input, bytes);
       } catch (err) {
-        throw new ConnectError(`parse binary: ${(err as Error).message}`, Code.Internal);
+        // The client's message: its error, not ours (a Struct nested past
+        // the parser's depth lands here too).
+        throw new ConnectError(`request message: cannot parse binary: ${(err as Error).message}`, Code.InvalidArgument);
       }
       const end = await (route ? this.unary(route, input, call, record, stream) : this.watch(input, call, record, stream));
       if (end !== undefined) code = end;

@@ -5,7 +5,6 @@ import type net from "node:net";
 import type { Duplex } from "node:stream";
 import type tls from "node:tls";
 import { Code, ConnectError, createContextKey, createContextValues, type ConnectRouter } from "@connectrpc/connect";
-import { connectNodeAdapter } from "@connectrpc/connect-node";
 import { codeFromHttpStatus, codeFromString } from "@connectrpc/connect/protocol-connect";
 import type { DescService } from "@bufbuild/protobuf";
 import { errors } from "../errors.js";
@@ -15,6 +14,7 @@ import { peerKey } from "../security/principal.js";
 import { headerValue } from "./call-context.js";
 import type { ConnectionLimits } from "../config.js";
 import { ConnectionGate, isHealthOnly, isHealthPath } from "./connection-gate.js";
+import { createConnectAdapter } from "./connect-adapter.js";
 import type { CorsPolicy } from "./cors.js";
 import { clampDeadline, PendingRequests, refuseStream, rememberContentType, requestTooSlow, SessionState } from "./http2-limits.js";
 import type { FanOut } from "./fan-out.js";
@@ -96,7 +96,7 @@ export class FederationServer {
       pipeline,
       callOf: (req) => (req as Tagged)[CALL]!,
     });
-    const adapter = connectNodeAdapter({
+    const adapter = createConnectAdapter({
       routes: opts.routes,
       fallback: (req, res) => this.fallback(req, res, rest),
       readMaxBytes: opts.maxBodyBytes,
