@@ -15,7 +15,9 @@ interface ClaimDoc {
  * `updateOne({_id, revision: r})` matches for at most one of two racing
  * writers. FerretDB v1 does not: it reads, filters and then writes by id, so
  * both racers match (measured on FerretDB 1.24/SQLite: 195 of 200 racing
- * pairs both reported matchedCount 1; a conditional deleteOne stayed exact).
+ * pairs both reported matchedCount 1; a conditional deleteOne stayed exact;
+ * on its PostgreSQL backend 184 of 200 updateOne pairs, and a racing
+ * deleteOne and updateOne on one revision both succeeded in 97 of 100).
  * A unique `_id` insert is atomic on both, so on FerretDB every transition
  * r → r+1 first inserts the claim `<id>#<registeredAt>#<r+1>`: only one
  * writer gets it. The claim of the previous revision is removed after the
