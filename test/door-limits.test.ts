@@ -250,6 +250,27 @@ describe("deadlines (findings 5 and 6)", () => {
     });
   }
 
+  it("answers a call whose deadline passed before its handler ran, and the handler's own failure goes nowhere", async () => {
+    const t = await app({});
+    const rejections: unknown[] = [];
+    const onRejection = (r: unknown) => rejections.push(r);
+    process.on("unhandledRejection", onRejection);
+    try {
+      // connect-timeout-ms 0: expired on arrival; the handler then rejects (a bad field).
+      const res = await fetch(`${t.url}/federation.v1.DirectoryService/ListTools`, {
+        method: "POST",
+        headers: { "content-type": "application/json", "connect-protocol-version": "1", "connect-timeout-ms": "0", ...AUTH },
+        body: JSON.stringify({ name: "\u0011bad" }),
+      });
+      expect(res.status).toBe(504);
+      await sleep(100);
+      expect(rejections).toEqual([]);
+      expect((await fetch(`${t.url}/health`)).status).toBe(200);
+    } finally {
+      process.off("unhandledRejection", onRejection);
+    }
+  });
+
   it("answers DEADLINE_EXCEEDED on time on every protocol when the handler is slower than the deadline", async () => {
     // A store that answers reads slowly (a fault injected around the real memory store).
     const store = new MemoryAgentStore();

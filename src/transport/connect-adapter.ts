@@ -35,7 +35,8 @@ export function createConnectAdapter(options: ConnectAdapterOptions): (req: Node
   };
 }
 
-const PARSE_FAILURE = /^parse(?: |%20)binary/;
+/** What connect-es says, as INTERNAL, about a request it cannot read. */
+const PARSE_FAILURE = /^(?:parse(?: |%20)binary|received(?: |%20)compressed(?: |%20)envelope)/;
 
 function asClientError(res: UniversalServerResponse): UniversalServerResponse {
   const body = res.body;
@@ -84,7 +85,8 @@ async function* watchTrailers(res: UniversalServerResponse, body: AsyncIterable<
   for await (const chunk of body) {
     if (chunk[0] === 0x80 && chunk.length >= 5) {
       const text = Buffer.from(chunk.subarray(5)).toString("utf8");
-      if (/(^|\r\n)grpc-status: 13\r\n/.test(text) && /(^|\r\n)grpc-message: parse(?: |%20)binary/.test(text)) {
+      const message = /(?:^|\r\n)grpc-message: ([^\r]*)\r\n/.exec(text)?.[1] ?? "";
+      if (/(^|\r\n)grpc-status: 13\r\n/.test(text) && PARSE_FAILURE.test(message)) {
         const fixed = Buffer.from(text.replace(/(^|\r\n)grpc-status: 13\r\n/, `$1grpc-status: ${Code.InvalidArgument}\r\n`));
         const frame = Buffer.alloc(5 + fixed.length);
         frame[0] = 0x80;

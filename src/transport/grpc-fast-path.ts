@@ -230,7 +230,7 @@ function readFrame(stream: import("node:stream").Readable, maxBytes: number): Pr
     stream.once("end", () => {
       const buf = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks);
       if (buf.length < 5) return reject(new ConnectError("protocol error: missing message", Code.Unimplemented));
-      if (buf[0] !== 0) return reject(new ConnectError("compressed message without grpc-encoding", Code.Internal));
+      if (buf[0] !== 0) return reject(new ConnectError("compressed message without grpc-encoding", Code.InvalidArgument));
       const len = buf.readUInt32BE(1);
       if (len !== buf.length - 5) {
         return reject(new ConnectError("protocol error: expected exactly one message", Code.Unimplemented));

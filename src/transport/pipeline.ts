@@ -136,7 +136,11 @@ export class Pipeline {
 
 /** `work`, or the signal's reason if it aborts first. */
 function untilAborted<T>(work: Promise<T>, signal: AbortSignal): Promise<T> {
-  if (signal.aborted) return Promise.reject(signal.reason as Error);
+  if (signal.aborted) {
+    // The handler has started: its own outcome no longer matters, but it must not go unhandled.
+    work.catch(() => undefined);
+    return Promise.reject(signal.reason as Error);
+  }
   let onAbort: (() => void) | undefined;
   const aborted = new Promise<never>((_, reject) => {
     onAbort = () => reject(signal.reason as Error);
