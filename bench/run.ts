@@ -17,7 +17,7 @@ import autocannon from "autocannon";
 import { MongoClient } from "mongodb";
 import { pino } from "pino";
 import { Bench } from "tinybench";
-import { DiscoverRequestSchema } from "../gen/federation/v1/directory_service_pb.js";
+import { DiscoverRequestSchema, SearchToolsRequestSchema } from "../gen/federation/v1/directory_service_pb.js";
 import { HeartbeatRequestSchema, RegisterRequestSchema, RegisterResponseSchema } from "../gen/federation/v1/registry_service_pb.js";
 import { fromBinary } from "@bufbuild/protobuf";
 import { RouteRequestSchema } from "../gen/federation/v1/router_service_pb.js";
@@ -27,6 +27,7 @@ import { MemoryEventBus } from "../src/events/memory-event-bus.js";
 import { AgentStatus, Transport, type AgentRecord } from "../src/registry/agent-record.js";
 import { MemoryAgentStore } from "../src/registry/memory-agent-store.js";
 import { Router } from "../src/router/router.js";
+import { ToolCatalog } from "../src/directory/tool-catalog.js";
 import { ensureTools, ferretDbBinary, startPostgres, type PostgresCluster } from "../test/support/provision.js";
 import { GrpcLoader } from "./grpc-client.js";
 import {
@@ -52,7 +53,7 @@ import {
 const auth = (svc: Service) => ({ authorization: `Bearer ${svc.token}` });
 
 const quick = process.argv.includes("--quick");
-// --only=service,ferret,route,fanout,memory runs a subset (the limits always run);
+// --only=service,ferret,route,fanout,memory,toolcatalog runs a subset (toolcatalog-inprocess: its in-process rows) (the limits always run);
 // ferret is both FerretDB rows, ferret-sqlite and ferret-postgresql one each;
 // --only=discover,rest,heartbeat,register runs just those parts of "service" (for
 // profiling with BENCH_PROFILE=dir: the service's profile then holds only them).
@@ -615,6 +616,130 @@ async function memory(): Promise<void> {
   }
 }
 
+// --- tool catalog (issue 20) ----------------------------------------------------------
+
+/** Issue 20's fleet: 50 kinds × 2,000 replicas plus 1,000 unique agents, 3 tools each. */
+const catalogFleet = quick ? { kinds: 5, replicas: 40, unique: 50 } : { kinds: 50, replicas: 2_000, unique: 1_000 };
+const kindTools = new Map<number, ReturnType<typeof agentInit>["tools"]>();
+function catalogAgentInit(i: number) {
+  const kinds = catalogFleet.kinds * catalogFleet.replicas;
+  const kind = i < kinds ? i % catalogFleet.kinds : undefined;
+  const tag = kind === undefined ? `u${i - kinds}` : `k${kind}`;
+  let tools = kind === undefined ? undefined : kindTools.get(kind);
+  if (!tools) {
+    tools = Array.from({ length: 3 }, (_, j) => ({
+      name: `tool_${j}_${tag}`,
+      description: `Tool ${j} of ${kind === undefined ? "unique agent" : "kind"} ${tag}: ${["reads", "writes", "searches"][j]} ${["files", "code", "the web"][(i + j) % 3]}`,
+      inputSchema: { type: "object", properties: { q: { type: "string" } } },
+    }));
+    if (kind !== undefined) kindTools.set(kind, tools);
+  }
+  return { ...agentInit(i), tools };
+}
+
+async function toolCatalog(): Promise<void> {
+  const n = catalogFleet.kinds * catalogFleet.replicas + catalogFleet.unique;
+  log(`tool catalog: ${n} agents (${catalogFleet.kinds} kinds × ${catalogFleet.replicas} + ${catalogFleet.unique} unique, 3 tools each)`);
+  // In-process: the index's memory, a search's latency, first vs deep page.
+  const { setFlagsFromString } = await import("node:v8");
+  const { runInNewContext } = await import("node:vm");
+  setFlagsFromString("--expose-gc");
+  const gc = runInNewContext("gc") as () => void;
+  const now = Date.now();
+  const records: AgentRecord[] = [];
+  for (let i = 0; i < n; i++) {
+    const init = catalogAgentInit(i);
+    records.push({
+      id: `agent-${String(i).padStart(7, "0")}`, tenant: "bench", shared: false, name: init.name, version: init.version,
+      status: i % 10 === 0 ? AgentStatus.DEGRADED : AgentStatus.HEALTHY, endpoint: init.endpoint, capabilities: init.capabilities,
+      tools: init.tools, labels: init.labels, load: 0, leaseTtlMs: 3_600_000, registeredAt: now, lastHeartbeatAt: now,
+      leaseExpiresAt: now + 3_600_000, revision: 1,
+    });
+  }
+  gc();
+  const heapBefore = process.memoryUsage().heapUsed;
+  const catalog = new ToolCatalog();
+  const t0 = performance.now();
+  for (const r of records) catalog.apply(undefined, r);
+  const buildMs = performance.now() - t0;
+  gc();
+  const indexMiB = (process.memoryUsage().heapUsed - heapBefore) / 2 ** 20;
+  add({ scenario: `tool catalog index memory, ${n} agents (${catalog.size("bench")} distinct tools)`, note: `${indexMiB.toFixed(1)} MiB (goal ≤ 100 MiB); built in ${buildMs.toFixed(0)} ms (${((buildMs * 1000) / n).toFixed(1)} µs per agent)`, indexMiB });
+  // Queries that miss the result cache (more distinct queries than it holds):
+  // exact names, name prefixes, description words, a misspelling.
+  const names: string[] = [];
+  for (let k = 0; k < catalogFleet.kinds; k++) for (let j = 0; j < 3; j++) names.push(`tool_${j}_k${k}`);
+  for (let u = 0; u < catalogFleet.unique; u++) for (let j = 0; j < 3; j++) names.push(`tool_${j}_u${u}`);
+  const queries = names.flatMap((name, i) => [name, name.slice(0, -1), `writes ${name.split("_")[2]}`, name.replace("tool", "tol")].slice(i % 4, i % 4 + 1));
+  let qi = 0;
+  const q = (text: string, after?: { score: number; key: string }, limit = 100) =>
+    catalog.search({ tenant: "bench", text, capabilities: [], tags: [], labels: [], healthyOnly: false, after, limit });
+  let empty = 0;
+  const bench = new Bench({ time: quick ? 200 : 3_000, warmupTime: quick ? 50 : 300 });
+  bench.add("search", () => {
+    if (q(queries[qi++ % queries.length]!, undefined, 20).total === 0) empty++;
+  });
+  await bench.run();
+  const lat = (bench.tasks[0]!.result as { latency?: { p50: number; p99: number; mean: number } }).latency;
+  add({ scenario: `tool search in-process, ${n} agents (uncached queries)`, rps: lat ? 1000 / lat.mean : undefined, p50Ms: lat?.p50, p99Ms: lat?.p99, note: `goal p99 ≤ 2 ms; ${queries.length} distinct queries, ${empty} of the calls found nothing` });
+  // First page vs a page deep in the catalog (browse, and a query that matches every entry).
+  const deepAfter = (text: string) => {
+    let after: { score: number; key: string } | undefined;
+    for (let page = 0; page < 30; page++) after = q(text, after).next ?? after;
+    return after;
+  };
+  for (const text of ["", "tool"]) {
+    const deep = deepAfter(text);
+    const pages = new Bench({ time: quick ? 200 : 2_000, warmupTime: quick ? 50 : 200 });
+    pages.add("first", () => void q(text));
+    pages.add("deep", () => void q(text, deep));
+    await pages.run();
+    const mean = (i: number) => (pages.tasks[i]!.result as { latency: { mean: number } }).latency.mean;
+    add({ scenario: `tool catalog page of 100 in-process${text ? ` (query "${text}", every entry matches)` : " (browse)"}: 31st page vs first`, rps: 1000 / mean(1), limit: "first page", ratio: mean(0) / mean(1), note: `first ${(mean(0) * 1000).toFixed(1)} µs, 31st ${(mean(1) * 1000).toFixed(1)} µs; goal ratio ≥ 0.9` });
+  }
+  records.length = 0;
+  if (!want("toolcatalog")) return; // toolcatalog-inprocess: the rows above only
+
+  // Over gRPC: SearchTools against Discover on the same service, alternating rounds.
+  const svc = await startService();
+  try {
+    const loader = new GrpcLoader(svc.port, 4, svc.token);
+    let next = 0;
+    await Promise.all(
+      Array.from({ length: 64 }, async () => {
+        while (next < n) {
+          const i = next++;
+          const res = await loader.call("/federation.v1.RegistryService/Register", toBinary(RegisterRequestSchema, create(RegisterRequestSchema, catalogAgentInit(i))), i);
+          if (res.status !== 0) throw new Error(`register failed: ${res.message}`);
+        }
+      }),
+    );
+    loader.close();
+    log(`  registered ${n} agents`);
+    const discover = toBinary(DiscoverRequestSchema, create(DiscoverRequestSchema, { capabilities: ["cap.1", "cap.14"], limit: 10 }));
+    const search = toBinary(SearchToolsRequestSchema, create(SearchToolsRequestSchema, { query: "tool_1_k7", pageSize: 10 }));
+    const run = (path: string, body: Uint8Array) => h2load({ url: `${svc.url}/federation.v1.${path}`, body, requests: size.requests / 3, headers: auth(svc) });
+    await run("DirectoryService/Discover", discover); // warm-up
+    await run("DirectoryService/SearchTools", search);
+    const d: LoadResult[] = [];
+    const s: LoadResult[] = [];
+    for (let r = 0; r < (quick ? 1 : 3); r++) {
+      d.push(check(await run("DirectoryService/Discover", discover), "discover (tool catalog)"));
+      s.push(check(await run("DirectoryService/SearchTools", search), "search tools grpc"));
+    }
+    const dm = median(d);
+    const sm = median(s);
+    add({ scenario: `discover gRPC (${n} agents, tool catalog fleet)`, ...dm, note: "median of rounds alternating with SearchTools" });
+    add({ scenario: `SearchTools gRPC "tool_1_k7" (${n} agents)`, ...sm, limit: "discover gRPC (same service)", ratio: sm.rps / dm.rps, note: "goal ratio ≥ 0.5; h2load repeats one query (its ranked matches are cached until the catalog changes)" });
+    const first = check(await h2load({ url: `${svc.url}/tools/search?page_size=100`, body: new Uint8Array(), requests: size.requests / 6, connections: 16, h1: true, headers: auth(svc) }), "tools search rest");
+    add({ scenario: `GET /tools/search?page_size=100 (${n} agents, h2load --h1)`, ...first });
+    const perAgent = check(await h2load({ url: `${svc.url}/tools?page_size=100&query=tool_1_k7`, body: new Uint8Array(), requests: size.requests / 6, connections: 16, h1: true, headers: auth(svc) }), "tools per-agent rest");
+    add({ scenario: `GET /tools?page_size=100&query=tool_1_k7, per-agent view (${n} agents, h2load --h1)`, ...perAgent, note: "issue 20 before: 112/s at 10k agents" });
+  } finally {
+    await svc.stop();
+  }
+}
+
 // --- report -----------------------------------------------------------------------
 
 function report(partial: boolean): void {
@@ -653,6 +778,7 @@ async function main(): Promise<void> {
   if (want("route")) await routeMicro();
   if (want("fanout")) await fanout();
   if (want("memory")) await memory();
+  if (want("toolcatalog") || want("toolcatalog-inprocess")) await toolCatalog();
   report(only !== undefined);
   log(`\nbench finished in ${((Date.now() - started) / 1000).toFixed(0)} s${problems.length ? `; PROBLEMS: ${problems.join("; ")}` : ""}`);
   process.exit(problems.length > 0 ? 1 : 0);

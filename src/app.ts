@@ -7,6 +7,7 @@ import { Health } from "../gen/grpc/health/v1/health_pb.js";
 import { systemClock, type Clock } from "./clock.js";
 import { loadTlsMaterial, type Config } from "./config.js";
 import { Directory } from "./directory/directory.js";
+import { CatalogFeed } from "./directory/catalog-feed.js";
 import type { EventBus } from "./events/event-bus.js";
 import { MemoryEventBus } from "./events/memory-event-bus.js";
 import { HealthMonitor } from "./health/health.js";
@@ -16,6 +17,10 @@ import { LeaseReaper } from "./registry/lease-reaper.js";
 import { MemoryAgentStore } from "./registry/memory-agent-store.js";
 import { Registry } from "./registry/registry.js";
 import { Router } from "./router/router.js";
+import { Dispatcher } from "./dispatch/dispatcher.js";
+import type { Lookup } from "./dispatch/address-guard.js";
+import { RouteTickets } from "./dispatch/route-ticket.js";
+import { MemoryTaskStore } from "./dispatch/task-store.js";
 import { FleetTelemetry } from "./health/telemetry.js";
 import type { RestBinding } from "./transport/rest/rest-transcoder.js";
 import { CorsPolicy } from "./transport/cors.js";
@@ -58,6 +63,8 @@ export interface AppDeps {
   /** Storage adapters; the embedded (memory) ones when not given. */
   readonly store?: AgentStore;
   readonly bus?: EventBus;
+  /** How dispatch resolves agent host names (the system resolver when not given; tests inject one). */
+  readonly dispatchLookup?: Lookup;
 }
 
 /**
@@ -72,8 +79,11 @@ export class App {
   readonly registry: Registry;
   readonly reaper: LeaseReaper;
   readonly router: Router;
+  readonly dispatcher: Dispatcher;
   readonly telemetry: FleetTelemetry;
   readonly directory: Directory;
+  /** Keeps the tool catalog current for a store that does not keep its own (MongoDB). */
+  private readonly catalogFeed: CatalogFeed | undefined;
   readonly health: HealthMonitor;
   readonly bridge: WebSocketBridge;
   readonly server: FederationServer;
@@ -112,7 +122,21 @@ export class App {
     );
     this.reaper = new LeaseReaper(this.registry, config.lease.reaperIntervalMs, this.log.child({ component: "reaper" }));
     this.router = new Router(this.store, this.bus, this.clock, this.log.child({ component: "router" }), this.telemetry);
-    this.directory = new Directory(this.store, this.clock, config.federationName);
+    this.dispatcher = new Dispatcher(
+      config.dispatch,
+      new RouteTickets(security.keys, this.clock, { issuer: config.security.issuer, ttlMs: config.dispatch.ticketTtlMs }),
+      new MemoryTaskStore(config.dispatch.taskRetention, config.dispatch.taskRetentionBytes),
+      this.bus,
+      this.clock,
+      this.log.child({ component: "dispatch" }),
+      { lookup: deps.dispatchLookup },
+    );
+    // The distinct tool catalog: the memory store keeps its own; a shared
+    // store's is built here from the store and kept current from the events.
+    const ownCatalog = this.store.toolCatalog?.();
+    this.catalogFeed = ownCatalog ? undefined : new CatalogFeed(this.store, this.bus, this.log.child({ component: "tool-catalog" }));
+    const feed = this.catalogFeed;
+    this.directory = new Directory(this.store, this.clock, config.federationName, ownCatalog ?? feed!.catalog, () => feed?.ready ?? true);
     this.health = new HealthMonitor(
       this.store,
       [
@@ -139,7 +163,7 @@ export class App {
     const bindings: RestBinding[] = [
       { service: RegistryService, impl: registryService(this.registry, security.issuer, config.lease) },
       { service: DirectoryService, impl: directoryService(this.directory, security.signer, security.keys) },
-      { service: RouterService, impl: routerService(this.router) },
+      { service: RouterService, impl: routerService(this.router, this.dispatcher) },
       {
         service: HealthService,
         impl: healthService(this.health, grpcFeed, VERSION),
@@ -186,6 +210,7 @@ export class App {
   async start(): Promise<number> {
     void this.store.start?.();
     this.bus.start?.();
+    void this.catalogFeed?.start();
     await this.limits.start();
     this.port = await this.server.listen(this.config.port, this.config.host);
     this.reaper.start();
@@ -225,6 +250,9 @@ export class App {
     // Retry loops end now: a store or bus that is down is not waited for.
     this.store.beginShutdown?.();
     this.bus.beginShutdown?.();
+    this.catalogFeed?.stop();
+    // Async dispatches still running end as task.failed (their events still reach the bus, closed below).
+    this.dispatcher.stop();
     let drained = false;
     await Promise.all([
       // A sweep in flight is not work a client waits for: it gets a moment, then the store closes under it.

@@ -36,12 +36,36 @@ export interface Config {
   readonly grpcFastPath: boolean;
   /** Browser origins allowed to call the service (CORS and /ws); none by default, `*` for any. */
   readonly corsAllowedOrigins: readonly string[];
+  /** Carrying routed tasks to agents (src/dispatch/). */
+  readonly dispatch: DispatchConfig;
   readonly websocket: {
     /** How often /ws clients are pinged (one that missed the previous ping is dropped). */
     readonly pingIntervalMs: number;
     /** Largest frame a /ws client may send. */
     readonly maxMessageBytes: number;
   };
+}
+
+export interface DispatchConfig {
+  /** A dispatch's whole budget, failovers included, when the request names none. */
+  readonly timeoutMs: number;
+  /** A requested timeout is clamped to this. */
+  readonly maxTimeoutMs: number;
+  /** One attempt's share of the budget at most, so a slow agent leaves time to fail over. */
+  readonly attemptTimeoutMs: number;
+  /** Agents tried per task at most. */
+  readonly maxAttempts: number;
+  /** An agent's answer over this is a failed (noisy) attempt. */
+  readonly maxResponseBytes: number;
+  /** Dispatch to 127.0.0.0/8 and ::1 (tests, single-host demos). */
+  readonly allowLoopback: boolean;
+  /** Dispatch to private ranges (10/8, 172.16/12, 192.168/16, 100.64/10, fc00::/7). */
+  readonly allowPrivate: boolean;
+  /** Lifetime of a route ticket. */
+  readonly ticketTtlMs: number;
+  /** Recent tasks kept for GetTask, and their bytes (results included) at most. */
+  readonly taskRetention: number;
+  readonly taskRetentionBytes: number;
 }
 
 export interface ConnectionLimits {
@@ -176,10 +200,29 @@ export function loadConfig(env: Env = process.env): Config {
     tls: tls(env),
     corsAllowedOrigins: corsOrigins(env),
     grpcFastPath: oneOf(env, "GRPC_FAST_PATH", ["on", "off"], "on") === "on",
+    dispatch: dispatch(env),
     websocket: {
       pingIntervalMs: duration(env, "WS_PING_INTERVAL", 30_000, 1_000, 3_600_000),
       maxMessageBytes: integer(env, "WS_MAX_MESSAGE_BYTES", 64 * 1024, 1024, 64 * 1024 * 1024),
     },
+  };
+}
+
+function dispatch(env: Env): DispatchConfig {
+  const maxTimeoutMs = duration(env, "DISPATCH_MAX_TIMEOUT", 300_000, 1, MAX_TIMER_MS);
+  const timeoutMs = duration(env, "DISPATCH_TIMEOUT", Math.min(30_000, maxTimeoutMs), 1, MAX_TIMER_MS);
+  if (timeoutMs > maxTimeoutMs) throw new ConfigError("DISPATCH_TIMEOUT: must not exceed DISPATCH_MAX_TIMEOUT");
+  return {
+    timeoutMs,
+    maxTimeoutMs,
+    attemptTimeoutMs: duration(env, "DISPATCH_ATTEMPT_TIMEOUT", 10_000, 1, MAX_TIMER_MS),
+    maxAttempts: integer(env, "DISPATCH_MAX_ATTEMPTS", 3, 1, 10),
+    maxResponseBytes: integer(env, "DISPATCH_MAX_RESPONSE_BYTES", 1024 * 1024, 1024, 64 * 1024 * 1024),
+    allowLoopback: oneOf(env, "DISPATCH_ALLOW_LOOPBACK", ["true", "false"], "false") === "true",
+    allowPrivate: oneOf(env, "DISPATCH_ALLOW_PRIVATE", ["true", "false"], "false") === "true",
+    ticketTtlMs: duration(env, "ROUTE_TICKET_TTL", 60_000, 1_000, 24 * 3_600_000),
+    taskRetention: integer(env, "TASK_RETENTION", 10_000, 1, 10_000_000),
+    taskRetentionBytes: integer(env, "TASK_RETENTION_BYTES", 64 * 1024 * 1024, 64 * 1024, 16 * 1024 * 1024 * 1024),
   };
 }
 

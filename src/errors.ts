@@ -41,5 +41,17 @@ export const errors = {
     new ConnectError(`${what} rate limit exceeded; retry in ${retryAfterSec}s`, Code.ResourceExhausted, {
       "retry-after": String(retryAfterSec),
     }),
+  toolNotFound: (id: string) => new ConnectError(`tool ${id} not found`, Code.NotFound),
+  catalogLoading: () => new ConnectError("tool catalog is loading from the store; retry shortly", Code.Unavailable),
   shuttingDown: () => new ConnectError("server is shutting down", Code.Unavailable),
+  /** Dispatch: every candidate was refused before anything was sent (the SSRF guard, a redirect, the transport). */
+  dispatchRefused: (taskId: string, rules: string) =>
+    new ConnectError(`task ${taskId}: ${rules}`, Code.FailedPrecondition),
+  /** Dispatch: the deadline passed before an agent answered. */
+  dispatchDeadline: (taskId: string, budgetMs: number, what: string) =>
+    new ConnectError(`task ${taskId}: no result within the ${budgetMs}ms dispatch deadline (${what})`, Code.DeadlineExceeded),
+  /** Dispatch: every attempt failed. */
+  dispatchFailed: (taskId: string, what: string) => new ConnectError(`task ${taskId}: every attempt failed (${what})`, Code.Unavailable),
+  taskNotFound: (taskId: string) =>
+    new ConnectError(`task "${taskId}" not found (unknown, expired from TASK_RETENTION, or routed by another replica)`, Code.NotFound),
 } as const;

@@ -2,6 +2,10 @@ import { MongoClient } from "mongodb";
 import { pino } from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { MongoAgentStore } from "../src/registry/mongo-agent-store.js";
+import { CatalogFeed } from "../src/directory/catalog-feed.js";
+import { MemoryEventBus } from "../src/events/memory-event-bus.js";
+import { systemClock } from "../src/clock.js";
+import { toAgentMessage } from "../src/registry/agent-message.js";
 import { agent, agentStoreContract } from "./contracts/agent-store.contract.js";
 import { startFerret, type FerretBackend, type ManagedServer } from "./support/servers.js";
 
@@ -53,6 +57,22 @@ for (const [backend, label] of backends) {
         expect((await store.tools({ tenant: "t1", text: "", name: "t", after: undefined, limit: 5 }))[0]?.tool.inputSchema).toEqual(
           a.tools[0]!.inputSchema,
         );
+      });
+
+      it("a replica's distinct tool catalog is built from the store at start and kept current from the events (CatalogFeed)", async () => {
+        const store = await freshStore();
+        const shape = { tools: [{ name: "write_code", description: "Writes code", inputSchema: { type: "object" } }] };
+        for (let i = 0; i < 5; i++) await store.put(agent(`k${i}`, shape), 0);
+        const bus = new MemoryEventBus(systemClock, 100);
+        const feed = new CatalogFeed(store, bus, pino({ level: "silent" }));
+        await feed.start();
+        const q = { tenant: "t1", text: "write", capabilities: [], tags: [], labels: [], healthyOnly: false, after: undefined, limit: 10 };
+        expect(feed.catalog.search(q).entries.map((e) => e.providerCount)).toEqual([5]);
+        const k1 = (await store.get("k1"))!;
+        expect(await store.delete("k1", k1.revision)).toBe(true);
+        await bus.publish({ type: "agent.unregistered", tenant: "t1", agentId: "k1", payload: { case: "agentChange", value: { agent: toAgentMessage(k1) } } });
+        expect(feed.catalog.search(q).entries[0]!.providerCount).toBe(4);
+        feed.stop();
       });
 
       it("searches tool text literally, so regex metacharacters match themselves", async () => {

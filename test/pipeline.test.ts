@@ -56,6 +56,8 @@ type Requirement = "public" | "agents:read" | "agents:write" | "agent" | "route"
 
 interface World {
   agentId: string;
+  /** A task the admin's tenant routed (GetTask). */
+  taskId: string;
   capability: string;
   /** Tenant "writes" (every scope): the mutating cases register and change their agents there. */
   writer: string;
@@ -84,7 +86,8 @@ const CASES: RpcCase[] = [
   { service: DirectoryService, method: "ListTools", requirement: "agents:read", request: () => ({ pageSize: 10 }) },
   { service: DirectoryService, method: "GetJwks", requirement: "public", request: () => ({}) },
   { service: DirectoryService, method: "GetManifest", requirement: "public", request: () => ({}), volatile: ["generatedAt", "signature"] },
-  { service: RouterService, method: "Route", requirement: "route", request: (w) => ({ capabilities: [w.capability] }), volatile: ["routeId", "score", "freshness", "reason"] },
+  { service: RouterService, method: "Route", requirement: "route", request: (w) => ({ capabilities: [w.capability] }), volatile: ["routeId", "score", "freshness", "reason", "taskId", "ticket"] },
+  { service: RouterService, method: "GetTask", requirement: "route", request: (w) => ({ taskId: w.taskId }), otherTenantAgent: true },
   { service: HealthService, method: "Check", requirement: "public", request: () => ({}), volatile: ["uptime"] },
   { service: HealthService, method: "GetFleetHealth", requirement: "agents:read", request: () => ({}) },
   {
@@ -275,8 +278,11 @@ for (const fastPath of ["on", "off"] as const) {
         fromJson(RegistryService.method.register.input, registerBody({ capabilities: [{ name: capability }] }) as JsonObject),
         { headers: { authorization: `Bearer ${ADMIN_TOKEN}` } },
       );
+      const router = createClient(RouterService, createConnectTransport({ baseUrl: t.url, httpVersion: "1.1" }));
+      const routed = await router.route({ capabilities: [capability] }, { headers: { authorization: `Bearer ${ADMIN_TOKEN}` } });
       w = {
         agentId: agent!.id,
+        taskId: routed.taskId,
         capability,
         writer: await mint("writes", ["agents:read", "agents:write", "route", "events:read"]),
         other: await mint("other", ["agents:read", "agents:write", "route", "events:read"]),

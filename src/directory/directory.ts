@@ -1,6 +1,8 @@
 import type { Clock } from "../clock.js";
 import type { AgentRecord } from "../registry/agent-record.js";
 import type { AgentQuery, AgentStore, CatalogEntry, ToolQuery } from "../registry/agent-store.js";
+import { errors } from "../errors.js";
+import { ToolCatalog, type CatalogPage, type CatalogSearch } from "./tool-catalog.js";
 
 export interface ManifestContent {
   readonly name: string;
@@ -18,7 +20,30 @@ export class Directory {
     private readonly store: AgentStore,
     private readonly clock: Clock,
     private readonly federationName: string,
+    /** The distinct tool catalog: the store's own, or one a CatalogFeed keeps current. */
+    private readonly catalog: ToolCatalog = store.toolCatalog?.() ?? new ToolCatalog(),
+    /** False while a fed catalog is still loading from the store. */
+    private readonly catalogReady: () => boolean = () => true,
   ) {}
+
+  /** The distinct tool catalog: one entry per tool (name + content hash) with its providers. */
+  searchTools(q: CatalogSearch & { readonly providerPageSize: number }): CatalogPage & { providers: Map<string, { ids: string[]; total: number }> } {
+    if (!this.catalogReady()) throw errors.catalogLoading();
+    const page = this.catalog.search(q);
+    const providers = new Map<string, { ids: string[]; total: number }>();
+    if (q.providerPageSize > 0) {
+      for (const e of page.entries) providers.set(e.id, this.catalog.providers(q.tenant, e.id, "", q.providerPageSize)!);
+    }
+    return { ...page, providers };
+  }
+
+  /** A page of the agents the tenant sees that offer one catalog tool; NOT_FOUND when none. */
+  toolProviders(tenant: string, toolId: string, afterId: string, limit: number): { ids: string[]; total: number } {
+    if (!this.catalogReady()) throw errors.catalogLoading();
+    const page = this.catalog.providers(tenant, toolId, afterId, limit);
+    if (!page) throw errors.toolNotFound(toolId);
+    return page;
+  }
 
   discover(query: AgentQuery): Promise<readonly AgentRecord[]> {
     return this.store.query(query);

@@ -9,6 +9,9 @@ export const EVENT_TYPES = [
   "agent.unregistered",
   "agent.expired",
   "task.routed",
+  "task.dispatched",
+  "task.completed",
+  "task.failed",
   "health.alert",
 ] as const;
 
@@ -26,6 +29,8 @@ export type EventInput = Omit<MessageInitShape<typeof EventSchema>, "id" | "time
  */
 export interface EventFilter {
   readonly tenant: string;
+  /** Every tenant's events (in-process consumers such as the tool catalog's feed; never a client's filter). */
+  readonly allTenants?: boolean;
   readonly types: ReadonlySet<string>;
   readonly agentId: string;
 }
@@ -107,7 +112,8 @@ export class PublishedEvent {
   matches(filter: EventFilter): boolean {
     const m = this.message;
     const visible =
-      m.tenant === filter.tenant || (m.payload.case === "agentChange" && m.payload.value.agent?.shared === true);
+      m.tenant === filter.tenant ||
+      filter.allTenants === true || (m.payload.case === "agentChange" && m.payload.value.agent?.shared === true);
     return (
       visible &&
       (filter.types.size === 0 || filter.types.has(this.message.type)) &&

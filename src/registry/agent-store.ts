@@ -1,4 +1,5 @@
 import type { ComponentStatus } from "../events/event-bus.js";
+import type { ToolCatalog } from "../directory/tool-catalog.js";
 import type { AgentPatch, AgentRecord, AgentStatus, ToolRecord } from "./agent-record.js";
 
 /** The fields a heartbeat, the reaper or sharing change; `revision` is the new one. */
@@ -18,7 +19,10 @@ export interface AgentQuery {
 export interface ToolQuery {
   /** The caller's tenant: its agents' tools, plus those of shared agents. */
   readonly tenant: string;
-  /** Case-insensitive substring of the tool's name or description. */
+  /**
+   * Words, each the start of a word of the tool's name (split on "_", ".",
+   * "-" and camelCase) or description, case-insensitively.
+   */
   readonly text: string;
   /** Exact tool name. */
   readonly name: string;
@@ -36,6 +40,8 @@ export interface CatalogEntry {
   readonly agentId: string;
   readonly agentName: string;
   readonly tool: ToolRecord;
+  /** The tool's distinct catalog entry (toolContentHash). */
+  readonly toolId: string;
 }
 
 export interface FleetCounts {
@@ -67,6 +73,12 @@ export interface AgentStore {
   delete(id: string, expectedRevision: number): Promise<boolean>;
   /** The tenant's own agents ordered by id, starting after `afterId`. */
   list(tenant: string, afterId: string, limit: number): Promise<AgentRecord[]>;
+  /**
+   * Agents of every tenant, ordered by id: a catalog built outside the
+   * store (CatalogFeed) loads from it at start. Absent on stores that keep
+   * their own catalog (toolCatalog).
+   */
+  all?(afterId: string, limit: number): Promise<AgentRecord[]>;
   /** Shared agents of every tenant, ordered by id (the public manifest). */
   listShared(afterId: string, limit: number): Promise<AgentRecord[]>;
   /**
@@ -95,7 +107,14 @@ export interface AgentStore {
   routable(tenant: string, capabilities: readonly string[]): Iterable<AgentRecord> | AsyncIterable<AgentRecord>;
   /** Agents of every tenant whose lease ended at or before `now` (the reaper). */
   expired(now: number, limit: number): Promise<AgentRecord[]>;
+  /** The per-agent view of the tool catalog, by index: a page costs the page, not the fleet. */
   tools(query: ToolQuery): Promise<CatalogEntry[]>;
+  /**
+   * The distinct tool catalog, when the store keeps it current itself (the
+   * memory store, on every write). Absent: the Directory builds one from the
+   * store and keeps it current from the event stream (CatalogFeed).
+   */
+  toolCatalog?(): ToolCatalog;
   /** The tenant's own agents. */
   counts(tenant: string): Promise<FleetCounts>;
   health(): ComponentStatus;

@@ -2,6 +2,7 @@ import { LRUCache } from "lru-cache";
 import type { ComponentStatus } from "../events/event-bus.js";
 import { patched, ROUTABLE_STATUSES, routeCeiling, type AgentRecord, type AgentStatus } from "./agent-record.js";
 import type { AgentPatch, AgentQuery, AgentStore, CatalogEntry, FleetCounts, ToolQuery } from "./agent-store.js";
+import { ToolCatalog } from "../directory/tool-catalog.js";
 
 /** Index scope of shared agents, beside one scope per tenant (no tenant can be named this). */
 const SHARED = "\u0000shared";
@@ -154,6 +155,8 @@ export class MemoryAgentStore implements AgentStore {
   private membership = 0;
   /** Ticks on every change the manifest shows (see catalogVersion); scopes keep the tick of their last one. */
   private catalogClock = 0;
+  /** The distinct tool catalog and its search index, kept current on every write. */
+  private readonly catalog = new ToolCatalog();
 
   async get(id: string): Promise<AgentRecord | undefined> {
     return this.agents.get(id);
@@ -173,6 +176,7 @@ export class MemoryAgentStore implements AgentStore {
       if (current) this.unindex(current);
       this.index(record);
     }
+    this.catalog.apply(current, record);
     return true;
   }
 
@@ -187,6 +191,7 @@ export class MemoryAgentStore implements AgentStore {
     if (!current || current.revision !== expectedRevision) return false;
     this.unindex(current);
     this.agents.delete(id);
+    this.catalog.apply(current, undefined);
     return true;
   }
 
@@ -260,25 +265,11 @@ export class MemoryAgentStore implements AgentStore {
   }
 
   async tools(q: ToolQuery): Promise<CatalogEntry[]> {
-    const text = q.text.toLowerCase();
-    const out: CatalogEntry[] = [];
-    const ids = mergeSorted(this.scopes.get(q.tenant)?.sortedIds ?? [], this.scopes.get(SHARED)?.sortedIds ?? []);
-    for (const id of ids) {
-      if (out.length >= q.limit) break;
-      if (q.after && id < q.after.agentId) continue;
-      const agent = this.agents.get(id)!;
-      // Tools in name order, so an (agent id, tool name) key resumes exactly.
-      for (const tool of [...agent.tools].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0))) {
-        if (q.after && agent.id === q.after.agentId && tool.name <= q.after.toolName) continue;
-        if (q.name !== "" && tool.name !== q.name) continue;
-        if (text !== "" && !tool.name.toLowerCase().includes(text) && !tool.description.toLowerCase().includes(text)) {
-          continue;
-        }
-        out.push({ agentId: agent.id, agentName: agent.name, tool });
-        if (out.length >= q.limit) break;
-      }
-    }
-    return out;
+    return this.catalog.perAgent(q);
+  }
+
+  toolCatalog(): ToolCatalog {
+    return this.catalog;
   }
 
   async counts(tenant: string): Promise<FleetCounts> {

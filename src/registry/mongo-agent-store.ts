@@ -13,6 +13,8 @@ import type { Logger } from "../logger.js";
 import { patched, ROUTABLE_STATUSES, routeCeiling, type AgentRecord, type AgentStatus, type Transport } from "./agent-record.js";
 import type { AgentPatch, AgentQuery, AgentStore, CatalogEntry, FleetCounts, ToolQuery } from "./agent-store.js";
 import { RevisionClaims, type ClaimedAgent } from "./revision-claims.js";
+import { toolContentHash } from "./shared-values.js";
+import { tokenizeQuery, toolWords } from "../directory/tool-catalog.js";
 
 /**
  * An agent as MongoDB keeps it. Client-chosen strings never become field
@@ -53,6 +55,10 @@ interface ToolDoc {
   name: string;
   description: string;
   inputSchema: string | null;
+  /** The catalog entry (toolContentHash). */
+  toolId: string;
+  /** Lowercased words of name and description: text search is anchored prefixes on this multikey index. */
+  words: string[];
 }
 
 export interface MongoStoreOptions {
@@ -163,6 +169,8 @@ export class MongoAgentStore implements AgentStore {
       ["tools", "tenant_name", { tenant: 1, name: 1 }],
       ["tools", "shared_name", { shared: 1, name: 1 }],
       ["tools", "agent", { agentId: 1 }],
+      ["tools", "tenant_words", { tenant: 1, words: 1 }],
+      ["tools", "shared_words", { shared: 1, words: 1 }],
       ["agent_claims", "agent", { agentId: 1 }],
     ];
     const existing = new Map<string, Set<string>>();
@@ -301,6 +309,10 @@ export class MongoAgentStore implements AgentStore {
     return this.page({ tenant }, afterId, limit);
   }
 
+  async all(afterId: string, limit: number): Promise<AgentRecord[]> {
+    return this.page({}, afterId, limit);
+  }
+
   async listShared(afterId: string, limit: number): Promise<AgentRecord[]> {
     return this.page({ shared: true }, afterId, limit);
   }
@@ -350,16 +362,18 @@ export class MongoAgentStore implements AgentStore {
     const scope: Filter<ToolDoc> = { $or: [{ tenant: q.tenant }, { shared: true }] };
     const filter: Filter<ToolDoc> = { $and: [scope] };
     if (q.name !== "") filter.name = q.name;
-    if (q.text !== "") {
-      const re = { $regex: escapeRegex(q.text), $options: "i" };
-      filter.$and!.push({ $or: [{ name: re }, { description: re }] });
-    }
+    // Each word of the query is the start of a word of the tool: an
+    // anchored, case-sensitive prefix of the lowercased `words` array, which
+    // the multikey index answers as a range (an unanchored case-insensitive
+    // $regex over names and descriptions was a collection scan).
+    for (const word of tokenizeQuery(q.text)) filter.$and!.push({ words: { $regex: `^${escapeRegex(word)}` } });
     if (q.after) filter._id = { $gt: toolKey(q.after.agentId, q.after.toolName) };
     const docs = await this.run(() => this.toolDocs.find(filter).sort({ _id: 1 }).limit(q.limit).toArray());
     return docs.map((d) => ({
       agentId: d.agentId,
       agentName: d.agentName,
       tool: { name: d.name, description: d.description, inputSchema: parseSchema(d.inputSchema) },
+      toolId: d.toolId ?? "",
     }));
   }
 
@@ -431,6 +445,8 @@ export class MongoAgentStore implements AgentStore {
             name: t.name,
             description: t.description,
             inputSchema: t.inputSchema ? JSON.stringify(t.inputSchema) : null,
+            toolId: toolContentHash(t),
+            words: toolWords(t),
           },
           upsert: true,
         },

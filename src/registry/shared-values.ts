@@ -1,5 +1,6 @@
 import { hash } from "node:crypto";
 import type { JsonObject, JsonValue } from "@bufbuild/protobuf";
+import canonicalize from "canonicalize";
 import { LRUCache } from "lru-cache";
 import type { CapabilityRecord, ToolRecord } from "./agent-record.js";
 
@@ -38,8 +39,7 @@ export class SharedValues {
   tools(tools: readonly ToolRecord[]): ToolRecord[] {
     return tools.map((t) => {
       const schema = t.inputSchema === undefined ? "" : JSON.stringify(t.inputSchema);
-      // JSON, not a separator: no description can pass for a schema.
-      const key = `t${hash("sha256", JSON.stringify([t.name, t.description, schema]), "base64")}`;
+      const key = `t${toolContentHash(t)}`;
       return this.object(key, () => ({
         name: this.string(t.name),
         description: t.description,
@@ -73,4 +73,23 @@ function deepFreeze<T>(value: T): T {
     Object.freeze(value);
   }
   return value;
+}
+
+const toolHashes = new WeakMap<ToolRecord, string>();
+
+/**
+ * A tool's identity in the catalog: base64url SHA-256 of its name,
+ * description and schema (RFC 8785 canonical JSON, so key order does not
+ * matter) — the same on every replica. JSON, not a separator: no
+ * description can pass for a schema. Remembered per tool object (records
+ * share their tools, see SharedValues).
+ */
+export function toolContentHash(t: ToolRecord): string {
+  let h = toolHashes.get(t);
+  if (h === undefined) {
+    const schema = t.inputSchema === undefined ? "" : canonicalize(t.inputSchema)!;
+    h = hash("sha256", JSON.stringify([t.name, t.description, schema]), "base64url");
+    toolHashes.set(t, h);
+  }
+  return h;
 }

@@ -69,7 +69,8 @@ export class Router {
     }
     this.remember(chosen.agent.id, now);
 
-    const routeId = randomUUID();
+    // The decision's id is the task's id: a caller retrying a task passes it again.
+    const routeId = input.taskId ?? randomUUID();
     const reason =
       `best of ${read} capable agent(s) read by spare capacity: score ${chosen.score.toFixed(3)} ` +
       `(load ${chosen.agent.load.toFixed(2)}, ${AgentStatus[chosen.agent.status]})`;

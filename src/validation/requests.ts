@@ -12,8 +12,15 @@ import type {
   RegisterRequest,
   UnregisterRequest,
 } from "../../gen/federation/v1/registry_service_pb.js";
-import type { DiscoverRequest, GetManifestRequest, ListToolsRequest } from "../../gen/federation/v1/directory_service_pb.js";
-import type { RouteRequest } from "../../gen/federation/v1/router_service_pb.js";
+import type {
+  DiscoverRequest,
+  GetManifestRequest,
+  ListToolProvidersRequest,
+  ListToolsRequest,
+  SearchToolsRequest,
+} from "../../gen/federation/v1/directory_service_pb.js";
+import type { CatalogSearch } from "../directory/tool-catalog.js";
+import type { GetTaskRequest, RouteRequest } from "../../gen/federation/v1/router_service_pb.js";
 import type { WatchEventsRequest } from "../../gen/federation/v1/health_service_pb.js";
 import { limits } from "./limits.js";
 
@@ -195,11 +202,76 @@ export function parseListTools(req: ListToolsRequest, tenant: string): ToolQuery
   return { tenant, text: req.query, name: req.name, after, limit: pageSize("page_size", req.pageSize) };
 }
 
+export interface ToolSearchInput extends CatalogSearch {
+  /** Provider ids to include per entry. */
+  readonly providerPageSize: number;
+}
+
+const TOOL_ID = /^[A-Za-z0-9_-]{43}$/;
+
+export function parseSearchTools(req: SearchToolsRequest, tenant: string): ToolSearchInput {
+  length("query", req.query, limits.maxTextQueryLength);
+  count("capabilities", req.capabilities.length, limits.maxQueryCapabilities);
+  req.capabilities.forEach((c, i) => match(`capabilities[${i}]`, c, limits.capabilityPattern));
+  count("tags", req.tags.length, limits.maxQueryTags);
+  req.tags.forEach((t, i) => match(`tags[${i}]`, t, limits.tagPattern));
+  count("labels", req.labels.length, limits.maxQueryTags);
+  req.labels.forEach((l, i) => {
+    const eq = l.indexOf("=");
+    if (eq < 0) throw errors.invalidArgument(`labels[${i}]`, "must be key=value");
+    match(`labels[${i}]`, l.slice(0, eq), limits.labelKeyPattern);
+    length(`labels[${i}]`, l.slice(eq + 1), limits.maxLabelValueLength);
+  });
+  if (req.providerPageSize < 0 || req.providerPageSize > 100) {
+    throw errors.invalidArgument("provider_page_size", "must be between 0 and 100");
+  }
+  let after: CatalogSearch["after"];
+  if (req.pageToken !== "") {
+    const key = decodeToken("page_token", req.pageToken);
+    if (!Array.isArray(key) || key.length !== 2 || typeof key[0] !== "number" || !Number.isFinite(key[0]) || typeof key[1] !== "string") {
+      throw errors.invalidArgument("page_token", "is not a token this server issued");
+    }
+    after = { score: key[0], key: key[1] };
+  }
+  return {
+    tenant,
+    text: req.query,
+    capabilities: req.capabilities,
+    tags: req.tags,
+    labels: req.labels,
+    healthyOnly: req.healthyOnly,
+    after,
+    limit: pageSize("page_size", req.pageSize),
+    providerPageSize: req.providerPageSize,
+  };
+}
+
+export function parseListToolProviders(req: ListToolProvidersRequest): { toolId: string; after: string; size: number } {
+  if (!TOOL_ID.test(req.toolId)) throw errors.invalidArgument("tool_id", "is not a tool id (43 base64url characters)");
+  const size = pageSize("page_size", req.pageSize);
+  if (req.pageToken === "") return { toolId: req.toolId, after: "", size };
+  const after = decodeToken("page_token", req.pageToken);
+  if (typeof after !== "string" || !limits.idPattern.test(after)) {
+    throw errors.invalidArgument("page_token", "is not a token this server issued");
+  }
+  return { toolId: req.toolId, after, size };
+}
+
 export interface RouteInput {
   readonly capabilities: string[];
   readonly excludeAgentIds: ReadonlySet<string>;
   readonly task: JsonObject | undefined;
+  /** Carry the task to the chosen agent (dispatch/). */
+  readonly dispatch?: boolean;
+  /** ...and answer at once; the outcome arrives on the feed. */
+  readonly dispatchAsync?: boolean;
+  /** Dispatch's whole budget asked for (undefined: DISPATCH_TIMEOUT). */
+  readonly timeoutMs?: number;
+  /** A caller-chosen task id (a retry of a task sent before); server-assigned when undefined. */
+  readonly taskId?: string;
 }
+
+const taskIdPattern = /^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$/;
 
 export function parseRoute(req: RouteRequest): RouteInput {
   if (req.capabilities.length === 0) throw errors.invalidArgument("capabilities", "at least one is required");
@@ -208,11 +280,23 @@ export function parseRoute(req: RouteRequest): RouteInput {
   count("exclude_agent_ids", req.excludeAgentIds.length, limits.maxExcludedAgents);
   req.excludeAgentIds.forEach((a, i) => id(`exclude_agent_ids[${i}]`, a));
   if (req.task) json("task", req.task, limits.maxTaskBytes);
+  if (req.taskId !== "") match("task_id", req.taskId, taskIdPattern);
+  const timeoutMs = req.timeout ? durationMs("timeout", req.timeout) : undefined;
+  if (timeoutMs === 0) throw errors.invalidArgument("timeout", "must be positive (or absent for the default)");
   return {
     capabilities: [...new Set(req.capabilities)],
     excludeAgentIds: new Set(req.excludeAgentIds),
     task: req.task,
+    dispatch: req.dispatch || req.dispatchAsync,
+    dispatchAsync: req.dispatchAsync,
+    timeoutMs,
+    taskId: req.taskId === "" ? undefined : req.taskId,
   };
+}
+
+export function parseGetTask(req: GetTaskRequest): string {
+  match("task_id", req.taskId, taskIdPattern);
+  return req.taskId;
 }
 
 export interface WatchInput {

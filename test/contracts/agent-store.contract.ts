@@ -1,6 +1,7 @@
 import { beforeEach, describe, expect, it } from "vitest";
 import { AgentStatus, Transport, type AgentRecord } from "../../src/registry/agent-record.js";
 import type { AgentStore } from "../../src/registry/agent-store.js";
+import { toolContentHash } from "../../src/registry/shared-values.js";
 
 /**
  * The behaviour every AgentStore adapter must have. Each adapter's test file
@@ -138,6 +139,21 @@ export function agentStoreContract(name: string, makeStore: () => Promise<AgentS
       expect(await all("url")).toEqual(["a1/fetch"]);
       expect(await all("", "search_code")).toEqual(["a2/search_code"]);
       expect((await all("")).length).toBe(3);
+    });
+
+    it("per-agent tool view: each query word is the start of a word of the name (split on _ . - and camelCase) or description; rows name their catalog entry", async () => {
+      const web = tool("search_web", "Search the web");
+      await store.put(agent("a1", { tools: [web, tool("fs.readFile", "Read a file")] }), 0);
+      await store.put(agent("a2", { tools: [tool("search_code", "Search code")] }), 0);
+      const names = async (text: string) =>
+        (await store.tools({ tenant: "t1", text, name: "", after: undefined, limit: 10 })).map((e) => `${e.agentId}/${e.tool.name}`);
+      expect(await names("sea")).toEqual(["a1/search_web", "a2/search_code"]);
+      expect(await names("search web")).toEqual(["a1/search_web"]);
+      expect(await names("file")).toEqual(["a1/fs.readFile"]);
+      expect(await names("fs")).toEqual(["a1/fs.readFile"]);
+      expect(await names("eb")).toEqual([]);
+      const [row] = await store.tools({ tenant: "t1", text: "", name: "search_web", after: undefined, limit: 10 });
+      expect(row?.toolId).toBe(toolContentHash(web));
     });
 
     it("keeps tenants apart, and shows shared agents to every tenant", async () => {

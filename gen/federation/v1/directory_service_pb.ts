@@ -15,7 +15,7 @@ import type { JsonObject, Message } from "@bufbuild/protobuf";
  * Describes the file federation/v1/directory_service.proto.
  */
 export const file_federation_v1_directory_service: GenFile = /*@__PURE__*/
-  fileDesc("CiVmZWRlcmF0aW9uL3YxL2RpcmVjdG9yeV9zZXJ2aWNlLnByb3RvEg1mZWRlcmF0aW9uLnYxIlIKEkdldE1hbmlmZXN0UmVxdWVzdBIRCglwYWdlX3NpemUYASABKAUSEgoKcGFnZV90b2tlbhgCIAEoCRIVCg1pZl9ub25lX21hdGNoGAMgASgJIocCChNHZXRNYW5pZmVzdFJlc3BvbnNlEikKCG1hbmlmZXN0GAEgASgLMhcuZmVkZXJhdGlvbi52MS5NYW5pZmVzdBIRCglzaWduYXR1cmUYAiABKAkSGwoTc2lnbmF0dXJlX2FsZ29yaXRobRgDIAEoCRIOCgZrZXlfaWQYBCABKAkSDAoEZXRhZxgFIAEoCRIUCgxub3RfbW9kaWZpZWQYBiABKAgSFwoPbmV4dF9wYWdlX3Rva2VuGAcgASgJEi0KB2NhdGFsb2cYCCABKAsyHC5mZWRlcmF0aW9uLnYxLkNhdGFsb2dEaWdlc3QSGQoRY2F0YWxvZ19zaWduYXR1cmUYCSABKAkidAoNQ2F0YWxvZ0RpZ2VzdBIMCgRuYW1lGAEgASgJEjAKDGdlbmVyYXRlZF9hdBgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEwoLYWdlbnRfY291bnQYAyABKAUSDgoGZGlnZXN0GAQgASgJIpsBCghNYW5pZmVzdBIMCgRuYW1lGAEgASgJEjAKDGdlbmVyYXRlZF9hdBgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASJAoGYWdlbnRzGAMgAygLMhQuZmVkZXJhdGlvbi52MS5BZ2VudBIpCgV0b29scxgEIAMoCzIaLmZlZGVyYXRpb24udjEuQ2F0YWxvZ1Rvb2wicAoPRGlzY292ZXJSZXF1ZXN0EhQKDGNhcGFiaWxpdGllcxgBIAMoCRIMCgR0YWdzGAIgAygJEioKBnN0YXR1cxgDIAEoDjIaLmZlZGVyYXRpb24udjEuQWdlbnRTdGF0dXMSDQoFbGltaXQYBCABKAUiOAoQRGlzY292ZXJSZXNwb25zZRIkCgZhZ2VudHMYASADKAsyFC5mZWRlcmF0aW9uLnYxLkFnZW50IoUBCgtDYXRhbG9nVG9vbBIQCghhZ2VudF9pZBgBIAEoCRISCgphZ2VudF9uYW1lGAIgASgJEgwKBG5hbWUYAyABKAkSEwoLZGVzY3JpcHRpb24YBCABKAkSLQoMaW5wdXRfc2NoZW1hGAUgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdCJWChBMaXN0VG9vbHNSZXF1ZXN0Eg0KBXF1ZXJ5GAEgASgJEgwKBG5hbWUYAiABKAkSEQoJcGFnZV9zaXplGAMgASgFEhIKCnBhZ2VfdG9rZW4YBCABKAkiVwoRTGlzdFRvb2xzUmVzcG9uc2USKQoFdG9vbHMYASADKAsyGi5mZWRlcmF0aW9uLnYxLkNhdGFsb2dUb29sEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSIQCg5HZXRKd2tzUmVxdWVzdCI4Cg9HZXRKd2tzUmVzcG9uc2USJQoEa2V5cxgBIAMoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QytAMKEERpcmVjdG9yeVNlcnZpY2USbwoLR2V0TWFuaWZlc3QSIS5mZWRlcmF0aW9uLnYxLkdldE1hbmlmZXN0UmVxdWVzdBoiLmZlZGVyYXRpb24udjEuR2V0TWFuaWZlc3RSZXNwb25zZSIZgtPkkwITEhEvZmFzdG1jcC9tYW5pZmVzdBJlCghEaXNjb3ZlchIeLmZlZGVyYXRpb24udjEuRGlzY292ZXJSZXF1ZXN0Gh8uZmVkZXJhdGlvbi52MS5EaXNjb3ZlclJlc3BvbnNlIhiC0+STAhISEC9hZ2VudHMvZGlzY292ZXISaAoHR2V0SndrcxIdLmZlZGVyYXRpb24udjEuR2V0Sndrc1JlcXVlc3QaHi5mZWRlcmF0aW9uLnYxLkdldEp3a3NSZXNwb25zZSIegtPkkwIYEhYvLndlbGwta25vd24vandrcy5qc29uEl4KCUxpc3RUb29scxIfLmZlZGVyYXRpb24udjEuTGlzdFRvb2xzUmVxdWVzdBogLmZlZGVyYXRpb24udjEuTGlzdFRvb2xzUmVzcG9uc2UiDoLT5JMCCBIGL3Rvb2xzQnkKJ2NvbS5naXRodWIuZmVkZXJhdGlvbmNvcmUuZmVkZXJhdGlvbi52MVABWkxnaXRodWIuY29tL2ZlZGVyYXRpb24tY29yZS9mZWRlcmF0aW9uLWNvcmUvZ2VuL2dvL2ZlZGVyYXRpb24vdjE7ZmVkZXJhdGlvbnYxYgZwcm90bzM", [file_federation_v1_agent, file_google_api_annotations, file_google_protobuf_struct, file_google_protobuf_timestamp]);
+  fileDesc("CiVmZWRlcmF0aW9uL3YxL2RpcmVjdG9yeV9zZXJ2aWNlLnByb3RvEg1mZWRlcmF0aW9uLnYxIlIKEkdldE1hbmlmZXN0UmVxdWVzdBIRCglwYWdlX3NpemUYASABKAUSEgoKcGFnZV90b2tlbhgCIAEoCRIVCg1pZl9ub25lX21hdGNoGAMgASgJIocCChNHZXRNYW5pZmVzdFJlc3BvbnNlEikKCG1hbmlmZXN0GAEgASgLMhcuZmVkZXJhdGlvbi52MS5NYW5pZmVzdBIRCglzaWduYXR1cmUYAiABKAkSGwoTc2lnbmF0dXJlX2FsZ29yaXRobRgDIAEoCRIOCgZrZXlfaWQYBCABKAkSDAoEZXRhZxgFIAEoCRIUCgxub3RfbW9kaWZpZWQYBiABKAgSFwoPbmV4dF9wYWdlX3Rva2VuGAcgASgJEi0KB2NhdGFsb2cYCCABKAsyHC5mZWRlcmF0aW9uLnYxLkNhdGFsb2dEaWdlc3QSGQoRY2F0YWxvZ19zaWduYXR1cmUYCSABKAkidAoNQ2F0YWxvZ0RpZ2VzdBIMCgRuYW1lGAEgASgJEjAKDGdlbmVyYXRlZF9hdBgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEwoLYWdlbnRfY291bnQYAyABKAUSDgoGZGlnZXN0GAQgASgJIpsBCghNYW5pZmVzdBIMCgRuYW1lGAEgASgJEjAKDGdlbmVyYXRlZF9hdBgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASJAoGYWdlbnRzGAMgAygLMhQuZmVkZXJhdGlvbi52MS5BZ2VudBIpCgV0b29scxgEIAMoCzIaLmZlZGVyYXRpb24udjEuQ2F0YWxvZ1Rvb2wicAoPRGlzY292ZXJSZXF1ZXN0EhQKDGNhcGFiaWxpdGllcxgBIAMoCRIMCgR0YWdzGAIgAygJEioKBnN0YXR1cxgDIAEoDjIaLmZlZGVyYXRpb24udjEuQWdlbnRTdGF0dXMSDQoFbGltaXQYBCABKAUiOAoQRGlzY292ZXJSZXNwb25zZRIkCgZhZ2VudHMYASADKAsyFC5mZWRlcmF0aW9uLnYxLkFnZW50IpYBCgtDYXRhbG9nVG9vbBIQCghhZ2VudF9pZBgBIAEoCRISCgphZ2VudF9uYW1lGAIgASgJEgwKBG5hbWUYAyABKAkSEwoLZGVzY3JpcHRpb24YBCABKAkSLQoMaW5wdXRfc2NoZW1hGAUgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBIPCgd0b29sX2lkGAYgASgJIlYKEExpc3RUb29sc1JlcXVlc3QSDQoFcXVlcnkYASABKAkSDAoEbmFtZRgCIAEoCRIRCglwYWdlX3NpemUYAyABKAUSEgoKcGFnZV90b2tlbhgEIAEoCSJXChFMaXN0VG9vbHNSZXNwb25zZRIpCgV0b29scxgBIAMoCzIaLmZlZGVyYXRpb24udjEuQ2F0YWxvZ1Rvb2wSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIvQBCglUb29sRW50cnkSDwoHdG9vbF9pZBgBIAEoCRIMCgRuYW1lGAIgASgJEhMKC2Rlc2NyaXB0aW9uGAMgASgJEi0KDGlucHV0X3NjaGVtYRgEIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSFgoOcHJvdmlkZXJfY291bnQYBSABKAUSHgoWaGVhbHRoeV9wcm92aWRlcl9jb3VudBgGIAEoBRIaChJwcm92aWRlcl9hZ2VudF9pZHMYByADKAkSIQoZcHJvdmlkZXJzX25leHRfcGFnZV90b2tlbhgIIAEoCRINCgVzY29yZRgJIAEoASKwAQoSU2VhcmNoVG9vbHNSZXF1ZXN0Eg0KBXF1ZXJ5GAEgASgJEhQKDGNhcGFiaWxpdGllcxgCIAMoCRIMCgR0YWdzGAMgAygJEg4KBmxhYmVscxgEIAMoCRIUCgxoZWFsdGh5X29ubHkYBSABKAgSEQoJcGFnZV9zaXplGAYgASgFEhIKCnBhZ2VfdG9rZW4YByABKAkSGgoScHJvdmlkZXJfcGFnZV9zaXplGAggASgFImwKE1NlYXJjaFRvb2xzUmVzcG9uc2USJwoFdG9vbHMYASADKAsyGC5mZWRlcmF0aW9uLnYxLlRvb2xFbnRyeRIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkSEwoLdG90YWxfY291bnQYAyABKAUiUgoYTGlzdFRvb2xQcm92aWRlcnNSZXF1ZXN0Eg8KB3Rvb2xfaWQYASABKAkSEQoJcGFnZV9zaXplGAIgASgFEhIKCnBhZ2VfdG9rZW4YAyABKAkiXAoZTGlzdFRvb2xQcm92aWRlcnNSZXNwb25zZRIRCglhZ2VudF9pZHMYASADKAkSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJEhMKC3RvdGFsX2NvdW50GAMgASgFIhAKDkdldEp3a3NSZXF1ZXN0IjgKD0dldEp3a3NSZXNwb25zZRIlCgRrZXlzGAEgAygLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdDKuBQoQRGlyZWN0b3J5U2VydmljZRJvCgtHZXRNYW5pZmVzdBIhLmZlZGVyYXRpb24udjEuR2V0TWFuaWZlc3RSZXF1ZXN0GiIuZmVkZXJhdGlvbi52MS5HZXRNYW5pZmVzdFJlc3BvbnNlIhmC0+STAhMSES9mYXN0bWNwL21hbmlmZXN0EmUKCERpc2NvdmVyEh4uZmVkZXJhdGlvbi52MS5EaXNjb3ZlclJlcXVlc3QaHy5mZWRlcmF0aW9uLnYxLkRpc2NvdmVyUmVzcG9uc2UiGILT5JMCEhIQL2FnZW50cy9kaXNjb3ZlchJoCgdHZXRKd2tzEh0uZmVkZXJhdGlvbi52MS5HZXRKd2tzUmVxdWVzdBoeLmZlZGVyYXRpb24udjEuR2V0Sndrc1Jlc3BvbnNlIh6C0+STAhgSFi8ud2VsbC1rbm93bi9qd2tzLmpzb24SXgoJTGlzdFRvb2xzEh8uZmVkZXJhdGlvbi52MS5MaXN0VG9vbHNSZXF1ZXN0GiAuZmVkZXJhdGlvbi52MS5MaXN0VG9vbHNSZXNwb25zZSIOgtPkkwIIEgYvdG9vbHMSawoLU2VhcmNoVG9vbHMSIS5mZWRlcmF0aW9uLnYxLlNlYXJjaFRvb2xzUmVxdWVzdBoiLmZlZGVyYXRpb24udjEuU2VhcmNoVG9vbHNSZXNwb25zZSIVgtPkkwIPEg0vdG9vbHMvc2VhcmNoEooBChFMaXN0VG9vbFByb3ZpZGVycxInLmZlZGVyYXRpb24udjEuTGlzdFRvb2xQcm92aWRlcnNSZXF1ZXN0GiguZmVkZXJhdGlvbi52MS5MaXN0VG9vbFByb3ZpZGVyc1Jlc3BvbnNlIiKC0+STAhwSGi90b29scy97dG9vbF9pZH0vcHJvdmlkZXJzQnkKJ2NvbS5naXRodWIuZmVkZXJhdGlvbmNvcmUuZmVkZXJhdGlvbi52MVABWkxnaXRodWIuY29tL2ZlZGVyYXRpb24tY29yZS9mZWRlcmF0aW9uLWNvcmUvZ2VuL2dvL2ZlZGVyYXRpb24vdjE7ZmVkZXJhdGlvbnYxYgZwcm90bzM", [file_federation_v1_agent, file_google_api_annotations, file_google_protobuf_struct, file_google_protobuf_timestamp]);
 
 /**
  * @generated from message federation.v1.GetManifestRequest
@@ -298,6 +298,13 @@ export type CatalogTool = Message<"federation.v1.CatalogTool"> & {
    * @generated from field: google.protobuf.Struct input_schema = 5;
    */
   inputSchema?: JsonObject | undefined;
+
+  /**
+   * The catalog entry this tool belongs to (ToolEntry.tool_id).
+   *
+   * @generated from field: string tool_id = 6;
+   */
+  toolId: string;
 };
 
 /**
@@ -312,7 +319,9 @@ export const CatalogToolSchema: GenMessage<CatalogTool> = /*@__PURE__*/
  */
 export type ListToolsRequest = Message<"federation.v1.ListToolsRequest"> & {
   /**
-   * Case-insensitive text matched against tool names and descriptions.
+   * Words matched against tool names (split on "_", ".", "-" and camelCase)
+   * and descriptions, case-insensitively; every word must be the start of a
+   * word of the tool.
    *
    * @generated from field: string query = 1;
    */
@@ -368,6 +377,237 @@ export const ListToolsResponseSchema: GenMessage<ListToolsResponse> = /*@__PURE_
   messageDesc(file_federation_v1_directory_service, 8);
 
 /**
+ * ToolEntry is one distinct tool: tools of one name with different
+ * descriptions or schemas are different entries.
+ *
+ * @generated from message federation.v1.ToolEntry
+ */
+export type ToolEntry = Message<"federation.v1.ToolEntry"> & {
+  /**
+   * Base64url SHA-256 of the tool's name, description and canonical JSON
+   * schema: the same on every replica and across restarts.
+   *
+   * @generated from field: string tool_id = 1;
+   */
+  toolId: string;
+
+  /**
+   * @generated from field: string name = 2;
+   */
+  name: string;
+
+  /**
+   * @generated from field: string description = 3;
+   */
+  description: string;
+
+  /**
+   * @generated from field: google.protobuf.Struct input_schema = 4;
+   */
+  inputSchema?: JsonObject | undefined;
+
+  /**
+   * Agents the caller can see (its own and shared ones) that offer it.
+   *
+   * @generated from field: int32 provider_count = 5;
+   */
+  providerCount: number;
+
+  /**
+   * ... of which HEALTHY.
+   *
+   * @generated from field: int32 healthy_provider_count = 6;
+   */
+  healthyProviderCount: number;
+
+  /**
+   * The first provider_page_size of them, in agent id order (empty unless
+   * asked for); ListToolProviders pages on from providers_next_page_token.
+   *
+   * @generated from field: repeated string provider_agent_ids = 7;
+   */
+  providerAgentIds: string[];
+
+  /**
+   * @generated from field: string providers_next_page_token = 8;
+   */
+  providersNextPageToken: string;
+
+  /**
+   * Relevance to the query (higher first); 0 without a query. Depends only
+   * on the query and the entry, so it is stable while the entry is.
+   *
+   * @generated from field: double score = 9;
+   */
+  score: number;
+};
+
+/**
+ * Describes the message federation.v1.ToolEntry.
+ * Use `create(ToolEntrySchema)` to create a new message.
+ */
+export const ToolEntrySchema: GenMessage<ToolEntry> = /*@__PURE__*/
+  messageDesc(file_federation_v1_directory_service, 9);
+
+/**
+ * @generated from message federation.v1.SearchToolsRequest
+ */
+export type SearchToolsRequest = Message<"federation.v1.SearchToolsRequest"> & {
+  /**
+   * Words matched, with prefix and fuzzy matching, against tool names
+   * (split on "_", ".", "-" and camelCase), descriptions, and the
+   * capabilities and tags of the agents that provide them. Every word must
+   * match. Empty lists the whole catalog.
+   *
+   * @generated from field: string query = 1;
+   */
+  query: string;
+
+  /**
+   * Only tools offered by agents with these capabilities ...
+   *
+   * @generated from field: repeated string capabilities = 2;
+   */
+  capabilities: string[];
+
+  /**
+   * ... these tags ...
+   *
+   * @generated from field: repeated string tags = 3;
+   */
+  tags: string[];
+
+  /**
+   * ... and these labels, each "key=value".
+   *
+   * @generated from field: repeated string labels = 4;
+   */
+  labels: string[];
+
+  /**
+   * Only tools with at least one HEALTHY provider.
+   *
+   * @generated from field: bool healthy_only = 5;
+   */
+  healthyOnly: boolean;
+
+  /**
+   * At most 1000; 100 when zero.
+   *
+   * @generated from field: int32 page_size = 6;
+   */
+  pageSize: number;
+
+  /**
+   * next_page_token of the previous page: the position after the last entry
+   * returned, so entries that did not change are returned exactly once
+   * while others come and go.
+   *
+   * @generated from field: string page_token = 7;
+   */
+  pageToken: string;
+
+  /**
+   * Provider agent ids to include per entry: at most 100, none when zero.
+   *
+   * @generated from field: int32 provider_page_size = 8;
+   */
+  providerPageSize: number;
+};
+
+/**
+ * Describes the message federation.v1.SearchToolsRequest.
+ * Use `create(SearchToolsRequestSchema)` to create a new message.
+ */
+export const SearchToolsRequestSchema: GenMessage<SearchToolsRequest> = /*@__PURE__*/
+  messageDesc(file_federation_v1_directory_service, 10);
+
+/**
+ * @generated from message federation.v1.SearchToolsResponse
+ */
+export type SearchToolsResponse = Message<"federation.v1.SearchToolsResponse"> & {
+  /**
+   * @generated from field: repeated federation.v1.ToolEntry tools = 1;
+   */
+  tools: ToolEntry[];
+
+  /**
+   * @generated from field: string next_page_token = 2;
+   */
+  nextPageToken: string;
+
+  /**
+   * Entries matching the request, on every page.
+   *
+   * @generated from field: int32 total_count = 3;
+   */
+  totalCount: number;
+};
+
+/**
+ * Describes the message federation.v1.SearchToolsResponse.
+ * Use `create(SearchToolsResponseSchema)` to create a new message.
+ */
+export const SearchToolsResponseSchema: GenMessage<SearchToolsResponse> = /*@__PURE__*/
+  messageDesc(file_federation_v1_directory_service, 11);
+
+/**
+ * @generated from message federation.v1.ListToolProvidersRequest
+ */
+export type ListToolProvidersRequest = Message<"federation.v1.ListToolProvidersRequest"> & {
+  /**
+   * @generated from field: string tool_id = 1;
+   */
+  toolId: string;
+
+  /**
+   * At most 1000; 100 when zero.
+   *
+   * @generated from field: int32 page_size = 2;
+   */
+  pageSize: number;
+
+  /**
+   * @generated from field: string page_token = 3;
+   */
+  pageToken: string;
+};
+
+/**
+ * Describes the message federation.v1.ListToolProvidersRequest.
+ * Use `create(ListToolProvidersRequestSchema)` to create a new message.
+ */
+export const ListToolProvidersRequestSchema: GenMessage<ListToolProvidersRequest> = /*@__PURE__*/
+  messageDesc(file_federation_v1_directory_service, 12);
+
+/**
+ * @generated from message federation.v1.ListToolProvidersResponse
+ */
+export type ListToolProvidersResponse = Message<"federation.v1.ListToolProvidersResponse"> & {
+  /**
+   * @generated from field: repeated string agent_ids = 1;
+   */
+  agentIds: string[];
+
+  /**
+   * @generated from field: string next_page_token = 2;
+   */
+  nextPageToken: string;
+
+  /**
+   * @generated from field: int32 total_count = 3;
+   */
+  totalCount: number;
+};
+
+/**
+ * Describes the message federation.v1.ListToolProvidersResponse.
+ * Use `create(ListToolProvidersResponseSchema)` to create a new message.
+ */
+export const ListToolProvidersResponseSchema: GenMessage<ListToolProvidersResponse> = /*@__PURE__*/
+  messageDesc(file_federation_v1_directory_service, 13);
+
+/**
  * @generated from message federation.v1.GetJwksRequest
  */
 export type GetJwksRequest = Message<"federation.v1.GetJwksRequest"> & {
@@ -378,7 +618,7 @@ export type GetJwksRequest = Message<"federation.v1.GetJwksRequest"> & {
  * Use `create(GetJwksRequestSchema)` to create a new message.
  */
 export const GetJwksRequestSchema: GenMessage<GetJwksRequest> = /*@__PURE__*/
-  messageDesc(file_federation_v1_directory_service, 9);
+  messageDesc(file_federation_v1_directory_service, 14);
 
 /**
  * @generated from message federation.v1.GetJwksResponse
@@ -397,7 +637,7 @@ export type GetJwksResponse = Message<"federation.v1.GetJwksResponse"> & {
  * Use `create(GetJwksResponseSchema)` to create a new message.
  */
 export const GetJwksResponseSchema: GenMessage<GetJwksResponse> = /*@__PURE__*/
-  messageDesc(file_federation_v1_directory_service, 10);
+  messageDesc(file_federation_v1_directory_service, 15);
 
 /**
  * DirectoryService publishes what the federation offers: the manifest,
@@ -436,7 +676,8 @@ export const DirectoryService: GenService<{
     output: typeof GetJwksResponseSchema;
   },
   /**
-   * ListTools searches the tools of every registered agent.
+   * ListTools is the per-agent view of the tool catalog: one row per
+   * (agent, tool), in (agent id, tool name) order.
    *
    * @generated from rpc federation.v1.DirectoryService.ListTools
    */
@@ -444,6 +685,29 @@ export const DirectoryService: GenService<{
     methodKind: "unary";
     input: typeof ListToolsRequestSchema;
     output: typeof ListToolsResponseSchema;
+  },
+  /**
+   * SearchTools is the tool catalog: one entry per distinct tool (its name
+   * and the hash of its content), with the caller's view of its providers;
+   * ranked by relevance when query is set, in (name, tool_id) order when not.
+   *
+   * @generated from rpc federation.v1.DirectoryService.SearchTools
+   */
+  searchTools: {
+    methodKind: "unary";
+    input: typeof SearchToolsRequestSchema;
+    output: typeof SearchToolsResponseSchema;
+  },
+  /**
+   * ListToolProviders pages through the agents that offer one catalog tool,
+   * in agent id order.
+   *
+   * @generated from rpc federation.v1.DirectoryService.ListToolProviders
+   */
+  listToolProviders: {
+    methodKind: "unary";
+    input: typeof ListToolProvidersRequestSchema;
+    output: typeof ListToolProvidersResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_federation_v1_directory_service, 0);

@@ -6,6 +6,8 @@ import type { GenFile, GenMessage } from "@bufbuild/protobuf/codegenv2";
 import { fileDesc, messageDesc } from "@bufbuild/protobuf/codegenv2";
 import type { Agent, AgentStatus } from "./agent_pb.js";
 import { file_federation_v1_agent } from "./agent_pb.js";
+import type { TaskProgress } from "./task_pb.js";
+import { file_federation_v1_task } from "./task_pb.js";
 import type { Timestamp } from "@bufbuild/protobuf/wkt";
 import { file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
 import type { Message } from "@bufbuild/protobuf";
@@ -14,7 +16,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file federation/v1/event.proto.
  */
 export const file_federation_v1_event: GenFile = /*@__PURE__*/
-  fileDesc("ChlmZWRlcmF0aW9uL3YxL2V2ZW50LnByb3RvEg1mZWRlcmF0aW9uLnYxIpICCgVFdmVudBIKCgJpZBgBIAEoBBIMCgR0eXBlGAIgASgJEigKBHRpbWUYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhAKCGFnZW50X2lkGAQgASgJEg4KBnRlbmFudBgFIAEoCRIyCgxhZ2VudF9jaGFuZ2UYCiABKAsyGi5mZWRlcmF0aW9uLnYxLkFnZW50Q2hhbmdlSAASMAoLdGFza19yb3V0ZWQYCyABKAsyGS5mZWRlcmF0aW9uLnYxLlRhc2tSb3V0ZWRIABIyCgxoZWFsdGhfYWxlcnQYDCABKAsyGi5mZWRlcmF0aW9uLnYxLkhlYWx0aEFsZXJ0SABCCQoHcGF5bG9hZCJ3CgtBZ2VudENoYW5nZRIjCgVhZ2VudBgBIAEoCzIULmZlZGVyYXRpb24udjEuQWdlbnQSMwoPcHJldmlvdXNfc3RhdHVzGAIgASgOMhouZmVkZXJhdGlvbi52MS5BZ2VudFN0YXR1cxIOCgZyZWFzb24YAyABKAkiQwoKVGFza1JvdXRlZBIQCghyb3V0ZV9pZBgBIAEoCRIUCgxjYXBhYmlsaXRpZXMYAiADKAkSDQoFc2NvcmUYAyABKAEiMQoLSGVhbHRoQWxlcnQSEQoJY29tcG9uZW50GAEgASgJEg8KB21lc3NhZ2UYAiABKAlCeQonY29tLmdpdGh1Yi5mZWRlcmF0aW9uY29yZS5mZWRlcmF0aW9uLnYxUAFaTGdpdGh1Yi5jb20vZmVkZXJhdGlvbi1jb3JlL2ZlZGVyYXRpb24tY29yZS9nZW4vZ28vZmVkZXJhdGlvbi92MTtmZWRlcmF0aW9udjFiBnByb3RvMw", [file_federation_v1_agent, file_google_protobuf_timestamp]);
+  fileDesc("ChlmZWRlcmF0aW9uL3YxL2V2ZW50LnByb3RvEg1mZWRlcmF0aW9uLnYxIsgCCgVFdmVudBIKCgJpZBgBIAEoBBIMCgR0eXBlGAIgASgJEigKBHRpbWUYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhAKCGFnZW50X2lkGAQgASgJEg4KBnRlbmFudBgFIAEoCRIyCgxhZ2VudF9jaGFuZ2UYCiABKAsyGi5mZWRlcmF0aW9uLnYxLkFnZW50Q2hhbmdlSAASMAoLdGFza19yb3V0ZWQYCyABKAsyGS5mZWRlcmF0aW9uLnYxLlRhc2tSb3V0ZWRIABIyCgxoZWFsdGhfYWxlcnQYDCABKAsyGi5mZWRlcmF0aW9uLnYxLkhlYWx0aEFsZXJ0SAASNAoNdGFza19wcm9ncmVzcxgNIAEoCzIbLmZlZGVyYXRpb24udjEuVGFza1Byb2dyZXNzSABCCQoHcGF5bG9hZCJ3CgtBZ2VudENoYW5nZRIjCgVhZ2VudBgBIAEoCzIULmZlZGVyYXRpb24udjEuQWdlbnQSMwoPcHJldmlvdXNfc3RhdHVzGAIgASgOMhouZmVkZXJhdGlvbi52MS5BZ2VudFN0YXR1cxIOCgZyZWFzb24YAyABKAkiQwoKVGFza1JvdXRlZBIQCghyb3V0ZV9pZBgBIAEoCRIUCgxjYXBhYmlsaXRpZXMYAiADKAkSDQoFc2NvcmUYAyABKAEiMQoLSGVhbHRoQWxlcnQSEQoJY29tcG9uZW50GAEgASgJEg8KB21lc3NhZ2UYAiABKAlCeQonY29tLmdpdGh1Yi5mZWRlcmF0aW9uY29yZS5mZWRlcmF0aW9uLnYxUAFaTGdpdGh1Yi5jb20vZmVkZXJhdGlvbi1jb3JlL2ZlZGVyYXRpb24tY29yZS9nZW4vZ28vZmVkZXJhdGlvbi92MTtmZWRlcmF0aW9udjFiBnByb3RvMw", [file_federation_v1_agent, file_federation_v1_task, file_google_protobuf_timestamp]);
 
 /**
  * Event is one entry of the real-time feed.
@@ -31,7 +33,8 @@ export type Event = Message<"federation.v1.Event"> & {
 
   /**
    * One of agent.registered, agent.updated, agent.status_changed,
-   * agent.unregistered, agent.expired, task.routed, health.alert.
+   * agent.unregistered, agent.expired, task.routed, task.dispatched,
+   * task.completed, task.failed, health.alert.
    *
    * @generated from field: string type = 2;
    */
@@ -76,6 +79,14 @@ export type Event = Message<"federation.v1.Event"> & {
      */
     value: HealthAlert;
     case: "healthAlert";
+  } | {
+    /**
+     * task.dispatched, task.completed, task.failed.
+     *
+     * @generated from field: federation.v1.TaskProgress task_progress = 13;
+     */
+    value: TaskProgress;
+    case: "taskProgress";
   } | { case: undefined; value?: undefined };
 };
 

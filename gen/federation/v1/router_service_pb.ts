@@ -6,15 +6,18 @@ import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegen
 import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
 import type { Agent } from "./agent_pb.js";
 import { file_federation_v1_agent } from "./agent_pb.js";
+import type { Task, TaskAttempt } from "./task_pb.js";
+import { file_federation_v1_task } from "./task_pb.js";
 import { file_google_api_annotations } from "../../google/api/annotations_pb.js";
-import { file_google_protobuf_struct } from "@bufbuild/protobuf/wkt";
+import type { Duration } from "@bufbuild/protobuf/wkt";
+import { file_google_protobuf_duration, file_google_protobuf_struct } from "@bufbuild/protobuf/wkt";
 import type { JsonObject, Message } from "@bufbuild/protobuf";
 
 /**
  * Describes the file federation/v1/router_service.proto.
  */
 export const file_federation_v1_router_service: GenFile = /*@__PURE__*/
-  fileDesc("CiJmZWRlcmF0aW9uL3YxL3JvdXRlcl9zZXJ2aWNlLnByb3RvEg1mZWRlcmF0aW9uLnYxImYKDFJvdXRlUmVxdWVzdBIUCgxjYXBhYmlsaXRpZXMYASADKAkSJQoEdGFzaxgCIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSGQoRZXhjbHVkZV9hZ2VudF9pZHMYAyADKAkiMQoOUm91dGVDYW5kaWRhdGUSEAoIYWdlbnRfaWQYASABKAkSDQoFc2NvcmUYAiABKAEiiQEKDVJvdXRlUmVzcG9uc2USIwoFYWdlbnQYASABKAsyFC5mZWRlcmF0aW9uLnYxLkFnZW50EjEKCmNhbmRpZGF0ZXMYAiADKAsyHS5mZWRlcmF0aW9uLnYxLlJvdXRlQ2FuZGlkYXRlEg4KBnJlYXNvbhgDIAEoCRIQCghyb3V0ZV9pZBgEIAEoCTJmCg1Sb3V0ZXJTZXJ2aWNlElUKBVJvdXRlEhsuZmVkZXJhdGlvbi52MS5Sb3V0ZVJlcXVlc3QaHC5mZWRlcmF0aW9uLnYxLlJvdXRlUmVzcG9uc2UiEYLT5JMCCzoBKiIGL3JvdXRlQnkKJ2NvbS5naXRodWIuZmVkZXJhdGlvbmNvcmUuZmVkZXJhdGlvbi52MVABWkxnaXRodWIuY29tL2ZlZGVyYXRpb24tY29yZS9mZWRlcmF0aW9uLWNvcmUvZ2VuL2dvL2ZlZGVyYXRpb24vdjE7ZmVkZXJhdGlvbnYxYgZwcm90bzM", [file_federation_v1_agent, file_google_api_annotations, file_google_protobuf_struct]);
+  fileDesc("CiJmZWRlcmF0aW9uL3YxL3JvdXRlcl9zZXJ2aWNlLnByb3RvEg1mZWRlcmF0aW9uLnYxIs0BCgxSb3V0ZVJlcXVlc3QSFAoMY2FwYWJpbGl0aWVzGAEgAygJEiUKBHRhc2sYAiABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0EhkKEWV4Y2x1ZGVfYWdlbnRfaWRzGAMgAygJEhAKCGRpc3BhdGNoGAQgASgIEioKB3RpbWVvdXQYBSABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SDwoHdGFza19pZBgGIAEoCRIWCg5kaXNwYXRjaF9hc3luYxgHIAEoCCIxCg5Sb3V0ZUNhbmRpZGF0ZRIQCghhZ2VudF9pZBgBIAEoCRINCgVzY29yZRgCIAEoASKBAgoNUm91dGVSZXNwb25zZRIjCgVhZ2VudBgBIAEoCzIULmZlZGVyYXRpb24udjEuQWdlbnQSMQoKY2FuZGlkYXRlcxgCIAMoCzIdLmZlZGVyYXRpb24udjEuUm91dGVDYW5kaWRhdGUSDgoGcmVhc29uGAMgASgJEhAKCHJvdXRlX2lkGAQgASgJEg8KB3Rhc2tfaWQYBSABKAkSDgoGdGlja2V0GAYgASgJEiwKCGF0dGVtcHRzGAcgAygLMhouZmVkZXJhdGlvbi52MS5UYXNrQXR0ZW1wdBInCgZyZXN1bHQYCCABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0IiEKDkdldFRhc2tSZXF1ZXN0Eg8KB3Rhc2tfaWQYASABKAkiNAoPR2V0VGFza1Jlc3BvbnNlEiEKBHRhc2sYASABKAsyEy5mZWRlcmF0aW9uLnYxLlRhc2syygEKDVJvdXRlclNlcnZpY2USVQoFUm91dGUSGy5mZWRlcmF0aW9uLnYxLlJvdXRlUmVxdWVzdBocLmZlZGVyYXRpb24udjEuUm91dGVSZXNwb25zZSIRgtPkkwILOgEqIgYvcm91dGUSYgoHR2V0VGFzaxIdLmZlZGVyYXRpb24udjEuR2V0VGFza1JlcXVlc3QaHi5mZWRlcmF0aW9uLnYxLkdldFRhc2tSZXNwb25zZSIYgtPkkwISEhAvdGFza3Mve3Rhc2tfaWR9QnkKJ2NvbS5naXRodWIuZmVkZXJhdGlvbmNvcmUuZmVkZXJhdGlvbi52MVABWkxnaXRodWIuY29tL2ZlZGVyYXRpb24tY29yZS9mZWRlcmF0aW9uLWNvcmUvZ2VuL2dvL2ZlZGVyYXRpb24vdjE7ZmVkZXJhdGlvbnYxYgZwcm90bzM", [file_federation_v1_agent, file_federation_v1_task, file_google_api_annotations, file_google_protobuf_duration, file_google_protobuf_struct]);
 
 /**
  * @generated from message federation.v1.RouteRequest
@@ -26,6 +29,9 @@ export type RouteRequest = Message<"federation.v1.RouteRequest"> & {
   capabilities: string[];
 
   /**
+   * The task's payload, sent to the agent as ExecuteRequest.payload when
+   * dispatching.
+   *
    * @generated from field: google.protobuf.Struct task = 2;
    */
   task?: JsonObject | undefined;
@@ -34,6 +40,40 @@ export type RouteRequest = Message<"federation.v1.RouteRequest"> & {
    * @generated from field: repeated string exclude_agent_ids = 3;
    */
   excludeAgentIds: string[];
+
+  /**
+   * Carry the task to the chosen agent (failing over to the next candidates)
+   * and answer with its result. Without it, Route only chooses.
+   *
+   * @generated from field: bool dispatch = 4;
+   */
+  dispatch: boolean;
+
+  /**
+   * How long dispatch may take in all, failovers included (default
+   * DISPATCH_TIMEOUT, at most DISPATCH_MAX_TIMEOUT; the call's own deadline
+   * bounds it too).
+   *
+   * @generated from field: google.protobuf.Duration timeout = 5;
+   */
+  timeout?: Duration | undefined;
+
+  /**
+   * The task id, for a caller retrying a task it sent before (agents
+   * deduplicate on it); server-assigned when empty.
+   *
+   * @generated from field: string task_id = 6;
+   */
+  taskId: string;
+
+  /**
+   * Dispatch without waiting (implies dispatch): Route answers at once with
+   * the task id and the chosen agent's ticket; the outcome arrives on the
+   * feed (task.completed with the result, or task.failed) and from GetTask.
+   *
+   * @generated from field: bool dispatch_async = 7;
+   */
+  dispatchAsync: boolean;
 };
 
 /**
@@ -87,9 +127,40 @@ export type RouteResponse = Message<"federation.v1.RouteResponse"> & {
   reason: string;
 
   /**
+   * The id of this routing decision (equal to task_id).
+   *
    * @generated from field: string route_id = 4;
    */
   routeId: string;
+
+  /**
+   * @generated from field: string task_id = 5;
+   */
+  taskId: string;
+
+  /**
+   * The route ticket: a short-lived compact JWS (EdDSA, kid in
+   * /.well-known/jwks.json) naming the task, tenant, capabilities and the
+   * agent (aud) — the one that answered, when dispatched. A caller that
+   * calls the agent itself forwards it.
+   *
+   * @generated from field: string ticket = 6;
+   */
+  ticket: string;
+
+  /**
+   * Dispatch only: every attempt, in order.
+   *
+   * @generated from field: repeated federation.v1.TaskAttempt attempts = 7;
+   */
+  attempts: TaskAttempt[];
+
+  /**
+   * Dispatch only: the agent's result.
+   *
+   * @generated from field: google.protobuf.Struct result = 8;
+   */
+  result?: JsonObject | undefined;
 };
 
 /**
@@ -98,6 +169,40 @@ export type RouteResponse = Message<"federation.v1.RouteResponse"> & {
  */
 export const RouteResponseSchema: GenMessage<RouteResponse> = /*@__PURE__*/
   messageDesc(file_federation_v1_router_service, 2);
+
+/**
+ * @generated from message federation.v1.GetTaskRequest
+ */
+export type GetTaskRequest = Message<"federation.v1.GetTaskRequest"> & {
+  /**
+   * @generated from field: string task_id = 1;
+   */
+  taskId: string;
+};
+
+/**
+ * Describes the message federation.v1.GetTaskRequest.
+ * Use `create(GetTaskRequestSchema)` to create a new message.
+ */
+export const GetTaskRequestSchema: GenMessage<GetTaskRequest> = /*@__PURE__*/
+  messageDesc(file_federation_v1_router_service, 3);
+
+/**
+ * @generated from message federation.v1.GetTaskResponse
+ */
+export type GetTaskResponse = Message<"federation.v1.GetTaskResponse"> & {
+  /**
+   * @generated from field: federation.v1.Task task = 1;
+   */
+  task?: Task | undefined;
+};
+
+/**
+ * Describes the message federation.v1.GetTaskResponse.
+ * Use `create(GetTaskResponseSchema)` to create a new message.
+ */
+export const GetTaskResponseSchema: GenMessage<GetTaskResponse> = /*@__PURE__*/
+  messageDesc(file_federation_v1_router_service, 4);
 
 /**
  * RouterService picks the agent that should take a task.
@@ -115,6 +220,18 @@ export const RouterService: GenService<{
     methodKind: "unary";
     input: typeof RouteRequestSchema;
     output: typeof RouteResponseSchema;
+  },
+  /**
+   * GetTask answers a recent task of the caller's tenant: its status,
+   * attempts and result. Tasks are kept for a bounded time (TASK_RETENTION);
+   * an unknown, expired or other tenant's task is NOT_FOUND.
+   *
+   * @generated from rpc federation.v1.RouterService.GetTask
+   */
+  getTask: {
+    methodKind: "unary";
+    input: typeof GetTaskRequestSchema;
+    output: typeof GetTaskResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_federation_v1_router_service, 0);

@@ -6,6 +6,8 @@ import {
   type DiscoverResponse,
   GetJwksResponseSchema,
   ListToolsResponseSchema,
+  ListToolProvidersResponseSchema,
+  SearchToolsResponseSchema,
   type CatalogToolSchema,
 } from "../../../gen/federation/v1/directory_service_pb.js";
 import type { Directory } from "../../directory/directory.js";
@@ -17,7 +19,14 @@ import type { CatalogEntry } from "../../registry/agent-store.js";
 import type { KeyStore } from "../../security/key-store.js";
 import type { ManifestSigner } from "../../security/manifest-signer.js";
 import { principalKey } from "../../security/principal.js";
-import { encodeToken, parseDiscover, parseGetManifest, parseListTools } from "../../validation/requests.js";
+import {
+  encodeToken,
+  parseDiscover,
+  parseGetManifest,
+  parseListToolProviders,
+  parseListTools,
+  parseSearchTools,
+} from "../../validation/requests.js";
 import { markImmutable } from "../../message-hints.js";
 import { Memo } from "../message-encoding.js";
 
@@ -60,6 +69,42 @@ export function directoryService(
         nextPageToken: page.next ? encodeToken([page.next.agentId, page.next.tool.name]) : "",
       });
     },
+    searchTools(req, ctx) {
+      const q = parseSearchTools(req, ctx.values.get(principalKey).tenant);
+      const page = directory.searchTools(q);
+      return create(SearchToolsResponseSchema, {
+        tools: page.entries.map((e) => {
+          const providers = page.providers.get(e.id);
+          const lastProvider = providers?.ids.at(-1);
+          return {
+            toolId: e.id,
+            name: e.tool.name,
+            description: e.tool.description,
+            inputSchema: e.tool.inputSchema,
+            providerCount: e.providerCount,
+            healthyProviderCount: e.healthyCount,
+            providerAgentIds: providers?.ids ?? [],
+            providersNextPageToken:
+              providers && lastProvider !== undefined && providers.total > providers.ids.length ? encodeToken(lastProvider) : "",
+            score: e.score,
+          };
+        }),
+        nextPageToken: page.next ? encodeToken([page.next.score, page.next.key]) : "",
+        totalCount: page.total,
+      });
+    },
+    listToolProviders(req, ctx) {
+      const { toolId, after, size } = parseListToolProviders(req);
+      const page = directory.toolProviders(ctx.values.get(principalKey).tenant, toolId, after, size);
+      const last = page.ids.at(-1);
+      // More after this page: fewer ids than the page size means the end.
+      const more = page.ids.length === size && last !== undefined;
+      return create(ListToolProvidersResponseSchema, {
+        agentIds: page.ids,
+        nextPageToken: more ? encodeToken(last) : "",
+        totalCount: page.total,
+      });
+    },
   };
 }
 
@@ -70,5 +115,6 @@ function catalogTool(e: CatalogEntry): MessageInitShape<typeof CatalogToolSchema
     name: e.tool.name,
     description: e.tool.description,
     inputSchema: e.tool.inputSchema,
+    toolId: e.toolId,
   };
 }

@@ -1,20 +1,62 @@
 import { create } from "@bufbuild/protobuf";
+import { durationFromMs, timestampFromMs } from "@bufbuild/protobuf/wkt";
 import type { ServiceImpl } from "@connectrpc/connect";
-import { RouteResponseSchema, RouterService } from "../../../gen/federation/v1/router_service_pb.js";
+import { GetTaskResponseSchema, RouteResponseSchema, RouterService } from "../../../gen/federation/v1/router_service_pb.js";
+import type { TaskAttempt } from "../../../gen/federation/v1/task_pb.js";
+import type { Dispatcher } from "../../dispatch/dispatcher.js";
+import type { AttemptRecord } from "../../dispatch/task-store.js";
 import { toAgentMessage } from "../../registry/agent-message.js";
 import type { Router } from "../../router/router.js";
 import { principalKey } from "../../security/principal.js";
-import { parseRoute } from "../../validation/requests.js";
+import { parseGetTask, parseRoute } from "../../validation/requests.js";
 
-export function routerService(router: Router): ServiceImpl<typeof RouterService> {
+function attemptMessages(attempts: readonly AttemptRecord[]): Omit<TaskAttempt, "$typeName" | "$unknown">[] {
+  return attempts.map((a) => ({
+    attempt: a.attempt,
+    agentId: a.agentId,
+    outcome: a.outcome,
+    latency: durationFromMs(Math.round(a.latencyMs)),
+    detail: a.detail,
+  }));
+}
+
+export function routerService(router: Router, dispatcher: Dispatcher): ServiceImpl<typeof RouterService> {
   return {
     async route(req, ctx) {
-      const d = await router.route(parseRoute(req), ctx.values.get(principalKey).tenant);
+      const input = parseRoute(req);
+      const tenant = ctx.values.get(principalKey).tenant;
+      const d = await router.route(input, tenant);
+      const t = input.dispatchAsync
+        ? await dispatcher.start(d, input, tenant)
+        : input.dispatch
+          ? await dispatcher.dispatch(d, input, tenant, { signal: ctx.signal, timeoutMs: ctx.timeoutMs() })
+          : await dispatcher.routed(d, input, tenant);
       return create(RouteResponseSchema, {
-        agent: toAgentMessage(d.agent),
+        agent: toAgentMessage(t.agent),
         candidates: d.candidates.map((c) => ({ agentId: c.agent.id, score: c.score })),
         reason: d.reason,
         routeId: d.routeId,
+        taskId: t.taskId,
+        ticket: t.ticket,
+        attempts: attemptMessages(t.attempts),
+        result: t.result,
+      });
+    },
+
+    async getTask(req, ctx) {
+      const t = dispatcher.task(ctx.values.get(principalKey).tenant, parseGetTask(req));
+      return create(GetTaskResponseSchema, {
+        task: {
+          taskId: t.taskId,
+          capabilities: [...t.capabilities],
+          status: t.status,
+          agentId: t.agentId,
+          attempts: attemptMessages(t.attempts),
+          result: t.result,
+          error: t.error,
+          createdAt: timestampFromMs(t.createdAt),
+          finishedAt: t.finishedAt === undefined ? undefined : timestampFromMs(t.finishedAt),
+        },
       });
     },
   };

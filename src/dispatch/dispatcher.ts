@@ -1,0 +1,303 @@
+import type { JsonObject } from "@bufbuild/protobuf";
+import { durationFromMs } from "@bufbuild/protobuf/wkt";
+import { ConnectError } from "@connectrpc/connect";
+import { Transport } from "../../gen/federation/v1/agent_pb.js";
+import { AttemptOutcome, TaskStatus } from "../../gen/federation/v1/task_pb.js";
+import type { Clock } from "../clock.js";
+import type { DispatchConfig } from "../config.js";
+import { errors } from "../errors.js";
+import type { EventBus, EventType } from "../events/event-bus.js";
+import type { Logger } from "../logger.js";
+import type { AgentRecord } from "../registry/agent-record.js";
+import type { RouteDecision } from "../router/router.js";
+import type { RouteInput } from "../validation/requests.js";
+import { AddressGuard, DispatchRefused, systemLookup, type Lookup } from "./address-guard.js";
+import { AttemptFailed, executeGrpc, executeHttpJson, type AgentClient } from "./agent-clients.js";
+import { ignoreOutcomes, type OutcomeSink } from "./outcomes.js";
+import type { RouteTickets } from "./route-ticket.js";
+import type { AttemptRecord, TaskRecord, TaskStore } from "./task-store.js";
+
+/** What Route answers besides the decision. */
+export interface TaskAnswer {
+  readonly taskId: string;
+  /** The ticket for the agent that answered (dispatch) or was chosen (route only). */
+  readonly ticket: string;
+  readonly agent: AgentRecord;
+  readonly attempts: readonly AttemptRecord[];
+  readonly result: JsonObject | undefined;
+}
+
+/** The transports dispatch speaks, and the port a URL without one means. */
+const CLIENTS: Partial<Record<Transport, AgentClient>> = {
+  [Transport.HTTP_JSON]: executeHttpJson,
+  [Transport.GRPC]: executeGrpc,
+};
+const DEFAULT_PORT: Record<string, number> = { "http:": 80, "https:": 443, "grpc:": 80, "grpcs:": 443 };
+/** Largest result (as JSON) an async task's task.completed carries; GetTask has larger ones. */
+const MAX_EVENT_RESULT_BYTES = 16 * 1024;
+
+/**
+ * Carries a routed task to the chosen agent and, when an attempt fails or
+ * times out, to the next candidates, within the task's deadline. Every
+ * attempt connects only to an address the AddressGuard checked, carries a
+ * route ticket naming that agent, and is reported to the OutcomeSink (where
+ * reputation and breakers will learn) and on the feed (task.dispatched);
+ * the task ends in one task.completed or task.failed, and GetTask reads it
+ * from the TaskStore.
+ */
+export class Dispatcher {
+  private readonly guard: AddressGuard;
+  /** Async dispatches in flight, aborted by stop(). */
+  private readonly inFlight = new Set<AbortController>();
+
+  constructor(
+    private readonly config: DispatchConfig,
+    private readonly tickets: RouteTickets,
+    private readonly tasks: TaskStore,
+    private readonly bus: EventBus,
+    private readonly clock: Clock,
+    private readonly log: Logger,
+    private readonly opts: { readonly lookup?: Lookup; readonly outcomes?: OutcomeSink } = {},
+  ) {
+    this.guard = new AddressGuard({ loopback: config.allowLoopback, private: config.allowPrivate }, opts.lookup ?? systemLookup);
+  }
+
+  /** A task routed without dispatch: its ticket names the chosen agent; GetTask says ROUTED. */
+  async routed(d: RouteDecision, input: RouteInput, tenant: string): Promise<TaskAnswer> {
+    const ticket = await this.tickets.issue({ taskId: d.routeId, tenant, capabilities: input.capabilities, agentId: d.agent.id });
+    const now = this.clock.now();
+    this.tasks.put({
+      ...this.blank(d.routeId, tenant, input, now),
+      status: TaskStatus.ROUTED,
+      agentId: d.agent.id,
+      finishedAt: now,
+    });
+    return { taskId: d.routeId, ticket, agent: d.agent, attempts: [], result: undefined };
+  }
+
+  /**
+   * Starts dispatching and answers at once (RouteRequest.dispatch_async):
+   * the outcome is on the feed (task.completed carries the result) and in
+   * GetTask. The dispatch runs on without the call, bounded by its own budget.
+   */
+  async start(d: RouteDecision, input: RouteInput, tenant: string): Promise<TaskAnswer> {
+    const ticket = await this.tickets.issue({ taskId: d.routeId, tenant, capabilities: input.capabilities, agentId: d.agent.id });
+    const stop = new AbortController();
+    this.inFlight.add(stop);
+    this.dispatch(d, input, tenant, { signal: stop.signal, async: true })
+      .catch(() => {}) // its end is on the feed and in the task store
+      .finally(() => this.inFlight.delete(stop));
+    return { taskId: d.routeId, ticket, agent: d.agent, attempts: [], result: undefined };
+  }
+
+  /** Shutdown: async dispatches still running end as task.failed (UNAVAILABLE: shutting down). */
+  stop(): void {
+    for (const c of this.inFlight) c.abort(errors.shuttingDown());
+  }
+
+  /**
+   * Dispatches the task: candidates in the decision's order (the chosen one
+   * first), at most DISPATCH_MAX_ATTEMPTS, each attempt given at most
+   * DISPATCH_ATTEMPT_TIMEOUT of what is left of the budget. Throws
+   * FAILED_PRECONDITION when every attempt was refused before sending,
+   * DEADLINE_EXCEEDED when the budget ran out, UNAVAILABLE otherwise.
+   */
+  async dispatch(
+    d: RouteDecision,
+    input: RouteInput,
+    tenant: string,
+    call: { readonly signal?: AbortSignal; readonly timeoutMs?: number; readonly async?: boolean } = {},
+  ): Promise<TaskAnswer> {
+    const taskId = d.routeId;
+    const started = this.clock.now();
+    const budgetMs = Math.min(input.timeoutMs ?? this.config.timeoutMs, this.config.maxTimeoutMs, call.timeoutMs ?? Infinity);
+    const deadline = started + budgetMs;
+    // Defence in depth: the router only offers the tenant's own and shared agents.
+    const candidates = d.candidates
+      .map((c) => c.agent)
+      .filter((a) => a.tenant === tenant || a.shared)
+      .slice(0, this.config.maxAttempts);
+    const attempts: AttemptRecord[] = [];
+    const base = this.blank(taskId, tenant, input, started);
+    this.tasks.put({ ...base, status: TaskStatus.RUNNING, agentId: candidates[0]?.id ?? "" });
+
+    let lastAgent = d.agent;
+    /** The last attempt had all that was left of the budget and timed out. */
+    let budgetSpent = false;
+    for (const agent of candidates) {
+      const left = deadline - this.clock.now();
+      if (left <= 0) break;
+      const attempt = attempts.length + 1;
+      const attemptMs = Math.min(left, this.config.attemptTimeoutMs);
+      const ticket = await this.tickets.issue({ taskId, tenant, capabilities: input.capabilities, agentId: agent.id });
+      lastAgent = agent;
+      const t0 = performance.now();
+      let outcome = AttemptOutcome.OK;
+      let detail = "";
+      let result: JsonObject | undefined;
+      let bytes = 0;
+      try {
+        const client = CLIENTS[agent.endpoint.transport];
+        if (!client) {
+          throw new DispatchRefused(
+            `dispatch refused: agent transport ${Transport[agent.endpoint.transport]} is not dispatched yet (HTTP_JSON and GRPC are)`,
+          );
+        }
+        const protocol = agent.endpoint.url.slice(0, agent.endpoint.url.indexOf(":") + 1);
+        const target = await this.guard.pin(agent.endpoint.url, DEFAULT_PORT[protocol] ?? 80);
+        const signal = call.signal
+          ? AbortSignal.any([call.signal, AbortSignal.timeout(attemptMs)])
+          : AbortSignal.timeout(attemptMs);
+        const answer = await client(target, {
+          taskId,
+          tenant,
+          capabilities: input.capabilities,
+          payload: input.task,
+          ticket,
+          timeoutMs: attemptMs,
+          signal,
+          maxResponseBytes: this.config.maxResponseBytes,
+        });
+        result = answer.result;
+        bytes = answer.bytes;
+      } catch (err) {
+        if (err instanceof DispatchRefused) {
+          outcome = AttemptOutcome.REFUSED;
+        } else if (err instanceof AttemptFailed) {
+          outcome = err.outcome;
+        } else if (err instanceof ConnectError) {
+          // The caller cancelled (or the server is stopping): no failover, nobody is waiting.
+          const record: AttemptRecord = { attempt, agentId: agent.id, outcome: AttemptOutcome.UNSPECIFIED, latencyMs: performance.now() - t0, detail: err.rawMessage };
+          attempts.push(record);
+          this.finishFailed(base, attempts, agent.id, err.rawMessage);
+          await this.publish("task.failed", tenant, taskId, input.capabilities, record);
+          throw err;
+        } else {
+          outcome = AttemptOutcome.ERROR;
+          this.log.warn({ err, taskId, agentId: agent.id }, "dispatch attempt failed unexpectedly");
+        }
+        detail = (err as Error).message;
+      }
+      const latencyMs = performance.now() - t0;
+      const record: AttemptRecord = { attempt, agentId: agent.id, outcome, latencyMs, detail };
+      attempts.push(record);
+      this.report(tenant, taskId, input.capabilities, record, bytes);
+      await this.publish("task.dispatched", tenant, taskId, input.capabilities, record);
+      budgetSpent = outcome === AttemptOutcome.TIMEOUT && attemptMs >= left;
+      if (outcome !== AttemptOutcome.OK) {
+        this.tasks.put({ ...base, status: TaskStatus.RUNNING, agentId: agent.id, attempts: [...attempts] });
+      } else {
+        const now = this.clock.now();
+        this.tasks.put({
+          ...base,
+          status: TaskStatus.COMPLETED,
+          agentId: agent.id,
+          attempts,
+          result,
+          resultBytes: bytes,
+          finishedAt: now,
+        });
+        const forFeed = call.async && result && bytes <= MAX_EVENT_RESULT_BYTES ? result : undefined;
+        await this.publish("task.completed", tenant, taskId, input.capabilities, record, record.detail, forFeed);
+        return { taskId, ticket, agent, attempts, result };
+      }
+    }
+
+    const summary = attempts.map((a) => `attempt ${a.attempt} agent ${a.agentId}: ${AttemptOutcome[a.outcome]} ${a.detail}`.trim()).join("; ");
+    let error: ConnectError;
+    if (attempts.length > 0 && attempts.every((a) => a.outcome === AttemptOutcome.REFUSED)) {
+      error = errors.dispatchRefused(taskId, summary);
+    } else if (budgetSpent || this.clock.now() >= deadline) {
+      error = errors.dispatchDeadline(taskId, budgetMs, summary || "no attempt made");
+    } else {
+      error = errors.dispatchFailed(taskId, summary || "no candidate");
+    }
+    const last = attempts.at(-1);
+    this.finishFailed(base, attempts, last?.agentId ?? "", error.rawMessage);
+    await this.publish(
+      "task.failed",
+      tenant,
+      taskId,
+      input.capabilities,
+      last ?? { attempt: 0, agentId: lastAgent.id, outcome: AttemptOutcome.UNSPECIFIED, latencyMs: 0, detail: error.rawMessage },
+      error.rawMessage,
+    );
+    throw error;
+  }
+
+  /** A recent task of the tenant (NOT_FOUND for another tenant's). */
+  task(tenant: string, taskId: string): TaskRecord {
+    const t = this.tasks.get(tenant, taskId);
+    if (!t) throw errors.taskNotFound(taskId);
+    return t;
+  }
+
+  private blank(taskId: string, tenant: string, input: RouteInput, now: number): TaskRecord {
+    return {
+      taskId,
+      tenant,
+      capabilities: input.capabilities,
+      status: TaskStatus.UNSPECIFIED,
+      agentId: "",
+      attempts: [],
+      result: undefined,
+      resultBytes: 0,
+      error: "",
+      createdAt: now,
+      finishedAt: undefined,
+    };
+  }
+
+  private finishFailed(base: TaskRecord, attempts: AttemptRecord[], agentId: string, error: string): void {
+    this.tasks.put({ ...base, status: TaskStatus.FAILED, agentId, attempts, error, finishedAt: this.clock.now() });
+  }
+
+  private report(tenant: string, taskId: string, capabilities: readonly string[], a: AttemptRecord, bytes: number): void {
+    try {
+      (this.opts.outcomes ?? ignoreOutcomes).attemptFinished({
+        taskId,
+        tenant,
+        agentId: a.agentId,
+        capabilities,
+        attempt: a.attempt,
+        outcome: a.outcome,
+        latencyMs: a.latencyMs,
+        responseBytes: bytes,
+      });
+    } catch (err) {
+      this.log.error({ err }, "outcome sink failed");
+    }
+  }
+
+  private async publish(
+    type: EventType,
+    tenant: string,
+    taskId: string,
+    capabilities: readonly string[],
+    a: AttemptRecord,
+    detail = a.detail,
+    result?: JsonObject,
+  ): Promise<void> {
+    try {
+      await this.bus.publish({
+        type,
+        tenant,
+        agentId: a.agentId,
+        payload: {
+          case: "taskProgress",
+          value: {
+            taskId,
+            capabilities: [...capabilities],
+            attempt: a.attempt,
+            outcome: a.outcome,
+            latency: durationFromMs(Math.round(a.latencyMs)),
+            detail,
+            result,
+          },
+        },
+      });
+    } catch (err) {
+      this.log.error({ err }, "event publish failed");
+    }
+  }
+}
