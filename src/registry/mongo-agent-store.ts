@@ -105,6 +105,9 @@ export class MongoAgentStore implements AgentStore {
       connectTimeoutMS: opts.timeoutMs,
       socketTimeoutMS: opts.timeoutMs * 5,
       heartbeatFrequencyMS: 1_000,
+      // Connections opened while the server was restarting are closed once
+      // idle (the soak saw the pool grow 7 → 13 → 22 over two restarts).
+      maxIdleTimeMS: 60_000,
       retryWrites: true,
       retryReads: true,
       writeConcern: { w: "majority" },
@@ -391,6 +394,13 @@ export class MongoAgentStore implements AgentStore {
       const capabilities = (await this.agents.distinct("capNames", { tenant })).length;
       const tools = await this.toolDocs.countDocuments({ tenant });
       return { total, byStatus, capabilities, tools };
+    });
+  }
+
+  async statusTotals(): Promise<ReadonlyMap<AgentStatus, number>> {
+    return this.run(async () => {
+      const groups = await this.agents.aggregate<{ _id: number; n: number }>([{ $group: { _id: "$status", n: { $sum: 1 } } }]).toArray();
+      return new Map(groups.map((g) => [g._id as AgentStatus, g.n]));
     });
   }
 
