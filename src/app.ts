@@ -16,7 +16,7 @@ import type { AgentStore } from "./registry/agent-store.js";
 import { LeaseReaper } from "./registry/lease-reaper.js";
 import { MemoryAgentStore } from "./registry/memory-agent-store.js";
 import { Registry } from "./registry/registry.js";
-import { Router } from "./router/router.js";
+import { Router, type RoutingOptions } from "./router/router.js";
 import { Dispatcher } from "./dispatch/dispatcher.js";
 import type { Lookup } from "./dispatch/address-guard.js";
 import { RouteTickets } from "./dispatch/route-ticket.js";
@@ -26,6 +26,8 @@ import type { RestBinding } from "./transport/rest/rest-transcoder.js";
 import { CorsPolicy } from "./transport/cors.js";
 import { FanOut } from "./transport/fan-out.js";
 import { guardLink, logLink, Pipeline } from "./transport/pipeline.js";
+import { traceLink } from "./transport/trace-context.js";
+import { Metrics } from "./health/metrics.js";
 import { FederationServer } from "./transport/server.js";
 import { directoryService } from "./transport/services/directory-service.js";
 import { grpcHealthService } from "./transport/services/grpc-health-service.js";
@@ -65,6 +67,8 @@ export interface AppDeps {
   readonly bus?: EventBus;
   /** How dispatch resolves agent host names (the system resolver when not given; tests inject one). */
   readonly dispatchLookup?: Lookup;
+  /** Reputation and circuit breaker tunables (tests shorten the cool-down and half-life). */
+  readonly routing?: RoutingOptions;
 }
 
 /**
@@ -88,6 +92,8 @@ export class App {
   readonly bridge: WebSocketBridge;
   readonly server: FederationServer;
   readonly pipeline: Pipeline;
+  /** Prometheus metrics (GET /metrics); undefined with METRICS=off. */
+  readonly metrics: Metrics | undefined;
   readonly keys: KeyStore;
   private readonly limits: RateLimits;
   port = 0;
@@ -121,7 +127,10 @@ export class App {
       this.telemetry,
     );
     this.reaper = new LeaseReaper(this.registry, config.lease.reaperIntervalMs, this.log.child({ component: "reaper" }));
-    this.router = new Router(this.store, this.bus, this.clock, this.log.child({ component: "router" }), this.telemetry);
+    this.router = new Router(this.store, this.bus, this.clock, this.log.child({ component: "router" }), this.telemetry, {
+      replicaId: config.replicaId,
+      ...deps.routing,
+    });
     this.dispatcher = new Dispatcher(
       config.dispatch,
       new RouteTickets(security.keys, this.clock, { issuer: config.security.issuer, ttlMs: config.dispatch.ticketTtlMs }),
@@ -129,7 +138,7 @@ export class App {
       this.bus,
       this.clock,
       this.log.child({ component: "dispatch" }),
-      { lookup: deps.dispatchLookup },
+      { lookup: deps.dispatchLookup, outcomes: this.router.outcomes },
     );
     // The distinct tool catalog: the memory store keeps its own; a shared
     // store's is built here from the store and kept current from the events.
@@ -145,6 +154,7 @@ export class App {
       ],
       this.clock,
     );
+    this.health.circuits = (tenant) => this.router.breakers.notClosed(tenant);
     this.keys = security.keys;
     this.limits = security.limits;
     this.bridge = new WebSocketBridge(
@@ -183,11 +193,28 @@ export class App {
     };
     const http = this.log.child({ component: "http" });
     // The one call pipeline: request id → guard → handler → outcome record.
-    this.pipeline = new Pipeline([guardLink(security.guard), logLink(http)]);
+    const bridgeRoute = this.bridge.route();
+    const bridge = this.bridge;
+    this.metrics = config.metrics
+      ? new Metrics({
+          agentsByStatus: () => this.health.agentsByStatus(),
+          rpcSubscribers: () => grpcFeed.subscriberCount,
+          wsSubscribers: () => bridge.clientCount,
+          routePaths: [bridgeRoute.path, "/metrics"],
+        })
+      : undefined;
+    const httpRoutes = this.metrics ? [bridgeRoute, this.metrics.route()] : [bridgeRoute];
+    // Trace context first (a refused call has its trace id too), metrics before the log line.
+    this.pipeline = new Pipeline([
+      traceLink(),
+      guardLink(security.guard),
+      ...(this.metrics ? [this.metrics.link()] : []),
+      logLink(http),
+    ]);
     this.server = new FederationServer({
       bindings,
       routes,
-      httpRoutes: [this.bridge.route()],
+      httpRoutes,
       pipeline: this.pipeline,
       onShutdown: () => this.bridge.close(),
       grpcFastPath: config.grpcFastPath,
@@ -253,6 +280,7 @@ export class App {
     this.catalogFeed?.stop();
     // Async dispatches still running end as task.failed (their events still reach the bus, closed below).
     this.dispatcher.stop();
+    this.router.stop();
     let drained = false;
     await Promise.all([
       // A sweep in flight is not work a client waits for: it gets a moment, then the store closes under it.

@@ -34,6 +34,8 @@ export interface Config {
   readonly tls: TlsConfig | undefined;
   /** Plain gRPC unary calls and WatchEvents on the lean path (off: everything through connect-node). */
   readonly grpcFastPath: boolean;
+  /** Prometheus metrics: the pipeline's metrics link and GET /metrics (off: neither, for measuring their cost). */
+  readonly metrics: boolean;
   /** Browser origins allowed to call the service (CORS and /ws); none by default, `*` for any. */
   readonly corsAllowedOrigins: readonly string[];
   /** Carrying routed tasks to agents (src/dispatch/). */
@@ -200,6 +202,7 @@ export function loadConfig(env: Env = process.env): Config {
     tls: tls(env),
     corsAllowedOrigins: corsOrigins(env),
     grpcFastPath: oneOf(env, "GRPC_FAST_PATH", ["on", "off"], "on") === "on",
+    metrics: oneOf(env, "METRICS", ["on", "off"], "on") === "on",
     dispatch: dispatch(env),
     websocket: {
       pingIntervalMs: duration(env, "WS_PING_INTERVAL", 30_000, 1_000, 3_600_000),

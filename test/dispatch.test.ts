@@ -208,14 +208,14 @@ describe("dispatch over HTTP/JSON and gRPC", () => {
     expect(r.status, JSON.stringify(r.json)).toBe(200);
     expect(Date.now() - started).toBeLessThan(3_000);
     expect(r.json.result.agent).toBe("steady2");
+    // Reputation learned from the first task: the slow agent's timeout moves it behind the others.
     expect(r.json.attempts.map((a: any) => [a.agentId, a.outcome])).toEqual([
-      [slowId, "ATTEMPT_OUTCOME_TIMEOUT"],
       [flakyId, "ATTEMPT_OUTCOME_ERROR"],
       [steadyId, "ATTEMPT_OUTCOME_OK"],
     ]);
-    expect(r.json.attempts[1].detail).toContain("HTTP 500: flaky fails on cue");
-    const events = await waitEvents(r.json.taskId, 5);
-    expect(events.filter((e) => e.type === "task.dispatched")).toHaveLength(3);
+    expect(r.json.attempts[0].detail).toContain("HTTP 500: flaky fails on cue");
+    const events = await waitEvents(r.json.taskId, 4);
+    expect(events.filter((e) => e.type === "task.dispatched")).toHaveLength(2);
     expect(events.filter((e) => e.type === "task.completed")).toHaveLength(1);
   });
 

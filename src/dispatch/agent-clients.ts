@@ -8,6 +8,7 @@ import { connect as netConnect, isIP, type LookupFunction } from "node:net";
 import { connect as tlsConnect } from "node:tls";
 import { AgentService, ExecuteRequestSchema, ExecuteResponseSchema } from "../../gen/federation/v1/agent_service_pb.js";
 import { AttemptOutcome } from "../../gen/federation/v1/task_pb.js";
+import { activeTrace, childOf, formatTraceparent } from "../transport/trace-context.js";
 import { DispatchRefused, type PinnedTarget } from "./address-guard.js";
 
 /** What one attempt carries to the agent. */
@@ -58,6 +59,15 @@ function executeRequest(call: ExecuteCall) {
     tenant: call.tenant,
     timeout: durationFromMs(call.timeoutMs),
   });
+}
+
+/**
+ * W3C trace context for the agent: the Route call's trace with a new span
+ * id per attempt (the attempt is a child of the call's span).
+ */
+function traceHeaders(): { traceparent?: string } {
+  const trace = activeTrace();
+  return trace ? { traceparent: formatTraceparent(childOf(trace)) } : {};
 }
 
 /** A host name's form for TLS SNI (none for an IP literal, as RFC 6066 says). */
@@ -114,6 +124,7 @@ export const executeHttpJson: AgentClient = (t, call) => {
         "content-length": body.length,
         "idempotency-key": call.taskId,
         "x-federation-task-id": call.taskId,
+        ...traceHeaders(),
       },
     });
     req.on("socket", (socket) => {
@@ -212,7 +223,7 @@ export const executeGrpc: AgentClient = async (t, call) => {
     const res = await client.execute(executeRequest(call), {
       signal: call.signal,
       timeoutMs: call.timeoutMs,
-      headers: { "idempotency-key": call.taskId },
+      headers: { "idempotency-key": call.taskId, ...traceHeaders() },
       onHeader: (h) => void (bytes = Number(h.get("content-length") ?? 0)),
     });
     return { result: res.result, bytes: bytes || Buffer.byteLength(JSON.stringify(res.result ?? {})) };

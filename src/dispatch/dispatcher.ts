@@ -14,6 +14,7 @@ import type { RouteInput } from "../validation/requests.js";
 import { AddressGuard, DispatchRefused, systemLookup, type Lookup } from "./address-guard.js";
 import { AttemptFailed, executeGrpc, executeHttpJson, type AgentClient } from "./agent-clients.js";
 import { ignoreOutcomes, type OutcomeSink } from "./outcomes.js";
+import { activeTrace } from "../transport/trace-context.js";
 import type { RouteTickets } from "./route-ticket.js";
 import type { AttemptRecord, TaskRecord, TaskStore } from "./task-store.js";
 
@@ -293,6 +294,8 @@ export class Dispatcher {
             latency: durationFromMs(Math.round(a.latencyMs)),
             detail,
             result,
+            // The Route call's trace (async dispatches keep it after the call has answered).
+            traceId: activeTrace()?.traceId ?? "",
           },
         },
       });

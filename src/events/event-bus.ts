@@ -13,6 +13,9 @@ export const EVENT_TYPES = [
   "task.completed",
   "task.failed",
   "health.alert",
+  "agent.circuit_opened",
+  "agent.circuit_half_open",
+  "agent.circuit_closed",
 ] as const;
 
 export type EventType = (typeof EVENT_TYPES)[number];

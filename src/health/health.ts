@@ -1,3 +1,4 @@
+import type { CircuitState } from "../../gen/federation/v1/event_pb.js";
 import type { Clock } from "../clock.js";
 import type { ComponentStatus } from "../events/event-bus.js";
 import { AgentStatus } from "../registry/agent-record.js";
@@ -21,6 +22,8 @@ export interface FleetHealth {
   readonly draining: number;
   readonly capabilities: number;
   readonly tools: number;
+  /** Agents whose circuit breaker is not closed (this replica's view). */
+  readonly circuits: readonly { readonly agentId: string; readonly state: CircuitState }[];
 }
 
 /** Something whose health the service depends on (a store, the event bus). */
@@ -37,6 +40,8 @@ export class HealthMonitor {
   private draining = false;
   private readonly startedAt: number;
   private readonly listeners = new Set<() => void>();
+  /** The tenant's agents whose breaker is open or half-open (set by the app from the router). */
+  circuits: (tenant: string) => FleetHealth["circuits"] = () => [];
 
   constructor(
     private readonly store: AgentStore,
@@ -68,7 +73,13 @@ export class HealthMonitor {
       draining: n(AgentStatus.DRAINING),
       capabilities: c.capabilities,
       tools: c.tools,
+      circuits: this.circuits(tenant),
     };
+  }
+
+  /** Agents of every tenant by status (the registry's size, for /metrics). */
+  agentsByStatus(): Promise<ReadonlyMap<AgentStatus, number>> {
+    return this.store.statusTotals();
   }
 
   /** Marks the service NOT_SERVING so load balancers stop sending work. */

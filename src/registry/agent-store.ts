@@ -117,6 +117,8 @@ export interface AgentStore {
   toolCatalog?(): ToolCatalog;
   /** The tenant's own agents. */
   counts(tenant: string): Promise<FleetCounts>;
+  /** Agents of every tenant by status (each counted once; for /metrics). */
+  statusTotals(): Promise<ReadonlyMap<AgentStatus, number>>;
   health(): ComponentStatus;
   /** Connects a shared store (retrying in the background); absent for the memory store. */
   start?(): Promise<void>;

@@ -282,6 +282,16 @@ export class MemoryAgentStore implements AgentStore {
     };
   }
 
+  async statusTotals(): Promise<ReadonlyMap<AgentStatus, number>> {
+    const totals = new Map<AgentStatus, number>();
+    // Every agent is in its tenant's scope once (shared ones also in SHARED's: not counted twice).
+    for (const [tenant, scope] of this.scopes) {
+      if (tenant === SHARED) continue;
+      for (const [status, n] of scope.statusCounts) totals.set(status, (totals.get(status) ?? 0) + n);
+    }
+    return totals;
+  }
+
   health(): ComponentStatus {
     return { ok: true, message: "in-memory" };
   }

@@ -7,10 +7,43 @@ import { AgentStatus, routeCeiling, routeScore, type AgentRecord } from "../regi
 import type { AgentStore } from "../registry/agent-store.js";
 import type { RouteInput } from "../validation/requests.js";
 import { noCounters, type Counters } from "../health/telemetry.js";
+import { CircuitState } from "../../gen/federation/v1/event_pb.js";
+import { AttemptOutcome } from "../../gen/federation/v1/task_pb.js";
+import { RouteStrategy } from "../../gen/federation/v1/router_service_pb.js";
+import type { AttemptReport, OutcomeSink } from "../dispatch/outcomes.js";
+import type { Subscription } from "../events/event-bus.js";
+import { Breakers, type BreakerOptions } from "./breakers.js";
+import { Reputation, type Outcome, type ReputationOptions, type Standing } from "./reputation.js";
 
 export interface Candidate {
   readonly agent: AgentRecord;
+  /** capacity × reputation × circuit; at most routeCeiling(agent). */
   readonly score: number;
+  /** routeScore: spare capacity and lease freshness. */
+  readonly capacity: number;
+  /** The breaker is half-open and this candidate may take its trial. */
+  readonly trial: boolean;
+  /** Filled for the candidates shown. */
+  breakdown?: Breakdown;
+}
+
+export interface Breakdown extends Standing {
+  readonly capacity: number;
+  readonly circuit: number;
+  readonly circuitState: CircuitState;
+}
+
+export interface RoutingOptions {
+  readonly replicaId?: string;
+  readonly reputation?: Partial<ReputationOptions>;
+  readonly breakers?: Partial<BreakerOptions>;
+  /** For p2c's random choice (tests make it repeatable). */
+  readonly random?: () => number;
+}
+
+export interface ReportedOutcome extends Outcome {
+  readonly agentId: string;
+  readonly capabilities: readonly string[];
 }
 
 export interface RouteDecision {
@@ -33,6 +66,8 @@ const MAX_SCORED = 10_000;
  * since routed agents report more load.
  */
 const MAX_TIED = 32;
+/** p2c, round_robin and least_loaded choose among candidates scoring at least this share of the best. */
+const POOL_FLOOR = 0.5;
 
 /**
  * Picks the agent for a task among healthy agents that have every requested
@@ -40,10 +75,22 @@ const MAX_TIED = 32;
  * agents only when nothing healthy is near). The store hands agents over best
  * route ceiling first, so a decision reads only the agents that could still
  * win or make the shown top ten — an index walk, never a scan of the fleet.
- * Reputation and circuit breakers will join the score later.
+ * Reputation (quality, latency, uptime: each at most 1) and the circuit
+ * breakers multiply the capacity score, so the ceiling still bounds it.
  */
 export class Router {
   private readonly lastRouted = new Map<string, number>();
+  private readonly roundRobin = new Map<string, string>();
+  readonly reputation: Reputation;
+  readonly breakers: Breakers;
+  private readonly subscription: Subscription;
+  private readonly random: () => number;
+  private readonly replicaId: string;
+
+  /** Dispatch attempts feed reputation and breakers through this sink. */
+  readonly outcomes: OutcomeSink = {
+    attemptFinished: (r: AttemptReport) => this.attemptFinished(r),
+  };
 
   constructor(
     private readonly store: AgentStore,
@@ -51,29 +98,133 @@ export class Router {
     private readonly clock: Clock,
     private readonly log: Logger,
     private readonly counters: Counters = noCounters,
-  ) {}
+    opts: RoutingOptions = {},
+  ) {
+    this.replicaId = opts.replicaId ?? "local";
+    this.random = opts.random ?? Math.random;
+    this.reputation = new Reputation(opts.reputation);
+    this.breakers = new Breakers(bus, this.replicaId, log, opts.breakers);
+    // Uptime from status history; other replicas' breaker evidence.
+    this.subscription = bus.subscribe(
+      {
+        tenant: "",
+        allTenants: true,
+        agentId: "",
+        types: new Set([
+          "agent.registered",
+          "agent.status_changed",
+          "agent.expired",
+          "agent.unregistered",
+          "agent.circuit_opened",
+          "agent.circuit_closed",
+        ]),
+      },
+      undefined,
+      (event) => {
+        const m = event.message;
+        const now = this.clock.now();
+        if (m.payload.case === "circuitChange") {
+          const c = m.payload.value;
+          if (c.replicaId !== "" && c.replicaId !== this.replicaId) this.breakers.applyRemote(m.agentId, m.tenant, c.state);
+        } else if (m.type === "agent.unregistered") {
+          this.reputation.forget(m.agentId);
+        } else if (m.type === "agent.expired") {
+          this.reputation.status(m.agentId, false, now);
+        } else if (m.payload.case === "agentChange" && m.payload.value.agent) {
+          const st = m.payload.value.agent.status as number as AgentStatus;
+          this.reputation.status(m.agentId, st === AgentStatus.HEALTHY || st === AgentStatus.DEGRADED, now);
+        }
+      },
+    );
+  }
+
+  stop(): void {
+    this.subscription.close();
+    this.breakers.stop();
+  }
+
+  /** ReportOutcome: a caller's own call to an agent of its tenant (or a shared one). */
+  async reportOutcome(tenant: string, o: ReportedOutcome): Promise<Breakdown> {
+    const agent = await this.store.get(o.agentId);
+    if (!agent || (agent.tenant !== tenant && !agent.shared)) throw errors.agentNotFound(o.agentId);
+    const now = this.clock.now();
+    this.reputation.record(agent.id, o.capabilities, o, now);
+    this.breakers.record(agent.id, agent.tenant, o.success, o.success ? "ok" : "reported failure");
+    return this.breakdown({ agent, score: 0, capacity: routeScore(agent, now), trial: false }, o.capabilities[0], now);
+  }
+
+  private attemptFinished(r: AttemptReport): void {
+    // Cancelled by the caller: says nothing about the agent.
+    if (r.outcome === AttemptOutcome.UNSPECIFIED) return;
+    const success = r.outcome === AttemptOutcome.OK;
+    const sent = r.outcome !== AttemptOutcome.REFUSED && r.outcome !== AttemptOutcome.UNREACHABLE;
+    this.reputation.record(r.agentId, r.capabilities, { success, latencyMs: sent ? r.latencyMs : undefined }, this.clock.now());
+    this.breakers.record(r.agentId, this.tenants.get(r.agentId) ?? r.tenant, success, AttemptOutcome[r.outcome]);
+  }
+
+  /** Agent id → its tenant, for the breaker events of agents routed to (bounded). */
+  private readonly tenants = new Map<string, string>();
+
+  private breakdown(c: Candidate, capability: string | undefined, now: number): Breakdown {
+    const state = this.breakers.state(c.agent.id);
+    return {
+      ...this.reputation.standing(c.agent.id, capability, now),
+      capacity: c.capacity,
+      circuit: state === CircuitState.OPEN ? 0 : 1,
+      circuitState: state,
+    };
+  }
 
   /** Routes among the caller tenant's agents and shared ones. */
   async route(input: RouteInput, tenant: string): Promise<RouteDecision> {
     const now = this.clock.now();
-    const { top, near, read } = await this.bestCandidates(input, tenant, now);
+    const found = await this.bestCandidates(input, tenant, now);
+    let { top, near } = found;
+    const { read, fallback } = found;
+    let note = "";
+    if (top.length === 0 && fallback) {
+      // Every capable agent's breaker is open: better one of them than none.
+      top = [fallback];
+      near = [fallback];
+      note = "; every capable agent's circuit is open";
+    }
     if (top.length === 0) {
       this.counters.count("route_failures");
       throw await this.explainNoCandidate(input.capabilities, tenant);
     }
     this.counters.count("routes");
 
-    let chosen = top[0]!;
-    for (const c of near) {
-      if ((this.lastRouted.get(c.agent.id) ?? 0) < (this.lastRouted.get(chosen.agent.id) ?? 0)) chosen = c;
+    const strategy = input.strategy ?? RouteStrategy.UNSPECIFIED;
+    const trial = top.find((c) => c.trial) ?? near.find((c) => c.trial);
+    let chosen: Candidate;
+    let how: string;
+    if (trial) {
+      chosen = trial;
+      this.breakers.takeTrial(trial.agent.id, now);
+      how = "half-open circuit trial";
+    } else {
+      [chosen, how] = this.choose(strategy, top, near, input.capabilities);
     }
     this.remember(chosen.agent.id, now);
+    this.tenants.delete(chosen.agent.id);
+    this.tenants.set(chosen.agent.id, chosen.agent.tenant);
+    if (this.tenants.size > 100_000) this.tenants.delete(this.tenants.keys().next().value!);
 
     // The decision's id is the task's id: a caller retrying a task passes it again.
     const routeId = input.taskId ?? randomUUID();
+    const shown = [chosen, ...top.filter((c) => c !== chosen)].slice(0, MAX_CANDIDATES_SHOWN);
+    for (const c of shown) {
+      c.breakdown = this.breakdown(c, input.capabilities[0], now);
+      if (c !== chosen) {
+        this.tenants.delete(c.agent.id);
+        this.tenants.set(c.agent.id, c.agent.tenant);
+      }
+    }
+    const b = chosen.breakdown!;
     const reason =
-      `best of ${read} capable agent(s) read by spare capacity: score ${chosen.score.toFixed(3)} ` +
-      `(load ${chosen.agent.load.toFixed(2)}, ${AgentStatus[chosen.agent.status]})`;
+      `${how} of ${read} capable agent(s) read: score ${chosen.score.toFixed(3)} = capacity ${b.capacity.toFixed(3)} ` +
+      `(load ${chosen.agent.load.toFixed(2)}, ${AgentStatus[chosen.agent.status]}) × quality ${b.quality.toFixed(3)} ` +
+      `× latency ${b.latency.toFixed(3)} × uptime ${b.uptime.toFixed(3)}${note}`;
     try {
       await this.bus.publish({
         type: "task.routed",
@@ -90,7 +241,7 @@ export class Router {
     return {
       routeId,
       agent: chosen.agent,
-      candidates: [chosen, ...top.filter((c) => c !== chosen)].slice(0, MAX_CANDIDATES_SHOWN),
+      candidates: shown,
       reason,
     };
   }
@@ -105,6 +256,8 @@ export class Router {
     let near: Candidate[] = [];
     let best = -Infinity;
     let read = 0;
+    let fallback: Candidate | undefined;
+    const capability = input.capabilities.length === 1 ? input.capabilities[0] : undefined;
     for await (const agent of this.store.routable(tenant, input.capabilities)) {
       const tenth = top.length < MAX_CANDIDATES_SHOWN ? -Infinity : top[MAX_CANDIDATES_SHOWN - 1]!.score;
       const ceiling = routeCeiling(agent);
@@ -113,7 +266,14 @@ export class Router {
       if (near.length >= MAX_TIED && ceiling - best <= TIE) break;
       read++;
       if (input.excludeAgentIds.has(agent.id) || agent.leaseExpiresAt <= now) continue;
-      const c = { agent, score: routeScore(agent, now) };
+      const capacity = routeScore(agent, now);
+      const admission = this.breakers.admits(agent.id, now);
+      if (admission === "open") {
+        if (!fallback || capacity > fallback.score) fallback = { agent, score: capacity, capacity, trial: false };
+        continue;
+      }
+      // Each factor is in [0, 1]: the score stays under the ceiling the walk stops on.
+      const c: Candidate = { agent, score: capacity * this.reputation.factor(agent.id, capability, now), capacity, trial: admission === "trial" };
       let at = top.length;
       while (at > 0 && top[at - 1]!.score < c.score) at--;
       top.splice(at, 0, c);
@@ -124,7 +284,42 @@ export class Router {
       }
       if (best - c.score <= TIE) near.push(c);
     }
-    return { top, near, read };
+    return { top, near, read, fallback };
+  }
+
+  /** Applies the request's strategy to the candidates read (none open, no trial pending). */
+  private choose(strategy: RouteStrategy, top: Candidate[], near: Candidate[], capabilities: readonly string[]): [Candidate, string] {
+    const lru = (a: Candidate, b: Candidate) => ((this.lastRouted.get(b.agent.id) ?? 0) < (this.lastRouted.get(a.agent.id) ?? 0) ? b : a);
+    if (strategy === RouteStrategy.BEST) {
+      let chosen = top[0]!;
+      for (const c of near) chosen = lru(chosen, c);
+      return [chosen, "best"];
+    }
+    const best = top[0]!.score;
+    const pool = [...new Set([...top, ...near])].filter((c) => c.score >= POOL_FLOOR * best);
+    if (strategy === RouteStrategy.ROUND_ROBIN) {
+      const key = capabilities.join("\u0000");
+      const last = this.roundRobin.get(key) ?? "";
+      pool.sort((a, b) => (a.agent.id < b.agent.id ? -1 : 1));
+      const chosen = pool.find((c) => c.agent.id > last) ?? pool[0]!;
+      this.roundRobin.delete(key);
+      this.roundRobin.set(key, chosen.agent.id);
+      if (this.roundRobin.size > 10_000) this.roundRobin.delete(this.roundRobin.keys().next().value!);
+      return [chosen, "round robin"];
+    }
+    if (strategy === RouteStrategy.LEAST_LOADED) {
+      let chosen = pool[0]!;
+      for (const c of pool) if (c.agent.load < chosen.agent.load || (c.agent.load === chosen.agent.load && c.score > chosen.score)) chosen = c;
+      return [chosen, "least loaded"];
+    }
+    // p2c: the least recently routed of the pool and a random other; the
+    // higher score wins, a tie (within TIE) going to the least recently routed.
+    let first = pool[0]!;
+    for (const c of pool) first = lru(first, c);
+    if (pool.length === 1) return [first, "p2c"];
+    const others = pool.filter((c) => c !== first);
+    const second = others[Math.min(others.length - 1, Math.floor(this.random() * others.length))]!;
+    return [second.score - first.score > TIE ? second : first, "p2c"];
   }
 
   /** FAILED_PRECONDITION names a capability nobody offers; UNAVAILABLE says none can take work now. */

@@ -23,6 +23,7 @@ const policy: Record<string, Requirement> = {
   "federation.v1.DirectoryService/ListToolProviders": "agents:read",
   "federation.v1.RouterService/Route": "route",
   "federation.v1.RouterService/GetTask": "route",
+  "federation.v1.RouterService/ReportOutcome": "route",
   "federation.v1.HealthService/Check": "public",
   "federation.v1.HealthService/GetFleetHealth": "agents:read",
   "federation.v1.HealthService/WatchEvents": "events:read",

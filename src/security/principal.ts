@@ -1,6 +1,7 @@
 import { createContextKey } from "@connectrpc/connect";
 
-export const SCOPES = ["agents:read", "agents:write", "route", "events:read", "admin"] as const;
+/** `metrics` reads GET /metrics (Prometheus); `admin` implies every scope. */
+export const SCOPES = ["agents:read", "agents:write", "route", "events:read", "metrics", "admin"] as const;
 export type Scope = (typeof SCOPES)[number];
 
 /** Who is calling, once authenticated. */

@@ -64,6 +64,7 @@ interface Group {
 export class FanOut {
   private readonly groups = new Map<string, Group>();
   private dirty: Group[] = [];
+  private members = 0;
 
   constructor(
     private readonly bus: EventBus,
@@ -91,7 +92,13 @@ export class FanOut {
       group.members.set(subscriber, group.frames.length);
     }
     const joined = group;
+    this.members++;
     return { leave: (drain) => this.leave(joined, subscriber, drain) };
+  }
+
+  /** Subscribers on the feed now (for /metrics). */
+  get subscriberCount(): number {
+    return this.members;
   }
 
   /** The bytes one event counts for in the unsent-bytes rule (its frame in this feed's format). */
@@ -172,7 +179,7 @@ export class FanOut {
   }
 
   private remove(group: Group, subscriber: Subscriber): void {
-    group.members.delete(subscriber);
+    if (group.members.delete(subscriber)) this.members--;
     if (group.members.size > 0) return;
     group.subscription?.close();
     if (group.key !== undefined && this.groups.get(group.key) === group) this.groups.delete(group.key);

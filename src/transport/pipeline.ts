@@ -1,4 +1,5 @@
 import type { DescMethod } from "@bufbuild/protobuf";
+import type { SpanContext } from "@opentelemetry/api";
 import { Code, ConnectError, type ContextValues, type Interceptor } from "@connectrpc/connect";
 import { codeToString } from "@connectrpc/connect/protocol-connect";
 import type { Logger } from "../logger.js";
@@ -27,6 +28,8 @@ export class Call {
   bytesIn = 0;
   bytesOut = 0;
   durationMs = 0;
+  /** This call's span (W3C trace context: the caller's trace id or a new one), set by the trace link. */
+  trace: SpanContext | undefined = undefined;
   ended = false;
   readonly startedAt = performance.now();
 
@@ -198,6 +201,7 @@ export function logLink(log: Logger): Link {
       log.info(
         {
           reqId: call.requestId,
+          traceId: call.trace?.traceId,
           protocol: call.protocol,
           method: call.method || undefined,
           path: call.path,

@@ -20,7 +20,7 @@ import type {
   SearchToolsRequest,
 } from "../../gen/federation/v1/directory_service_pb.js";
 import type { CatalogSearch } from "../directory/tool-catalog.js";
-import type { GetTaskRequest, RouteRequest } from "../../gen/federation/v1/router_service_pb.js";
+import { RouteStrategy, type GetTaskRequest, type ReportOutcomeRequest, type RouteRequest } from "../../gen/federation/v1/router_service_pb.js";
 import type { WatchEventsRequest } from "../../gen/federation/v1/health_service_pb.js";
 import { limits } from "./limits.js";
 
@@ -269,6 +269,8 @@ export interface RouteInput {
   readonly timeoutMs?: number;
   /** A caller-chosen task id (a retry of a task sent before); server-assigned when undefined. */
   readonly taskId?: string;
+  /** How to choose among the scored candidates (undefined: p2c). */
+  readonly strategy?: RouteStrategy;
 }
 
 const taskIdPattern = /^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$/;
@@ -291,7 +293,28 @@ export function parseRoute(req: RouteRequest): RouteInput {
     dispatchAsync: req.dispatchAsync,
     timeoutMs,
     taskId: req.taskId === "" ? undefined : req.taskId,
+    strategy: req.strategy === RouteStrategy.UNSPECIFIED ? undefined : (enumValue("strategy", req.strategy, RouteStrategy) as RouteStrategy),
   };
+}
+
+export interface ReportOutcomeInput {
+  readonly agentId: string;
+  readonly capabilities: readonly string[];
+  readonly success: boolean;
+  readonly latencyMs: number | undefined;
+  readonly quality: number | undefined;
+}
+
+export function parseReportOutcome(req: ReportOutcomeRequest): ReportOutcomeInput {
+  id("agent_id", req.agentId);
+  count("capabilities", req.capabilities.length, limits.maxQueryCapabilities);
+  req.capabilities.forEach((c, i) => match(`capabilities[${i}]`, c, limits.capabilityPattern));
+  if (req.taskId !== "") match("task_id", req.taskId, taskIdPattern);
+  const latencyMs = req.latency ? durationMs("latency", req.latency) : undefined;
+  if (req.quality !== undefined && !(req.quality >= 0 && req.quality <= 1)) {
+    throw errors.invalidArgument("quality", "must be between 0 and 1");
+  }
+  return { agentId: req.agentId, capabilities: [...new Set(req.capabilities)], success: req.success, latencyMs, quality: req.quality };
 }
 
 export function parseGetTask(req: GetTaskRequest): string {

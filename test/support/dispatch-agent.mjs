@@ -39,6 +39,7 @@ if (kind === "http") {
         capabilities: task.capabilities,
         host: req.headers.host,
         idempotencyKey: req.headers["idempotency-key"],
+        traceparent: req.headers.traceparent,
         path: req.url,
       });
       if (mode === "die") process.exit(3);
@@ -68,7 +69,7 @@ if (kind === "http") {
   server.addService(pkg.federation.v1.AgentService.service, {
     async Execute(call, callback) {
       const req = call.request;
-      seen({ taskId: req.taskId, ticket: req.ticket, tenant: req.tenant, capabilities: req.capabilities, idempotencyKey: call.metadata.get("idempotency-key")[0] });
+      seen({ taskId: req.taskId, ticket: req.ticket, tenant: req.tenant, capabilities: req.capabilities, idempotencyKey: call.metadata.get("idempotency-key")[0], traceparent: call.metadata.get("traceparent")[0] });
       if (mode === "die") process.exit(3);
       if (mode === "fail") return callback({ code: grpc.status.INTERNAL, details: `${name} fails on cue` });
       if (mode === "slow") await sleep(delayMs);

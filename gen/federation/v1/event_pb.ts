@@ -2,8 +2,8 @@
 // @generated from file federation/v1/event.proto (package federation.v1, syntax proto3)
 /* eslint-disable */
 
-import type { GenFile, GenMessage } from "@bufbuild/protobuf/codegenv2";
-import { fileDesc, messageDesc } from "@bufbuild/protobuf/codegenv2";
+import type { GenEnum, GenFile, GenMessage } from "@bufbuild/protobuf/codegenv2";
+import { enumDesc, fileDesc, messageDesc } from "@bufbuild/protobuf/codegenv2";
 import type { Agent, AgentStatus } from "./agent_pb.js";
 import { file_federation_v1_agent } from "./agent_pb.js";
 import type { TaskProgress } from "./task_pb.js";
@@ -16,7 +16,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file federation/v1/event.proto.
  */
 export const file_federation_v1_event: GenFile = /*@__PURE__*/
-  fileDesc("ChlmZWRlcmF0aW9uL3YxL2V2ZW50LnByb3RvEg1mZWRlcmF0aW9uLnYxIsgCCgVFdmVudBIKCgJpZBgBIAEoBBIMCgR0eXBlGAIgASgJEigKBHRpbWUYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhAKCGFnZW50X2lkGAQgASgJEg4KBnRlbmFudBgFIAEoCRIyCgxhZ2VudF9jaGFuZ2UYCiABKAsyGi5mZWRlcmF0aW9uLnYxLkFnZW50Q2hhbmdlSAASMAoLdGFza19yb3V0ZWQYCyABKAsyGS5mZWRlcmF0aW9uLnYxLlRhc2tSb3V0ZWRIABIyCgxoZWFsdGhfYWxlcnQYDCABKAsyGi5mZWRlcmF0aW9uLnYxLkhlYWx0aEFsZXJ0SAASNAoNdGFza19wcm9ncmVzcxgNIAEoCzIbLmZlZGVyYXRpb24udjEuVGFza1Byb2dyZXNzSABCCQoHcGF5bG9hZCJ3CgtBZ2VudENoYW5nZRIjCgVhZ2VudBgBIAEoCzIULmZlZGVyYXRpb24udjEuQWdlbnQSMwoPcHJldmlvdXNfc3RhdHVzGAIgASgOMhouZmVkZXJhdGlvbi52MS5BZ2VudFN0YXR1cxIOCgZyZWFzb24YAyABKAkiQwoKVGFza1JvdXRlZBIQCghyb3V0ZV9pZBgBIAEoCRIUCgxjYXBhYmlsaXRpZXMYAiADKAkSDQoFc2NvcmUYAyABKAEiMQoLSGVhbHRoQWxlcnQSEQoJY29tcG9uZW50GAEgASgJEg8KB21lc3NhZ2UYAiABKAlCeQonY29tLmdpdGh1Yi5mZWRlcmF0aW9uY29yZS5mZWRlcmF0aW9uLnYxUAFaTGdpdGh1Yi5jb20vZmVkZXJhdGlvbi1jb3JlL2ZlZGVyYXRpb24tY29yZS9nZW4vZ28vZmVkZXJhdGlvbi92MTtmZWRlcmF0aW9udjFiBnByb3RvMw", [file_federation_v1_agent, file_federation_v1_task, file_google_protobuf_timestamp]);
+  fileDesc("ChlmZWRlcmF0aW9uL3YxL2V2ZW50LnByb3RvEg1mZWRlcmF0aW9uLnYxIoADCgVFdmVudBIKCgJpZBgBIAEoBBIMCgR0eXBlGAIgASgJEigKBHRpbWUYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhAKCGFnZW50X2lkGAQgASgJEg4KBnRlbmFudBgFIAEoCRIyCgxhZ2VudF9jaGFuZ2UYCiABKAsyGi5mZWRlcmF0aW9uLnYxLkFnZW50Q2hhbmdlSAASMAoLdGFza19yb3V0ZWQYCyABKAsyGS5mZWRlcmF0aW9uLnYxLlRhc2tSb3V0ZWRIABIyCgxoZWFsdGhfYWxlcnQYDCABKAsyGi5mZWRlcmF0aW9uLnYxLkhlYWx0aEFsZXJ0SAASNAoNdGFza19wcm9ncmVzcxgNIAEoCzIbLmZlZGVyYXRpb24udjEuVGFza1Byb2dyZXNzSAASNgoOY2lyY3VpdF9jaGFuZ2UYDiABKAsyHC5mZWRlcmF0aW9uLnYxLkNpcmN1aXRDaGFuZ2VIAEIJCgdwYXlsb2FkIncKC0FnZW50Q2hhbmdlEiMKBWFnZW50GAEgASgLMhQuZmVkZXJhdGlvbi52MS5BZ2VudBIzCg9wcmV2aW91c19zdGF0dXMYAiABKA4yGi5mZWRlcmF0aW9uLnYxLkFnZW50U3RhdHVzEg4KBnJlYXNvbhgDIAEoCSJDCgpUYXNrUm91dGVkEhAKCHJvdXRlX2lkGAEgASgJEhQKDGNhcGFiaWxpdGllcxgCIAMoCRINCgVzY29yZRgDIAEoASIxCgtIZWFsdGhBbGVydBIRCgljb21wb25lbnQYASABKAkSDwoHbWVzc2FnZRgCIAEoCSKUAQoNQ2lyY3VpdENoYW5nZRIqCgVzdGF0ZRgBIAEoDjIbLmZlZGVyYXRpb24udjEuQ2lyY3VpdFN0YXRlEjMKDnByZXZpb3VzX3N0YXRlGAIgASgOMhsuZmVkZXJhdGlvbi52MS5DaXJjdWl0U3RhdGUSDgoGcmVhc29uGAMgASgJEhIKCnJlcGxpY2FfaWQYBCABKAkqfAoMQ2lyY3VpdFN0YXRlEh0KGUNJUkNVSVRfU1RBVEVfVU5TUEVDSUZJRUQQABIYChRDSVJDVUlUX1NUQVRFX0NMT1NFRBABEhYKEkNJUkNVSVRfU1RBVEVfT1BFThACEhsKF0NJUkNVSVRfU1RBVEVfSEFMRl9PUEVOEANCeQonY29tLmdpdGh1Yi5mZWRlcmF0aW9uY29yZS5mZWRlcmF0aW9uLnYxUAFaTGdpdGh1Yi5jb20vZmVkZXJhdGlvbi1jb3JlL2ZlZGVyYXRpb24tY29yZS9nZW4vZ28vZmVkZXJhdGlvbi92MTtmZWRlcmF0aW9udjFiBnByb3RvMw", [file_federation_v1_agent, file_federation_v1_task, file_google_protobuf_timestamp]);
 
 /**
  * Event is one entry of the real-time feed.
@@ -34,7 +34,8 @@ export type Event = Message<"federation.v1.Event"> & {
   /**
    * One of agent.registered, agent.updated, agent.status_changed,
    * agent.unregistered, agent.expired, task.routed, task.dispatched,
-   * task.completed, task.failed, health.alert.
+   * task.completed, task.failed, health.alert, agent.circuit_opened,
+   * agent.circuit_half_open, agent.circuit_closed.
    *
    * @generated from field: string type = 2;
    */
@@ -87,6 +88,14 @@ export type Event = Message<"federation.v1.Event"> & {
      */
     value: TaskProgress;
     case: "taskProgress";
+  } | {
+    /**
+     * agent.circuit_opened, agent.circuit_half_open, agent.circuit_closed.
+     *
+     * @generated from field: federation.v1.CircuitChange circuit_change = 14;
+     */
+    value: CircuitChange;
+    case: "circuitChange";
   } | { case: undefined; value?: undefined };
 };
 
@@ -181,4 +190,82 @@ export type HealthAlert = Message<"federation.v1.HealthAlert"> & {
  */
 export const HealthAlertSchema: GenMessage<HealthAlert> = /*@__PURE__*/
   messageDesc(file_federation_v1_event, 3);
+
+/**
+ * CircuitChange is the payload of the agent.circuit_* events.
+ *
+ * @generated from message federation.v1.CircuitChange
+ */
+export type CircuitChange = Message<"federation.v1.CircuitChange"> & {
+  /**
+   * @generated from field: federation.v1.CircuitState state = 1;
+   */
+  state: CircuitState;
+
+  /**
+   * @generated from field: federation.v1.CircuitState previous_state = 2;
+   */
+  previousState: CircuitState;
+
+  /**
+   * Why, e.g. "error rate 62% over 8 outcomes in 10s".
+   *
+   * @generated from field: string reason = 3;
+   */
+  reason: string;
+
+  /**
+   * The replica whose evidence changed the state; replicas sharing a Redis
+   * bus open their own breaker when another replica's opens.
+   *
+   * @generated from field: string replica_id = 4;
+   */
+  replicaId: string;
+};
+
+/**
+ * Describes the message federation.v1.CircuitChange.
+ * Use `create(CircuitChangeSchema)` to create a new message.
+ */
+export const CircuitChangeSchema: GenMessage<CircuitChange> = /*@__PURE__*/
+  messageDesc(file_federation_v1_event, 4);
+
+/**
+ * CircuitState is the state of an agent's circuit breaker.
+ *
+ * @generated from enum federation.v1.CircuitState
+ */
+export enum CircuitState {
+  /**
+   * @generated from enum value: CIRCUIT_STATE_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * Closed: the agent takes work.
+   *
+   * @generated from enum value: CIRCUIT_STATE_CLOSED = 1;
+   */
+  CLOSED = 1,
+
+  /**
+   * Open: the agent is not chosen while another can serve.
+   *
+   * @generated from enum value: CIRCUIT_STATE_OPEN = 2;
+   */
+  OPEN = 2,
+
+  /**
+   * Half-open: after the cool-down, one trial task decides.
+   *
+   * @generated from enum value: CIRCUIT_STATE_HALF_OPEN = 3;
+   */
+  HALF_OPEN = 3,
+}
+
+/**
+ * Describes the enum federation.v1.CircuitState.
+ */
+export const CircuitStateSchema: GenEnum<CircuitState> = /*@__PURE__*/
+  enumDesc(file_federation_v1_event, 0);
 

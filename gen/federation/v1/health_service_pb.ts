@@ -4,7 +4,7 @@
 
 import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import { enumDesc, fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
-import type { Event } from "./event_pb.js";
+import type { CircuitState, Event } from "./event_pb.js";
 import { file_federation_v1_event } from "./event_pb.js";
 import { file_google_api_annotations } from "../../google/api/annotations_pb.js";
 import type { Duration } from "@bufbuild/protobuf/wkt";
@@ -15,7 +15,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file federation/v1/health_service.proto.
  */
 export const file_federation_v1_health_service: GenFile = /*@__PURE__*/
-  fileDesc("CiJmZWRlcmF0aW9uL3YxL2hlYWx0aF9zZXJ2aWNlLnByb3RvEg1mZWRlcmF0aW9uLnYxIl4KD0NvbXBvbmVudEhlYWx0aBIMCgRuYW1lGAEgASgJEiwKBnN0YXR1cxgCIAEoDjIcLmZlZGVyYXRpb24udjEuU2VydmluZ1N0YXR1cxIPCgdtZXNzYWdlGAMgASgJIg4KDENoZWNrUmVxdWVzdCKtAQoNQ2hlY2tSZXNwb25zZRIsCgZzdGF0dXMYASABKA4yHC5mZWRlcmF0aW9uLnYxLlNlcnZpbmdTdGF0dXMSMgoKY29tcG9uZW50cxgCIAMoCzIeLmZlZGVyYXRpb24udjEuQ29tcG9uZW50SGVhbHRoEg8KB3ZlcnNpb24YAyABKAkSKQoGdXB0aW1lGAQgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uIhcKFUdldEZsZWV0SGVhbHRoUmVxdWVzdCK3AQoWR2V0RmxlZXRIZWFsdGhSZXNwb25zZRIUCgx0b3RhbF9hZ2VudHMYASABKA0SFgoOaGVhbHRoeV9hZ2VudHMYAiABKA0SFwoPZGVncmFkZWRfYWdlbnRzGAMgASgNEhgKEHVuaGVhbHRoeV9hZ2VudHMYBCABKA0SFwoPZHJhaW5pbmdfYWdlbnRzGAUgASgNEhQKDGNhcGFiaWxpdGllcxgGIAEoDRINCgV0b29scxgHIAEoDSJZChJXYXRjaEV2ZW50c1JlcXVlc3QSDQoFdHlwZXMYASADKAkSEAoIYWdlbnRfaWQYAiABKAkSFQoIYWZ0ZXJfaWQYAyABKARIAIgBAUILCglfYWZ0ZXJfaWQiOgoTV2F0Y2hFdmVudHNSZXNwb25zZRIjCgVldmVudBgBIAEoCzIULmZlZGVyYXRpb24udjEuRXZlbnQqawoNU2VydmluZ1N0YXR1cxIeChpTRVJWSU5HX1NUQVRVU19VTlNQRUNJRklFRBAAEhoKFlNFUlZJTkdfU1RBVFVTX1NFUlZJTkcQARIeChpTRVJWSU5HX1NUQVRVU19OT1RfU0VSVklORxACMsMCCg1IZWFsdGhTZXJ2aWNlElMKBUNoZWNrEhsuZmVkZXJhdGlvbi52MS5DaGVja1JlcXVlc3QaHC5mZWRlcmF0aW9uLnYxLkNoZWNrUmVzcG9uc2UiD4LT5JMCCRIHL2hlYWx0aBJ0Cg5HZXRGbGVldEhlYWx0aBIkLmZlZGVyYXRpb24udjEuR2V0RmxlZXRIZWFsdGhSZXF1ZXN0GiUuZmVkZXJhdGlvbi52MS5HZXRGbGVldEhlYWx0aFJlc3BvbnNlIhWC0+STAg8SDS9oZWFsdGgvZmxlZXQSZwoLV2F0Y2hFdmVudHMSIS5mZWRlcmF0aW9uLnYxLldhdGNoRXZlbnRzUmVxdWVzdBoiLmZlZGVyYXRpb24udjEuV2F0Y2hFdmVudHNSZXNwb25zZSIPgtPkkwIJEgcvZXZlbnRzMAFCeQonY29tLmdpdGh1Yi5mZWRlcmF0aW9uY29yZS5mZWRlcmF0aW9uLnYxUAFaTGdpdGh1Yi5jb20vZmVkZXJhdGlvbi1jb3JlL2ZlZGVyYXRpb24tY29yZS9nZW4vZ28vZmVkZXJhdGlvbi92MTtmZWRlcmF0aW9udjFiBnByb3RvMw", [file_federation_v1_event, file_google_api_annotations, file_google_protobuf_duration]);
+  fileDesc("CiJmZWRlcmF0aW9uL3YxL2hlYWx0aF9zZXJ2aWNlLnByb3RvEg1mZWRlcmF0aW9uLnYxIl4KD0NvbXBvbmVudEhlYWx0aBIMCgRuYW1lGAEgASgJEiwKBnN0YXR1cxgCIAEoDjIcLmZlZGVyYXRpb24udjEuU2VydmluZ1N0YXR1cxIPCgdtZXNzYWdlGAMgASgJIg4KDENoZWNrUmVxdWVzdCKtAQoNQ2hlY2tSZXNwb25zZRIsCgZzdGF0dXMYASABKA4yHC5mZWRlcmF0aW9uLnYxLlNlcnZpbmdTdGF0dXMSMgoKY29tcG9uZW50cxgCIAMoCzIeLmZlZGVyYXRpb24udjEuQ29tcG9uZW50SGVhbHRoEg8KB3ZlcnNpb24YAyABKAkSKQoGdXB0aW1lGAQgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uIhcKFUdldEZsZWV0SGVhbHRoUmVxdWVzdCLmAQoWR2V0RmxlZXRIZWFsdGhSZXNwb25zZRIUCgx0b3RhbF9hZ2VudHMYASABKA0SFgoOaGVhbHRoeV9hZ2VudHMYAiABKA0SFwoPZGVncmFkZWRfYWdlbnRzGAMgASgNEhgKEHVuaGVhbHRoeV9hZ2VudHMYBCABKA0SFwoPZHJhaW5pbmdfYWdlbnRzGAUgASgNEhQKDGNhcGFiaWxpdGllcxgGIAEoDRINCgV0b29scxgHIAEoDRItCghjaXJjdWl0cxgIIAMoCzIbLmZlZGVyYXRpb24udjEuQWdlbnRDaXJjdWl0IkwKDEFnZW50Q2lyY3VpdBIQCghhZ2VudF9pZBgBIAEoCRIqCgVzdGF0ZRgCIAEoDjIbLmZlZGVyYXRpb24udjEuQ2lyY3VpdFN0YXRlIlkKEldhdGNoRXZlbnRzUmVxdWVzdBINCgV0eXBlcxgBIAMoCRIQCghhZ2VudF9pZBgCIAEoCRIVCghhZnRlcl9pZBgDIAEoBEgAiAEBQgsKCV9hZnRlcl9pZCI6ChNXYXRjaEV2ZW50c1Jlc3BvbnNlEiMKBWV2ZW50GAEgASgLMhQuZmVkZXJhdGlvbi52MS5FdmVudCprCg1TZXJ2aW5nU3RhdHVzEh4KGlNFUlZJTkdfU1RBVFVTX1VOU1BFQ0lGSUVEEAASGgoWU0VSVklOR19TVEFUVVNfU0VSVklORxABEh4KGlNFUlZJTkdfU1RBVFVTX05PVF9TRVJWSU5HEAIywwIKDUhlYWx0aFNlcnZpY2USUwoFQ2hlY2sSGy5mZWRlcmF0aW9uLnYxLkNoZWNrUmVxdWVzdBocLmZlZGVyYXRpb24udjEuQ2hlY2tSZXNwb25zZSIPgtPkkwIJEgcvaGVhbHRoEnQKDkdldEZsZWV0SGVhbHRoEiQuZmVkZXJhdGlvbi52MS5HZXRGbGVldEhlYWx0aFJlcXVlc3QaJS5mZWRlcmF0aW9uLnYxLkdldEZsZWV0SGVhbHRoUmVzcG9uc2UiFYLT5JMCDxINL2hlYWx0aC9mbGVldBJnCgtXYXRjaEV2ZW50cxIhLmZlZGVyYXRpb24udjEuV2F0Y2hFdmVudHNSZXF1ZXN0GiIuZmVkZXJhdGlvbi52MS5XYXRjaEV2ZW50c1Jlc3BvbnNlIg+C0+STAgkSBy9ldmVudHMwAUJ5Cidjb20uZ2l0aHViLmZlZGVyYXRpb25jb3JlLmZlZGVyYXRpb24udjFQAVpMZ2l0aHViLmNvbS9mZWRlcmF0aW9uLWNvcmUvZmVkZXJhdGlvbi1jb3JlL2dlbi9nby9mZWRlcmF0aW9uL3YxO2ZlZGVyYXRpb252MWIGcHJvdG8z", [file_federation_v1_event, file_google_api_annotations, file_google_protobuf_duration]);
 
 /**
  * @generated from message federation.v1.ComponentHealth
@@ -142,6 +142,13 @@ export type GetFleetHealthResponse = Message<"federation.v1.GetFleetHealthRespon
    * @generated from field: uint32 tools = 7;
    */
   tools: number;
+
+  /**
+   * Agents whose circuit breaker is not closed, on this replica.
+   *
+   * @generated from field: repeated federation.v1.AgentCircuit circuits = 8;
+   */
+  circuits: AgentCircuit[];
 };
 
 /**
@@ -150,6 +157,30 @@ export type GetFleetHealthResponse = Message<"federation.v1.GetFleetHealthRespon
  */
 export const GetFleetHealthResponseSchema: GenMessage<GetFleetHealthResponse> = /*@__PURE__*/
   messageDesc(file_federation_v1_health_service, 4);
+
+/**
+ * AgentCircuit is an agent's breaker state as fleet health shows it.
+ *
+ * @generated from message federation.v1.AgentCircuit
+ */
+export type AgentCircuit = Message<"federation.v1.AgentCircuit"> & {
+  /**
+   * @generated from field: string agent_id = 1;
+   */
+  agentId: string;
+
+  /**
+   * @generated from field: federation.v1.CircuitState state = 2;
+   */
+  state: CircuitState;
+};
+
+/**
+ * Describes the message federation.v1.AgentCircuit.
+ * Use `create(AgentCircuitSchema)` to create a new message.
+ */
+export const AgentCircuitSchema: GenMessage<AgentCircuit> = /*@__PURE__*/
+  messageDesc(file_federation_v1_health_service, 5);
 
 /**
  * @generated from message federation.v1.WatchEventsRequest
@@ -184,7 +215,7 @@ export type WatchEventsRequest = Message<"federation.v1.WatchEventsRequest"> & {
  * Use `create(WatchEventsRequestSchema)` to create a new message.
  */
 export const WatchEventsRequestSchema: GenMessage<WatchEventsRequest> = /*@__PURE__*/
-  messageDesc(file_federation_v1_health_service, 5);
+  messageDesc(file_federation_v1_health_service, 6);
 
 /**
  * @generated from message federation.v1.WatchEventsResponse
@@ -201,7 +232,7 @@ export type WatchEventsResponse = Message<"federation.v1.WatchEventsResponse"> &
  * Use `create(WatchEventsResponseSchema)` to create a new message.
  */
 export const WatchEventsResponseSchema: GenMessage<WatchEventsResponse> = /*@__PURE__*/
-  messageDesc(file_federation_v1_health_service, 6);
+  messageDesc(file_federation_v1_health_service, 7);
 
 /**
  * @generated from enum federation.v1.ServingStatus

@@ -2,10 +2,12 @@
 // @generated from file federation/v1/router_service.proto (package federation.v1, syntax proto3)
 /* eslint-disable */
 
-import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
-import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
+import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
+import { enumDesc, fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
 import type { Agent } from "./agent_pb.js";
 import { file_federation_v1_agent } from "./agent_pb.js";
+import type { CircuitState } from "./event_pb.js";
+import { file_federation_v1_event } from "./event_pb.js";
 import type { Task, TaskAttempt } from "./task_pb.js";
 import { file_federation_v1_task } from "./task_pb.js";
 import { file_google_api_annotations } from "../../google/api/annotations_pb.js";
@@ -17,7 +19,7 @@ import type { JsonObject, Message } from "@bufbuild/protobuf";
  * Describes the file federation/v1/router_service.proto.
  */
 export const file_federation_v1_router_service: GenFile = /*@__PURE__*/
-  fileDesc("CiJmZWRlcmF0aW9uL3YxL3JvdXRlcl9zZXJ2aWNlLnByb3RvEg1mZWRlcmF0aW9uLnYxIs0BCgxSb3V0ZVJlcXVlc3QSFAoMY2FwYWJpbGl0aWVzGAEgAygJEiUKBHRhc2sYAiABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0EhkKEWV4Y2x1ZGVfYWdlbnRfaWRzGAMgAygJEhAKCGRpc3BhdGNoGAQgASgIEioKB3RpbWVvdXQYBSABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SDwoHdGFza19pZBgGIAEoCRIWCg5kaXNwYXRjaF9hc3luYxgHIAEoCCIxCg5Sb3V0ZUNhbmRpZGF0ZRIQCghhZ2VudF9pZBgBIAEoCRINCgVzY29yZRgCIAEoASKBAgoNUm91dGVSZXNwb25zZRIjCgVhZ2VudBgBIAEoCzIULmZlZGVyYXRpb24udjEuQWdlbnQSMQoKY2FuZGlkYXRlcxgCIAMoCzIdLmZlZGVyYXRpb24udjEuUm91dGVDYW5kaWRhdGUSDgoGcmVhc29uGAMgASgJEhAKCHJvdXRlX2lkGAQgASgJEg8KB3Rhc2tfaWQYBSABKAkSDgoGdGlja2V0GAYgASgJEiwKCGF0dGVtcHRzGAcgAygLMhouZmVkZXJhdGlvbi52MS5UYXNrQXR0ZW1wdBInCgZyZXN1bHQYCCABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0IiEKDkdldFRhc2tSZXF1ZXN0Eg8KB3Rhc2tfaWQYASABKAkiNAoPR2V0VGFza1Jlc3BvbnNlEiEKBHRhc2sYASABKAsyEy5mZWRlcmF0aW9uLnYxLlRhc2syygEKDVJvdXRlclNlcnZpY2USVQoFUm91dGUSGy5mZWRlcmF0aW9uLnYxLlJvdXRlUmVxdWVzdBocLmZlZGVyYXRpb24udjEuUm91dGVSZXNwb25zZSIRgtPkkwILOgEqIgYvcm91dGUSYgoHR2V0VGFzaxIdLmZlZGVyYXRpb24udjEuR2V0VGFza1JlcXVlc3QaHi5mZWRlcmF0aW9uLnYxLkdldFRhc2tSZXNwb25zZSIYgtPkkwISEhAvdGFza3Mve3Rhc2tfaWR9QnkKJ2NvbS5naXRodWIuZmVkZXJhdGlvbmNvcmUuZmVkZXJhdGlvbi52MVABWkxnaXRodWIuY29tL2ZlZGVyYXRpb24tY29yZS9mZWRlcmF0aW9uLWNvcmUvZ2VuL2dvL2ZlZGVyYXRpb24vdjE7ZmVkZXJhdGlvbnYxYgZwcm90bzM", [file_federation_v1_agent, file_federation_v1_task, file_google_api_annotations, file_google_protobuf_duration, file_google_protobuf_struct]);
+  fileDesc("CiJmZWRlcmF0aW9uL3YxL3JvdXRlcl9zZXJ2aWNlLnByb3RvEg1mZWRlcmF0aW9uLnYxIv0BCgxSb3V0ZVJlcXVlc3QSFAoMY2FwYWJpbGl0aWVzGAEgAygJEiUKBHRhc2sYAiABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0EhkKEWV4Y2x1ZGVfYWdlbnRfaWRzGAMgAygJEhAKCGRpc3BhdGNoGAQgASgIEioKB3RpbWVvdXQYBSABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SDwoHdGFza19pZBgGIAEoCRIWCg5kaXNwYXRjaF9hc3luYxgHIAEoCBIuCghzdHJhdGVneRgIIAEoDjIcLmZlZGVyYXRpb24udjEuUm91dGVTdHJhdGVneSJjCg5Sb3V0ZUNhbmRpZGF0ZRIQCghhZ2VudF9pZBgBIAEoCRINCgVzY29yZRgCIAEoARIwCglicmVha2Rvd24YAyABKAsyHS5mZWRlcmF0aW9uLnYxLlNjb3JlQnJlYWtkb3duIvQBCg5TY29yZUJyZWFrZG93bhIQCghjYXBhY2l0eRgBIAEoARIPCgdxdWFsaXR5GAIgASgBEg8KB2xhdGVuY3kYAyABKAESDgoGdXB0aW1lGAQgASgBEg8KB2NpcmN1aXQYBSABKAESMgoNY2lyY3VpdF9zdGF0ZRgGIAEoDjIbLmZlZGVyYXRpb24udjEuQ2lyY3VpdFN0YXRlEhcKD2xhdGVuY3lfZXdtYV9tcxgHIAEoARIWCg5sYXRlbmN5X3A5NV9tcxgIIAEoARIWCg5sYXRlbmN5X3A5OV9tcxgJIAEoARIQCghldmlkZW5jZRgKIAEoASKuAQoUUmVwb3J0T3V0Y29tZVJlcXVlc3QSEAoIYWdlbnRfaWQYASABKAkSFAoMY2FwYWJpbGl0aWVzGAIgAygJEg8KB3Rhc2tfaWQYAyABKAkSDwoHc3VjY2VzcxgEIAEoCBIqCgdsYXRlbmN5GAUgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEhQKB3F1YWxpdHkYBiABKAFIAIgBAUIKCghfcXVhbGl0eSJJChVSZXBvcnRPdXRjb21lUmVzcG9uc2USMAoJYnJlYWtkb3duGAEgASgLMh0uZmVkZXJhdGlvbi52MS5TY29yZUJyZWFrZG93biKBAgoNUm91dGVSZXNwb25zZRIjCgVhZ2VudBgBIAEoCzIULmZlZGVyYXRpb24udjEuQWdlbnQSMQoKY2FuZGlkYXRlcxgCIAMoCzIdLmZlZGVyYXRpb24udjEuUm91dGVDYW5kaWRhdGUSDgoGcmVhc29uGAMgASgJEhAKCHJvdXRlX2lkGAQgASgJEg8KB3Rhc2tfaWQYBSABKAkSDgoGdGlja2V0GAYgASgJEiwKCGF0dGVtcHRzGAcgAygLMhouZmVkZXJhdGlvbi52MS5UYXNrQXR0ZW1wdBInCgZyZXN1bHQYCCABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0IiEKDkdldFRhc2tSZXF1ZXN0Eg8KB3Rhc2tfaWQYASABKAkiNAoPR2V0VGFza1Jlc3BvbnNlEiEKBHRhc2sYASABKAsyEy5mZWRlcmF0aW9uLnYxLlRhc2sqoQEKDVJvdXRlU3RyYXRlZ3kSHgoaUk9VVEVfU1RSQVRFR1lfVU5TUEVDSUZJRUQQABIXChNST1VURV9TVFJBVEVHWV9CRVNUEAESFgoSUk9VVEVfU1RSQVRFR1lfUDJDEAISHgoaUk9VVEVfU1RSQVRFR1lfUk9VTkRfUk9CSU4QAxIfChtST1VURV9TVFJBVEVHWV9MRUFTVF9MT0FERUQQBDK8AgoNUm91dGVyU2VydmljZRJVCgVSb3V0ZRIbLmZlZGVyYXRpb24udjEuUm91dGVSZXF1ZXN0GhwuZmVkZXJhdGlvbi52MS5Sb3V0ZVJlc3BvbnNlIhGC0+STAgs6ASoiBi9yb3V0ZRJiCgdHZXRUYXNrEh0uZmVkZXJhdGlvbi52MS5HZXRUYXNrUmVxdWVzdBoeLmZlZGVyYXRpb24udjEuR2V0VGFza1Jlc3BvbnNlIhiC0+STAhISEC90YXNrcy97dGFza19pZH0ScAoNUmVwb3J0T3V0Y29tZRIjLmZlZGVyYXRpb24udjEuUmVwb3J0T3V0Y29tZVJlcXVlc3QaJC5mZWRlcmF0aW9uLnYxLlJlcG9ydE91dGNvbWVSZXNwb25zZSIUgtPkkwIOOgEqIgkvb3V0Y29tZXNCeQonY29tLmdpdGh1Yi5mZWRlcmF0aW9uY29yZS5mZWRlcmF0aW9uLnYxUAFaTGdpdGh1Yi5jb20vZmVkZXJhdGlvbi1jb3JlL2ZlZGVyYXRpb24tY29yZS9nZW4vZ28vZmVkZXJhdGlvbi92MTtmZWRlcmF0aW9udjFiBnByb3RvMw", [file_federation_v1_agent, file_federation_v1_event, file_federation_v1_task, file_google_api_annotations, file_google_protobuf_duration, file_google_protobuf_struct]);
 
 /**
  * @generated from message federation.v1.RouteRequest
@@ -74,6 +76,13 @@ export type RouteRequest = Message<"federation.v1.RouteRequest"> & {
    * @generated from field: bool dispatch_async = 7;
    */
   dispatchAsync: boolean;
+
+  /**
+   * How to choose among the scored candidates (default P2C).
+   *
+   * @generated from field: federation.v1.RouteStrategy strategy = 8;
+   */
+  strategy: RouteStrategy;
 };
 
 /**
@@ -93,9 +102,16 @@ export type RouteCandidate = Message<"federation.v1.RouteCandidate"> & {
   agentId: string;
 
   /**
+   * capacity × quality × latency × uptime × circuit (see breakdown).
+   *
    * @generated from field: double score = 2;
    */
   score: number;
+
+  /**
+   * @generated from field: federation.v1.ScoreBreakdown breakdown = 3;
+   */
+  breakdown?: ScoreBreakdown | undefined;
 };
 
 /**
@@ -104,6 +120,153 @@ export type RouteCandidate = Message<"federation.v1.RouteCandidate"> & {
  */
 export const RouteCandidateSchema: GenMessage<RouteCandidate> = /*@__PURE__*/
   messageDesc(file_federation_v1_router_service, 1);
+
+/**
+ * ScoreBreakdown is a candidate's score by factor; every factor is at most
+ * 1 (docs/architecture.md "Routing"), so the score never exceeds the
+ * capacity factor's ceiling the stores index.
+ *
+ * @generated from message federation.v1.ScoreBreakdown
+ */
+export type ScoreBreakdown = Message<"federation.v1.ScoreBreakdown"> & {
+  /**
+   * 0.8·(1 − load) + 0.2·lease freshness, halved for DEGRADED.
+   *
+   * @generated from field: double capacity = 1;
+   */
+  capacity: number;
+
+  /**
+   * Success rate (reported quality where given), decaying toward 1.
+   *
+   * @generated from field: double quality = 2;
+   */
+  quality: number;
+
+  /**
+   * 1 at or below the fleet's typical latency, less for slower agents.
+   *
+   * @generated from field: double latency = 3;
+   */
+  latency: number;
+
+  /**
+   * Share of the uptime window the agent was routable.
+   *
+   * @generated from field: double uptime = 4;
+   */
+  uptime: number;
+
+  /**
+   * 1 closed or half-open; open agents are only chosen when no other can serve.
+   *
+   * @generated from field: double circuit = 5;
+   */
+  circuit: number;
+
+  /**
+   * @generated from field: federation.v1.CircuitState circuit_state = 6;
+   */
+  circuitState: CircuitState;
+
+  /**
+   * Latency estimates from outcomes (0 with none).
+   *
+   * @generated from field: double latency_ewma_ms = 7;
+   */
+  latencyEwmaMs: number;
+
+  /**
+   * @generated from field: double latency_p95_ms = 8;
+   */
+  latencyP95Ms: number;
+
+  /**
+   * @generated from field: double latency_p99_ms = 9;
+   */
+  latencyP99Ms: number;
+
+  /**
+   * Outcomes behind the estimates, after decay.
+   *
+   * @generated from field: double evidence = 10;
+   */
+  evidence: number;
+};
+
+/**
+ * Describes the message federation.v1.ScoreBreakdown.
+ * Use `create(ScoreBreakdownSchema)` to create a new message.
+ */
+export const ScoreBreakdownSchema: GenMessage<ScoreBreakdown> = /*@__PURE__*/
+  messageDesc(file_federation_v1_router_service, 2);
+
+/**
+ * @generated from message federation.v1.ReportOutcomeRequest
+ */
+export type ReportOutcomeRequest = Message<"federation.v1.ReportOutcomeRequest"> & {
+  /**
+   * @generated from field: string agent_id = 1;
+   */
+  agentId: string;
+
+  /**
+   * The task's capabilities (for the agent × capability estimates).
+   *
+   * @generated from field: repeated string capabilities = 2;
+   */
+  capabilities: string[];
+
+  /**
+   * The task id from Route, if any.
+   *
+   * @generated from field: string task_id = 3;
+   */
+  taskId: string;
+
+  /**
+   * @generated from field: bool success = 4;
+   */
+  success: boolean;
+
+  /**
+   * @generated from field: google.protobuf.Duration latency = 5;
+   */
+  latency?: Duration | undefined;
+
+  /**
+   * How good the result was, 0..1 (default: 1 on success, 0 on failure).
+   *
+   * @generated from field: optional double quality = 6;
+   */
+  quality?: number | undefined;
+};
+
+/**
+ * Describes the message federation.v1.ReportOutcomeRequest.
+ * Use `create(ReportOutcomeRequestSchema)` to create a new message.
+ */
+export const ReportOutcomeRequestSchema: GenMessage<ReportOutcomeRequest> = /*@__PURE__*/
+  messageDesc(file_federation_v1_router_service, 3);
+
+/**
+ * @generated from message federation.v1.ReportOutcomeResponse
+ */
+export type ReportOutcomeResponse = Message<"federation.v1.ReportOutcomeResponse"> & {
+  /**
+   * The agent's standing after the report (capacity and circuit as of now).
+   *
+   * @generated from field: federation.v1.ScoreBreakdown breakdown = 1;
+   */
+  breakdown?: ScoreBreakdown | undefined;
+};
+
+/**
+ * Describes the message federation.v1.ReportOutcomeResponse.
+ * Use `create(ReportOutcomeResponseSchema)` to create a new message.
+ */
+export const ReportOutcomeResponseSchema: GenMessage<ReportOutcomeResponse> = /*@__PURE__*/
+  messageDesc(file_federation_v1_router_service, 4);
 
 /**
  * @generated from message federation.v1.RouteResponse
@@ -168,7 +331,7 @@ export type RouteResponse = Message<"federation.v1.RouteResponse"> & {
  * Use `create(RouteResponseSchema)` to create a new message.
  */
 export const RouteResponseSchema: GenMessage<RouteResponse> = /*@__PURE__*/
-  messageDesc(file_federation_v1_router_service, 2);
+  messageDesc(file_federation_v1_router_service, 5);
 
 /**
  * @generated from message federation.v1.GetTaskRequest
@@ -185,7 +348,7 @@ export type GetTaskRequest = Message<"federation.v1.GetTaskRequest"> & {
  * Use `create(GetTaskRequestSchema)` to create a new message.
  */
 export const GetTaskRequestSchema: GenMessage<GetTaskRequest> = /*@__PURE__*/
-  messageDesc(file_federation_v1_router_service, 3);
+  messageDesc(file_federation_v1_router_service, 6);
 
 /**
  * @generated from message federation.v1.GetTaskResponse
@@ -202,7 +365,56 @@ export type GetTaskResponse = Message<"federation.v1.GetTaskResponse"> & {
  * Use `create(GetTaskResponseSchema)` to create a new message.
  */
 export const GetTaskResponseSchema: GenMessage<GetTaskResponse> = /*@__PURE__*/
-  messageDesc(file_federation_v1_router_service, 4);
+  messageDesc(file_federation_v1_router_service, 7);
+
+/**
+ * RouteStrategy chooses among the scored candidates.
+ *
+ * @generated from enum federation.v1.RouteStrategy
+ */
+export enum RouteStrategy {
+  /**
+   * The default: ROUTE_STRATEGY_P2C.
+   *
+   * @generated from enum value: ROUTE_STRATEGY_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * The highest score; ties (within 0.01) go to the least recently routed.
+   *
+   * @generated from enum value: ROUTE_STRATEGY_BEST = 1;
+   */
+  BEST = 1,
+
+  /**
+   * Power of two choices: two distinct random candidates among the best,
+   * the higher score wins, so load spreads instead of stampeding the top.
+   *
+   * @generated from enum value: ROUTE_STRATEGY_P2C = 2;
+   */
+  P2C = 2,
+
+  /**
+   * In turn among the candidates read, by agent id.
+   *
+   * @generated from enum value: ROUTE_STRATEGY_ROUND_ROBIN = 3;
+   */
+  ROUND_ROBIN = 3,
+
+  /**
+   * The lowest reported load among the candidates read; score breaks ties.
+   *
+   * @generated from enum value: ROUTE_STRATEGY_LEAST_LOADED = 4;
+   */
+  LEAST_LOADED = 4,
+}
+
+/**
+ * Describes the enum federation.v1.RouteStrategy.
+ */
+export const RouteStrategySchema: GenEnum<RouteStrategy> = /*@__PURE__*/
+  enumDesc(file_federation_v1_router_service, 0);
 
 /**
  * RouterService picks the agent that should take a task.
@@ -232,6 +444,19 @@ export const RouterService: GenService<{
     methodKind: "unary";
     input: typeof GetTaskRequestSchema;
     output: typeof GetTaskResponseSchema;
+  },
+  /**
+   * ReportOutcome tells the router how a task went that the caller sent to
+   * an agent itself (after Route without dispatch): it feeds the agent's
+   * reputation and circuit breaker like a dispatch attempt. The agent must
+   * be the caller tenant's or shared (else NOT_FOUND).
+   *
+   * @generated from rpc federation.v1.RouterService.ReportOutcome
+   */
+  reportOutcome: {
+    methodKind: "unary";
+    input: typeof ReportOutcomeRequestSchema;
+    output: typeof ReportOutcomeResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_federation_v1_router_service, 0);

@@ -40,6 +40,7 @@ export function healthService(
         drainingAgents: f.draining,
         capabilities: f.capabilities,
         tools: f.tools,
+        circuits: f.circuits.map((c) => ({ agentId: c.agentId, state: c.state })),
       });
     },
     async *watchEvents(req, ctx) {

@@ -1,14 +1,14 @@
 import { create } from "@bufbuild/protobuf";
 import { durationFromMs, timestampFromMs } from "@bufbuild/protobuf/wkt";
 import type { ServiceImpl } from "@connectrpc/connect";
-import { GetTaskResponseSchema, RouteResponseSchema, RouterService } from "../../../gen/federation/v1/router_service_pb.js";
+import { GetTaskResponseSchema, ReportOutcomeResponseSchema, RouteResponseSchema, RouterService, type ScoreBreakdown } from "../../../gen/federation/v1/router_service_pb.js";
 import type { TaskAttempt } from "../../../gen/federation/v1/task_pb.js";
 import type { Dispatcher } from "../../dispatch/dispatcher.js";
 import type { AttemptRecord } from "../../dispatch/task-store.js";
 import { toAgentMessage } from "../../registry/agent-message.js";
-import type { Router } from "../../router/router.js";
+import type { Breakdown, Router } from "../../router/router.js";
 import { principalKey } from "../../security/principal.js";
-import { parseGetTask, parseRoute } from "../../validation/requests.js";
+import { parseGetTask, parseReportOutcome, parseRoute } from "../../validation/requests.js";
 
 function attemptMessages(attempts: readonly AttemptRecord[]): Omit<TaskAttempt, "$typeName" | "$unknown">[] {
   return attempts.map((a) => ({
@@ -18,6 +18,22 @@ function attemptMessages(attempts: readonly AttemptRecord[]): Omit<TaskAttempt, 
     latency: durationFromMs(Math.round(a.latencyMs)),
     detail: a.detail,
   }));
+}
+
+function breakdownMessage(b: Breakdown | undefined): Omit<ScoreBreakdown, "$typeName" | "$unknown"> | undefined {
+  if (!b) return undefined;
+  return {
+    capacity: b.capacity,
+    quality: b.quality,
+    latency: b.latency,
+    uptime: b.uptime,
+    circuit: b.circuit,
+    circuitState: b.circuitState,
+    latencyEwmaMs: b.latencyEwmaMs,
+    latencyP95Ms: b.latencyP95Ms,
+    latencyP99Ms: b.latencyP99Ms,
+    evidence: b.evidence,
+  };
 }
 
 export function routerService(router: Router, dispatcher: Dispatcher): ServiceImpl<typeof RouterService> {
@@ -33,7 +49,7 @@ export function routerService(router: Router, dispatcher: Dispatcher): ServiceIm
           : await dispatcher.routed(d, input, tenant);
       return create(RouteResponseSchema, {
         agent: toAgentMessage(t.agent),
-        candidates: d.candidates.map((c) => ({ agentId: c.agent.id, score: c.score })),
+        candidates: d.candidates.map((c) => ({ agentId: c.agent.id, score: c.score, breakdown: breakdownMessage(c.breakdown) })),
         reason: d.reason,
         routeId: d.routeId,
         taskId: t.taskId,
@@ -41,6 +57,12 @@ export function routerService(router: Router, dispatcher: Dispatcher): ServiceIm
         attempts: attemptMessages(t.attempts),
         result: t.result,
       });
+    },
+
+    async reportOutcome(req, ctx) {
+      const o = parseReportOutcome(req);
+      const b = await router.reportOutcome(ctx.values.get(principalKey).tenant, o);
+      return create(ReportOutcomeResponseSchema, { breakdown: breakdownMessage(b) });
     },
 
     async getTask(req, ctx) {

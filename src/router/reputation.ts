@@ -1,0 +1,221 @@
+/**
+ * The reputation engine: what the router learns from outcomes (dispatch
+ * attempts through the OutcomeSink, and ReportOutcome) and from lease and
+ * status history. Every factor is in [0, 1] and is exactly 1 for an agent
+ * with no evidence, so a score (capacity × factors) never exceeds the
+ * capacity ceiling the stores index, and a new agent competes on capacity.
+ *
+ * Evidence decays toward the prior with a half-life: each stored weight is
+ * multiplied by 2^(−Δt / halfLife) when next touched, so an old failure is
+ * forgiven and an agent that stopped getting work drifts back to be tried.
+ * All of it is per replica and in memory (see docs/architecture.md).
+ */
+
+export interface ReputationOptions {
+  /** Half-life of outcome evidence (default 5 min). */
+  readonly halfLifeMs: number;
+  /** Weight of the prior, in outcomes (default 2). */
+  readonly priorWeight: number;
+  /** Sliding window for uptime (default 10 min). */
+  readonly uptimeWindowMs: number;
+  /** Added to both latencies in the latency factor, so fast agents do not fight over microseconds (default 20 ms). */
+  readonly latencySlackMs: number;
+}
+
+export const defaultReputation: ReputationOptions = {
+  halfLifeMs: 5 * 60_000,
+  priorWeight: 2,
+  uptimeWindowMs: 10 * 60_000,
+  latencySlackMs: 20,
+};
+
+export interface Outcome {
+  readonly success: boolean;
+  /** 0..1; defaults to 1 on success and 0 on failure. */
+  readonly quality?: number;
+  /** Undefined when the outcome says nothing about latency (refused before sending). */
+  readonly latencyMs?: number;
+}
+
+export interface Factors {
+  readonly quality: number;
+  readonly latency: number;
+  readonly uptime: number;
+}
+
+export interface Standing extends Factors {
+  readonly latencyEwmaMs: number;
+  readonly latencyP95Ms: number;
+  readonly latencyP99Ms: number;
+  /** Decayed count of outcomes behind the estimates. */
+  readonly evidence: number;
+}
+
+/** Samples kept per key for the p95/p99 estimate. */
+const SAMPLES = 64;
+/** EWMA weight of a new latency sample. */
+const ALPHA = 0.2;
+/** Keys (agents, agent × capability) kept; the oldest written go first. */
+const MAX_KEYS = 100_000;
+/** Status transitions kept per agent for uptime. */
+const MAX_TRANSITIONS = 32;
+
+class Stats {
+  weight = 0;
+  qualitySum = 0;
+  latencyWeight = 0;
+  ewma = 0;
+  p95 = 0;
+  p99 = 0;
+  readonly samples: number[] = [];
+  constructor(public at: number) {}
+
+  decay(now: number, halfLifeMs: number): void {
+    if (now <= this.at) return;
+    const f = Math.pow(2, -(now - this.at) / halfLifeMs);
+    this.weight *= f;
+    this.qualitySum *= f;
+    this.latencyWeight *= f;
+    this.at = now;
+  }
+
+  add(o: Outcome): void {
+    this.weight += 1;
+    this.qualitySum += o.quality ?? (o.success ? 1 : 0);
+    if (o.latencyMs === undefined) return;
+    this.ewma = this.latencyWeight === 0 ? o.latencyMs : this.ewma + ALPHA * (o.latencyMs - this.ewma);
+    this.latencyWeight += 1;
+    if (this.samples.length >= SAMPLES) this.samples.shift();
+    this.samples.push(o.latencyMs);
+    const sorted = [...this.samples].sort((a, b) => a - b);
+    this.p95 = sorted[Math.min(sorted.length - 1, Math.ceil(0.95 * sorted.length) - 1)]!;
+    this.p99 = sorted[Math.min(sorted.length - 1, Math.ceil(0.99 * sorted.length) - 1)]!;
+  }
+}
+
+/** Routable (true) or not (false) since `at`. */
+interface Transition {
+  readonly at: number;
+  readonly up: boolean;
+}
+
+export class Reputation {
+  private readonly opts: ReputationOptions;
+  private readonly stats = new Map<string, Stats>();
+  private readonly history = new Map<string, Transition[]>();
+  /** The fleet's typical latency: an EWMA over every outcome's latency (the latency prior). */
+  private fleetLatency = 0;
+  private fleetSeen = false;
+
+  constructor(opts: Partial<ReputationOptions> = {}) {
+    this.opts = { ...defaultReputation, ...opts };
+  }
+
+  /** Records an outcome for the agent and for each of the task's capabilities on it. */
+  record(agentId: string, capabilities: readonly string[], o: Outcome, now: number): void {
+    this.touch(agentId, now).add(o);
+    for (const c of capabilities) this.touch(key(agentId, c), now).add(o);
+    if (o.latencyMs !== undefined) {
+      this.fleetLatency = this.fleetSeen ? this.fleetLatency + 0.05 * (o.latencyMs - this.fleetLatency) : o.latencyMs;
+      this.fleetSeen = true;
+    }
+  }
+
+  /** An agent became routable (HEALTHY, DEGRADED) or not (UNHEALTHY, DRAINING, expired, gone). */
+  status(agentId: string, up: boolean, now: number): void {
+    let h = this.history.get(agentId);
+    if (!h) {
+      if (up) return; // no history: fully up
+      if (this.history.size >= MAX_KEYS) this.history.delete(this.history.keys().next().value!);
+      // Up until now, as far as the window can tell.
+      h = [{ at: now - this.opts.uptimeWindowMs, up: true }];
+      this.history.set(agentId, h);
+    }
+    if (h.at(-1)!.up === up) return;
+    h.push({ at: now, up });
+    if (h.length > MAX_TRANSITIONS) h.splice(0, h.length - MAX_TRANSITIONS);
+  }
+
+  /** Forgets an agent's status history (unregistered). */
+  forget(agentId: string): void {
+    this.history.delete(agentId);
+  }
+
+  /**
+   * The product quality × latency × uptime, in [0, 1]; exactly 1 without
+   * evidence. The stats used: agent × capability where it has evidence
+   * (the first requested capability), else the agent's.
+   */
+  factor(agentId: string, capability: string | undefined, now: number): number {
+    const s = this.pick(agentId, capability);
+    const h = this.history.get(agentId);
+    if (!s && !h) return 1;
+    const f = this.factors(s, h, now);
+    return f.quality * f.latency * f.uptime;
+  }
+
+  standing(agentId: string, capability: string | undefined, now: number): Standing {
+    const s = this.pick(agentId, capability);
+    const f = this.factors(s, this.history.get(agentId), now);
+    return {
+      ...f,
+      latencyEwmaMs: s?.latencyWeight ? s.ewma : 0,
+      latencyP95Ms: s?.latencyWeight ? s.p95 : 0,
+      latencyP99Ms: s?.latencyWeight ? s.p99 : 0,
+      evidence: s?.weight ?? 0,
+    };
+  }
+
+  private pick(agentId: string, capability: string | undefined): Stats | undefined {
+    if (capability !== undefined) {
+      const c = this.stats.get(key(agentId, capability));
+      if (c && c.weight >= 1) return c;
+    }
+    return this.stats.get(agentId);
+  }
+
+  private factors(s: Stats | undefined, h: Transition[] | undefined, now: number): Factors {
+    let quality = 1;
+    let latency = 1;
+    if (s) {
+      s.decay(now, this.opts.halfLifeMs);
+      const k = this.opts.priorWeight;
+      quality = (s.qualitySum + k) / (s.weight + k);
+      if (s.latencyWeight > 0 && this.fleetSeen) {
+        const observed = 0.7 * s.ewma + 0.3 * s.p95;
+        const typical = this.fleetLatency;
+        const estimate = (s.latencyWeight * observed + k * typical) / (s.latencyWeight + k);
+        const slack = this.opts.latencySlackMs;
+        latency = Math.min(1, (typical + slack) / (estimate + slack));
+      }
+    }
+    return { quality, latency, uptime: h ? this.uptime(h, now) : 1 };
+  }
+
+  private uptime(h: Transition[], now: number): number {
+    const start = now - this.opts.uptimeWindowMs;
+    let down = 0;
+    for (let i = 0; i < h.length; i++) {
+      if (h[i]!.up) continue;
+      const from = Math.max(h[i]!.at, start);
+      const to = i + 1 < h.length ? h[i + 1]!.at : now;
+      if (to > from) down += to - from;
+    }
+    return Math.max(0, 1 - down / this.opts.uptimeWindowMs);
+  }
+
+  private touch(k: string, now: number): Stats {
+    let s = this.stats.get(k);
+    if (!s) {
+      if (this.stats.size >= MAX_KEYS) this.stats.delete(this.stats.keys().next().value!);
+      s = new Stats(now);
+      this.stats.set(k, s);
+    }
+    s.decay(now, this.opts.halfLifeMs);
+    return s;
+  }
+}
+
+function key(agentId: string, capability: string): string {
+  return `${agentId}\u0000${capability}`;
+}
