@@ -1,4 +1,5 @@
 import { Code, ConnectError } from "@connectrpc/connect";
+import type { HistoryGap } from "./events/event-bus.js";
 
 /**
  * The error catalogue. Domain code throws ConnectError through these helpers,
@@ -26,6 +27,22 @@ export const errors = {
       `subscriber too slow: ${unsentBytes} bytes unsent, over the ${limitBytes}-byte bound (SUBSCRIBER_BUFFER_BYTES); resume with after_id`,
       Code.ResourceExhausted,
     ),
+  /**
+   * A resume (`after_id`) whose events are not all held any more (trimmed
+   * past EVENT_RETENTION, a bus that restarted empty, an id the bus never
+   * issued): OUT_OF_RANGE, as etcd answers a watch from a compacted
+   * revision — the request's position is outside what can be served and
+   * retrying it cannot help; the client re-reads state and watches anew.
+   * A replay that could not be read loses nothing known: UNAVAILABLE, retry
+   * as is. The instruction comes first: /ws close reasons are cut at 123 bytes.
+   */
+  eventHistoryGap: (gap: HistoryGap) =>
+    gap.reason === "unreadable"
+      ? new ConnectError(`after_id ${gap.afterId}: event replay failed, retry with the same after_id (${gap.detail})`, Code.Unavailable)
+      : new ConnectError(
+          `after_id ${gap.afterId} cannot be resumed: re-read state, then watch without after_id (${gap.detail})`,
+          Code.OutOfRange,
+        ),
   /** Another writer kept winning the compare-and-set; the client may retry. */
   conflict: (id: string) =>
     new ConnectError(`agent "${id}" was changed concurrently; retry`, Code.Aborted),

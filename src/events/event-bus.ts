@@ -129,6 +129,24 @@ export interface Subscription {
   close(): void;
 }
 
+/**
+ * Why a resuming subscriber cannot have every event after its `afterId`:
+ * - "trimmed": events after it were dropped from the retention window
+ *   (EVENT_RETENTION) — the id is older than what is held;
+ * - "reset": the history it belongs to is gone (a Redis that restarted
+ *   empty, a stream that was deleted and recreated);
+ * - "ahead": no event with that id was issued by this bus yet (the memory
+ *   bus restarted and its ids began again at 1, or the id was never ours);
+ * - "unreadable": the history could not be read (a failed replay read);
+ *   nothing is known to be lost, the same `afterId` may work again.
+ */
+export interface HistoryGap {
+  readonly reason: "trimmed" | "reset" | "ahead" | "unreadable";
+  readonly afterId: bigint;
+  /** Human-readable detail (the oldest/newest id held, the read's error). */
+  readonly detail: string;
+}
+
 export interface ComponentStatus {
   readonly ok: boolean;
   readonly message: string;
@@ -152,8 +170,20 @@ export interface EventBus {
    * event; undefined: none, live only), then delivers new ones as they are
    * published, in order. `deliver` must not block: it queues or drops, it
    * never waits.
+   *
+   * A resume is never silently partial: when the events after `afterId`
+   * are not all held (see HistoryGap; `afterId` 0n — "from the oldest held"
+   * — never is one), `gap` is called once, possibly synchronously within
+   * subscribe(), and the subscription has ended: nothing more is delivered
+   * (on a shared bus, replay pages read before the gap was seen may have
+   * been delivered). Without `gap`, the subscription carries on live.
    */
-  subscribe(filter: EventFilter, afterId: bigint | undefined, deliver: (event: PublishedEvent) => void): Subscription;
+  subscribe(
+    filter: EventFilter,
+    afterId: bigint | undefined,
+    deliver: (event: PublishedEvent) => void,
+    gap?: (gap: HistoryGap) => void,
+  ): Subscription;
   health(): ComponentStatus;
   /** Connects a shared bus (retrying in the background); absent for the memory bus. */
   start?(): void;

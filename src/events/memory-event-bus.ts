@@ -5,6 +5,7 @@ import {
   type EventBus,
   type EventFilter,
   type EventInput,
+  type HistoryGap,
   type PublishedEvent,
   type Subscription,
 } from "./event-bus.js";
@@ -47,8 +48,18 @@ export class MemoryEventBus implements EventBus {
   /** In one process the counters are read from /health/fleet; nobody subscribes. */
   publishTelemetry(): void {}
 
-  subscribe(filter: EventFilter, afterId: bigint | undefined, deliver: (event: PublishedEvent) => void): Subscription {
+  subscribe(
+    filter: EventFilter,
+    afterId: bigint | undefined,
+    deliver: (event: PublishedEvent) => void,
+    gap?: (gap: HistoryGap) => void,
+  ): Subscription {
     if (afterId !== undefined) {
+      const missing = gap && this.gapAfter(afterId);
+      if (missing) {
+        gap(missing);
+        return { close: () => undefined };
+      }
       for (let i = 0; i < this.size; i++) {
         const event = this.ring[(this.head + i) % this.ring.length]!;
         if (event.id > afterId && event.matches(filter)) deliver(event);
@@ -57,6 +68,23 @@ export class MemoryEventBus implements EventBus {
     const subscriber: Subscriber = { filter, deliver };
     this.subscribers.add(subscriber);
     return { close: () => void this.subscribers.delete(subscriber) };
+  }
+
+  /**
+   * Ids are consecutive here: the events after `afterId` are all held when
+   * the ring still holds `afterId + 1` (or nothing was published after it).
+   */
+  private gapAfter(afterId: bigint): HistoryGap | undefined {
+    if (afterId === 0n) return undefined;
+    const newest = this.nextId - 1n;
+    const oldest = this.nextId - BigInt(this.size);
+    if (afterId > newest) {
+      return { reason: "ahead", afterId, detail: `no event with this id was issued yet (the newest is ${newest}; the server restarted?)` };
+    }
+    if (afterId + 1n < oldest) {
+      return { reason: "trimmed", afterId, detail: `it is older than what is held (the oldest held event is ${oldest}; EVENT_RETENTION)` };
+    }
+    return undefined;
   }
 
   /** Number of live subscribers (for fleet health and tests). */

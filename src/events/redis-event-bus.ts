@@ -10,6 +10,7 @@ import {
   type EventBus,
   type EventFilter,
   type EventInput,
+  type HistoryGap,
   type Subscription,
 } from "./event-bus.js";
 
@@ -30,6 +31,8 @@ interface Subscriber {
   /** Live events that arrived while the replay was still being read. */
   buffer: PublishedEvent[] | undefined;
   lastId: bigint;
+  /** Told when the history it resumes from is not all held (then it is dropped). */
+  readonly gap: ((gap: HistoryGap) => void) | undefined;
 }
 
 /** Redis stream ids are `<ms>-<seq>`; event ids are ms·10⁶ + seq, so they stay monotonic. */
@@ -137,8 +140,13 @@ export class RedisEventBus implements EventBus {
     this.pub.publish(this.telemetryChannel, json).catch(() => undefined);
   }
 
-  subscribe(filter: EventFilter, afterId: bigint | undefined, deliver: (event: PublishedEvent) => void): Subscription {
-    const s: Subscriber = { filter, deliver, buffer: afterId !== undefined ? [] : undefined, lastId: afterId ?? 0n };
+  subscribe(
+    filter: EventFilter,
+    afterId: bigint | undefined,
+    deliver: (event: PublishedEvent) => void,
+    gap?: (gap: HistoryGap) => void,
+  ): Subscription {
+    const s: Subscriber = { filter, deliver, buffer: afterId !== undefined ? [] : undefined, lastId: afterId ?? 0n, gap };
     this.subscribers.add(s);
     if (afterId !== undefined) void this.replay(s, afterId);
     return { close: () => void this.subscribers.delete(s) };
@@ -189,22 +197,57 @@ export class RedisEventBus implements EventBus {
     this.pub.disconnect();
   }
 
-  /** Replays what the stream still holds after `afterId`, then switches the subscriber to live. */
+  /**
+   * Replays what the stream still holds after `afterId`, then switches the
+   * subscriber to live. Each page is read in one MULTI with XINFO STREAM, so
+   * the page and the stream's state are one snapshot: a gap (historyGap) is
+   * reported to the subscriber, which then leaves, instead of replaying
+   * part of what it asked for.
+   */
   private async replay(s: Subscriber, afterId: bigint): Promise<void> {
+    let gap: HistoryGap | undefined;
     try {
-      let from = `(${streamId(afterId)}`;
-      for (;;) {
-        const entries = (await this.pub.callBuffer("XRANGE", [this.key, from, "+", "COUNT", 1000])) as StreamEntry[];
+      for (let from = afterId, first = true; ; first = false) {
+        const [info, entries] = await this.replayPage(from);
+        // After id 0 ("from the oldest held") the first page is never a gap;
+        // later pages are checked for trimming under the read.
+        if (!first || afterId > 0n) gap = historyGap(info, afterId, from, first);
+        if (gap) break;
         for (const entry of entries) this.deliverTo(s, decode(entry));
-        if (entries.length < 1000) break;
-        from = `(${entries[entries.length - 1]![0].toString()}`;
+        if (entries.length < REPLAY_PAGE) break;
+        from = eventId(entries[entries.length - 1]![0].toString());
       }
     } catch (err) {
-      this.opts.log.warn({ err: String(err) }, "event replay failed; continuing live");
+      gap = { reason: "unreadable", afterId, detail: `the event history could not be read (${String(err)})` };
     }
+    if (!this.subscribers.has(s)) return; // closed meanwhile
+    if (gap && s.gap) {
+      this.subscribers.delete(s);
+      s.buffer = undefined;
+      s.gap(gap);
+      return;
+    }
+    if (gap) this.opts.log.warn({ afterId: String(afterId), reason: gap.reason, detail: gap.detail }, "event replay incomplete; continuing live");
     const buffered = s.buffer ?? [];
     s.buffer = undefined;
     for (const event of buffered) this.deliverTo(s, event);
+  }
+
+  /** XINFO STREAM (undefined: no stream) and the next page after `after`, atomically. */
+  private async replayPage(after: bigint): Promise<[StreamInfo | undefined, StreamEntry[]]> {
+    const res = await this.pub
+      .multi()
+      .call("XINFO", "STREAM", this.key)
+      .callBuffer("XRANGE", this.key, `(${streamId(after)}`, "+", "COUNT", REPLAY_PAGE)
+      .exec();
+    if (!res) throw new Error("replay transaction aborted");
+    const [[infoErr, info], [rangeErr, entries]] = res as [[Error | null, unknown], [Error | null, unknown]];
+    if (rangeErr) throw rangeErr;
+    if (infoErr) {
+      if (/no such key/i.test(infoErr.message)) return [undefined, []];
+      throw infoErr;
+    }
+    return [streamInfo(info as unknown[]), entries as StreamEntry[]];
   }
 
   private deliverTo(s: Subscriber, event: PublishedEvent): void {
@@ -260,6 +303,58 @@ export class RedisEventBus implements EventBus {
 }
 
 type StreamEntry = [Buffer, Buffer[]];
+
+const REPLAY_PAGE = 1000;
+
+/** What XINFO STREAM tells about the history, as event ids. */
+interface StreamInfo {
+  readonly lastGenerated: bigint;
+  /** Entries ever added to this stream (Redis ≥ 7.0); with `length`, whether any were trimmed. */
+  readonly entriesAdded: number | undefined;
+  readonly length: number;
+  /** The oldest entry held; undefined when the stream is empty. */
+  readonly firstEntry: bigint | undefined;
+}
+
+function streamInfo(reply: unknown[]): StreamInfo {
+  const field = new Map<string, unknown>();
+  for (let i = 0; i + 1 < reply.length; i += 2) field.set(String(reply[i]), reply[i + 1]);
+  const id = (v: unknown) => (typeof v === "string" && v.includes("-") ? eventId(v) : undefined);
+  const first = field.get("first-entry");
+  const added = field.get("entries-added");
+  return {
+    lastGenerated: id(field.get("last-generated-id")) ?? 0n,
+    entriesAdded: added === undefined ? undefined : Number(added),
+    length: Number(field.get("length") ?? 0),
+    firstEntry: Array.isArray(first) ? id(String(first[0])) : undefined,
+  };
+}
+
+/**
+ * Whether the events after `from` (the position a replay has reached;
+ * `afterId` on the first page) are all still in the stream. Trimming
+ * removes the oldest entries, so they are while the oldest entry held is
+ * at most `from` (or, the stream being empty, nothing was added after
+ * `from`). Stream ids are time-based, not consecutive: when exactly `from`
+ * was the last entry trimmed, nothing may be missing, but Redis cannot tell
+ * that from a loss and it counts as a gap. The oldest entry being newer
+ * than after_id in a stream that never lost an entry (entries-added =
+ * length, Redis ≥ 7.0) means the stream began again after it (Redis
+ * restarted empty): "reset"; no stream at all, the same.
+ */
+function historyGap(info: StreamInfo | undefined, afterId: bigint, from: bigint, first: boolean): HistoryGap | undefined {
+  if (!info) return { reason: "reset", afterId, detail: "the event history it belongs to is gone (Redis lost the stream: restarted empty?)" };
+  if (first && afterId > info.lastGenerated) {
+    return { reason: "ahead", afterId, detail: `no event with this id was issued yet (the newest is ${info.lastGenerated})` };
+  }
+  const lost = info.firstEntry === undefined ? info.lastGenerated > from : info.firstEntry > from;
+  if (!lost) return undefined;
+  const oldest = info.firstEntry === undefined ? "none" : String(info.firstEntry);
+  if (first && info.entriesAdded !== undefined && info.entriesAdded === info.length) {
+    return { reason: "reset", afterId, detail: `the event history it belongs to is gone (the stream began again at ${oldest}: Redis restarted empty?)` };
+  }
+  return { reason: "trimmed", afterId, detail: `it is older than what is held (the oldest held event is ${oldest}; EVENT_RETENTION)` };
+}
 
 /**
  * XREAD answers [[key, entries]] per stream in RESP2; ioredis 6 flattens a

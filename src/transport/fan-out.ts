@@ -23,6 +23,13 @@ export interface Subscriber {
    * protocol.
    */
   readonly tooSlow: (unsent: number, limit: number) => void;
+  /**
+   * Its resume (`after_id`) cannot be served in full (the bus reported a
+   * HistoryGap): it is out of the feed, after what it was already owed, and
+   * must be ended with `error` (errors.eventHistoryGap). Every transport
+   * sets it; without it a resume carries on live past the gap.
+   */
+  readonly historyLost?: (error: ConnectError) => void;
   /** Bytes written to it so far (the fan-out counts them, for the call's outcome record). */
   sent: number;
 }
@@ -45,6 +52,8 @@ interface Group {
   /** The events of `frames`, for members that take events. */
   events: PublishedEvent[];
   bytes: number;
+  /** Its resume hit a gap: its members are ended with this after the turn's frames. */
+  lost?: ConnectError | undefined;
 }
 
 /**
@@ -77,7 +86,13 @@ export class FanOut {
     if (afterId !== undefined) {
       // Member first: the replay is delivered during subscribe().
       group = { key: undefined, subscription: undefined, members: new Map([[subscriber, 0]]), frames: [], events: [], bytes: 0 };
-      group.subscription = this.bus.subscribe(filter, afterId, (event) => this.deliver(group, event));
+      group.subscription = this.bus.subscribe(
+        filter,
+        afterId,
+        (event) => this.deliver(group, event),
+        // Possibly called within subscribe(): it ends the member on the next flush, after join returned.
+        subscriber.historyLost && ((gap) => this.lose(group, errors.eventHistoryGap(gap))),
+      );
     } else {
       const key = keyOf(filter);
       const known = this.groups.get(key);
@@ -123,11 +138,32 @@ export class FanOut {
     group.bytes += frame.length;
   }
 
+  private lose(group: Group, error: ConnectError): void {
+    if (group.members.size === 0) return;
+    group.lost = error;
+    if (group.frames.length === 0) {
+      this.dirty.push(group);
+      if (this.dirty.length === 1) setImmediate(this.flush);
+    }
+  }
+
   private readonly flush = (): void => {
     const dirty = this.dirty;
     this.dirty = [];
-    for (const group of dirty) this.send(group);
+    for (const group of dirty) {
+      this.send(group);
+      if (group.lost) this.end(group, group.lost);
+    }
   };
+
+  /** Ends every member of a resuming group whose history is not all held. */
+  private end(group: Group, error: ConnectError): void {
+    group.lost = undefined;
+    for (const subscriber of [...group.members.keys()]) {
+      this.remove(group, subscriber);
+      subscriber.historyLost?.(error);
+    }
+  }
 
   private send(group: Group): void {
     const { frames, events, bytes } = group;
@@ -222,6 +258,10 @@ export async function* eventsOf(
     },
     tooSlow: (unsent, limit) => {
       cutOff = errors.subscriberTooSlow(unsent, limit);
+      wake?.();
+    },
+    historyLost: (error) => {
+      cutOff = error;
       wake?.();
     },
   };

@@ -181,7 +181,8 @@ export class GrpcFastPath {
   /**
    * WatchEvents: after the guard and validation, the stream gets its
    * headers at once, then one pre-encoded frame per event. A subscriber
-   * whose unsent bytes pass the bound is ended with RESOURCE_EXHAUSTED.
+   * whose unsent bytes pass the bound is ended with RESOURCE_EXHAUSTED; a
+   * resume whose history is not all held, with errors.eventHistoryGap.
    */
   private async watch(input: Message, call: CallContext, record: Call, stream: http2.ServerHttp2Stream): Promise<number | undefined> {
     await this.admit(call, record, input);
@@ -191,11 +192,11 @@ export class GrpcFastPath {
     const signal = call.signal;
     return new Promise<number>((resolve) => {
       let ended: unknown = null;
-      const finish = (err: unknown, slow = false) => {
+      const finish = (err: unknown, removed = false) => {
         if (ended !== null) return;
         ended = err ?? false;
         record.bytesOut = subscriber.sent;
-        membership.leave(!slow);
+        membership.leave(!removed);
         signal.removeEventListener("abort", onAbort);
         if (!stream.destroyed) {
           onTrailers(stream, () => trailers(call, err));
@@ -204,7 +205,13 @@ export class GrpcFastPath {
         resolve(err === undefined ? (signal.reason === CLIENT_GONE ? Code.Canceled : 0) : ConnectError.from(err).code);
       };
       const onAbort = () => finish(signal.reason instanceof ConnectError && signal.reason !== CLIENT_GONE ? signal.reason : undefined);
-      const subscriber: Subscriber = { out: stream, sent: 0, tooSlow: (unsent, limit) => finish(errors.subscriberTooSlow(unsent, limit), true) };
+      const subscriber: Subscriber = {
+        out: stream,
+        sent: 0,
+        tooSlow: (unsent, limit) => finish(errors.subscriberTooSlow(unsent, limit), true),
+        // after_id's events are not all held: OUT_OF_RANGE (UNAVAILABLE when the replay could not be read).
+        historyLost: (error) => finish(error, true),
+      };
       const membership = this.feed.join(filter, afterId, subscriber);
       signal.addEventListener("abort", onAbort);
       if (signal.aborted) onAbort();

@@ -26,7 +26,8 @@ export interface WebSocketBridgeOptions {
  * each client's socket; ws keeps the handshake, pings, reading and the
  * closing handshake (no extensions are negotiated, so frames are plain).
  * A client whose unsent bytes pass the bound is closed with 1013 rather
- * than slowing the others.
+ * than slowing the others; a resume whose events are not all held any more,
+ * with 4410 (1011 when the replay could not be read) and the error's text.
  */
 export class WebSocketBridge {
   private readonly wss: WebSocketServer;
@@ -101,6 +102,12 @@ export class WebSocketBridge {
           // A client that does not read will not answer the close either.
           setTimeout(() => ws.terminate(), 1_000).unref();
         },
+        historyLost: (error) => {
+          // 4410 ("gone", as HTTP 410): after_id's events are not all held, re-read state;
+          // 1011 when the replay could not be read (retry with the same after_id).
+          ws.close(historyCloseCode(error), Buffer.from(error.rawMessage).subarray(0, 123).toString());
+          setTimeout(() => ws.terminate(), 1_000).unref();
+        },
       });
       ws.on("close", () => membership.leave(false));
     });
@@ -128,6 +135,11 @@ export class WebSocketBridge {
       ws.ping();
     }
   }
+}
+
+/** The close code for errors.eventHistoryGap: 4410 for OUT_OF_RANGE (history gone), else 1011. */
+export function historyCloseCode(error: ConnectError): number {
+  return error.code === Code.OutOfRange ? 4410 : 1011;
 }
 
 /** `Sec-WebSocket-Protocol: bearer, <token>` or `?access_token=<token>`; undefined when neither. */

@@ -16,7 +16,7 @@ export class Collected<T> {
     if (this.items.length >= n) return Promise.resolve(this.items);
     return new Promise((resolve, reject) => {
       const timer = setTimeout(
-        () => reject(new Error(`expected ${n} events, got ${this.items.length}: ${JSON.stringify(this.items)}`)),
+        () => reject(new Error(`expected ${n} events, got ${this.items.length}: ${JSON.stringify(this.items, (_k, v) => (typeof v === "bigint" ? String(v) : v)).slice(0, 2000)}`)),
         ms,
       );
       this.waiters.push({
