@@ -120,12 +120,12 @@ describe("traffic shifts with real agent processes", () => {
     await t?.close();
   });
 
-  async function burst(n: number): Promise<Map<string, number>> {
+  async function burst(n: number, strategy?: string): Promise<Map<string, number>> {
     const counts = new Map<string, number>();
     for (let i = 0; i < n; i += 4) {
       const rs = await Promise.all(
         [0, 1, 2, 3].map(() =>
-          postJson(`${t.url}/route`, { capabilities: ["rep.cap"], dispatch: true, task: { q: 1 } }, { headers: { authorization: `Bearer ${ADMIN_TOKEN}` } }),
+          postJson(`${t.url}/route`, { capabilities: ["rep.cap"], dispatch: true, task: { q: 1 }, ...(strategy ? { strategy } : {}) }, { headers: { authorization: `Bearer ${ADMIN_TOKEN}` } }),
         ),
       );
       for (const r of rs) {
@@ -140,12 +140,18 @@ describe("traffic shifts with real agent processes", () => {
   it("moves traffic away from slow and failing agents, opens and closes the failing one's breaker, and brings traffic back", async () => {
     await slow.setMode("slow");
     await failing.setMode("fail");
+    // Every agent is tried a few times first (round robin), so the evidence
+    // does not depend on which agents p2c happened to draw; then p2c learns.
+    await burst(16, "ROUTE_STRATEGY_ROUND_ROBIN");
+    const failingId = [...ids].find(([, n]) => n === "failing")![0];
+    const seen = () => ws.events.items.filter((e) => e.agentId === failingId).map((e) => e.type);
+    // The breaker's event reaches the feed a loop turn after the attempt that opened it.
+    const opened = Date.now() + 5_000;
+    while (!seen().includes("agent.circuit_opened") && Date.now() < opened) await new Promise((r) => setTimeout(r, 20));
+    expect(seen()).toContain("agent.circuit_opened");
     await burst(40); // learn
     const bad = await burst(160);
     expect((bad.get("slow") ?? 0) + (bad.get("failing") ?? 0)).toBeLessThan(160 * 0.15);
-    const failingId = [...ids].find(([, n]) => n === "failing")![0];
-    const seen = () => ws.events.items.filter((e) => e.agentId === failingId).map((e) => e.type);
-    expect(seen()).toContain("agent.circuit_opened");
 
     await slow.setMode("ok");
     await failing.setMode("ok");
