@@ -8,7 +8,8 @@ import { connect as netConnect, isIP, type LookupFunction } from "node:net";
 import { connect as tlsConnect } from "node:tls";
 import { AgentService, ExecuteRequestSchema, ExecuteResponseSchema } from "../../gen/federation/v1/agent_service_pb.js";
 import { AttemptOutcome } from "../../gen/federation/v1/task_pb.js";
-import { activeTrace, childOf, formatTraceparent } from "../transport/trace-context.js";
+import { childOf, formatTraceparent } from "../transport/trace-context.js";
+import type { SpanContext } from "@opentelemetry/api";
 import { DispatchRefused, type PinnedTarget } from "./address-guard.js";
 
 /** What one attempt carries to the agent. */
@@ -24,6 +25,8 @@ export interface ExecuteCall {
   readonly signal: AbortSignal;
   /** An answer over this many bytes fails the attempt. */
   readonly maxResponseBytes: number;
+  /** The Route call's span: the agent gets a child of it (W3C traceparent). */
+  readonly trace?: SpanContext;
 }
 
 export interface ExecuteAnswer {
@@ -65,8 +68,7 @@ function executeRequest(call: ExecuteCall) {
  * W3C trace context for the agent: the Route call's trace with a new span
  * id per attempt (the attempt is a child of the call's span).
  */
-function traceHeaders(): { traceparent?: string } {
-  const trace = activeTrace();
+function traceHeaders(trace: SpanContext | undefined): { traceparent?: string } {
   return trace ? { traceparent: formatTraceparent(childOf(trace)) } : {};
 }
 
@@ -124,7 +126,7 @@ export const executeHttpJson: AgentClient = (t, call) => {
         "content-length": body.length,
         "idempotency-key": call.taskId,
         "x-federation-task-id": call.taskId,
-        ...traceHeaders(),
+        ...traceHeaders(call.trace),
       },
     });
     req.on("socket", (socket) => {
@@ -223,7 +225,7 @@ export const executeGrpc: AgentClient = async (t, call) => {
     const res = await client.execute(executeRequest(call), {
       signal: call.signal,
       timeoutMs: call.timeoutMs,
-      headers: { "idempotency-key": call.taskId, ...traceHeaders() },
+      headers: { "idempotency-key": call.taskId, ...traceHeaders(call.trace) },
       onHeader: (h) => void (bytes = Number(h.get("content-length") ?? 0)),
     });
     return { result: res.result, bytes: bytes || Buffer.byteLength(JSON.stringify(res.result ?? {})) };

@@ -14,7 +14,7 @@ import type { RouteInput } from "../validation/requests.js";
 import { AddressGuard, DispatchRefused, systemLookup, type Lookup } from "./address-guard.js";
 import { AttemptFailed, executeGrpc, executeHttpJson, type AgentClient } from "./agent-clients.js";
 import { ignoreOutcomes, type OutcomeSink } from "./outcomes.js";
-import { activeTrace } from "../transport/trace-context.js";
+import type { SpanContext } from "@opentelemetry/api";
 import type { RouteTickets } from "./route-ticket.js";
 import type { AttemptRecord, TaskRecord, TaskStore } from "./task-store.js";
 
@@ -50,6 +50,8 @@ export class Dispatcher {
   private readonly guard: AddressGuard;
   /** Async dispatches in flight, aborted by stop(). */
   private readonly inFlight = new Set<AbortController>();
+  /** The span of each task being dispatched. */
+  private readonly traces = new Map<string, SpanContext>();
 
   constructor(
     private readonly config: DispatchConfig,
@@ -81,11 +83,11 @@ export class Dispatcher {
    * the outcome is on the feed (task.completed carries the result) and in
    * GetTask. The dispatch runs on without the call, bounded by its own budget.
    */
-  async start(d: RouteDecision, input: RouteInput, tenant: string): Promise<TaskAnswer> {
+  async start(d: RouteDecision, input: RouteInput, tenant: string, trace?: SpanContext): Promise<TaskAnswer> {
     const ticket = await this.tickets.issue({ taskId: d.routeId, tenant, capabilities: input.capabilities, agentId: d.agent.id });
     const stop = new AbortController();
     this.inFlight.add(stop);
-    this.dispatch(d, input, tenant, { signal: stop.signal, async: true })
+    this.dispatch(d, input, tenant, { signal: stop.signal, async: true, trace })
       .catch(() => {}) // its end is on the feed and in the task store
       .finally(() => this.inFlight.delete(stop));
     return { taskId: d.routeId, ticket, agent: d.agent, attempts: [], result: undefined };
@@ -107,7 +109,23 @@ export class Dispatcher {
     d: RouteDecision,
     input: RouteInput,
     tenant: string,
-    call: { readonly signal?: AbortSignal; readonly timeoutMs?: number; readonly async?: boolean } = {},
+    call: { readonly signal?: AbortSignal; readonly timeoutMs?: number; readonly async?: boolean; readonly trace?: SpanContext } = {},
+  ): Promise<TaskAnswer> {
+    const taskId = d.routeId;
+    // The Route call's span, for the agents and the task events (async dispatches keep it after the call has answered).
+    if (call.trace) this.traces.set(taskId, call.trace);
+    try {
+      return await this.dispatchTraced(d, input, tenant, call);
+    } finally {
+      this.traces.delete(taskId);
+    }
+  }
+
+  private async dispatchTraced(
+    d: RouteDecision,
+    input: RouteInput,
+    tenant: string,
+    call: { readonly signal?: AbortSignal; readonly timeoutMs?: number; readonly async?: boolean; readonly trace?: SpanContext },
   ): Promise<TaskAnswer> {
     const taskId = d.routeId;
     const started = this.clock.now();
@@ -158,6 +176,7 @@ export class Dispatcher {
           timeoutMs: attemptMs,
           signal,
           maxResponseBytes: this.config.maxResponseBytes,
+          trace: call.trace,
         });
         result = answer.result;
         bytes = answer.bytes;
@@ -294,8 +313,7 @@ export class Dispatcher {
             latency: durationFromMs(Math.round(a.latencyMs)),
             detail,
             result,
-            // The Route call's trace (async dispatches keep it after the call has answered).
-            traceId: activeTrace()?.traceId ?? "",
+            traceId: this.traces.get(taskId)?.traceId ?? "",
           },
         },
       });

@@ -13,6 +13,7 @@ import { percentEncode } from "./grpc-message.js";
 import { parseGrpcTimeout, type PendingRequests } from "./http2-limits.js";
 import { MessageEncoder } from "./message-encoding.js";
 import type { Call, Pipeline } from "./pipeline.js";
+import { traceKey } from "./trace-context.js";
 
 type UnaryImpl = (req: Message, ctx: HandlerContext) => unknown;
 const WATCH_PROCEDURE = `${HealthService.typeName}/${HealthService.method.watchEvents.name}`;
@@ -176,6 +177,7 @@ export class GrpcFastPath {
       message,
     });
     call.values.set(principalKey, record.principal!);
+    call.values.set(traceKey, record.trace);
   }
 
   /**

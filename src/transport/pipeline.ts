@@ -6,6 +6,7 @@ import type { Logger } from "../logger.js";
 import { peerKey, principalKey, type Principal } from "../security/principal.js";
 import type { GuardedCall, RequestGuard } from "../security/request-guard.js";
 import { httpStatus } from "./rest/http-status.js";
+import { traceKey } from "./trace-context.js";
 
 /** How a call reached us. */
 export type Protocol = "grpc" | "grpc-web" | "connect" | "rest" | "ws" | "http";
@@ -120,6 +121,7 @@ export class Pipeline {
           message: req.stream ? undefined : req.message,
         });
         if (call.principal) req.contextValues.set(principalKey, call.principal);
+        req.contextValues.set(traceKey, call.trace);
         // connect-node aborts the signal at the deadline but still sends a
         // unary answer that comes later; the lean path answers
         // DEADLINE_EXCEEDED on time, and so does this.

@@ -1,6 +1,6 @@
-import { AsyncLocalStorage } from "node:async_hooks";
 import { randomFillSync } from "node:crypto";
 import { isSpanContextValid, TraceFlags, type SpanContext } from "@opentelemetry/api";
+import { createContextKey } from "@connectrpc/connect";
 import type { Link } from "./pipeline.js";
 
 /**
@@ -55,23 +55,19 @@ export function childOf(context: SpanContext): SpanContext {
   return { traceId: context.traceId, spanId: newSpanId(), traceFlags: context.traceFlags };
 }
 
-/** The span context of the call being served, for code the call reaches without being handed it (dispatch). */
-const current = new AsyncLocalStorage<SpanContext>();
-
-/** The span context of the call whose work is running, if any. */
-export function activeTrace(): SpanContext | undefined {
-  return current.getStore();
-}
+/**
+ * The call's span context in its HandlerContext values, set by each entry
+ * point with the principal, for the handlers that carry it on (dispatch).
+ * (Not AsyncLocalStorage: in Node 20 its first use turns on promise hooks
+ * for the whole process, which cost the hot paths every promise.)
+ */
+export const traceKey = createContextKey<SpanContext | undefined>(undefined, { description: "trace context" });
 
 /**
  * The trace link: before anything else (so a refused call has its trace
- * too) it reads `traceparent` from the call's headers, gives the call its
- * own span (the caller's trace id, or a new trace), and makes that the
- * active trace of the work that follows. The link runs synchronously from
- * the entry point's `await pipeline.admit(...)`, so `enterWith` reaches
- * the handler that entry point runs next (and the dispatch it starts), on
- * every protocol, without a hook in each entry point; every admitted call
- * sets its own, so none inherits another's.
+ * too) it reads `traceparent` from the call's headers and gives the call
+ * its own span (the caller's trace id, or a new trace) on `call.trace`;
+ * the entry points put it in the handler's context values (`traceKey`).
  */
 export function traceLink(): Link {
   return {
@@ -81,7 +77,6 @@ export function traceLink(): Link {
         ? { traceId: parent.traceId, spanId: newSpanId(), traceFlags: parent.traceFlags }
         : { traceId: newTraceId(), spanId: newSpanId(), traceFlags: TraceFlags.NONE };
       call.trace = trace;
-      current.enterWith(trace);
     },
   };
 }

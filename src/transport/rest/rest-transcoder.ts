@@ -20,6 +20,7 @@ import type { HttpRule } from "../../../gen/google/api/http_pb.js";
 import { peerKey, principalKey } from "../../security/principal.js";
 import { CallContext, CLIENT_GONE, FINISHED, headerValue } from "../call-context.js";
 import type { Call, Pipeline } from "../pipeline.js";
+import { traceKey } from "../trace-context.js";
 import { JsonEncoder } from "../message-encoding.js";
 import { etagMatches } from "../etag.js";
 import { httpStatus } from "./http-status.js";
@@ -257,6 +258,7 @@ async function invoke(route: Route, input: Message, req: Req, res: Res, call: Ca
       message: input,
     });
     ctx.values.set(principalKey, call.principal!);
+    ctx.values.set(traceKey, call.trace);
     const output = route.method.output;
     if (route.method.methodKind === "server_streaming") {
       await stream(route.impl(input, ctx) as AsyncIterable<Message>, output, res);

@@ -4,6 +4,7 @@ import type { ServiceImpl } from "@connectrpc/connect";
 import { GetTaskResponseSchema, ReportOutcomeResponseSchema, RouteResponseSchema, RouterService, type ScoreBreakdown } from "../../../gen/federation/v1/router_service_pb.js";
 import type { TaskAttempt } from "../../../gen/federation/v1/task_pb.js";
 import type { Dispatcher } from "../../dispatch/dispatcher.js";
+import { traceKey } from "../trace-context.js";
 import type { AttemptRecord } from "../../dispatch/task-store.js";
 import { toAgentMessage } from "../../registry/agent-message.js";
 import type { Breakdown, Router } from "../../router/router.js";
@@ -42,10 +43,11 @@ export function routerService(router: Router, dispatcher: Dispatcher): ServiceIm
       const input = parseRoute(req);
       const tenant = ctx.values.get(principalKey).tenant;
       const d = await router.route(input, tenant);
+      const trace = ctx.values.get(traceKey);
       const t = input.dispatchAsync
-        ? await dispatcher.start(d, input, tenant)
+        ? await dispatcher.start(d, input, tenant, trace)
         : input.dispatch
-          ? await dispatcher.dispatch(d, input, tenant, { signal: ctx.signal, timeoutMs: ctx.timeoutMs() })
+          ? await dispatcher.dispatch(d, input, tenant, { signal: ctx.signal, timeoutMs: ctx.timeoutMs(), trace })
           : await dispatcher.routed(d, input, tenant);
       return create(RouteResponseSchema, {
         agent: toAgentMessage(t.agent),
