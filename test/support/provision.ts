@@ -181,7 +181,8 @@ function hasTaskset(): boolean {
   return taskset;
 }
 
-async function waitForLoopbackPort(port: number, timeoutMs: number): Promise<void> {
+/** Resolves once something accepts connections on 127.0.0.1:port. */
+export async function waitForLoopbackPort(port: number, timeoutMs: number): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const ok = await new Promise<boolean>((resolve) => {

@@ -3,7 +3,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import net from "node:net";
 import os from "node:os";
 import path from "node:path";
-import { ferretDbBinary, startPostgres, TEST_POSTGRES_SETTINGS } from "./provision.js";
+import { ferretDbBinary, startPostgres, TEST_POSTGRES_SETTINGS, waitForLoopbackPort } from "./provision.js";
 
 /**
  * Real Redis and FerretDB servers on loopback, one set per test file, that
@@ -29,19 +29,6 @@ export async function freePort(): Promise<number> {
   });
 }
 
-async function waitForPort(port: number, timeoutMs: number): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const ok = await new Promise<boolean>((resolve) => {
-      const s = net.connect(port, "127.0.0.1");
-      s.once("connect", () => (s.destroy(), resolve(true)));
-      s.once("error", () => resolve(false));
-    });
-    if (ok) return;
-    if (Date.now() > deadline) throw new Error(`nothing listens on 127.0.0.1:${port} after ${timeoutMs}ms`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
 
 function managed(port: number, url: string, launch: () => ChildProcess, onDispose?: () => void | Promise<void>): ManagedServer & { dispose(): Promise<void> } {
   let child: ChildProcess | undefined;
@@ -58,7 +45,7 @@ function managed(port: number, url: string, launch: () => ChildProcess, onDispos
     url,
     async start() {
       child = launch();
-      await waitForPort(port, 15_000);
+      await waitForLoopbackPort(port, 15_000);
     },
     stop,
     async dispose() {
