@@ -49,19 +49,19 @@ export class RateLimits {
   }
 
   /** Throws RESOURCE_EXHAUSTED (with retry-after) when the tenant is over its quota. */
-  async tenant(tenant: string): Promise<void> {
+  tenant(tenant: string): Promise<void> {
     const points = this.config.perTenant[tenant] ?? this.config.tenantPerWindow;
     let limiter = this.tenantLimiters.get(points);
     if (!limiter) this.tenantLimiters.set(points, (limiter = this.limiter(points, `${this.prefix}:rl:tenant:${points}`)));
-    await consume(limiter, tenant, "tenant");
+    return limiter.consume(tenant).then(allowed, overTenant);
   }
 
   /**
    * Per agent, counted within the caller's tenant: another tenant naming the
    * same agent id spends its own bucket, never the agent's.
    */
-  async agentHeartbeat(tenant: string, agentId: string): Promise<void> {
-    await consume(this.heartbeat, `${tenant}/${agentId}`, "heartbeat");
+  agentHeartbeat(tenant: string, agentId: string): Promise<void> {
+    return this.heartbeat.consume(`${tenant}/${agentId}`).then(allowed, overHeartbeat);
   }
 
   /**
@@ -86,11 +86,11 @@ export class RateLimits {
   }
 }
 
-async function consume(limiter: RateLimiterAbstract, key: string, what: string): Promise<void> {
-  try {
-    await limiter.consume(key);
-  } catch (res) {
-    if (res instanceof RateLimiterRes) throw errors.rateLimited(Math.max(1, Math.ceil(res.msBeforeNext / 1000)), what);
-    throw res;
-  }
-}
+// One promise per check (the limiter's own, and its `then`): the quota runs on every call.
+const allowed = (): void => undefined;
+const refusal = (what: string) => (res: unknown) => {
+  if (res instanceof RateLimiterRes) throw errors.rateLimited(Math.max(1, Math.ceil(res.msBeforeNext / 1000)), what);
+  throw res;
+};
+const overTenant = refusal("tenant");
+const overHeartbeat = refusal("heartbeat");

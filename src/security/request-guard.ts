@@ -38,23 +38,37 @@ export class RequestGuard {
     private readonly opts: GuardOptions,
   ) {}
 
-  async admit(call: GuardedCall): Promise<Principal> {
+  /**
+   * The caller's principal, or a refusal. Synchronous as far as it can be
+   * (a remembered token, a certificate): only the quota check and a first
+   * signature check are promises, on the path every call takes.
+   */
+  admit(call: GuardedCall): Principal | Promise<Principal> {
     const requirement = call.requirement ?? requirementOf(call.service, call.method);
     if (!requirement) throw errors.permissionDenied(`${call.service}/${call.method} is not open to callers`);
-    const principal = await this.authenticate(call);
+    const principal = this.authenticate(call);
+    return principal instanceof Promise ? principal.then((p) => this.permit(call, requirement, p)) : this.permit(call, requirement, principal);
+  }
+
+  private permit(call: GuardedCall, requirement: Requirement, principal: Principal): Principal | Promise<Principal> {
     if (requirement !== "public") {
       if (principal.via === "anonymous") throw errors.unauthenticated("missing bearer token");
       authorize(principal, requirement);
     }
-    if (principal.via !== "anonymous") await this.limits.tenant(principal.tenant);
+    let quota: Promise<void> | undefined;
+    if (principal.via !== "anonymous") quota = this.limits.tenant(principal.tenant);
     if (call.method === "Heartbeat" && call.service === "federation.v1.RegistryService") {
       const agentId = (call.message as { agentId?: unknown } | undefined)?.agentId;
-      if (typeof agentId === "string" && agentId !== "") await this.limits.agentHeartbeat(principal.tenant, agentId);
+      if (typeof agentId === "string" && agentId !== "") {
+        // After the tenant's quota: a refused call spends no heartbeat.
+        const tenant = principal.tenant;
+        quota = quota ? quota.then(() => this.limits.agentHeartbeat(tenant, agentId)) : this.limits.agentHeartbeat(tenant, agentId);
+      }
     }
-    return principal;
+    return quota ? quota.then(() => principal) : principal;
   }
 
-  private async authenticate(call: GuardedCall): Promise<Principal> {
+  private authenticate(call: GuardedCall): Principal | Promise<Principal> {
     if (call.peer) {
       if (!call.peer.authorized) {
         throw errors.unauthenticated(`client certificate not trusted (${call.peer.authorizationError ?? "unverified"})`);

@@ -51,6 +51,7 @@ export class TokenVerifier {
   private readonly bootstrapDigest: Buffer | undefined;
   /** Entries expire by our clock (checked on read), so the LRU itself keeps no timers or TTLs. */
   private readonly cache = new LRUCache<string, { principal: Principal; until: number }>({ max: 10_000 });
+  private bootstrapPrincipal: Principal | undefined;
 
   constructor(
     private readonly opts: TokenVerifierOptions,
@@ -77,16 +78,16 @@ export class TokenVerifier {
    * `exp`), so a client sending the same token on every call pays for one
    * signature check, not one per call.
    */
-  async verify(token: string): Promise<Principal> {
+  verify(token: string): Principal | Promise<Principal> {
     const now = this.clock.now();
     const cached = this.cache.get(token);
+    // A remembered token is answered at once: no promise on the hot path.
     if (cached && cached.until > now) return cached.principal;
-    const principal = await this.verifyUncached(token);
-    if (principal.via !== "bootstrap") {
-      const until = Math.min(now + CACHE_MS, principal.expiresAt ?? 0);
+    return this.verifyUncached(token).then((principal) => {
+      const until = principal.via === "bootstrap" ? now + CACHE_MS : Math.min(now + CACHE_MS, principal.expiresAt ?? 0);
       if (until > now) this.cache.set(token, { principal, until });
-    }
-    return principal;
+      return principal;
+    });
   }
 
   private async verifyUncached(token: string): Promise<Principal> {
@@ -94,7 +95,7 @@ export class TokenVerifier {
       throw errors.unauthenticated(`token larger than ${this.opts.maxTokenBytes} bytes`);
     }
     if (this.bootstrapDigest && timingSafeEqual(digest(token), this.bootstrapDigest)) {
-      return { subject: "bootstrap", tenant: this.opts.bootstrapTenant, scopes: new Set(SCOPES), via: "bootstrap" };
+      return (this.bootstrapPrincipal ??= { subject: "bootstrap", tenant: this.opts.bootstrapTenant, scopes: new Set(SCOPES), via: "bootstrap" });
     }
     let unverified: JWTPayload;
     try {

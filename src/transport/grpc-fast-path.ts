@@ -1,13 +1,13 @@
 import type http2 from "node:http2";
-import { create, fromBinary, isMessage, type DescMethod, type DescService, type Message } from "@bufbuild/protobuf";
-import { Code, ConnectError, createContextValues, type HandlerContext } from "@connectrpc/connect";
+import { create, fromBinary, isMessage, type DescMessage, type DescMethod, type DescService, type Message } from "@bufbuild/protobuf";
+import { Code, ConnectError, type HandlerContext } from "@connectrpc/connect";
 import { HealthService } from "../../gen/federation/v1/health_service_pb.js";
 import { errors } from "../errors.js";
 import { baseOf } from "../message-hints.js";
 import { peerCertificateOfSocket } from "../security/client-certificate.js";
 import { peerKey, principalKey } from "../security/principal.js";
 import { parseWatch } from "../validation/requests.js";
-import { CallContext, CLIENT_GONE, DEADLINE, FINISHED } from "./call-context.js";
+import { CallContext, CallValues, CLIENT_GONE, DEADLINE, FINISHED } from "./call-context.js";
 import { FanOut, type Subscriber } from "./fan-out.js";
 import { percentEncode } from "./grpc-message.js";
 import { parseGrpcTimeout, type PendingRequests } from "./http2-limits.js";
@@ -103,18 +103,82 @@ export class GrpcFastPath {
       headers: h,
       timeoutMs: clampedTimeout(h["grpc-timeout"], this.opts.maxDeadlineMs),
       shutdown: this.opts.shutdownSignal,
-      values: createContextValues().set(peerKey, peerCertificateOfSocket(stream.session?.socket)),
+      values: new CallValues().set(peerKey, peerCertificateOfSocket(stream.session?.socket)),
       requestId,
     });
-    void this.serve(stream, call, record, route);
+    this.serve(stream, call, record, route);
     return true;
   }
 
-  /** One call, start to end: every outcome is answered, and the call is always finished. */
-  private async serve(stream: http2.ServerHttp2Stream, call: CallContext, record: Call, route: Route | undefined): Promise<void> {
-    const onClose = () => call.abort(CLIENT_GONE);
+  /**
+   * One call, start to end: every outcome is answered, and the call is
+   * always finished. Plain listeners rather than a promise per step: the
+   * request is read by callbacks and only the handler's part is async. When
+   * the call ends, every listener of ours leaves the stream — node's
+   * stream objects survive young-generation GCs (see README, "Node
+   * flags"), and whatever still hangs off them would be copied and
+   * promoted with them.
+   */
+  private serve(stream: http2.ServerHttp2Stream, call: CallContext, record: Call, route: Route | undefined): void {
+    const { pending, pipeline, maxBodyBytes } = this.opts;
     let code: number = Code.Canceled;
-    stream.once("close", onClose);
+    let ended = false;
+    let chunks: Buffer[] | undefined = [];
+    let size = 0;
+    const finish = () => {
+      if (ended) return;
+      ended = true;
+      pending.delete(stream);
+      stream.off("close", onClose);
+      stream.off("data", onData);
+      stream.off("end", onEnd);
+      stream.off("error", onError);
+      call.abort(FINISHED);
+      pipeline.finish(record, code);
+    };
+    const fail = (err: unknown) => {
+      if (!call.finished) {
+        code = ConnectError.from(err).code;
+        sendError(stream, call, err);
+      }
+      finish();
+    };
+    const onClose = () => {
+      call.abort(CLIENT_GONE);
+      // Closed before the request was read: nothing more will come.
+      if (chunks !== undefined) finish();
+    };
+    const onError = (err: unknown) => fail(err);
+    const onData = (chunk: Buffer) => {
+      size += chunk.length;
+      if (size > maxBodyBytes + 5) {
+        chunks = undefined;
+        stream.off("data", onData);
+        stream.resume();
+        fail(new ConnectError(`message larger than ${maxBodyBytes} bytes`, Code.ResourceExhausted));
+        return;
+      }
+      chunks?.push(chunk);
+    };
+    const onEnd = () => {
+      if (chunks === undefined) return;
+      const buf = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks);
+      chunks = undefined;
+      pending.delete(stream);
+      let input: Message;
+      try {
+        input = parseRequest(call.method.input, buf);
+      } catch (err) {
+        fail(err);
+        return;
+      }
+      record.bytesIn = buf.length;
+      (route ? this.unary(route, input, call, record, stream) : this.watch(input, call, record, stream)).then((end) => {
+        if (end !== undefined) code = end;
+        finish();
+      }, fail);
+    };
+    stream.on("close", onClose);
     // Past its deadline: a call that has not answered gets a trailers-only
     // DEADLINE_EXCEEDED; a stream already under way ends with it in its
     // trailers when the abort reaches it (a reset here would race it).
@@ -124,60 +188,39 @@ export class GrpcFastPath {
         if (!stream.headersSent) sendError(stream, call, DEADLINE);
       };
     }
-    try {
-      this.opts.pending.add(stream);
-      const bytes = await readFrame(stream, this.opts.maxBodyBytes);
-      this.opts.pending.delete(stream);
-      record.bytesIn = bytes.length + 5;
-      let input: Message;
-      try {
-        input = fromBinary(call.method.input, bytes);
-      } catch (err) {
-        // The client's message: its error, not ours (a Struct nested past
-        // the parser's depth lands here too).
-        throw new ConnectError(`request message: cannot parse binary: ${(err as Error).message}`, Code.InvalidArgument);
-      }
-      const end = await (route ? this.unary(route, input, call, record, stream) : this.watch(input, call, record, stream));
-      if (end !== undefined) code = end;
-    } catch (err) {
-      if (!call.finished) {
-        code = ConnectError.from(err).code;
-        sendError(stream, call, err);
-      }
-    } finally {
-      this.opts.pending.delete(stream);
-      stream.off("close", onClose);
-      call.abort(FINISHED);
-      this.opts.pipeline.finish(record, code);
-    }
+    pending.add(stream);
+    stream.on("data", onData);
+    stream.on("end", onEnd);
+    stream.on("error", onError);
   }
 
   /** Answers the call; resolves with its code once answered, or undefined when it ended otherwise. */
   private async unary(route: Route, input: Message, call: CallContext, record: Call, stream: http2.ServerHttp2Stream): Promise<number | undefined> {
-    await this.admit(call, record, input);
+    const admitting = this.admit(call, record, input);
+    if (admitting) await admitting;
     const result = await route.impl(input, call);
     // Cancelled, past its deadline (already answered) or shutting down: nothing to send.
     if (call.finished || stream.destroyed) return undefined;
     const output = isMessage(result, route.method.output) ? result : create(route.method.output, result as never);
     const frame = this.encoder.frame(route.method.output, output);
-    stream.respond(responseHeaders(call), { waitForTrailers: true });
+    stream.respond(responseHeaders(call), WAIT_FOR_TRAILERS);
     onTrailers(stream, () => trailers(call, undefined));
     stream.end(frame);
     record.bytesOut = frame.length;
     return 0;
   }
 
-  /** The pipeline's links (the guard), reading the raw HTTP/2 headers (no Headers object per call). */
-  private async admit(call: CallContext, record: Call, message: unknown): Promise<void> {
-    await this.opts.pipeline.admit(record, {
+  /** The pipeline's links (the guard), reading the raw HTTP/2 headers (no Headers object per call); a promise only if a link needs one. */
+  private admit(call: CallContext, record: Call, message: unknown): void | Promise<void> {
+    const admitting = this.opts.pipeline.admit(record, {
       service: call.service.typeName,
       method: call.method.name,
       header: call.rawHeader,
       peer: call.values.get(peerKey),
       message,
     });
-    call.values.set(principalKey, record.principal!);
-    call.values.set(traceKey, record.trace);
+    if (admitting) return admitting.then(() => admitted(call, record));
+    admitted(call, record);
   }
 
   /**
@@ -190,7 +233,7 @@ export class GrpcFastPath {
     await this.admit(call, record, input);
     const { filter, afterId } = parseWatch(input as never, call.values.get(principalKey).tenant);
     if (stream.destroyed) return undefined;
-    stream.respond(responseHeaders(call), { waitForTrailers: true });
+    stream.respond(responseHeaders(call), WAIT_FOR_TRAILERS);
     const signal = call.signal;
     return new Promise<number>((resolve) => {
       let ended: unknown = null;
@@ -221,33 +264,26 @@ export class GrpcFastPath {
   }
 }
 
-/** Reads exactly one length-prefixed, uncompressed message from the request stream. */
-function readFrame(stream: import("node:stream").Readable, maxBytes: number): Promise<Uint8Array> {
-  return new Promise((resolve, reject) => {
-    const chunks: Buffer[] = [];
-    let size = 0;
-    stream.on("data", (chunk: Buffer) => {
-      size += chunk.length;
-      if (size > maxBytes + 5) {
-        stream.removeAllListeners("data");
-        stream.resume();
-        reject(new ConnectError(`message larger than ${maxBytes} bytes`, Code.ResourceExhausted));
-        return;
-      }
-      chunks.push(chunk);
-    });
-    stream.once("end", () => {
-      const buf = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks);
-      if (buf.length < 5) return reject(new ConnectError("protocol error: missing message", Code.Unimplemented));
-      if (buf[0] !== 0) return reject(new ConnectError("compressed message without grpc-encoding", Code.InvalidArgument));
-      const len = buf.readUInt32BE(1);
-      if (len !== buf.length - 5) {
-        return reject(new ConnectError("protocol error: expected exactly one message", Code.Unimplemented));
-      }
-      resolve(buf.subarray(5));
-    });
-    stream.once("error", reject);
-  });
+/** What the handler reads in its context once the call is admitted. */
+function admitted(call: CallContext, record: Call): void {
+  call.values.set(principalKey, record.principal!);
+  call.values.set(traceKey, record);
+}
+
+/**
+ * The one length-prefixed, uncompressed message of a request body, parsed.
+ * A message that does not parse is the client's error (a Struct nested
+ * past the parser's depth lands there too).
+ */
+function parseRequest(schema: DescMessage, buf: Buffer): Message {
+  if (buf.length < 5) throw new ConnectError("protocol error: missing message", Code.Unimplemented);
+  if (buf[0] !== 0) throw new ConnectError("compressed message without grpc-encoding", Code.InvalidArgument);
+  if (buf.readUInt32BE(1) !== buf.length - 5) throw new ConnectError("protocol error: expected exactly one message", Code.Unimplemented);
+  try {
+    return fromBinary(schema, buf.subarray(5));
+  } catch (err) {
+    throw new ConnectError(`request message: cannot parse binary: ${(err as Error).message}`, Code.InvalidArgument);
+  }
 }
 
 /**
@@ -275,6 +311,8 @@ function sendError(stream: http2.ServerHttp2Stream, ctx: CallContext, err: unkno
   // Trailers-only response: status and message in the one HEADERS frame.
   stream.respond({ ...responseHeaders(ctx), ...trailers(ctx, ConnectError.from(err)) }, { endStream: true });
 }
+
+const WAIT_FOR_TRAILERS: http2.ServerStreamResponseOptions = Object.freeze({ waitForTrailers: true });
 
 function responseHeaders(ctx: CallContext): http2.OutgoingHttpHeaders {
   const out: http2.OutgoingHttpHeaders = { ":status": 200, "content-type": "application/grpc", "x-request-id": ctx.requestId };

@@ -6,7 +6,7 @@ import type { Logger } from "../logger.js";
 import { peerKey, principalKey, type Principal } from "../security/principal.js";
 import type { GuardedCall, RequestGuard } from "../security/request-guard.js";
 import { httpStatus } from "./rest/http-status.js";
-import { traceKey } from "./trace-context.js";
+import { spanOf, traceKey } from "./trace-context.js";
 
 /** How a call reached us. */
 export type Protocol = "grpc" | "grpc-web" | "connect" | "rest" | "ws" | "http";
@@ -29,8 +29,11 @@ export class Call {
   bytesIn = 0;
   bytesOut = 0;
   durationMs = 0;
-  /** This call's span (W3C trace context: the caller's trace id or a new one), set by the trace link. */
-  trace: SpanContext | undefined = undefined;
+  /** The caller's span from a valid `traceparent`, read by the trace link. */
+  traceParent: SpanContext | undefined = undefined;
+  /** Set by the trace link: this call has a span (its ids are made when first read; most calls never read them). */
+  traced = false;
+  private span: SpanContext | undefined = undefined;
   ended = false;
   readonly startedAt = performance.now();
 
@@ -43,6 +46,12 @@ export class Call {
 
   get tenant(): string {
     return this.principal?.tenant ?? "";
+  }
+
+  /** This call's span (W3C trace context: the caller's trace id or a new one); undefined without the trace link. */
+  get trace(): SpanContext | undefined {
+    if (!this.traced) return undefined;
+    return (this.span ??= spanOf(this.traceParent));
   }
 }
 
@@ -80,10 +89,21 @@ export class Pipeline {
     return new Call(requestId, protocol, path);
   }
 
-  /** Runs every `before` link in order; the guard leaves the principal on the call. */
-  async admit(call: Call, admission: Admission): Promise<void> {
+  /**
+   * Runs every `before` link in order; the guard leaves the principal on
+   * the call. Synchronous while the links are (a promise only from the
+   * first link that needs one), since every call on every protocol runs it.
+   */
+  admit(call: Call, admission: Admission): void | Promise<void> {
     if (call.method === "") call.method = `${admission.service}/${admission.method}`;
-    for (const before of this.befores) await before(call, admission);
+    return this.runBefores(call, admission, 0);
+  }
+
+  private runBefores(call: Call, admission: Admission, from: number): void | Promise<void> {
+    for (let i = from; i < this.befores.length; i++) {
+      const pending = this.befores[i]!(call, admission);
+      if (pending) return pending.then(() => this.runBefores(call, admission, i + 1));
+    }
   }
 
   /**
@@ -121,7 +141,7 @@ export class Pipeline {
           message: req.stream ? undefined : req.message,
         });
         if (call.principal) req.contextValues.set(principalKey, call.principal);
-        req.contextValues.set(traceKey, call.trace);
+        req.contextValues.set(traceKey, call);
         // connect-node aborts the signal at the deadline but still sends a
         // unary answer that comes later; the lean path answers
         // DEADLINE_EXCEEDED on time, and so does this.
@@ -189,8 +209,15 @@ function statusOf(protocol: Protocol, code: number, http: number): number | stri
 /** The guard as a link: who is calling, may they, and is their tenant within its quota. */
 export function guardLink(guard: RequestGuard): Link {
   return {
-    async before(call, admission) {
-      call.principal = await guard.admit(admission);
+    before(call, admission) {
+      const principal = guard.admit(admission);
+      if (!(principal instanceof Promise)) {
+        call.principal = principal;
+        return;
+      }
+      return principal.then((p) => {
+        call.principal = p;
+      });
     },
   };
 }

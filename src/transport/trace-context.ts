@@ -55,28 +55,34 @@ export function childOf(context: SpanContext): SpanContext {
   return { traceId: context.traceId, spanId: newSpanId(), traceFlags: context.traceFlags };
 }
 
+/** A call's own span: a child of the caller's span, or the root of a new trace. */
+export function spanOf(parent: SpanContext | undefined): SpanContext {
+  return parent
+    ? { traceId: parent.traceId, spanId: newSpanId(), traceFlags: parent.traceFlags }
+    : { traceId: newTraceId(), spanId: newSpanId(), traceFlags: TraceFlags.NONE };
+}
+
 /**
  * The call's span context in its HandlerContext values, set by each entry
- * point with the principal, for the handlers that carry it on (dispatch).
+ * point with the principal, for the handlers that carry it on (dispatch):
+ * the call record itself, whose span ids are made only when read.
  * (Not AsyncLocalStorage: in Node 20 its first use turns on promise hooks
  * for the whole process, which cost the hot paths every promise.)
  */
-export const traceKey = createContextKey<SpanContext | undefined>(undefined, { description: "trace context" });
+export const traceKey = createContextKey<{ readonly trace: SpanContext | undefined } | undefined>(undefined, { description: "trace context" });
 
 /**
  * The trace link: before anything else (so a refused call has its trace
- * too) it reads `traceparent` from the call's headers and gives the call
- * its own span (the caller's trace id, or a new trace) on `call.trace`;
- * the entry points put it in the handler's context values (`traceKey`).
+ * too) it reads `traceparent` from the call's headers; the call's own span
+ * (`call.trace`: the caller's trace id, or a new trace) is made from it
+ * when something first asks — a log line, dispatch — since random ids on
+ * every call are a cost most calls never use.
  */
 export function traceLink(): Link {
   return {
     before(call, admission) {
-      const parent = parseTraceparent(admission.header.get("traceparent"));
-      const trace: SpanContext = parent
-        ? { traceId: parent.traceId, spanId: newSpanId(), traceFlags: parent.traceFlags }
-        : { traceId: newTraceId(), spanId: newSpanId(), traceFlags: TraceFlags.NONE };
-      call.trace = trace;
+      call.traceParent = parseTraceparent(admission.header.get("traceparent"));
+      call.traced = true;
     },
   };
 }

@@ -140,18 +140,28 @@ export function parseListAgents(req: ListAgentsRequest): Page {
 }
 
 export function parseDiscover(req: DiscoverRequest, tenant: string): AgentQuery {
+  // Discover is the hottest call: nothing here allocates unless the input is wrong or repeats itself.
   count("capabilities", req.capabilities.length, limits.maxQueryCapabilities);
-  req.capabilities.forEach((c, i) => match(`capabilities[${i}]`, c, limits.capabilityPattern));
+  for (let i = 0; i < req.capabilities.length; i++) matchItem("capabilities", i, req.capabilities[i]!, limits.capabilityPattern);
   count("tags", req.tags.length, limits.maxQueryTags);
-  req.tags.forEach((t, i) => match(`tags[${i}]`, t, limits.tagPattern));
+  for (let i = 0; i < req.tags.length; i++) matchItem("tags", i, req.tags[i]!, limits.tagPattern);
   enumValue("status", req.status, AgentStatus);
   return {
     tenant,
-    capabilities: [...new Set(req.capabilities)],
-    tags: [...new Set(req.tags)],
-    statuses: req.status === AgentStatus.UNSPECIFIED ? [AgentStatus.HEALTHY, AgentStatus.DEGRADED] : [req.status],
+    capabilities: distinct(req.capabilities),
+    tags: distinct(req.tags),
+    statuses: req.status === AgentStatus.UNSPECIFIED ? LIVE_STATUSES : [req.status],
     limit: pageSize("limit", req.limit),
   };
+}
+
+/** What Discover finds when no status is asked for. */
+const LIVE_STATUSES: readonly AgentStatus[] = Object.freeze([AgentStatus.HEALTHY, AgentStatus.DEGRADED]);
+
+/** The list without repeats, first occurrences in order: the list itself when it has none (short lists). */
+function distinct(values: readonly string[]): string[] {
+  for (let i = 1; i < values.length; i++) if (values.lastIndexOf(values[i]!, i - 1) !== -1) return [...new Set(values)];
+  return values as string[];
 }
 
 export interface ManifestRead {
@@ -353,6 +363,11 @@ function id(field: string, value: string): string {
   return value;
 }
 
+/** `match` for `field[index]`, naming the item only when it is wrong. */
+function matchItem(field: string, index: number, value: string, pattern: RegExp): void {
+  if (value === "" || !pattern.test(value)) match(`${field}[${index}]`, value, pattern);
+}
+
 function match(field: string, value: string, pattern: RegExp, what = "value"): void {
   if (value === "") throw errors.invalidArgument(field, "is required");
   if (!pattern.test(value)) {
@@ -376,8 +391,12 @@ function pageSize(field: string, n: number): number {
   return n === 0 ? limits.defaultPageSize : n;
 }
 
+const enumNumbers = new WeakMap<object, ReadonlySet<unknown>>();
+
 function enumValue(field: string, value: number, e: object): number {
-  if (!Object.values(e).includes(value)) throw errors.invalidArgument(field, `unknown enum value ${value}`);
+  let known = enumNumbers.get(e);
+  if (!known) enumNumbers.set(e, (known = new Set(Object.values(e))));
+  if (!known.has(value)) throw errors.invalidArgument(field, `unknown enum value ${value}`);
   return value;
 }
 

@@ -258,7 +258,7 @@ async function invoke(route: Route, input: Message, req: Req, res: Res, call: Ca
       message: input,
     });
     ctx.values.set(principalKey, call.principal!);
-    ctx.values.set(traceKey, call.trace);
+    ctx.values.set(traceKey, call);
     const output = route.method.output;
     if (route.method.methodKind === "server_streaming") {
       await stream(route.impl(input, ctx) as AsyncIterable<Message>, output, res);

@@ -43,7 +43,7 @@ export function routerService(router: Router, dispatcher: Dispatcher): ServiceIm
       const input = parseRoute(req);
       const tenant = ctx.values.get(principalKey).tenant;
       const d = await router.route(input, tenant);
-      const trace = ctx.values.get(traceKey);
+      const trace = ctx.values.get(traceKey)?.trace;
       const t = input.dispatchAsync
         ? await dispatcher.start(d, input, tenant, trace)
         : input.dispatch
@@ -68,7 +68,7 @@ export function routerService(router: Router, dispatcher: Dispatcher): ServiceIm
     },
 
     async getTask(req, ctx) {
-      const t = dispatcher.task(ctx.values.get(principalKey).tenant, parseGetTask(req));
+      const t = await dispatcher.task(ctx.values.get(principalKey).tenant, parseGetTask(req));
       return create(GetTaskResponseSchema, {
         task: {
           taskId: t.taskId,
