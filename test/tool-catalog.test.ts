@@ -88,6 +88,35 @@ describe("tool catalog (issue 20)", () => {
     expect(names("web", { healthyOnly: true })).toEqual(["web_fetch"]);
   });
 
+  it("a repeated page is answered from the page cache until the catalog changes; a typo is fuzzy-matched without making the other words fuzzy", async () => {
+    const store = new MemoryAgentStore();
+    await store.put(agent("a", { tools: [tool("search_web", "Search the web for pages"), tool("search_code", "Search code")] }), 0);
+    const c = store.toolCatalog();
+    const first = search(c, "t1", "search", { limit: 1 });
+    expect(search(c, "t1", "search", { limit: 1 })).toBe(first);
+    expect(Object.isFrozen(first) && Object.isFrozen(first.entries)).toBe(true);
+    const deeper = search(c, "t1", "search", { limit: 1, after: first.next });
+    expect(deeper).not.toBe(first);
+    expect(search(c, "t1", "search", { limit: 1, after: first.next })).toBe(deeper);
+    await store.put(agent("b", { tools: [tool("search_aaa", "Search more")] }), 0);
+    const changed = search(c, "t1", "search", { limit: 1 });
+    expect(changed).not.toBe(first);
+    expect(changed.total).toBe(3);
+    // Fuzzy only when nothing matches, and only for the misspelled word: "serch" finds search_*, "web" stays exact.
+    expect(search(c, "t1", "serch web").entries.map((e) => e.tool.name)).toEqual(["search_web"]);
+    expect(search(c, "t1", "serch_code").entries[0]?.tool.name).toBe("search_code"); // (every test agent has a "code.*" capability)
+    expect(search(c, "t1", "serch").total).toBe(3);
+    // A second provider with other capabilities, then the first leaves: filters and text follow.
+    await store.put(agent("p1", { tools: [tool("shared_tool", "one")], caps: [["alpha", ["red"]]] }), 0);
+    await store.put(agent("p2", { tools: [tool("shared_tool", "one")], caps: [["beta", ["blue"]]] }), 0);
+    expect(search(c, "t1", "alpha beta").entries.map((e) => e.tool.name)).toEqual(["shared_tool"]);
+    expect(search(c, "t1", "", { tags: ["red"] }).total).toBe(1);
+    await store.delete("p1", 1);
+    expect(search(c, "t1", "alpha").total).toBe(0);
+    expect(search(c, "t1", "", { tags: ["red"] }).total).toBe(0);
+    expect(search(c, "t1", "blue", { capabilities: ["beta"] }).entries.map((e) => e.providerCount)).toEqual([1]);
+  });
+
   it("property: every tool is findable by its exact name and each description word; removed agents' tools and tools without providers disappear; other tenants' tools never show, not even in counts", async () => {
     const word = fc.stringMatching(/^[a-z]{3,9}$/);
     const toolArb = fc.record({ name: fc.tuple(word, word).map(([a, b]) => `${a}_${b}`), description: fc.array(word, { minLength: 1, maxLength: 4 }).map((w) => w.join(" ")) });

@@ -1,4 +1,4 @@
-import MiniSearch, { type SearchResult } from "minisearch";
+import MiniSearch from "minisearch";
 import { LRUCache } from "lru-cache";
 import { AgentStatus, type AgentRecord, type ToolRecord } from "../registry/agent-record.js";
 import type { CatalogEntry, ToolQuery } from "../registry/agent-store.js";
@@ -9,46 +9,82 @@ const SHARED = "\u0000shared";
 
 /**
  * One distinct tool in one scope: its content (name, description, schema —
- * `tool_id` is their hash) and the agents of the scope that offer it.
+ * `id` is their hash) and the agents of the scope that offer it. Kept small
+ * (a fleet of unique agents has one per tool): the common single-provider
+ * entry holds its provider's id and reads capabilities, tags and labels
+ * from that agent; counters exist only once a second provider arrives.
  */
 interface Entry {
   readonly id: string;
-  /** Sort key: name, then id (browse order and keyset cursor). */
-  readonly key: string;
   readonly tool: ToolRecord;
-  /** Provider agent ids, sorted (keyset paging of providers, k-way merge of the per-agent view). */
-  readonly providers: string[];
+  /** The one provider's id, or the sorted ids of several (keyset paging, k-way merge of the per-agent view). */
+  providers: string | string[];
   healthy: number;
-  /** Providers' capabilities, tags and labels ("k=v"), counted: filters and the indexed text. */
-  readonly caps: Map<string, number>;
-  readonly tags: Map<string, number>;
-  readonly labels: Map<string, number>;
+  /** With two or more providers: their capabilities, tags and labels ("k=v"), counted. */
+  facets: Facets | undefined;
+  /** Lowercased words, space-delimited (" a b "): the name's (shared between entries of one name), the description's. */
+  readonly nameWords: string;
+  readonly descWords: string;
   /** Shared scope only: providers per owning tenant, so a tenant's own shared agents count once. */
   readonly byTenant: Map<string, { n: number; healthy: number }> | undefined;
 }
 
-interface Doc {
-  id: string;
-  name: string;
-  description: string;
-  caps: string;
-  tags: string;
+interface Facets {
+  readonly caps: Map<string, number>;
+  readonly tags: Map<string, number>;
+  readonly labels: Map<string, number>;
+  /** The words of caps and tags (see facetWords), until they change. */
+  words: { caps: string; tags: string } | undefined;
+}
+
+/**
+ * The scope's full-text index: one document (the entry itself) per entry,
+ * one field holding all its words, nothing stored. It finds candidates —
+ * prefix and fuzzy matching over its term tree — and relevance is computed
+ * from the query and the entry alone (see relevance()).
+ */
+class CatalogIndex extends MiniSearch<Entry> {
+  constructor(text: (e: Entry) => string) {
+    super({
+      fields: ["text"],
+      idField: "id",
+      extractField: (e, field) => (field === "id" ? e : text(e)),
+      tokenize: splitSpaces,
+      processTerm: (t) => t || null,
+    });
+  }
+
+  /** How many entries hold `term` as a whole word (discarded ones included until vacuumed): the cost of searching it. */
+  documentFrequency(term: string): number {
+    return this._index.get(term)?.get(0)?.size ?? 0;
+  }
+
+  /** How many (entry, word) matches `term` has as a prefix, counted up to `limit` (a walk of at most that many). */
+  prefixFrequency(term: string, limit: number): number {
+    let n = 0;
+    for (const data of this._index.atPrefix(term).values()) {
+      n += data.get(0)?.size ?? 0;
+      if (n >= limit) return limit;
+    }
+    return n;
+  }
 }
 
 class CatalogScope {
   readonly entries = new Map<string, Entry>();
-  readonly sorted: string[] = [];
-  readonly index = new MiniSearch<Doc>({
-    fields: ["name", "description", "caps", "tags"],
-    tokenize,
-    processTerm: (t) => t.toLowerCase(),
-  });
+  readonly sorted = new SortedEntries();
+  readonly index: CatalogIndex;
   /** Bumped whenever which entries match a query, or their order, may have changed. */
   version = 0;
   /** Tenant scopes: entries that the shared scope has too (counted once in a view). */
   overlap = 0;
 
-  constructor(readonly name: string) {}
+  constructor(
+    readonly name: string,
+    text: (e: Entry) => string,
+  ) {
+    this.index = new CatalogIndex(text);
+  }
 }
 
 /** A query of the distinct catalog. */
@@ -89,12 +125,16 @@ export interface CatalogPage {
 type Filters = Pick<CatalogSearch, "tenant" | "capabilities" | "tags" | "labels" | "healthyOnly">;
 
 interface Hit {
-  readonly id: string;
-  readonly key: string;
+  /** The entry of the tenant's scope, else the shared one's. */
+  readonly entry: Entry;
   readonly score: number;
 }
 
-const FIELD_WEIGHT: Record<string, number> = { name: 4, caps: 1.5, tags: 1, description: 1 };
+/** Field weights of relevance(). */
+const NAME = 4;
+const CAPS = 1.5;
+const TAGS = 1;
+const DESCRIPTION = 1;
 
 /**
  * The MCP tool catalog: one entry per distinct tool (name + content hash)
@@ -105,27 +145,48 @@ const FIELD_WEIGHT: Record<string, number> = { name: 4, caps: 1.5, tags: 1, desc
  * every change of an agent (the memory store calls it on each write; other
  * stores feed it from the event stream, see CatalogFeed).
  *
- * Costs: a change touches the entries of the agent's tools (a binary
- * insert into a provider list); browsing is a keyset merge of two sorted
- * key lists (the page, whatever the catalog's size); a query or filter
- * computes its ranked matches once per catalog version (cached), and its
- * pages are binary searches into them.
+ * Costs: a change touches the entries of the agent's tools (an insert into
+ * a block of a sorted list, a few index terms); browsing is a keyset merge
+ * of two sorted lists (the page, whatever the catalog's size); a query
+ * asks the index for its rarest word only and checks the other words
+ * against each candidate's own words, computes its ranked matches once per
+ * catalog version (cached), and its pages are binary searches into them;
+ * a page once answered is kept until the catalog changes.
  */
 export class ToolCatalog {
   private readonly scopes = new Map<string, CatalogScope>();
   private readonly agents = new Map<string, AgentRecord>();
   private readonly results = new LRUCache<string, Hit[]>({ max: 512 });
+  /** Answered pages, by everything that decides them (scope versions included): a repeated request is a lookup. */
+  private readonly pages: LRUCache<string, CatalogPage> | undefined;
+  private readonly text = (e: Entry) => {
+    const f = this.facetWords(e);
+    return `${e.nameWords}${e.descWords}${f.caps}${f.tags}`;
+  };
+
+  /** `pageCache`: how many answered pages to keep (0: none, so every page is computed — what the benchmark's page rows measure). */
+  constructor(opts: { readonly pageCache?: number } = {}) {
+    const max = opts.pageCache ?? 1_024;
+    this.pages = max > 0 ? new LRUCache<string, CatalogPage>({ max }) : undefined;
+  }
 
   /** An agent was added (before undefined), changed, or removed (after undefined). */
   apply(before: AgentRecord | undefined, after: AgentRecord | undefined): void {
-    if (after) this.agents.set(after.id, after);
-    else if (before) this.agents.delete(before.id);
     if (before && after && sameShape(before, after)) {
+      this.agents.set(after.id, after);
       if (before.status !== after.status) this.restate(before, after);
       return;
     }
-    if (before) this.remove(before);
-    if (after) this.add(after);
+    // Single-provider entries read their provider's record: it must be the
+    // one being removed while removing, the new one while adding.
+    if (before) {
+      this.remove(before);
+      this.agents.delete(before.id);
+    }
+    if (after) {
+      this.agents.set(after.id, after);
+      this.add(after);
+    }
   }
 
   /** The agent as the catalog knows it (feeds compare revisions with it). */
@@ -133,10 +194,25 @@ export class ToolCatalog {
     return this.agents.get(id);
   }
 
+  /** A page of the tenant's view; an identical request against an unchanged catalog gets the same (frozen) page. */
   search(q: CatalogSearch): CatalogPage {
     const own = this.scopes.get(q.tenant);
     const shared = this.scopes.get(SHARED);
     const text = q.text.trim();
+    if (!this.pages) return freezePage(this.page(q, own, shared, text));
+    const pageKey = [
+      q.tenant, own?.version ?? -1, shared?.version ?? -1, text, q.capabilities.join(","), q.tags.join(","), q.labels.join(","),
+      q.healthyOnly, q.after?.score ?? "", q.after?.key ?? "", q.limit,
+    ].join("\u0000");
+    let page = this.pages.get(pageKey);
+    if (!page) {
+      page = freezePage(this.page(q, own, shared, text));
+      this.pages.set(pageKey, page);
+    }
+    return page;
+  }
+
+  private page(q: CatalogSearch, own: CatalogScope | undefined, shared: CatalogScope | undefined, text: string): CatalogPage {
     if (text === "" && q.capabilities.length === 0 && q.tags.length === 0 && q.labels.length === 0 && !q.healthyOnly) {
       return this.browse(q.tenant, own, shared, q.after, q.limit);
     }
@@ -149,14 +225,14 @@ export class ToolCatalog {
       while (lo < hi) {
         const mid = (lo + hi) >>> 1;
         const h = hits[mid]!;
-        if (h.score > after.score || (h.score === after.score && h.key <= after.key)) lo = mid + 1;
+        if (h.score > after.score || (h.score === after.score && keyOf(h.entry) <= after.key)) lo = mid + 1;
         else hi = mid;
       }
       start = lo;
     }
     const entries: ToolView[] = [];
     for (let i = start; i < hits.length && entries.length < q.limit; i++) {
-      entries.push(this.view(q.tenant, hits[i]!.id, hits[i]!.score)!);
+      entries.push(this.view(q.tenant, hits[i]!.entry.id, hits[i]!.score)!);
     }
     const last = entries.at(-1);
     const more = start + entries.length < hits.length;
@@ -169,8 +245,8 @@ export class ToolCatalog {
     const shared = this.scopes.get(SHARED)?.entries.get(toolId);
     if (!own && !shared) return undefined;
     const ids: string[] = [];
-    const a = own?.providers ?? [];
-    const b = shared?.providers ?? [];
+    const a = own ? providerList(own) : [];
+    const b = shared ? providerList(shared) : [];
     let i = afterId === "" ? 0 : upperBound(a, afterId);
     let j = afterId === "" ? 0 : upperBound(b, afterId);
     while (ids.length < limit && (i < a.length || j < b.length)) {
@@ -196,15 +272,14 @@ export class ToolCatalog {
     let ids: Iterable<string>;
     if (q.text.trim() !== "") {
       const hits = this.cachedMatches({ tenant: q.tenant, capabilities: [], tags: [], labels: [], healthyOnly: false }, own, shared, q.text.trim());
-      ids = hits.filter((h) => q.name === "" || this.toolOf(q.tenant, h.id)!.name === q.name).map((h) => h.id);
+      ids = hits.filter((h) => q.name === "" || h.entry.tool.name === q.name).map((h) => h.entry.id);
     } else if (q.name !== "") {
       const found = new Set<string>();
       for (const scope of [own, shared]) {
         if (!scope) continue;
-        for (let i = lowerBound(scope.sorted, `${q.name}\u0000`); i < scope.sorted.length; i++) {
-          const key = scope.sorted[i]!;
-          if (!key.startsWith(`${q.name}\u0000`)) break;
-          found.add(idOfKey(key));
+        for (const e of scope.sorted.from(q.name, "", true)) {
+          if (e.tool.name !== q.name) break;
+          found.add(e.id);
         }
       }
       ids = found;
@@ -216,8 +291,9 @@ export class ToolCatalog {
     for (const id of ids) {
       for (const entry of [own?.entries.get(id), shared?.entries.get(id)]) {
         if (!entry) continue;
-        const at = afterAgent === "" ? 0 : lowerBound(entry.providers, afterAgent);
-        if (at < entry.providers.length) heap.push({ list: entry.providers, at, entry });
+        const list = providerList(entry);
+        const at = afterAgent === "" ? 0 : lowerBound(list, afterAgent);
+        if (at < list.length) heap.push({ list, at, entry });
       }
     }
     const out: CatalogEntry[] = [];
@@ -253,22 +329,28 @@ export class ToolCatalog {
     after: CatalogCursor | undefined,
     limit: number,
   ): CatalogPage {
-    const a = own?.sorted ?? [];
-    const b = shared?.sorted ?? [];
-    let i = after ? upperBound(a, after.key) : 0;
-    let j = after ? upperBound(b, after.key) : 0;
+    const [name, id] = after ? splitKey(after.key) : ["", ""];
+    const a = own?.sorted.from(name, id, !after) ?? [][Symbol.iterator]();
+    const b = shared?.sorted.from(name, id, !after) ?? [][Symbol.iterator]();
+    let x = a.next();
+    let y = b.next();
     const entries: ToolView[] = [];
-    while (entries.length < limit && (i < a.length || j < b.length)) {
-      let key: string;
-      if (j >= b.length || (i < a.length && a[i]! < b[j]!)) key = a[i++]!;
-      else if (i >= a.length || b[j]! < a[i]!) key = b[j++]!;
-      else {
-        key = a[i++]!;
-        j++;
+    while (entries.length < limit && (!x.done || !y.done)) {
+      let e: Entry;
+      if (y.done || (!x.done && compareEntries(x.value, y.value) < 0)) {
+        e = x.value!;
+        x = a.next();
+      } else if (x.done || compareEntries(y.value, x.value) < 0) {
+        e = y.value;
+        y = b.next();
+      } else {
+        e = x.value;
+        x = a.next();
+        y = b.next();
       }
-      entries.push(this.view(tenant, idOfKey(key), 0)!);
+      entries.push(this.view(tenant, e.id, 0)!);
     }
-    const more = i < a.length || j < b.length;
+    const more = !x.done || !y.done;
     const last = entries.at(-1);
     return { entries, next: more && last ? { score: 0, key: last.key } : undefined, total: this.size(tenant) };
   }
@@ -285,45 +367,94 @@ export class ToolCatalog {
   }
 
   /** Every entry of the view that matches, best first (score, then key). */
-  private matches(
-    q: Filters,
-    own: CatalogScope | undefined,
-    shared: CatalogScope | undefined,
-    text: string,
-  ): Hit[] {
-    const scores = new Map<string, number>();
-    const consider = (id: string, score: number) => {
-      const known = scores.get(id);
-      if (known === undefined || score > known) scores.set(id, score);
+  private matches(q: Filters, own: CatalogScope | undefined, shared: CatalogScope | undefined, text: string): Hit[] {
+    const scores = new Map<string, Hit>();
+    const consider = (entry: Entry, score: number) => {
+      const known = scores.get(entry.id);
+      if (known === undefined || score > known.score) scores.set(entry.id, { entry: known?.entry ?? entry, score });
     };
     if (text === "") {
-      for (const scope of [own, shared]) for (const id of scope?.entries.keys() ?? []) consider(id, 0);
+      // The tenant's own entry first: the hit names the tenant's scope's entry when there is one.
+      for (const scope of [own, shared]) for (const e of scope?.entries.values() ?? []) if (!scores.has(e.id)) scores.set(e.id, { entry: e, score: 0 });
     } else {
       const terms = tokenizeQuery(text);
       if (terms.length === 0) return [];
       const exact = text.toLowerCase();
-      for (const scope of [own, shared]) {
-        if (!scope) continue;
-        for (const r of find(scope, terms, false)) consider(r.id as string, relevance(r, terms, scope.entries.get(r.id as string)!, exact));
-      }
-      // Nothing by words and their prefixes: try one typo per word (fuzzy
-      // matching walks much more of the index, so only when needed).
-      if (scores.size === 0) {
+      for (const pass of ["words", "typos"] as const) {
+        // Nothing by words and their prefixes: try one typo in the words that
+        // no entry has (in every word when all are known), so that a typo
+        // does not make the correctly spelled words fuzzy too (fuzzy
+        // matching walks much more of the index, so only when needed).
+        if (pass === "typos" && scores.size > 0) break;
         for (const scope of [own, shared]) {
           if (!scope) continue;
-          for (const r of find(scope, terms, true)) consider(r.id as string, relevance(r, terms, scope.entries.get(r.id as string)!, exact));
+          let fuzzy: ReadonlySet<string> = NONE;
+          if (pass === "typos") {
+            const unknown = terms.filter((t) => scope.index.documentFrequency(t) === 0);
+            fuzzy = new Set(unknown.length > 0 ? unknown : terms);
+          }
+          for (const entry of candidates(scope.index, terms, fuzzy)) {
+            const score = this.relevance(entry, terms, exact, fuzzy);
+            if (score > 0) consider(entry, score);
+          }
         }
       }
     }
     const hits: Hit[] = [];
-    for (const [id, score] of scores) {
-      const o = own?.entries.get(id);
-      const s = shared?.entries.get(id);
-      if (!passes(q, o, s)) continue;
-      hits.push({ id, key: (o ?? s)!.key, score });
+    for (const hit of scores.values()) {
+      if (passes(q, own?.entries.get(hit.entry.id), shared?.entries.get(hit.entry.id), this.agents)) hits.push(hit);
     }
-    hits.sort((x, y) => y.score - x.score || (x.key < y.key ? -1 : x.key > y.key ? 1 : 0));
+    hits.sort((x, y) => y.score - x.score || compareEntries(x.entry, y.entry));
     return hits;
+  }
+
+  /**
+   * Relevance that depends only on the query and the entry (not on corpus
+   * statistics, as BM25's would), so a cursor (score, key) stays valid while
+   * other entries come and go: for each query word and field, the field's
+   * weight times the best match there — 1 for the word itself, 0.5 for a
+   * word it begins, else (typo pass, `fuzzy` words only, when it matches
+   * no field so) 0.3 for a word one edit away; +10 when the query is the
+   * tool's whole name. 0 when a word matches nowhere.
+   */
+  private relevance(e: Entry, terms: readonly string[], exact: string, fuzzy: ReadonlySet<string>): number {
+    const facets = this.facetWords(e);
+    // (A whole-name match is compared on the name itself: names are not indexed whole.)
+    let score = e.tool.name.toLowerCase() === exact ? 10 : 0;
+    for (const t of terms) {
+      let s = NAME * quality(e.nameWords, t) + DESCRIPTION * quality(e.descWords, t) + CAPS * quality(facets.caps, t) + TAGS * quality(facets.tags, t);
+      if (s === 0 && fuzzy.has(t)) {
+        s = 0.3 * (NAME * typo(e.nameWords, t) + DESCRIPTION * typo(e.descWords, t) + CAPS * typo(facets.caps, t) + TAGS * typo(facets.tags, t));
+      }
+      if (s === 0) return 0;
+      score += s;
+    }
+    return Math.round(score * 1000) / 1000;
+  }
+
+  /** The words of an entry's providers' capability names and tags (" a b "). */
+  private facetWords(e: Entry): { caps: string; tags: string } {
+    if (e.facets) {
+      if (!e.facets.words) {
+        let caps = "";
+        let tags = "";
+        for (const k of e.facets.caps.keys()) caps += wordsOf(k);
+        for (const k of e.facets.tags.keys()) tags += wordsOf(k);
+        e.facets.words = { caps, tags };
+      }
+      return e.facets.words;
+    }
+    const caps = this.agents.get(e.providers as string)?.capabilities ?? [];
+    let words = capabilityWords.get(caps);
+    if (!words) {
+      words = { caps: "", tags: "" };
+      for (const c of caps) {
+        words.caps += wordsOf(c.name);
+        for (const t of c.tags) words.tags += wordsOf(t);
+      }
+      capabilityWords.set(caps, words);
+    }
+    return words;
   }
 
   private view(tenant: string, id: string, score: number): ToolView | undefined {
@@ -334,16 +465,12 @@ export class ToolCatalog {
     const mine = shared?.byTenant?.get(tenant);
     return {
       id,
-      key: e.key,
+      key: keyOf(e),
       tool: e.tool,
       score,
-      providerCount: (own?.providers.length ?? 0) + (shared ? shared.providers.length - (mine?.n ?? 0) : 0),
+      providerCount: (own ? providerCount(own) : 0) + (shared ? providerCount(shared) - (mine?.n ?? 0) : 0),
       healthyCount: (own?.healthy ?? 0) + (shared ? shared.healthy - (mine?.healthy ?? 0) : 0),
     };
-  }
-
-  private toolOf(tenant: string, id: string): ToolRecord | undefined {
-    return (this.scopes.get(tenant)?.entries.get(id) ?? this.scopes.get(SHARED)?.entries.get(id))?.tool;
   }
 
   private scopesOf(a: AgentRecord): CatalogScope[] {
@@ -352,7 +479,7 @@ export class ToolCatalog {
 
   private scope(name: string): CatalogScope {
     let s = this.scopes.get(name);
-    if (!s) this.scopes.set(name, (s = new CatalogScope(name)));
+    if (!s) this.scopes.set(name, (s = new CatalogScope(name, this.text)));
     return s;
   }
 
@@ -363,26 +490,37 @@ export class ToolCatalog {
       for (const tool of distinctTools(a.tools)) {
         const id = toolContentHash(tool);
         let entry = scope.entries.get(id);
-        const fresh = !entry;
         if (!entry) {
           entry = {
             id,
-            key: `${tool.name}\u0000${id}`,
             tool,
-            providers: [],
-            healthy: 0,
-            caps: new Map(),
-            tags: new Map(),
-            labels: new Map(),
-            byTenant: scope.name === SHARED ? new Map() : undefined,
+            providers: a.id,
+            healthy,
+            facets: undefined,
+            nameWords: wordsOf(tool.name),
+            descWords: words(tool.description),
+            byTenant: scope.name === SHARED ? new Map([[a.tenant, { n: 1, healthy }]]) : undefined,
           };
           scope.entries.set(id, entry);
-          scope.sorted.splice(lowerBound(scope.sorted, entry.key), 0, entry.key);
+          scope.sorted.insert(entry);
+          scope.index.add(entry);
           this.overlapChanged(scope, id, 1);
+          continue;
         }
-        const at = lowerBound(entry.providers, a.id);
-        if (entry.providers[at] === a.id) continue;
-        entry.providers.splice(at, 0, a.id);
+        let reindex = false;
+        if (typeof entry.providers === "string") {
+          if (entry.providers === a.id) continue;
+          // A second provider: count both providers' facets from here on.
+          const first = this.agents.get(entry.providers)!;
+          entry.facets = { caps: new Map(), tags: new Map(), labels: new Map(), words: undefined };
+          countFacets(entry.facets, first, 1);
+          entry.providers = a.id < entry.providers ? [a.id, entry.providers] : [entry.providers, a.id];
+        } else {
+          const at = lowerBound(entry.providers, a.id);
+          if (entry.providers[at] === a.id) continue;
+          entry.providers.splice(at, 0, a.id);
+        }
+        reindex = countFacets(entry.facets!, a, 1);
         entry.healthy += healthy;
         if (entry.byTenant) {
           const t = entry.byTenant.get(a.tenant) ?? { n: 0, healthy: 0 };
@@ -390,13 +528,10 @@ export class ToolCatalog {
           t.healthy += healthy;
           entry.byTenant.set(a.tenant, t);
         }
-        let reindex = fresh;
-        for (const c of a.capabilities) {
-          reindex = count(entry.caps, c.name, 1) || reindex;
-          for (const t of c.tags) reindex = count(entry.tags, t, 1) || reindex;
+        if (reindex) {
+          if (entry.facets) entry.facets.words = undefined;
+          scope.index.replace(entry);
         }
-        for (const [k, v] of Object.entries(a.labels)) count(entry.labels, `${k}=${v}`, 1);
-        if (reindex) this.reindex(scope, entry, fresh);
       }
     }
   }
@@ -409,6 +544,15 @@ export class ToolCatalog {
         const id = toolContentHash(tool);
         const entry = scope.entries.get(id);
         if (!entry) continue;
+        if (typeof entry.providers === "string") {
+          if (entry.providers !== a.id) continue;
+          // The last provider: the entry goes.
+          scope.entries.delete(id);
+          scope.sorted.delete(entry);
+          scope.index.discard(entry);
+          this.overlapChanged(scope, id, -1);
+          continue;
+        }
         const at = lowerBound(entry.providers, a.id);
         if (entry.providers[at] !== a.id) continue;
         entry.providers.splice(at, 1);
@@ -419,21 +563,16 @@ export class ToolCatalog {
           t.healthy -= healthy;
           if (t.n === 0) entry.byTenant.delete(a.tenant);
         }
-        if (entry.providers.length === 0) {
-          scope.entries.delete(id);
-          const k = lowerBound(scope.sorted, entry.key);
-          if (scope.sorted[k] === entry.key) scope.sorted.splice(k, 1);
-          scope.index.discard(id);
-          this.overlapChanged(scope, id, -1);
-          continue;
+        const reindex = countFacets(entry.facets!, a, -1);
+        // One provider left: its own record holds the facets again.
+        if (entry.providers.length === 1) {
+          entry.providers = entry.providers[0]!;
+          entry.facets = undefined;
         }
-        let reindex = false;
-        for (const c of a.capabilities) {
-          reindex = count(entry.caps, c.name, -1) || reindex;
-          for (const t of c.tags) reindex = count(entry.tags, t, -1) || reindex;
+        if (reindex) {
+          if (entry.facets) entry.facets.words = undefined;
+          scope.index.replace(entry);
         }
-        for (const [k, v] of Object.entries(a.labels)) count(entry.labels, `${k}=${v}`, -1);
-        if (reindex) this.reindex(scope, entry, false);
       }
     }
   }
@@ -454,18 +593,6 @@ export class ToolCatalog {
     }
   }
 
-  private reindex(scope: CatalogScope, entry: Entry, fresh: boolean): void {
-    const doc: Doc = {
-      id: entry.id,
-      name: entry.tool.name,
-      description: entry.tool.description,
-      caps: [...entry.caps.keys()].join(" "),
-      tags: [...entry.tags.keys()].join(" "),
-    };
-    if (fresh) scope.index.add(doc);
-    else scope.index.replace(doc);
-  }
-
   /** A tenant scope's overlap with the shared scope, when an entry appears (+1) or goes (-1). */
   private overlapChanged(scope: CatalogScope, id: string, delta: 1 | -1): void {
     if (scope.name !== SHARED) {
@@ -478,22 +605,69 @@ export class ToolCatalog {
   }
 }
 
-function find(scope: CatalogScope, terms: readonly string[], fuzzy: boolean): SearchResult[] {
-  return scope.index.search(terms.join(" "), {
-    combineWith: "AND",
-    tokenize: tokenizeQuery,
-    prefix: true,
-    fuzzy: fuzzy ? (term) => (term.length >= 3 ? 1 : false) : false,
-  });
+const NONE: ReadonlySet<string> = new Set();
+
+/** facetWords() of single-provider entries, by the provider's capabilities (shared by its tools, gone with the record). */
+const capabilityWords = new WeakMap<readonly object[], { caps: string; tags: string }>();
+
+/**
+ * The entries that may match every word: the index's matches of the word
+ * that the fewest entries hold (a word in every entry, such as "tool", is
+ * never walked); relevance() then checks all words on each candidate.
+ * Prefix matching always; one typo for `fuzzy` words of 3+ letters, and a
+ * word that is not fuzzy drives when there is one.
+ */
+function candidates(index: CatalogIndex, terms: readonly string[], fuzzy: ReadonlySet<string>): Entry[] {
+  // The cost of a word is its matches as a prefix ("1" matches "12" too),
+  // walked no further than the best word so far; fuzzy words come last.
+  // Rarest whole word first (a word that is no whole term, only a prefix, last).
+  const order = terms
+    .filter((t) => !fuzzy.has(t))
+    .map((t) => ({ t, n: index.documentFrequency(t) || Infinity }))
+    .sort((x, y) => x.n - y.n);
+  let driver = terms[0]!;
+  let cost = 10_000;
+  let found = false;
+  for (const { t, n } of order) {
+    if (n > cost) break;
+    const c = index.prefixFrequency(t, cost + 1);
+    if (c <= cost) {
+      cost = c;
+      driver = t;
+      found = true;
+    }
+  }
+  // Every word fuzzy (or very common): the longest.
+  if (!found) driver = terms.reduce((a, b) => (b.length > a.length ? b : a));
+  const typos = fuzzy.has(driver) && driver.length >= 3;
+  return index.search(driver, { tokenize: single, processTerm: same, prefix: true, fuzzy: typos ? 1 : false }).map((r) => r.id as Entry);
+}
+
+/** How well `term` matches a word of `words` (" a b "): 1 itself, 0.5 as a prefix, else 0. */
+function quality(words: string, term: string): number {
+  if (words.indexOf(` ${term}`) < 0) return 0;
+  return words.includes(` ${term} `) ? 1 : 0.5;
+}
+
+/** 1 when a word of `words` is one edit away from `term` (of 3+ letters), else 0. */
+function typo(words: string, term: string): number {
+  if (term.length < 3 || words === "") return 0;
+  for (const w of words.split(" ")) if (w !== "" && oneEditAway(term, w)) return 1;
+  return 0;
+}
+
+/** Whether a and b differ by one insertion, deletion or substitution (the index's fuzzy distance 1). */
+function oneEditAway(a: string, b: string): boolean {
+  if (Math.abs(a.length - b.length) > 1 || a === b) return false;
+  const [s, l] = a.length <= b.length ? [a, b] : [b, a];
+  let i = 0;
+  while (i < s.length && s[i] === l[i]) i++;
+  return s.length === l.length ? s.slice(i + 1) === l.slice(i + 1) : s.slice(i) === l.slice(i + 1);
 }
 
 /** Whether the view of an entry passes the filters (capability, tag, label: some provider has it). */
-function passes(
-  q: Filters,
-  own: Entry | undefined,
-  shared: Entry | undefined,
-): boolean {
-  const has = (field: "caps" | "tags" | "labels", v: string) => (own?.[field].has(v) ?? false) || (shared?.[field].has(v) ?? false);
+function passes(q: Filters, own: Entry | undefined, shared: Entry | undefined, agents: ReadonlyMap<string, AgentRecord>): boolean {
+  const has = (field: "caps" | "tags" | "labels", v: string) => hasFacet(own, field, v, agents) || hasFacet(shared, field, v, agents);
   for (const c of q.capabilities) if (!has("caps", c)) return false;
   for (const t of q.tags) if (!has("tags", t)) return false;
   for (const l of q.labels) if (!has("labels", l)) return false;
@@ -504,21 +678,88 @@ function passes(
   return true;
 }
 
-/**
- * Relevance that depends only on the query and the entry (not on corpus
- * statistics, as BM25's would), so a cursor (score, key) stays valid while
- * other entries come and go: per matched term and field, the field's weight
- * times 1 for an exact word, 0.5 for a prefix, 0.3 for a fuzzy match; +10
- * when the query is the tool's whole name.
- */
-function relevance(r: SearchResult, terms: readonly string[], entry: Entry, exact: string): number {
-  // (A whole-name match is compared on the name itself: names are not indexed whole.)
-  let score = entry.tool.name.toLowerCase() === exact ? 10 : 0;
-  for (const [term, fields] of Object.entries(r.match)) {
-    const quality = terms.includes(term) ? 1 : terms.some((t) => term.startsWith(t)) ? 0.5 : 0.3;
-    for (const f of fields) score += (FIELD_WEIGHT[f] ?? 1) * quality;
+function hasFacet(e: Entry | undefined, field: "caps" | "tags" | "labels", v: string, agents: ReadonlyMap<string, AgentRecord>): boolean {
+  if (!e) return false;
+  if (e.facets) return e.facets[field].has(v);
+  const a = agents.get(e.providers as string);
+  if (!a) return false;
+  if (field === "caps") return a.capabilities.some((c) => c.name === v);
+  if (field === "tags") return a.capabilities.some((c) => c.tags.includes(v));
+  const eq = v.indexOf("=");
+  return eq >= 0 && a.labels[v.slice(0, eq)] === v.slice(eq + 1);
+}
+
+/** Counts an agent's capabilities, tags and labels in (+1) or out (-1); true when a capability or tag appeared or went (the indexed text changed). */
+function countFacets(f: Facets, a: AgentRecord, delta: 1 | -1): boolean {
+  let changed = false;
+  for (const c of a.capabilities) {
+    changed = count(f.caps, c.name, delta) || changed;
+    for (const t of c.tags) changed = count(f.tags, t, delta) || changed;
   }
-  return Math.round(score * 1000) / 1000;
+  for (const [k, v] of Object.entries(a.labels)) count(f.labels, `${k}=${v}`, delta);
+  return changed;
+}
+
+function providerList(e: Entry): readonly string[] {
+  return typeof e.providers === "string" ? [e.providers] : e.providers;
+}
+
+function providerCount(e: Entry): number {
+  return typeof e.providers === "string" ? 1 : e.providers.length;
+}
+
+/** Sort key: name, then id (browse order and keyset cursor). */
+function keyOf(e: Entry): string {
+  return `${e.tool.name}\u0000${e.id}`;
+}
+
+function splitKey(key: string): [name: string, id: string] {
+  const at = key.lastIndexOf("\u0000");
+  return at < 0 ? [key, ""] : [key.slice(0, at), key.slice(at + 1)];
+}
+
+/** The order of keyOf() (names hold no NUL), without building the keys. */
+function compareEntries(a: Entry, b: Entry): number {
+  return compareKey(a, b.tool.name, b.id);
+}
+
+function compareKey(e: Entry, name: string, id: string): number {
+  const n = e.tool.name;
+  if (n !== name) return n < name ? -1 : 1;
+  return e.id < id ? -1 : e.id > id ? 1 : 0;
+}
+
+function freezePage(p: CatalogPage): CatalogPage {
+  for (const e of p.entries) Object.freeze(e);
+  Object.freeze(p.entries);
+  if (p.next) Object.freeze(p.next);
+  return Object.freeze(p);
+}
+
+/** The lowercased distinct words of a text, space-delimited with a space at each end (" a b "). */
+function words(text: string): string {
+  const ws = [...new Set(tokenize(text).map((w) => w.toLowerCase()))];
+  return ws.length === 0 ? "" : ` ${ws.join(" ")} `;
+}
+
+/** words() of names, capabilities and tags: few and repeated, so computed once and shared. */
+const knownWords = new LRUCache<string, string>({ max: 20_000 });
+function wordsOf(text: string): string {
+  let w = knownWords.get(text);
+  if (w === undefined) knownWords.set(text, (w = words(text)));
+  return w;
+}
+
+function splitSpaces(text: string): string[] {
+  return text.split(" ");
+}
+
+function single(text: string): string[] {
+  return [text];
+}
+
+function same(term: string): string {
+  return term;
 }
 
 /**
@@ -581,8 +822,73 @@ function count(map: Map<string, number>, key: string, delta: 1 | -1): boolean {
   return n === 1 && delta === 1;
 }
 
-function idOfKey(key: string): string {
-  return key.slice(key.lastIndexOf("\u0000") + 1);
+/**
+ * Entries in key order (tool name, then id), as a list of blocks of at
+ * most BLOCK: an insert or delete moves at most a block, not the whole
+ * catalog (a splice into one array of 300k keys cost ~0.5 ms per agent).
+ */
+const BLOCK = 512;
+class SortedEntries {
+  private readonly blocks: Entry[][] = [];
+
+  insert(e: Entry): void {
+    if (this.blocks.length === 0) {
+      this.blocks.push([e]);
+      return;
+    }
+    const b = Math.min(this.blockOf(e.tool.name, e.id), this.blocks.length - 1);
+    const block = this.blocks[b]!;
+    block.splice(this.indexIn(block, e.tool.name, e.id), 0, e);
+    if (block.length > BLOCK) this.blocks.splice(b + 1, 0, block.splice(BLOCK >> 1));
+  }
+
+  delete(e: Entry): void {
+    const b = this.blockOf(e.tool.name, e.id);
+    const block = this.blocks[b];
+    if (!block) return;
+    const i = this.indexIn(block, e.tool.name, e.id);
+    if (block[i] !== e) return;
+    block.splice(i, 1);
+    if (block.length === 0) this.blocks.splice(b, 1);
+  }
+
+  /** Entries from (name, id) on: at it when `inclusive`, else after it. */
+  *from(name: string, id: string, inclusive: boolean): Generator<Entry, undefined, undefined> {
+    let b = this.blockOf(name, id);
+    if (b >= this.blocks.length) return;
+    let i = this.indexIn(this.blocks[b]!, name, id);
+    if (!inclusive && i < this.blocks[b]!.length && compareKey(this.blocks[b]![i]!, name, id) === 0) i++;
+    for (; b < this.blocks.length; b++, i = 0) {
+      const block = this.blocks[b]!;
+      for (; i < block.length; i++) yield block[i]!;
+    }
+    return undefined;
+  }
+
+  /** The first block whose last entry is at or after (name, id); blocks.length when none. */
+  private blockOf(name: string, id: string): number {
+    let lo = 0;
+    let hi = this.blocks.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      const block = this.blocks[mid]!;
+      if (compareKey(block[block.length - 1]!, name, id) < 0) lo = mid + 1;
+      else hi = mid;
+    }
+    return lo;
+  }
+
+  /** The first index in the block at or after (name, id). */
+  private indexIn(block: readonly Entry[], name: string, id: string): number {
+    let lo = 0;
+    let hi = block.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      if (compareKey(block[mid]!, name, id) < 0) lo = mid + 1;
+      else hi = mid;
+    }
+    return lo;
+  }
 }
 
 interface Cursor {
