@@ -199,6 +199,8 @@ interface H2loadOptions {
   headers?: Record<string, string>;
   /** HTTP/1.1 GETs of the URL instead of gRPC (REST/JSON); body unused. */
   h1?: boolean;
+  /** The HTTP statuses that count as answered (default: any 2xx), e.g. [304] for conditional GETs. */
+  okStatus?: readonly number[];
 }
 
 /**
@@ -246,14 +248,15 @@ export async function h2load(o: H2loadOptions): Promise<LoadResult> {
   const rps = /finished in [\d.]+m?s, ([\d.]+) req\/s/.exec(out);
   const done = /requests: \d+ total, \d+ started, \d+ done, (\d+) succeeded, (\d+) failed/.exec(out);
   if (!rps || !done) throw new Error(`h2load output not understood:\n${out}\n${err}`);
-  const non2xx = entries.filter((e) => !/^2\d\d$/.test(e[1]!)).length;
+  const answered = o.okStatus ? (status: string) => o.okStatus!.includes(Number(status)) : (status: string) => /^2\d\d$/.test(status);
+  const notOk = entries.filter((e) => !answered(e[1]!)).length;
   const times = entries.map((e) => Number(e[2]) / 1000);
   return {
     rps: Number(rps[1]),
     p50Ms: percentile(times, 50),
     p99Ms: percentile(times, 99),
-    ok: Number(done[1]) - non2xx,
-    failed: Number(done[2]) + non2xx,
+    ok: Number(done[1]) - notOk,
+    failed: Number(done[2]) + notOk,
   };
 }
 

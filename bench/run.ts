@@ -616,6 +616,44 @@ async function memory(): Promise<void> {
   }
 }
 
+// --- signed manifest (issue 14) ---------------------------------------------------------
+
+/**
+ * GET /fastmcp/manifest with a token (--only=manifest): the full signed body
+ * (200) and the conditional GET with the ETag the first answer carried (304,
+ * no body), each from h2load --h1 on 16 connections. Issue 14 before: 1.74 MB
+ * canonicalized and signed per request at 1,000 agents, ~11/s.
+ */
+async function manifest(): Promise<void> {
+  const n = quick ? 100 : 1_000;
+  log(`signed manifest: ${n} agents, authenticated`);
+  const svc = await startService();
+  try {
+    await registerAgents(svc, n);
+    const url = `${svc.url}/fastmcp/manifest`;
+    const first = await fetch(url, { headers: auth(svc) });
+    const bytes = (await first.arrayBuffer()).byteLength;
+    const etag = first.headers.get("etag");
+    if (first.status !== 200 || !etag) throw new Error(`manifest: HTTP ${first.status}, etag ${etag}`);
+    const conditional = { ...auth(svc), "if-none-match": etag };
+    const again = await fetch(url, { headers: conditional });
+    if (again.status !== 304) throw new Error(`manifest with If-None-Match: HTTP ${again.status}, expected 304`);
+    const full = (requests: number) => h2load({ url, body: new Uint8Array(), requests, connections: 16, h1: true, headers: auth(svc) });
+    const notModified = (requests: number) =>
+      h2load({ url, body: new Uint8Array(), requests, connections: 16, h1: true, headers: conditional, okStatus: [304] });
+    await full(quick ? 20 : 300); // warm-up
+    await notModified(quick ? 200 : 3_000);
+    const rssBefore = svc.rssBytes();
+    const ok = check(await full(quick ? 50 : 3_000), "manifest 200");
+    const rss = svc.rssBytes();
+    add({ scenario: `GET /fastmcp/manifest 200, full signed body (${n} agents, h2load --h1, 16 conns)`, ...ok, note: `${(bytes / 2 ** 20).toFixed(2)} MiB per answer; RSS ${(rssBefore / 2 ** 20).toFixed(0)} → ${(rss / 2 ** 20).toFixed(0)} MiB; issue 14 before: ~11/s` });
+    const nm = check(await notModified(quick ? 500 : 30_000), "manifest 304");
+    add({ scenario: `GET /fastmcp/manifest 304, If-None-Match (${n} agents, h2load --h1, 16 conns)`, ...nm, limit: "the 200 row", ratio: nm.rps / ok.rps });
+  } finally {
+    await svc.stop();
+  }
+}
+
 // --- tool catalog (issue 20) ----------------------------------------------------------
 
 /** Issue 20's fleet: 50 kinds × 2,000 replicas plus 1,000 unique agents, 3 tools each. */
@@ -658,7 +696,8 @@ async function toolCatalog(): Promise<void> {
   }
   gc();
   const heapBefore = process.memoryUsage().heapUsed;
-  const catalog = new ToolCatalog();
+  // No page cache: the rows measure computing a page (a repeated page is a lookup in the service).
+  const catalog = new ToolCatalog({ pageCache: 0 });
   const t0 = performance.now();
   for (const r of records) catalog.apply(undefined, r);
   const buildMs = performance.now() - t0;
@@ -764,6 +803,157 @@ function report(partial: boolean): void {
   log(`\n${lines.join("\n")}`);
 }
 
+// --- routing and dispatch (issue 15) ------------------------------------------------------
+
+/**
+ * --only=dispatch. (a) Route over gRPC (no dispatch: decision and ticket)
+ * against Discover over gRPC on the same service and fleet, h2load,
+ * alternating rounds, median of each; goal ≥ 0.8. (b) Routed dispatch over
+ * HTTP to a local HTTP/JSON echo agent (POST /route with dispatch) against
+ * POSTing the agent directly, from the same client: autocannon for
+ * throughput (16 connections, alternating rounds; goal ≥ 0.5) and a
+ * sequential keep-alive loop for the latency one call adds (goal p50
+ * +≤ 1 ms). The echo agent runs on the service's CPU (0), so both paths
+ * share that core the same way.
+ */
+async function dispatchBench(): Promise<void> {
+  log(`routing and dispatch, ${size.agents} agents`);
+  const svc = await startService({ DISPATCH_ALLOW_LOOPBACK: "true" });
+  const echoPort = await freePort();
+  const echoSource = `
+    const http = require("node:http");
+    const server = http.createServer((req, res) => {
+      const chunks = [];
+      req.on("data", (c) => chunks.push(c));
+      req.on("end", () => {
+        const task = JSON.parse(Buffer.concat(chunks).toString() || "{}");
+        res.writeHead(200, { "content-type": "application/json" });
+        res.end(JSON.stringify({ result: { taskId: task.taskId ?? "", echo: task.payload ?? null } }));
+      });
+    });
+    server.keepAliveTimeout = 10000;
+    server.listen(Number(process.argv[1]), "127.0.0.1");`;
+  const echo = spawnPinned(0, process.execPath, ["-e", echoSource, String(echoPort)]);
+  const http = await import("node:http");
+  try {
+    await waitForPort(echoPort);
+    await registerAgents(svc, size.agents);
+    const rounds = quick ? 1 : 3;
+
+    // (a) Route vs Discover over gRPC.
+    const discover = toBinary(DiscoverRequestSchema, create(DiscoverRequestSchema, { capabilities: ["cap.1", "cap.14"], limit: 10 }));
+    const routeOnly = toBinary(RouteRequestSchema, create(RouteRequestSchema, { capabilities: ["cap.7"] }));
+    const grpcLoad = (method: string, body: Uint8Array, requests: number) =>
+      h2load({ url: `${svc.url}/federation.v1.${method}`, body, requests, headers: auth(svc) });
+    await grpcLoad("DirectoryService/Discover", discover, size.requests / 6); // warm-up
+    await grpcLoad("RouterService/Route", routeOnly, size.requests / 6);
+    const d: LoadResult[] = [];
+    const r: LoadResult[] = [];
+    for (let i = 0; i < rounds; i++) {
+      d.push(check(await grpcLoad("DirectoryService/Discover", discover, size.requests / 2 / rounds), "dispatch bench: discover grpc"));
+      r.push(check(await grpcLoad("RouterService/Route", routeOnly, size.requests / 2 / rounds), "dispatch bench: route grpc"));
+    }
+    const dMedian = median(d);
+    const rMedian = median(r);
+    add({ scenario: `discover gRPC (${size.agents} agents, rounds alternating with route)`, ...dMedian, note: `median of ${rounds}` });
+    add({
+      scenario: `route gRPC, no dispatch (${size.agents} agents)`,
+      ...rMedian,
+      limit: "discover gRPC (alternating)",
+      ratio: rMedian.rps / dMedian.rps,
+      note: `median of ${rounds}; goal ≥ 0.8 of discover`,
+    });
+
+    // (b) Routed dispatch over HTTP vs the agent directly.
+    const capability = "bench.echo";
+    const post = async (path: string, body: unknown) => {
+      const res = await fetch(`${svc.url}${path}`, { method: "POST", headers: { ...auth(svc), "content-type": "application/json" }, body: JSON.stringify(body) });
+      const json = (await res.json()) as Record<string, any>;
+      if (!res.ok) throw new Error(`${path}: HTTP ${res.status} ${JSON.stringify(json)}`);
+      return json;
+    };
+    const reg = await post("/agents/register", {
+      name: "bench-echo",
+      version: "1.0.0",
+      endpoint: { url: `http://127.0.0.1:${echoPort}/execute`, transport: "TRANSPORT_HTTP_JSON" },
+      capabilities: [{ name: capability }],
+    });
+    await post(`/agents/${reg.agent.id}/heartbeat`, { load: 0 });
+    const task = { question: "6*7", n: 42 };
+    const routed = { url: `${svc.url}/route`, body: JSON.stringify({ capabilities: [capability], dispatch: true, task }) };
+    const direct = {
+      url: `http://127.0.0.1:${echoPort}/execute`,
+      body: JSON.stringify({ taskId: "bench-task", capabilities: [capability], payload: task, ticket: "", tenant: "default" }),
+    };
+    const probe = await post("/route", { capabilities: [capability], dispatch: true, task });
+    if (probe.result?.echo?.n !== 42) throw new Error(`routed dispatch answered ${JSON.stringify(probe)}`);
+
+    const cannon = async (target: { url: string; body: string }, amount: number): Promise<LoadResult> => {
+      const res = await autocannon({
+        url: target.url,
+        method: "POST",
+        body: target.body,
+        headers: { ...auth(svc), "content-type": "application/json" },
+        connections: 16,
+        pipelining: 1,
+        amount: Math.max(200, Math.round(amount)),
+      });
+      if (res.non2xx > 0 || res.errors > 0) problems.push(`autocannon ${target.url}: ${res.non2xx} non-2xx, ${res.errors} errors`);
+      return { rps: res.requests.total / res.duration, p50Ms: res.latency.p50, p99Ms: res.latency.p99, ok: res.requests.total, failed: res.non2xx + res.errors };
+    };
+    const amount = quick ? 500 : 20_000;
+    await cannon(direct, amount / 4); // warm-up
+    await cannon(routed, amount / 4);
+    const dr: LoadResult[] = [];
+    const rr: LoadResult[] = [];
+    for (let i = 0; i < rounds; i++) {
+      dr.push(await cannon(direct, amount / rounds));
+      rr.push(await cannon(routed, amount / rounds));
+    }
+    const directRun = median(dr);
+    const routedRun = median(rr);
+
+    // One call at a time over a kept-alive connection: what routing adds to a call.
+    const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+    const once = (target: { url: string; body: string }) =>
+      new Promise<number>((resolve, reject) => {
+        const t0 = performance.now();
+        const req = http.request(target.url, { method: "POST", agent, headers: { ...auth(svc), "content-type": "application/json" } }, (res) => {
+          res.resume();
+          res.on("end", () => (res.statusCode === 200 ? resolve(performance.now() - t0) : reject(new Error(`${target.url}: HTTP ${res.statusCode}`))));
+        });
+        req.on("error", reject);
+        req.end(target.body);
+      });
+    const sequential = async (target: { url: string; body: string }, n: number) => {
+      const times: number[] = [];
+      for (let i = 0; i < n; i++) times.push(await once(target));
+      return times;
+    };
+    const n = quick ? 200 : 3_000;
+    await sequential(direct, n / 4);
+    await sequential(routed, n / 4);
+    const directTimes = await sequential(direct, n);
+    const routedTimes = await sequential(routed, n);
+    agent.destroy();
+    const p50Direct = percentile(directTimes, 50);
+    const p50Routed = percentile(routedTimes, 50);
+
+    add({ scenario: "echo agent over HTTP/JSON, called directly (autocannon, 16 conns)", ...directRun, note: `median of ${rounds}; one call at a time: p50 ${p50Direct.toFixed(3)} ms` });
+    add({
+      scenario: "routed dispatch over HTTP/JSON to the same agent (POST /route, autocannon, 16 conns)",
+      ...routedRun,
+      limit: "the agent called directly",
+      ratio: routedRun.rps / directRun.rps,
+      note: `median of ${rounds}; goal ≥ 0.5 of direct; one call at a time: p50 ${p50Routed.toFixed(3)} ms, +${(p50Routed - p50Direct).toFixed(3)} ms over direct (goal ≤ 1 ms), p99 ${percentile(routedTimes, 99).toFixed(3)} vs ${percentile(directTimes, 99).toFixed(3)} ms`,
+      addedP50Ms: p50Routed - p50Direct,
+    });
+  } finally {
+    await stop(echo);
+    await svc.stop();
+  }
+}
+
 async function main(): Promise<void> {
   const started = Date.now();
   // What the bench runs, installed on first use (Debian): h2load always;
@@ -778,7 +968,9 @@ async function main(): Promise<void> {
   if (want("route")) await routeMicro();
   if (want("fanout")) await fanout();
   if (want("memory")) await memory();
+  if (want("manifest")) await manifest();
   if (want("toolcatalog") || want("toolcatalog-inprocess")) await toolCatalog();
+  if (want("dispatch")) await dispatchBench();
   report(only !== undefined);
   log(`\nbench finished in ${((Date.now() - started) / 1000).toFixed(0)} s${problems.length ? `; PROBLEMS: ${problems.join("; ")}` : ""}`);
   process.exit(problems.length > 0 ? 1 : 0);

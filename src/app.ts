@@ -18,9 +18,10 @@ import { MemoryAgentStore } from "./registry/memory-agent-store.js";
 import { Registry } from "./registry/registry.js";
 import { Router, type RoutingOptions } from "./router/router.js";
 import { Dispatcher } from "./dispatch/dispatcher.js";
-import type { Lookup } from "./dispatch/address-guard.js";
+import { AddressGuard, type Lookup } from "./dispatch/address-guard.js";
 import { RouteTickets } from "./dispatch/route-ticket.js";
-import { MemoryTaskStore } from "./dispatch/task-store.js";
+import { createTaskStore, type TaskStore } from "./dispatch/task-store.js";
+import { createOutcomeSharing } from "./router/outcome-sharing.js";
 import { FleetTelemetry } from "./health/telemetry.js";
 import type { RestBinding } from "./transport/rest/rest-transcoder.js";
 import { CorsPolicy } from "./transport/cors.js";
@@ -28,6 +29,9 @@ import { FanOut } from "./transport/fan-out.js";
 import { guardLink, logLink, Pipeline } from "./transport/pipeline.js";
 import { traceLink } from "./transport/trace-context.js";
 import { Metrics } from "./health/metrics.js";
+import { noProbeObserver, noProbes, ProbeScheduler, type Probes } from "./health/probes.js";
+import { RedisLeaderLease, SoleProber } from "./health/probes-leader.js";
+import { randomUUID } from "node:crypto";
 import { FederationServer } from "./transport/server.js";
 import { directoryService } from "./transport/services/directory-service.js";
 import { grpcHealthService } from "./transport/services/grpc-health-service.js";
@@ -67,8 +71,10 @@ export interface AppDeps {
   readonly bus?: EventBus;
   /** How dispatch resolves agent host names (the system resolver when not given; tests inject one). */
   readonly dispatchLookup?: Lookup;
-  /** Reputation and circuit breaker tunables (tests shorten the cool-down and half-life). */
+  /** Reputation and circuit breaker tunables (tests shorten the cool-down and half-life); over the config's. */
   readonly routing?: RoutingOptions;
+  /** Recent tasks for GetTask (Redis when configured, else memory). */
+  readonly tasks?: TaskStore;
 }
 
 /**
@@ -84,6 +90,7 @@ export class App {
   readonly reaper: LeaseReaper;
   readonly router: Router;
   readonly dispatcher: Dispatcher;
+  private readonly tasks: TaskStore;
   readonly telemetry: FleetTelemetry;
   readonly directory: Directory;
   /** Keeps the tool catalog current for a store that does not keep its own (MongoDB). */
@@ -94,6 +101,8 @@ export class App {
   readonly pipeline: Pipeline;
   /** Prometheus metrics (GET /metrics); undefined with METRICS=off. */
   readonly metrics: Metrics | undefined;
+  /** Capability probes (PROBES=on; with Redis, only the replica holding the lease probes). */
+  readonly probes: Probes;
   readonly keys: KeyStore;
   private readonly limits: RateLimits;
   port = 0;
@@ -104,7 +113,12 @@ export class App {
     const log = deps.logger ?? createLogger(config.logLevel);
     const store = deps.store ?? (await createStore(config, log));
     const bus = deps.bus ?? (await createBus(config, clock, log));
-    return new App(config, { ...deps, clock, logger: log, store, bus }, await prepareSecurity(config, clock, log));
+    const d = config.dispatch;
+    const retention = { maxTasks: d.taskRetention, maxBytes: d.taskRetentionBytes, ttlMs: d.taskRetentionMs };
+    const tasks = deps.tasks ?? (await createTaskStore(config.redis, retention, log.child({ component: "tasks" })));
+    const sharing = await createOutcomeSharing(config, config.routing.reputation.halfLifeMs, log.child({ component: "reputation" }));
+    const routing = { ...sharing, ...deps.routing };
+    return new App(config, { ...deps, clock, logger: log, store, bus, tasks, routing }, await prepareSecurity(config, clock, log));
   }
 
   private constructor(
@@ -129,12 +143,16 @@ export class App {
     this.reaper = new LeaseReaper(this.registry, config.lease.reaperIntervalMs, this.log.child({ component: "reaper" }));
     this.router = new Router(this.store, this.bus, this.clock, this.log.child({ component: "router" }), this.telemetry, {
       replicaId: config.replicaId,
+      shareIntervalMs: config.routing.shareIntervalMs,
       ...deps.routing,
+      reputation: { ...config.routing.reputation, ...deps.routing?.reputation },
+      breakers: { ...config.routing.breakers, ...deps.routing?.breakers },
     });
+    this.tasks = deps.tasks!;
     this.dispatcher = new Dispatcher(
       config.dispatch,
       new RouteTickets(security.keys, this.clock, { issuer: config.security.issuer, ttlMs: config.dispatch.ticketTtlMs }),
-      new MemoryTaskStore(config.dispatch.taskRetention, config.dispatch.taskRetentionBytes),
+      this.tasks,
       this.bus,
       this.clock,
       this.log.child({ component: "dispatch" }),
@@ -204,6 +222,26 @@ export class App {
         })
       : undefined;
     const httpRoutes = this.metrics ? [bridgeRoute, this.metrics.route()] : [bridgeRoute];
+    const probeLog = this.log.child({ component: "probes" });
+    this.probes = config.probes.enabled
+      ? new ProbeScheduler(config.probes, {
+          store: this.store,
+          bus: this.bus,
+          guard: new AddressGuard({ loopback: config.dispatch.allowLoopback, private: config.dispatch.allowPrivate }, deps.dispatchLookup),
+          leadership: config.redis
+            ? new RedisLeaderLease({
+                url: config.redis.url,
+                key: `${config.redis.prefix}:probes:leader`,
+                token: `${config.replicaId}:${randomUUID()}`,
+                ttlMs: config.probes.leaderTtlMs,
+                log: probeLog,
+              })
+            : new SoleProber(),
+          observer: this.metrics?.probes ?? noProbeObserver,
+          log: probeLog,
+          replicaId: config.replicaId,
+        })
+      : noProbes;
     // Trace context first (a refused call has its trace id too), metrics before the log line.
     this.pipeline = new Pipeline([
       traceLink(),
@@ -241,6 +279,7 @@ export class App {
     await this.limits.start();
     this.port = await this.server.listen(this.config.port, this.config.host);
     this.reaper.start();
+    this.probes.start();
     this.telemetry.start();
     this.log.info({ port: this.port, host: this.config.host, version: VERSION }, "federation core listening");
     return this.port;
@@ -280,9 +319,12 @@ export class App {
     this.catalogFeed?.stop();
     // Async dispatches still running end as task.failed (their events still reach the bus, closed below).
     this.dispatcher.stop();
-    this.router.stop();
+    // The last outcome batch goes to Redis and MongoDB meanwhile.
+    const routing = this.router.stop();
     let drained = false;
     await Promise.all([
+      // Probing stops and its probes in flight are aborted; the lease is handed over if Redis answers at once.
+      step("probes", this.probes.stop(), Date.now() + 1_000),
       // A sweep in flight is not work a client waits for: it gets a moment, then the store closes under it.
       this.reaper.stop(Math.min(1_000, this.config.shutdownGraceMs)),
       // The server cuts what is left at the grace itself; the margin is for its sockets to go.
@@ -291,6 +333,8 @@ export class App {
     // Queued events get what is left of the grace to reach Redis (it may come back meanwhile).
     await step("event bus", this.bus.close(Math.max(deadline, Date.now() + 100)), Math.max(deadline, Date.now() + 100) + 300);
     await step("agent store", this.store.close(500), Date.now() + 600);
+    await step("routing state", routing, Date.now() + 600);
+    await this.tasks.close?.();
     this.limits.close();
 
     const unpublished = this.bus.unpublishedEvents?.() ?? { queued: 0, dropped: 0 };

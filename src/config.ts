@@ -40,6 +40,10 @@ export interface Config {
   readonly corsAllowedOrigins: readonly string[];
   /** Carrying routed tasks to agents (src/dispatch/). */
   readonly dispatch: DispatchConfig;
+  /** Reputation and circuit breaker tunables (src/router/). */
+  readonly routing: RoutingConfig;
+  /** Active checks of what agents say they can do (src/health/probes.ts). */
+  readonly probes: ProbeConfig;
   readonly websocket: {
     /** How often /ws clients are pinged (one that missed the previous ping is dropped). */
     readonly pingIntervalMs: number;
@@ -68,6 +72,44 @@ export interface DispatchConfig {
   /** Recent tasks kept for GetTask, and their bytes (results included) at most. */
   readonly taskRetention: number;
   readonly taskRetentionBytes: number;
+  /** A task is forgotten this long after its last change (the Redis key's TTL). */
+  readonly taskRetentionMs: number;
+}
+
+export interface RoutingConfig {
+  readonly reputation: {
+    readonly halfLifeMs: number;
+    readonly priorWeight: number;
+    readonly uptimeWindowMs: number;
+    readonly latencySlackMs: number;
+  };
+  readonly breakers: {
+    readonly errorThresholdPercentage: number;
+    readonly volumeThreshold: number;
+    readonly rollingWindowMs: number;
+    readonly resetTimeoutMs: number;
+  };
+  /** How long outcomes are summed before they are shared (Redis) and persisted (MongoDB). */
+  readonly shareIntervalMs: number;
+}
+
+export interface ProbeConfig {
+  /** PROBES=on: probe every HEALTHY or DEGRADED agent over its endpoint's transport. */
+  readonly enabled: boolean;
+  /** Between the starts of two probe rounds (each jittered by up to ±10%). */
+  readonly intervalMs: number;
+  /** One probe's time, connection to last byte. */
+  readonly timeoutMs: number;
+  /** Probes in flight at once. */
+  readonly concurrency: number;
+  /** Consecutive failed probes that turn a HEALTHY agent DEGRADED. */
+  readonly failuresToDegrade: number;
+  /** Consecutive good probes that turn an agent the probes degraded HEALTHY again. */
+  readonly successesToRecover: number;
+  /** Path an HTTP/JSON or Connect agent answers 2xx on. */
+  readonly httpPath: string;
+  /** With Redis, one replica probes: its lease on the leadership lasts this long unless renewed. */
+  readonly leaderTtlMs: number;
 }
 
 export interface ConnectionLimits {
@@ -204,6 +246,22 @@ export function loadConfig(env: Env = process.env): Config {
     grpcFastPath: oneOf(env, "GRPC_FAST_PATH", ["on", "off"], "on") === "on",
     metrics: oneOf(env, "METRICS", ["on", "off"], "on") === "on",
     dispatch: dispatch(env),
+    routing: {
+      reputation: {
+        halfLifeMs: duration(env, "REPUTATION_HALF_LIFE", 300_000, 100, MAX_TIMER_MS),
+        priorWeight: integer(env, "REPUTATION_PRIOR_WEIGHT", 2, 1, 1_000),
+        uptimeWindowMs: duration(env, "REPUTATION_UPTIME_WINDOW", 600_000, 1_000, MAX_TIMER_MS),
+        latencySlackMs: duration(env, "REPUTATION_LATENCY_SLACK", 20, 0, 60_000),
+      },
+      breakers: {
+        errorThresholdPercentage: integer(env, "BREAKER_ERROR_PERCENT", 50, 1, 100),
+        volumeThreshold: integer(env, "BREAKER_MIN_OUTCOMES", 5, 1, 1_000_000),
+        rollingWindowMs: duration(env, "BREAKER_WINDOW", 10_000, 100, MAX_TIMER_MS),
+        resetTimeoutMs: duration(env, "BREAKER_COOL_DOWN", 30_000, 10, MAX_TIMER_MS),
+      },
+      shareIntervalMs: duration(env, "REPUTATION_SHARE_INTERVAL", 250, 10, 60_000),
+    },
+    probes: probes(env),
     websocket: {
       pingIntervalMs: duration(env, "WS_PING_INTERVAL", 30_000, 1_000, 3_600_000),
       maxMessageBytes: integer(env, "WS_MAX_MESSAGE_BYTES", 64 * 1024, 1024, 64 * 1024 * 1024),
@@ -226,6 +284,27 @@ function dispatch(env: Env): DispatchConfig {
     ticketTtlMs: duration(env, "ROUTE_TICKET_TTL", 60_000, 1_000, 24 * 3_600_000),
     taskRetention: integer(env, "TASK_RETENTION", 10_000, 1, 10_000_000),
     taskRetentionBytes: integer(env, "TASK_RETENTION_BYTES", 64 * 1024 * 1024, 64 * 1024, 16 * 1024 * 1024 * 1024),
+    taskRetentionMs: duration(env, "TASK_RETENTION_TTL", 3_600_000, 1_000, 30 * 24 * 3_600_000),
+  };
+}
+
+function probes(env: Env): ProbeConfig {
+  const intervalMs = duration(env, "PROBE_INTERVAL", 30_000, 100, MAX_TIMER_MS);
+  const timeoutMs = duration(env, "PROBE_TIMEOUT", 5_000, 1, MAX_TIMER_MS);
+  if (timeoutMs > intervalMs) throw new ConfigError("PROBE_TIMEOUT: must not exceed PROBE_INTERVAL");
+  const httpPath = env.PROBE_HTTP_PATH || "/health";
+  if (!httpPath.startsWith("/") || /[\s?#]/.test(httpPath)) {
+    throw new ConfigError(`PROBE_HTTP_PATH: must be a path such as /health (no query, no spaces), got "${httpPath.slice(0, 100)}"`);
+  }
+  return {
+    enabled: oneOf(env, "PROBES", ["on", "off"], "off") === "on",
+    intervalMs,
+    timeoutMs,
+    concurrency: integer(env, "PROBE_CONCURRENCY", 256, 1, 100_000),
+    failuresToDegrade: integer(env, "PROBE_FAILURES_TO_DEGRADE", 3, 1, 1_000),
+    successesToRecover: integer(env, "PROBE_SUCCESSES_TO_RECOVER", 2, 1, 1_000),
+    httpPath,
+    leaderTtlMs: duration(env, "PROBE_LEADER_TTL", 5_000, 300, 3_600_000),
   };
 }
 

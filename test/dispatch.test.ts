@@ -446,6 +446,7 @@ describe("dispatch configuration and the task store", () => {
       ticketTtlMs: 60_000,
       taskRetention: 10_000,
       taskRetentionBytes: 64 * 1024 * 1024,
+      taskRetentionMs: 3_600_000,
     });
     for (const [env, message] of [
       [{ DISPATCH_ALLOW_LOOPBACK: "yes" }, /^DISPATCH_ALLOW_LOOPBACK: must be one of true, false/],
@@ -458,6 +459,7 @@ describe("dispatch configuration and the task store", () => {
       [{ ROUTE_TICKET_TTL: "100ms" }, /^ROUTE_TICKET_TTL: /],
       [{ TASK_RETENTION: "0" }, /^TASK_RETENTION: /],
       [{ TASK_RETENTION_BYTES: "10" }, /^TASK_RETENTION_BYTES: /],
+      [{ TASK_RETENTION_TTL: "10ms" }, /^TASK_RETENTION_TTL: must be between/],
     ] as const) {
       expect(() => loadConfig(env as Record<string, string>)).toThrow(message);
     }

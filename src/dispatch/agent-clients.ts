@@ -1,57 +1,27 @@
 import { create, fromJson, toJson, type JsonObject, type JsonValue } from "@bufbuild/protobuf";
 import { durationFromMs } from "@bufbuild/protobuf/wkt";
-import { Code, ConnectError, createClient } from "@connectrpc/connect";
+import { Code, ConnectError, createClient, type Client } from "@connectrpc/connect";
 import { createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-node";
+import type { SpanContext } from "@opentelemetry/api";
 import http from "node:http";
 import https from "node:https";
-import { connect as netConnect, isIP, type LookupFunction } from "node:net";
+import { connect as netConnect } from "node:net";
 import { connect as tlsConnect } from "node:tls";
 import { AgentService, ExecuteRequestSchema, ExecuteResponseSchema } from "../../gen/federation/v1/agent_service_pb.js";
 import { AttemptOutcome } from "../../gen/federation/v1/task_pb.js";
 import { childOf, formatTraceparent } from "../transport/trace-context.js";
-import type { SpanContext } from "@opentelemetry/api";
 import { DispatchRefused, type PinnedTarget } from "./address-guard.js";
+import { AttemptFailed, cancelled, timedOut, type AgentClient, type ExecuteAnswer, type ExecuteCall } from "./attempt.js";
+import { ConnectionPool } from "./connection-pool.js";
+import { checkConnectedAddress, isSecure, keepAliveAgent, pinnedKey, sni } from "./pinned-connection.js";
 
-/** What one attempt carries to the agent. */
-export interface ExecuteCall {
-  readonly taskId: string;
-  readonly tenant: string;
-  readonly capabilities: readonly string[];
-  readonly payload: JsonObject | undefined;
-  readonly ticket: string;
-  /** This attempt's time. */
-  readonly timeoutMs: number;
-  /** Aborts when the attempt's time is up or the caller gave up. */
-  readonly signal: AbortSignal;
-  /** An answer over this many bytes fails the attempt. */
-  readonly maxResponseBytes: number;
-  /** The Route call's span: the agent gets a child of it (W3C traceparent). */
-  readonly trace?: SpanContext;
+/** How many connections dispatch keeps, and for how long unused. */
+export interface ConnectionReuse {
+  /** Pinned targets (HTTP agents, HTTP/2 sessions, MCP sessions) kept per transport at most. */
+  readonly max: number;
+  /** One unused for this long is closed. */
+  readonly idleMs: number;
 }
-
-export interface ExecuteAnswer {
-  readonly result: JsonObject | undefined;
-  readonly bytes: number;
-}
-
-/** The attempt reached (or tried to reach) the agent and failed: the outcome says how. */
-export class AttemptFailed extends Error {
-  override name = "AttemptFailed";
-  constructor(
-    readonly outcome: AttemptOutcome,
-    message: string,
-  ) {
-    super(message);
-  }
-}
-
-/** The caller gave up (or the server is stopping): the task stops, no failover. */
-function cancelled(signal: AbortSignal): ConnectError {
-  return signal.reason instanceof ConnectError ? signal.reason : new ConnectError("the caller cancelled the task", Code.Canceled);
-}
-
-/** A transport that carries a task to an agent at a checked address. */
-export type AgentClient = (target: PinnedTarget, call: ExecuteCall) => Promise<ExecuteAnswer>;
 
 function executeRequest(call: ExecuteCall) {
   return create(ExecuteRequestSchema, {
@@ -72,35 +42,44 @@ function traceHeaders(trace: SpanContext | undefined): { traceparent?: string } 
   return trace ? { traceparent: formatTraceparent(childOf(trace)) } : {};
 }
 
-/** A host name's form for TLS SNI (none for an IP literal, as RFC 6066 says). */
-function sni(t: PinnedTarget): string | undefined {
-  return isIP(t.hostname) === 0 ? t.hostname : undefined;
-}
-
-/** IPv6 text forms differ (zeros, case): compare canonical forms. */
-function sameAddress(a: string | undefined, b: string): boolean {
-  if (a === undefined) return false;
-  const canon = (x: string) => (isIP(x) === 6 ? new URL(`http://[${x}]`).hostname : x);
-  return canon(a) === canon(b);
-}
-
-/** A `lookup` that answers the pinned address whatever it is asked (node asks with `all` when it races families). */
-function pinnedLookup(t: PinnedTarget): LookupFunction {
-  return ((_host: string, opts: { all?: boolean }, cb: (...args: unknown[]) => void) => {
-    if (opts?.all) cb(null, [{ address: t.address, family: t.family }]);
-    else cb(null, t.address, t.family);
-  }) as unknown as LookupFunction;
-}
-
 /**
  * JSON over HTTP: POSTs the proto3 JSON of ExecuteRequest to the endpoint
  * URL and reads the proto3 JSON of ExecuteResponse. Connects to the pinned
- * address only (Host and SNI keep the URL's name), never through a proxy
- * or a pooled connection, and never follows a redirect.
+ * address only (Host and SNI keep the URL's name), never through a proxy,
+ * and never follows a redirect. Sockets are kept alive per pinned target
+ * (a bounded pool), so a task does not pay a TCP (and TLS) handshake; a
+ * request that meets a reused socket the agent had just closed is sent
+ * once more on a new one (the agent deduplicates on the task id anyway).
  */
-export const executeHttpJson: AgentClient = (t, call) => {
-  const body = Buffer.from(JSON.stringify(toJson(ExecuteRequestSchema, executeRequest(call))));
-  const secure = t.url.protocol === "https:" || t.url.protocol === "grpcs:";
+export class HttpJsonClient {
+  private readonly agents: ConnectionPool<http.Agent>;
+
+  constructor(reuse: ConnectionReuse) {
+    this.agents = new ConnectionPool<http.Agent>({ ...reuse, close: (a) => a.destroy() });
+  }
+
+  readonly execute: AgentClient = (t, call) => {
+    const body = Buffer.from(JSON.stringify(toJson(ExecuteRequestSchema, executeRequest(call))));
+    return this.agents.with(pinnedKey(t), () => keepAliveAgent(t), async (agent) => {
+      try {
+        return await postOnce(t, call, body, agent);
+      } catch (err) {
+        if (!(err instanceof StaleSocket)) throw err;
+        return postOnce(t, call, body, agent);
+      }
+    });
+  };
+
+  close(): void {
+    this.agents.close();
+  }
+}
+
+/** A reused keep-alive socket the agent closed as the request went out: nothing was answered. */
+class StaleSocket extends Error {}
+
+function postOnce(t: PinnedTarget, call: ExecuteCall, body: Buffer, agent: http.Agent): Promise<ExecuteAnswer> {
+  const secure = isSecure(t.url);
   const mod = secure ? https : http;
   return new Promise<ExecuteAnswer>((resolve, reject) => {
     let settled = false;
@@ -116,9 +95,7 @@ export const executeHttpJson: AgentClient = (t, call) => {
       port: t.port,
       path: `${t.url.pathname}${t.url.search}`,
       method: "POST",
-      agent: false,
-      lookup: pinnedLookup(t),
-      servername: sni(t),
+      agent,
       headers: {
         host: t.url.host,
         "content-type": "application/json",
@@ -129,18 +106,12 @@ export const executeHttpJson: AgentClient = (t, call) => {
         ...traceHeaders(call.trace),
       },
     });
-    req.on("socket", (socket) => {
-      // The address actually connected to must be the one checked.
-      socket.once(secure ? "secureConnect" : "connect", () => {
-        if (!sameAddress(socket.remoteAddress, t.address)) {
-          fail(new DispatchRefused(`dispatch refused: connected to ${socket.remoteAddress}, not the checked ${t.address}`));
-        }
-      });
-    });
+    // The address actually connected to must be the one checked.
+    checkConnectedAddress(req, t, fail);
+    let answered = false;
     const onAbort = () => {
-      const timedOut = (call.signal.reason as Error | undefined)?.name === "TimeoutError";
       fail(
-        timedOut
+        timedOut(call.signal)
           ? new AttemptFailed(AttemptOutcome.TIMEOUT, `no answer within ${call.timeoutMs}ms`)
           : cancelled(call.signal),
       );
@@ -148,10 +119,12 @@ export const executeHttpJson: AgentClient = (t, call) => {
     if (call.signal.aborted) return onAbort();
     call.signal.addEventListener("abort", onAbort, { once: true });
     req.on("close", () => call.signal.removeEventListener("abort", onAbort));
-    req.on("error", (err: NodeJS.ErrnoException) =>
-      fail(new AttemptFailed(AttemptOutcome.UNREACHABLE, `${err.code ?? ""} ${err.message}`.trim())),
-    );
+    req.on("error", (err: NodeJS.ErrnoException) => {
+      if (!answered && req.reusedSocket && err.code === "ECONNRESET") return fail(new StaleSocket(err.message));
+      fail(new AttemptFailed(AttemptOutcome.UNREACHABLE, `${err.code ?? ""} ${err.message}`.trim()));
+    });
     req.on("response", (res) => {
+      answered = true;
       const status = res.statusCode ?? 0;
       if (status >= 300 && status < 400) {
         const location = String(res.headers.location ?? "").slice(0, 200);
@@ -193,36 +166,57 @@ export const executeHttpJson: AgentClient = (t, call) => {
     });
     req.end(body);
   });
-};
+}
+
+/** One pooled HTTP/2 connection to a gRPC agent, and the client on it. */
+interface GrpcChannel {
+  readonly sessions: Http2SessionManager;
+  readonly client: Client<typeof AgentService>;
+}
 
 /**
  * gRPC: calls federation.v1.AgentService/Execute over an HTTP/2 connection
- * opened to the pinned address (TLS with the URL's name as SNI for https /
- * grpcs), one connection per attempt (pooling per pinned address is a later
- * optimisation).
+ * to the pinned address (TLS with the URL's name as SNI for https /
+ * grpcs). One connection per pinned target, kept in a bounded pool and
+ * shared by concurrent tasks (HTTP/2 multiplexes them); connect-node's
+ * session manager reconnects a broken one and closes it when idle.
  */
-export const executeGrpc: AgentClient = async (t, call) => {
-  const secure = t.url.protocol === "https:" || t.url.protocol === "grpcs:";
-  const base = new URL(t.url.href.replace(/^grpcs?:/, secure ? "https:" : "http:"));
-  const sessions = new Http2SessionManager(
-    base,
-    {},
-    {
-      createConnection: () => {
-        const socket = secure
-          ? tlsConnect({ host: t.address, port: t.port, servername: sni(t), ALPNProtocols: ["h2"] })
-          : netConnect({ host: t.address, port: t.port });
-        return socket;
+export class GrpcAgentClient {
+  private readonly channels: ConnectionPool<GrpcChannel>;
+
+  constructor(private readonly reuse: ConnectionReuse) {
+    this.channels = new ConnectionPool<GrpcChannel>({ ...reuse, close: (c) => c.sessions.abort() });
+  }
+
+  readonly execute: AgentClient = (t, call) =>
+    this.channels.with(`${pinnedKey(t)}${t.url.pathname}|${call.maxResponseBytes}`, () => this.open(t, call.maxResponseBytes), (c) => callGrpc(c, call));
+
+  close(): void {
+    this.channels.close();
+  }
+
+  private open(t: PinnedTarget, readMaxBytes: number): GrpcChannel {
+    const secure = isSecure(t.url);
+    const base = new URL(t.url.href.replace(/^grpcs?:/, secure ? "https:" : "http:"));
+    const sessions = new Http2SessionManager(
+      base,
+      { idleConnectionTimeoutMs: this.reuse.idleMs },
+      {
+        createConnection: () =>
+          secure
+            ? tlsConnect({ host: t.address, port: t.port, servername: sni(t), ALPNProtocols: ["h2"] })
+            : netConnect({ host: t.address, port: t.port }),
       },
-    },
-  );
-  const client = createClient(
-    AgentService,
-    createGrpcTransport({ baseUrl: base.href, sessionManager: sessions, readMaxBytes: call.maxResponseBytes }),
-  );
+    );
+    const client = createClient(AgentService, createGrpcTransport({ baseUrl: base.href, sessionManager: sessions, readMaxBytes }));
+    return { sessions, client };
+  }
+}
+
+async function callGrpc(c: GrpcChannel, call: ExecuteCall): Promise<ExecuteAnswer> {
   let bytes = 0;
   try {
-    const res = await client.execute(executeRequest(call), {
+    const res = await c.client.execute(executeRequest(call), {
       signal: call.signal,
       timeoutMs: call.timeoutMs,
       headers: { "idempotency-key": call.taskId, ...traceHeaders(call.trace) },
@@ -231,8 +225,7 @@ export const executeGrpc: AgentClient = async (t, call) => {
     return { result: res.result, bytes: bytes || Buffer.byteLength(JSON.stringify(res.result ?? {})) };
   } catch (err) {
     const e = ConnectError.from(err);
-    const timedOut = (call.signal.reason as Error | undefined)?.name === "TimeoutError";
-    if (e.code === Code.DeadlineExceeded || (e.code === Code.Canceled && timedOut)) {
+    if (e.code === Code.DeadlineExceeded || (e.code === Code.Canceled && timedOut(call.signal))) {
       throw new AttemptFailed(AttemptOutcome.TIMEOUT, `no answer within ${call.timeoutMs}ms`);
     }
     if (call.signal.aborted) throw cancelled(call.signal);
@@ -243,7 +236,5 @@ export const executeGrpc: AgentClient = async (t, call) => {
       throw new AttemptFailed(AttemptOutcome.UNREACHABLE, `${Code[e.code]}: ${e.rawMessage.slice(0, 200)}`);
     }
     throw new AttemptFailed(AttemptOutcome.ERROR, `${Code[e.code]}: ${e.rawMessage.slice(0, 200)}`);
-  } finally {
-    sessions.abort();
   }
-};
+}

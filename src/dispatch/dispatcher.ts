@@ -12,7 +12,9 @@ import type { AgentRecord } from "../registry/agent-record.js";
 import type { RouteDecision } from "../router/router.js";
 import type { RouteInput } from "../validation/requests.js";
 import { AddressGuard, DispatchRefused, systemLookup, type Lookup } from "./address-guard.js";
-import { AttemptFailed, executeGrpc, executeHttpJson, type AgentClient } from "./agent-clients.js";
+import { GrpcAgentClient, HttpJsonClient, type ConnectionReuse } from "./agent-clients.js";
+import { AttemptFailed, type AgentClient } from "./attempt.js";
+import { McpAgentClient } from "./mcp-client.js";
 import { ignoreOutcomes, type OutcomeSink } from "./outcomes.js";
 import type { SpanContext } from "@opentelemetry/api";
 import type { RouteTickets } from "./route-ticket.js";
@@ -28,14 +30,15 @@ export interface TaskAnswer {
   readonly result: JsonObject | undefined;
 }
 
-/** The transports dispatch speaks, and the port a URL without one means. */
-const CLIENTS: Partial<Record<Transport, AgentClient>> = {
-  [Transport.HTTP_JSON]: executeHttpJson,
-  [Transport.GRPC]: executeGrpc,
-};
+/** The port a URL without one means. */
 const DEFAULT_PORT: Record<string, number> = { "http:": 80, "https:": 443, "grpc:": 80, "grpcs:": 443 };
 /** Largest result (as JSON) an async task's task.completed carries; GetTask has larger ones. */
 const MAX_EVENT_RESULT_BYTES = 16 * 1024;
+/**
+ * Connections kept per transport (keep-alive HTTP agents, HTTP/2 sessions,
+ * MCP sessions), by pinned target, and how long an unused one stays open.
+ */
+const REUSE: ConnectionReuse = { max: 256, idleMs: 30_000 };
 
 /**
  * Carries a routed task to the chosen agent and, when an attempt fails or
@@ -52,6 +55,12 @@ export class Dispatcher {
   private readonly inFlight = new Set<AbortController>();
   /** The span of each task being dispatched. */
   private readonly traces = new Map<string, SpanContext>();
+  private readonly http: HttpJsonClient;
+  private readonly grpc: GrpcAgentClient;
+  /** MCP tools/call over Streamable HTTP; its sessions are open for tests to count. */
+  readonly mcp: McpAgentClient;
+  /** The transports dispatch speaks. */
+  private readonly clients: Partial<Record<Transport, AgentClient>>;
 
   constructor(
     private readonly config: DispatchConfig,
@@ -60,9 +69,18 @@ export class Dispatcher {
     private readonly bus: EventBus,
     private readonly clock: Clock,
     private readonly log: Logger,
-    private readonly opts: { readonly lookup?: Lookup; readonly outcomes?: OutcomeSink } = {},
+    private readonly opts: { readonly lookup?: Lookup; readonly outcomes?: OutcomeSink; readonly reuse?: ConnectionReuse } = {},
   ) {
     this.guard = new AddressGuard({ loopback: config.allowLoopback, private: config.allowPrivate }, opts.lookup ?? systemLookup);
+    const reuse = opts.reuse ?? REUSE;
+    this.http = new HttpJsonClient(reuse);
+    this.grpc = new GrpcAgentClient(reuse);
+    this.mcp = new McpAgentClient({ maxSessions: reuse.max, idleMs: reuse.idleMs, maxResponseBytes: config.maxResponseBytes });
+    this.clients = {
+      [Transport.HTTP_JSON]: this.http.execute,
+      [Transport.GRPC]: this.grpc.execute,
+      [Transport.MCP_STREAMABLE_HTTP]: this.mcp.execute,
+    };
   }
 
   /** A task routed without dispatch: its ticket names the chosen agent; GetTask says ROUTED. */
@@ -93,9 +111,16 @@ export class Dispatcher {
     return { taskId: d.routeId, ticket, agent: d.agent, attempts: [], result: undefined };
   }
 
-  /** Shutdown: async dispatches still running end as task.failed (UNAVAILABLE: shutting down). */
+  /**
+   * Shutdown: async dispatches still running end as task.failed
+   * (UNAVAILABLE: shutting down), and pooled connections close (one still
+   * in use when its call ends).
+   */
   stop(): void {
     for (const c of this.inFlight) c.abort(errors.shuttingDown());
+    this.http.close();
+    this.grpc.close();
+    this.mcp.close();
   }
 
   /**
@@ -156,10 +181,10 @@ export class Dispatcher {
       let result: JsonObject | undefined;
       let bytes = 0;
       try {
-        const client = CLIENTS[agent.endpoint.transport];
+        const client = this.clients[agent.endpoint.transport];
         if (!client) {
           throw new DispatchRefused(
-            `dispatch refused: agent transport ${Transport[agent.endpoint.transport]} is not dispatched yet (HTTP_JSON and GRPC are)`,
+            `dispatch refused: agent transport ${Transport[agent.endpoint.transport]} is not dispatched (HTTP_JSON, GRPC and MCP_STREAMABLE_HTTP are)`,
           );
         }
         const protocol = agent.endpoint.url.slice(0, agent.endpoint.url.indexOf(":") + 1);
@@ -246,8 +271,8 @@ export class Dispatcher {
   }
 
   /** A recent task of the tenant (NOT_FOUND for another tenant's). */
-  task(tenant: string, taskId: string): TaskRecord {
-    const t = this.tasks.get(tenant, taskId);
+  async task(tenant: string, taskId: string): Promise<TaskRecord> {
+    const t = await this.tasks.get(tenant, taskId);
     if (!t) throw errors.taskNotFound(taskId);
     return t;
   }

@@ -16,6 +16,8 @@ export const EVENT_TYPES = [
   "agent.circuit_opened",
   "agent.circuit_half_open",
   "agent.circuit_closed",
+  "agent.probe_failed",
+  "agent.probe_recovered",
 ] as const;
 
 export type EventType = (typeof EVENT_TYPES)[number];

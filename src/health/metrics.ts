@@ -1,8 +1,9 @@
-import { collectDefaultMetrics, Gauge, Registry, type Metric, type MetricObjectWithValues, type MetricValue } from "prom-client";
+import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry, type Metric, type MetricObjectWithValues, type MetricValue } from "prom-client";
 import { AgentStatus } from "../registry/agent-record.js";
 import { requirementOf } from "../security/access-policy.js";
 import type { HttpRoute } from "../transport/http-routes.js";
 import type { Call, Link, Protocol } from "../transport/pipeline.js";
+import type { ProbeObserver } from "./probes.js";
 
 /** gRPC's own names for the codes (the `code` label), whatever the protocol spoke. */
 const CODE_NAMES = [
@@ -80,6 +81,8 @@ export class Metrics {
   private readonly series = new Map<string, Map<Protocol, Series[]>>();
   private readonly all: Series[] = [];
   private readonly routePaths: ReadonlySet<string>;
+  /** Capability probes: outcomes by transport, and latencies (no agent ids: per-agent detail stays in the API). */
+  readonly probes: ProbeObserver;
 
   constructor(sources: MetricsSources) {
     this.routePaths = new Set(sources.routePaths);
@@ -118,6 +121,25 @@ export class Metrics {
         this.set({ feed: "ws" }, sources.wsSubscribers());
       },
     });
+    const probeResults = new Counter({
+      name: "federation_probes_total",
+      help: "Capability probes finished, per agent transport and outcome (ok, timeout, error, missing_tool, refused).",
+      labelNames: ["transport", "outcome"],
+      registers,
+    });
+    const probeSeconds = new Histogram({
+      name: "federation_probe_duration_seconds",
+      help: "Capability probe duration, per agent transport (a timed-out probe counts its timeout).",
+      labelNames: ["transport"],
+      buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+      registers,
+    });
+    this.probes = {
+      observe(transport, outcome, seconds) {
+        probeResults.inc({ transport, outcome });
+        probeSeconds.observe({ transport }, seconds);
+      },
+    };
     collectDefaultMetrics({ register: this.registry });
   }
 

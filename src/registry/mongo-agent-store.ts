@@ -1,3 +1,4 @@
+import { randomBytes } from "node:crypto";
 import { Code, ConnectError } from "@connectrpc/connect";
 import {
   MongoClient,
@@ -61,6 +62,30 @@ interface ToolDoc {
   words: string[];
 }
 
+/**
+ * The catalog version of one scope — a tenant's own agents (`t:<tenant>`)
+ * or the shared agents of every tenant (`shared`) — changed by every write
+ * the manifest shows. `tag` is new on each change and is the version;
+ * `n` counts the changes, for people reading the collection. A fresh tag
+ * rather than the counter: FerretDB applies `$inc` as a read and a write,
+ * so two racing increments can leave the same count (or an older one),
+ * while a tag written last is never one a replica saw before.
+ */
+interface CatalogVersionDoc {
+  _id: string;
+  n: number;
+  tag: string;
+}
+
+/** Scope of the shared agents' catalog version; a tenant's is `t:<tenant>`. */
+const SHARED_SCOPE = "shared";
+/** How often a replica reads again the catalog versions its manifests were asked for. */
+const CATALOG_VERSION_POLL_MS = 250;
+/** A version read longer ago than this (its reads are failing) is not trusted: the manifest is read again. */
+const CATALOG_VERSION_STALE_MS = 1_000;
+/** A scope whose manifest was not asked for this long is no longer read. */
+const CATALOG_VERSION_IDLE_MS = 60_000;
+
 export interface MongoStoreOptions {
   readonly uri: string;
   /** Database name; from the URI when empty. */
@@ -83,6 +108,19 @@ export class MongoAgentStore implements AgentStore {
   private readonly db: Db;
   private readonly agents: Collection<AgentDoc>;
   private readonly toolDocs: Collection<ToolDoc>;
+  private readonly versions: Collection<CatalogVersionDoc>;
+  /** Catalog versions as last read or written here; `seq` orders this replica's writes against reads. */
+  private readonly versionCache = new Map<string, { tag: string; readAt: number; seq: number }>();
+  /** Scopes a manifest asked for, with when it last did: the ones read every CATALOG_VERSION_POLL_MS. */
+  private readonly versionWatch = new Map<string, number>();
+  /** Scopes whose version a write here failed to change: written again before the next read. */
+  private readonly unbumped = new Set<string>();
+  private versionSeq = 0;
+  /** Reads started: an unknown version names the read that will tell it. */
+  private versionReads = 0;
+  private versionRead: Promise<void> = Promise.resolve();
+  private versionReadQueued: Promise<void> | undefined;
+  private versionTimer: NodeJS.Timeout | undefined;
   private status: ComponentStatus = { ok: false, message: "connecting to MongoDB" };
   private ready: Promise<void> | undefined;
   /** Indexes exist; from then on health follows the pings. */
@@ -116,6 +154,7 @@ export class MongoAgentStore implements AgentStore {
     this.db = this.client.db(opts.database || undefined);
     this.agents = this.db.collection<AgentDoc>("agents");
     this.toolDocs = this.db.collection<ToolDoc>("tools");
+    this.versions = this.db.collection<CatalogVersionDoc>("catalog_versions");
   }
 
   /**
@@ -243,14 +282,23 @@ export class MongoAgentStore implements AgentStore {
           throw err;
         }
       });
-      if (won) await this.run(() => this.syncTools(record, true));
+      if (won) {
+        await this.run(() => this.syncTools(record, true));
+        await this.catalogChanged(record.tenant, record.shared);
+      }
       return won;
     }
+    // Whether it was shared: a write that stops sharing changes every tenant's manifest.
+    const before = await this.run(() => this.agents.findOne({ _id: record.id }, { projection: { shared: 1, revision: 1 } }));
+    if (before?.revision !== expectedRevision) return false;
     const won = await this.guarded(claims, record, expectedRevision, async () => {
       const res = await this.agents.replaceOne({ _id: record.id, revision: expectedRevision }, doc);
       return res.matchedCount === 1;
     });
-    if (won) await this.run(() => this.syncTools(record, false));
+    if (won) {
+      await this.run(() => this.syncTools(record, false));
+      await this.catalogChanged(record.tenant, record.shared || before.shared);
+    }
     return won;
   }
 
@@ -265,26 +313,146 @@ export class MongoAgentStore implements AgentStore {
     if (won && patch.shared !== undefined) {
       await this.run(() => this.toolDocs.updateMany({ agentId: id }, { $set: { shared: patch.shared! } }));
     }
+    // A heartbeat that keeps the status moves only load and lease times, which the manifest does not show.
+    const shown = (patch.status !== undefined && patch.status !== current.status) || (patch.shared !== undefined && patch.shared !== current.shared);
+    if (won && shown) await this.catalogChanged(current.tenant, current.shared || patch.shared === true);
     return won;
   }
 
   async delete(id: string, expectedRevision: number): Promise<boolean> {
     const claims = await this.revisionClaims();
-    // Claims name the registration: read which one (only where claims are written).
-    let agent: ClaimedAgent = { id, registeredAt: 0 };
-    if (claims.active) {
-      const doc = await this.run(() => this.agents.findOne({ _id: id }, { projection: { registeredAt: 1 } }));
-      if (!doc) return false;
-      agent = { id, registeredAt: doc.registeredAt };
-    }
+    // Claims name the registration, and the catalog versions to change
+    // are its tenant's and, if it is shared, the shared one's.
+    const doc = await this.run(() =>
+      this.agents.findOne({ _id: id }, { projection: { registeredAt: 1, tenant: 1, shared: 1, revision: 1 } }),
+    );
+    if (doc?.revision !== expectedRevision) return false;
+    const agent: ClaimedAgent = { id, registeredAt: claims.active ? doc.registeredAt : 0 };
     const won = await this.guarded(claims, agent, expectedRevision, async () => {
       const res = await this.agents.deleteOne({ _id: id, revision: expectedRevision });
       return res.deletedCount === 1;
     });
     if (won) {
       await this.run(() => Promise.all([this.toolDocs.deleteMany({ agentId: id }), claims.release(agent, expectedRevision + 1)]));
+      await this.catalogChanged(doc.tenant, doc.shared);
     }
     return won;
+  }
+
+  /**
+   * The view's catalog version: the tags of the tenant's scope and the
+   * shared one (the shared one alone for the anonymous view), as this
+   * replica last read or wrote them. Every replica reads the same documents,
+   * so all agree once they read them again: the scopes a manifest asked for
+   * are read every CATALOG_VERSION_POLL_MS (one small query for all, and
+   * only while manifests are asked for), and a write here changes this
+   * replica's at once. While a scope's tag is not known (first asked, or
+   * its reads failing) the version names the read that will tell it, so
+   * the manifest is read again rather than answered from an older view.
+   */
+  catalogVersion(tenant: string | undefined): string {
+    const now = Date.now();
+    const shared = this.scopeTag(SHARED_SCOPE, now);
+    if (tenant === undefined) return shared ?? `?${this.versionReads}`;
+    const own = this.scopeTag(`t:${tenant}`, now);
+    return own !== undefined && shared !== undefined ? `${own}.${shared}` : `?${this.versionReads}`;
+  }
+
+  /** Reads every watched scope's version now (after a read under way); catalogVersion reflects it when this resolves. */
+  refreshCatalogVersions(): Promise<void> {
+    // A read not yet started serves every caller that came before it starts.
+    if (this.versionReadQueued) return this.versionReadQueued;
+    const next = this.versionRead.then(() => {
+      this.versionReadQueued = undefined;
+      return this.readVersions();
+    });
+    this.versionReadQueued = next;
+    this.versionRead = next.catch(() => undefined);
+    return next;
+  }
+
+  private scopeTag(scope: string, now: number): string | undefined {
+    const watched = this.versionWatch.has(scope);
+    this.versionWatch.set(scope, now);
+    if (!watched) {
+      void this.refreshCatalogVersions().catch(() => undefined);
+      this.pollVersions();
+    }
+    const known = this.versionCache.get(scope);
+    if (!known || now - known.readAt > CATALOG_VERSION_STALE_MS || this.unbumped.has(scope)) return undefined;
+    return known.tag;
+  }
+
+  /** Reads the watched scopes again every CATALOG_VERSION_POLL_MS while there are any. */
+  private pollVersions(): void {
+    if (this.versionTimer || this.stopping) return;
+    this.versionTimer = setTimeout(() => {
+      void this.refreshCatalogVersions()
+        .catch(() => undefined)
+        .finally(() => {
+          this.versionTimer = undefined;
+          if (this.versionWatch.size > 0 || this.unbumped.size > 0) this.pollVersions();
+        });
+    }, CATALOG_VERSION_POLL_MS).unref();
+  }
+
+  private async readVersions(): Promise<void> {
+    const now = Date.now();
+    this.versionReads++;
+    for (const [scope, askedAt] of this.versionWatch) {
+      if (now - askedAt <= CATALOG_VERSION_IDLE_MS) continue;
+      this.versionWatch.delete(scope);
+      this.versionCache.delete(scope);
+    }
+    if (this.unbumped.size > 0) await this.bump([...this.unbumped]);
+    const scopes = [...this.versionWatch.keys()];
+    if (scopes.length === 0) return;
+    const seq = this.versionSeq;
+    const docs = await this.run(() => this.versions.find({ _id: { $in: scopes } }).toArray());
+    const tags = new Map(docs.map((d) => [d._id, d.tag]));
+    for (const scope of scopes) {
+      // Written here since this read started: the write's tag is at least as new.
+      if ((this.versionCache.get(scope)?.seq ?? 0) > seq) continue;
+      this.versionCache.set(scope, { tag: tags.get(scope) ?? "0", readAt: now, seq });
+    }
+  }
+
+  /**
+   * After a write the manifest shows (made before, so a replica that reads
+   * the new version reads the write too): new tags for the agent's tenant
+   * and, for a shared agent, for the shared scope every view includes.
+   */
+  private async catalogChanged(tenant: string, shared: boolean): Promise<void> {
+    await this.bump(shared ? [`t:${tenant}`, SHARED_SCOPE] : [`t:${tenant}`]).catch((err: unknown) => {
+      // The write stands; the versions are written again before the next read.
+      this.opts.log.warn({ err: describe(err) }, "catalog version not changed; retrying with the next read");
+    });
+  }
+
+  private async bump(scopes: string[]): Promise<void> {
+    const tag = randomBytes(12).toString("base64url");
+    const ops = scopes.map((_id) => ({ updateOne: { filter: { _id }, update: { $inc: { n: 1 }, $set: { tag } }, upsert: true } }));
+    try {
+      await this.run(async () => {
+        try {
+          await this.versions.bulkWrite(ops, { ordered: false });
+        } catch (err) {
+          // Two first writes of a scope raced to insert it: the other's exists now.
+          if (!(err instanceof MongoServerError && err.code === 11000)) throw err;
+          await this.versions.bulkWrite(ops, { ordered: false });
+        }
+      });
+    } catch (err) {
+      for (const scope of scopes) this.unbumped.add(scope);
+      this.pollVersions();
+      throw err;
+    }
+    const seq = ++this.versionSeq;
+    const now = Date.now();
+    for (const scope of scopes) {
+      this.unbumped.delete(scope);
+      this.versionCache.set(scope, { tag, readAt: now, seq });
+    }
   }
 
   /** A write conditional on `fromRevision`, claimed first where the server needs it. */
@@ -409,6 +577,7 @@ export class MongoAgentStore implements AgentStore {
     if (this.stopping) return;
     this.stopping = true;
     clearInterval(this.pinger);
+    clearTimeout(this.versionTimer);
     this.wake();
   }
 

@@ -29,8 +29,13 @@ interface Entry {
   readonly tenant: string;
   /** A half-open trial was handed out and has not reported yet, until this time. */
   trialUntil: number;
-  /** A state change applied from another replica's event: not published again. */
+  /** A state change being applied from another replica's event: not published again. */
   remote: boolean;
+  /**
+   * Open because another replica opened it: the half-open that follows from
+   * this replica's own timer is not published either (the opener's is).
+   */
+  followed: boolean;
 }
 
 /** How the router may use an agent. */
@@ -48,9 +53,13 @@ const EVENT: Record<CircuitState, EventType | undefined> = {
  * wrapping the calls (dispatch and callers who call agents themselves both
  * report): the breaker's action resolves or rejects with the outcome, so
  * opossum's rolling window, error threshold, cool-down timer and half-open
- * trial do the rest. Every state change is published (agent.circuit_*);
- * another replica's agent.circuit_opened / closed (carrying its replica id)
- * opens / closes the local breaker too, without publishing it again.
+ * trial do the rest. Every state change this replica's evidence causes is
+ * published (agent.circuit_*, carrying its replica id); another replica's
+ * agent.circuit_opened / closed opens / closes the local breaker too,
+ * silently, so the shared feed shows each change once. A followed open
+ * half-opens on this replica's own timer (also silently): each replica may
+ * then hand out one trial, and whichever outcome comes first closes or
+ * reopens the breaker everywhere.
  */
 export class Breakers {
   private readonly opts: BreakerOptions;
@@ -146,15 +155,16 @@ export class Breakers {
         resetTimeout: this.opts.resetTimeoutMs,
       },
     );
-    const e: Entry = { breaker, tenant, trialUntil: 0, remote: false };
+    const e: Entry = { breaker, tenant, trialUntil: 0, remote: false, followed: false };
     let last = CircuitState.CLOSED;
     const changed = (state: CircuitState, why: () => string) => {
       const previous = last;
       last = state;
-      if (e.remote && state !== CircuitState.HALF_OPEN) {
-        this.publish(agentId, e.tenant, state, previous, `following replica evidence: ${why()}`, false);
+      if (state !== CircuitState.HALF_OPEN) e.followed = e.remote && state === CircuitState.OPEN;
+      if (e.remote || (e.followed && state === CircuitState.HALF_OPEN)) {
+        this.log.info({ agentId, state: CircuitState[state], reason: why() }, "circuit breaker follows another replica");
       } else {
-        this.publish(agentId, e.tenant, state, previous, why(), true);
+        this.publish(agentId, e.tenant, state, previous, why());
       }
     };
     breaker.on("open", () => {
@@ -172,8 +182,8 @@ export class Breakers {
     return e;
   }
 
-  /** `own`: this replica's evidence (other replicas follow it); else applied from another replica. */
-  private publish(agentId: string, tenant: string, state: CircuitState, previous: CircuitState, reason: string, own: boolean): void {
+  /** A change from this replica's evidence: other replicas follow it. */
+  private publish(agentId: string, tenant: string, state: CircuitState, previous: CircuitState, reason: string): void {
     this.log.info({ agentId, state: CircuitState[state], reason }, "circuit breaker changed");
     this.bus
       .publish({
@@ -182,7 +192,7 @@ export class Breakers {
         agentId,
         payload: {
           case: "circuitChange",
-          value: { state, previousState: previous, reason, replicaId: own ? this.replicaId : "" },
+          value: { state, previousState: previous, reason, replicaId: this.replicaId },
         },
       })
       .catch((err: unknown) => this.log.error({ err }, "event publish failed"));

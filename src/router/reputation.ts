@@ -8,8 +8,10 @@
  * Evidence decays toward the prior with a half-life: each stored weight is
  * multiplied by 2^(−Δt / halfLife) when next touched, so an old failure is
  * forgiven and an agent that stopped getting work drifts back to be tried.
- * All of it is per replica and in memory (see docs/architecture.md).
+ * Each replica keeps its own copy; ReputationSync shares outcome summaries
+ * between replicas (absorb) and replays persisted ones at start.
  */
+import type { OutcomeSummary } from "./outcome-sharing.js";
 
 export interface ReputationOptions {
   /** Half-life of outcome evidence (default 5 min). */
@@ -83,10 +85,32 @@ class Stats {
     this.weight += 1;
     this.qualitySum += o.quality ?? (o.success ? 1 : 0);
     if (o.latencyMs === undefined) return;
-    this.ewma = this.latencyWeight === 0 ? o.latencyMs : this.ewma + ALPHA * (o.latencyMs - this.ewma);
+    this.sample(o.latencyMs);
     this.latencyWeight += 1;
+    this.percentiles();
+  }
+
+  /**
+   * A summary of outcomes as of `at`. Older than this entry's time (a
+   * persisted batch replayed after newer evidence), it counts decayed.
+   */
+  merge(s: OutcomeSummary, at: number, halfLifeMs: number): void {
+    const f = at < this.at ? Math.pow(2, -(this.at - at) / halfLifeMs) : 1;
+    this.weight += f * s.count;
+    this.qualitySum += f * s.quality;
+    if (s.latencies.length === 0) return;
+    for (const ms of s.latencies) this.sample(ms);
+    this.latencyWeight += f * s.timed;
+    this.percentiles();
+  }
+
+  private sample(ms: number): void {
+    this.ewma = this.samples.length === 0 ? ms : this.ewma + ALPHA * (ms - this.ewma);
     if (this.samples.length >= SAMPLES) this.samples.shift();
-    this.samples.push(o.latencyMs);
+    this.samples.push(ms);
+  }
+
+  private percentiles(): void {
     const sorted = [...this.samples].sort((a, b) => a - b);
     this.p95 = sorted[Math.min(sorted.length - 1, Math.ceil(0.95 * sorted.length) - 1)]!;
     this.p99 = sorted[Math.min(sorted.length - 1, Math.ceil(0.99 * sorted.length) - 1)]!;
@@ -119,6 +143,27 @@ export class Reputation {
       this.fleetLatency = this.fleetSeen ? this.fleetLatency + 0.05 * (o.latencyMs - this.fleetLatency) : o.latencyMs;
       this.fleetSeen = true;
     }
+  }
+
+  /**
+   * Outcomes recorded elsewhere (another replica, or persisted), summed up
+   * per agent as of `at`. The fleet's typical latency moves as if the
+   * batch's latencies came interleaved (by their mean): fed one summary
+   * after another, the EWMA would end near the last agent's latency.
+   */
+  absorb(summaries: readonly OutcomeSummary[], at: number): void {
+    let sum = 0;
+    let n = 0;
+    for (const s of summaries) {
+      this.touch(s.agentId, at).merge(s, at, this.opts.halfLifeMs);
+      for (const c of s.capabilities) this.touch(key(s.agentId, c), at).merge(s, at, this.opts.halfLifeMs);
+      for (const ms of s.latencies) sum += ms;
+      n += s.latencies.length;
+    }
+    if (n === 0) return;
+    const mean = sum / n;
+    this.fleetLatency = this.fleetSeen ? this.fleetLatency + (1 - Math.pow(0.95, n)) * (mean - this.fleetLatency) : mean;
+    this.fleetSeen = true;
   }
 
   /** An agent became routable (HEALTHY, DEGRADED) or not (UNHEALTHY, DRAINING, expired, gone). */

@@ -13,7 +13,9 @@ import { RouteStrategy } from "../../gen/federation/v1/router_service_pb.js";
 import type { AttemptReport, OutcomeSink } from "../dispatch/outcomes.js";
 import type { Subscription } from "../events/event-bus.js";
 import { Breakers, type BreakerOptions } from "./breakers.js";
-import { Reputation, type Outcome, type ReputationOptions, type Standing } from "./reputation.js";
+import { Reputation, defaultReputation, type Outcome, type ReputationOptions, type Standing } from "./reputation.js";
+import type { OutcomeExchange, OutcomeLog } from "./outcome-sharing.js";
+import { ReputationSync } from "./reputation-sync.js";
 
 export interface Candidate {
   readonly agent: AgentRecord;
@@ -39,6 +41,12 @@ export interface RoutingOptions {
   readonly breakers?: Partial<BreakerOptions>;
   /** For p2c's random choice (tests make it repeatable). */
   readonly random?: () => number;
+  /** Shares outcome batches with the other replicas (Redis); none: this replica learns alone. */
+  readonly exchange?: OutcomeExchange;
+  /** Keeps outcome batches across restarts (MongoDB); none: a restart starts from the prior. */
+  readonly outcomeLog?: OutcomeLog;
+  /** How long outcomes are summed before they are shared and persisted (default 250 ms). */
+  readonly shareIntervalMs?: number;
 }
 
 export interface ReportedOutcome extends Outcome {
@@ -83,6 +91,8 @@ export class Router {
   private readonly roundRobin = new Map<string, string>();
   readonly reputation: Reputation;
   readonly breakers: Breakers;
+  /** Outcomes to and from the other replicas and the log. */
+  readonly sync: ReputationSync;
   private readonly subscription: Subscription;
   private readonly random: () => number;
   private readonly replicaId: string;
@@ -104,6 +114,11 @@ export class Router {
     this.random = opts.random ?? Math.random;
     this.reputation = new Reputation(opts.reputation);
     this.breakers = new Breakers(bus, this.replicaId, log, opts.breakers);
+    this.sync = new ReputationSync(this.reputation, opts.exchange, opts.outcomeLog, clock, log, {
+      replicaId: this.replicaId,
+      intervalMs: opts.shareIntervalMs,
+      halfLifeMs: opts.reputation?.halfLifeMs ?? defaultReputation.halfLifeMs,
+    });
     // Uptime from status history; other replicas' breaker evidence.
     this.subscription = bus.subscribe(
       {
@@ -138,9 +153,11 @@ export class Router {
     );
   }
 
-  stop(): void {
+  /** Stops following events and breakers; resolves once the last outcomes were handed to the exchange and the log (bounded). */
+  stop(): Promise<void> {
     this.subscription.close();
     this.breakers.stop();
+    return this.sync.close();
   }
 
   /** ReportOutcome: a caller's own call to an agent of its tenant (or a shared one). */
@@ -148,7 +165,7 @@ export class Router {
     const agent = await this.store.get(o.agentId);
     if (!agent || (agent.tenant !== tenant && !agent.shared)) throw errors.agentNotFound(o.agentId);
     const now = this.clock.now();
-    this.reputation.record(agent.id, o.capabilities, o, now);
+    this.sync.record(agent.id, o.capabilities, o, now);
     this.breakers.record(agent.id, agent.tenant, o.success, o.success ? "ok" : "reported failure");
     return this.breakdown({ agent, score: 0, capacity: routeScore(agent, now), trial: false }, o.capabilities[0], now);
   }
@@ -158,7 +175,7 @@ export class Router {
     if (r.outcome === AttemptOutcome.UNSPECIFIED) return;
     const success = r.outcome === AttemptOutcome.OK;
     const sent = r.outcome !== AttemptOutcome.REFUSED && r.outcome !== AttemptOutcome.UNREACHABLE;
-    this.reputation.record(r.agentId, r.capabilities, { success, latencyMs: sent ? r.latencyMs : undefined }, this.clock.now());
+    this.sync.record(r.agentId, r.capabilities, { success, latencyMs: sent ? r.latencyMs : undefined }, this.clock.now());
     this.breakers.record(r.agentId, this.tenants.get(r.agentId) ?? r.tenant, success, AttemptOutcome[r.outcome]);
   }
 

@@ -88,7 +88,9 @@ export const ExecuteResponseSchema: GenMessage<ExecuteResponse> = /*@__PURE__*/
  * TRANSPORT_GRPC; Federation Core calls it to dispatch a routed task. It is
  * not served by Federation Core. Agents on TRANSPORT_HTTP_JSON receive the
  * proto3 JSON of ExecuteRequest as a POST to their endpoint URL and answer
- * the proto3 JSON of ExecuteResponse.
+ * the proto3 JSON of ExecuteResponse. Agents on
+ * TRANSPORT_MCP_STREAMABLE_HTTP receive an MCP tools/call instead (see
+ * RouteRequest.task).
  *
  * @generated from service federation.v1.AgentService
  */

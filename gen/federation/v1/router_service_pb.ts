@@ -32,7 +32,13 @@ export type RouteRequest = Message<"federation.v1.RouteRequest"> & {
 
   /**
    * The task's payload, sent to the agent as ExecuteRequest.payload when
-   * dispatching.
+   * dispatching over HTTP/JSON or gRPC. To an MCP agent
+   * (TRANSPORT_MCP_STREAMABLE_HTTP) it is one tools/call: the tool is
+   * `task.tool` (a string), else the first capability; its arguments are
+   * `task.arguments` (an object), else the task's other fields. The call's
+   * _meta carries federation-core/task_id, federation-core/ticket,
+   * federation-core/tenant, federation-core/capabilities and traceparent,
+   * and the result is the CallToolResult's content (and structuredContent).
    *
    * @generated from field: google.protobuf.Struct task = 2;
    */
