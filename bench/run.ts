@@ -17,7 +17,7 @@ import autocannon from "autocannon";
 import { MongoClient } from "mongodb";
 import { pino } from "pino";
 import { Bench } from "tinybench";
-import { DiscoverRequestSchema, SearchToolsRequestSchema } from "../gen/federation/v1/directory_service_pb.js";
+import { DiscoverRequestSchema, SearchToolsRequestSchema, SearchToolsResponseSchema } from "../gen/federation/v1/directory_service_pb.js";
 import { HeartbeatRequestSchema, RegisterRequestSchema, RegisterResponseSchema } from "../gen/federation/v1/registry_service_pb.js";
 import { fromBinary } from "@bufbuild/protobuf";
 import { RouteRequestSchema } from "../gen/federation/v1/router_service_pb.js";
@@ -352,6 +352,7 @@ async function ferretScenarios(backend: "sqlite" | "postgresql"): Promise<void> 
       // SQLite-backed FerretDB takes one writer at a time: register gently.
       ids = await registerAgents(svc, n, 8);
       log(`  registered ${n} agents`);
+      await catalogOnMongo(svc, n, label);
       const loader = new GrpcLoader(svc.port, 4, svc.token);
       const hb = (i: number) => toBinary(HeartbeatRequestSchema, create(HeartbeatRequestSchema, { agentId: ids[i % n]!, load: 0.5 }));
       viaService = check(await loader.load("/federation.v1.RegistryService/Heartbeat", hb, writes, 8), `heartbeat ${label}`);
@@ -398,6 +399,42 @@ async function ferretScenarios(backend: "sqlite" | "postgresql"): Promise<void> 
     await stop(ferret);
     await pg?.stop();
     rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+/**
+ * Issue 20's catalog on MongoDB, for correctness (no speed asked): the
+ * replica's catalog follows what it stored — every agent's three tools are
+ * distinct entries (their descriptions name the agent), an agent's tool is
+ * found by a word of its description, and the per-agent view agrees.
+ */
+async function catalogOnMongo(svc: Service, n: number, label: string): Promise<void> {
+  const loader = new GrpcLoader(svc.port, 1, svc.token);
+  const search = async (query: string, pageSize: number) => {
+    const res = await loader.call("/federation.v1.DirectoryService/SearchTools", toBinary(SearchToolsRequestSchema, create(SearchToolsRequestSchema, { query, pageSize })), 0);
+    if (res.status !== 0) throw new Error(`SearchTools on ${label}: status ${res.status}: ${res.message}`);
+    return fromBinary(SearchToolsResponseSchema, res.bytes);
+  };
+  try {
+    const started = performance.now();
+    // The catalog follows the store's events: wait (bounded) until it holds every registration.
+    let all = await search("", 1);
+    while (all.totalCount < 3 * n && performance.now() - started < 10_000) {
+      await sleep(100);
+      all = await search("", 1);
+    }
+    const probe = Math.floor(n / 2);
+    const found = await search(`agent ${probe}`, 10);
+    const hit = found.tools.filter((t) => t.description === `Tool 1 of agent ${probe}`).length;
+    const ok = all.totalCount === 3 * n && hit === 1;
+    add({
+      scenario: `tool catalog on MongoDB (${label}), correctness`,
+      note: `${all.totalCount} distinct tools for ${n} agents (expected ${3 * n}); "agent ${probe}" finds its tool: ${hit === 1 ? "yes" : "no"}${ok ? "" : " — WRONG"}`,
+      catalogCorrect: ok,
+    });
+    if (!ok) problems.push(`tool catalog on ${label}: ${all.totalCount} entries for ${n} agents, probe hit ${hit}`);
+  } finally {
+    loader.close();
   }
 }
 
