@@ -22,8 +22,13 @@ export interface ProbeLeadership {
 
 export interface DegradedAgents {
   list(): Promise<string[]>;
-  /** Best effort: a lost write costs at most one agent left DEGRADED until the probes degrade it again. */
-  set(agentId: string, degraded: boolean): void;
+  /**
+   * Resolves once written (never rejects: a lost write costs at most one
+   * agent left DEGRADED until the probes degrade it again). The prober
+   * writes "degraded" before it changes the status, so a leader killed in
+   * between leaves its successor the agent to recover.
+   */
+  set(agentId: string, degraded: boolean): Promise<void>;
 }
 
 /** Without Redis there is one process: it probes. */
@@ -82,9 +87,9 @@ export class RedisLeaderLease implements ProbeLeadership {
   private redis: Redis | undefined;
   readonly degraded: DegradedAgents = {
     list: async () => (this.redis ? await this.redis.smembers(`${this.opts.key}:degraded`) : []),
-    set: (agentId, degraded) => {
+    set: async (agentId, degraded) => {
       const key = `${this.opts.key}:degraded`;
-      void (degraded ? this.redis?.sadd(key, agentId) : this.redis?.srem(key, agentId))?.catch(() => undefined);
+      await (degraded ? this.redis?.sadd(key, agentId) : this.redis?.srem(key, agentId))?.catch(() => undefined);
     },
   };
 

@@ -33,6 +33,15 @@ export interface ProbeRound {
   readonly outcomes: Readonly<Record<ProbeOutcome, number>>;
 }
 
+/** One probe's verdict about one agent (the SLOs' evidence). */
+export interface ProbeResult {
+  readonly agent: AgentRecord;
+  readonly transport: string;
+  readonly outcome: ProbeOutcome;
+  readonly latencyMs: number;
+  readonly detail: string;
+}
+
 /** Where each probe's outcome and latency go (Prometheus; a no-op without metrics). */
 export interface ProbeObserver {
   observe(transport: string, outcome: ProbeOutcome, seconds: number): void;
@@ -47,6 +56,8 @@ export interface Probes {
   stop(): Promise<void>;
   /** Hears every round this replica completes. */
   onRound(listener: (round: ProbeRound) => void): () => void;
+  /** Hears every probe's verdict (after its hysteresis is applied). */
+  onResult(listener: (result: ProbeResult) => void): () => void;
   state(agentId: string): Readonly<ProbeState> | undefined;
 }
 
@@ -55,6 +66,7 @@ export const noProbes: Probes = {
   start: () => undefined,
   stop: async () => undefined,
   onRound: () => () => undefined,
+  onResult: () => () => undefined,
   state: () => undefined,
 };
 
@@ -96,6 +108,7 @@ class ProbeTimeout extends Error {
 export class ProbeScheduler implements Probes {
   private readonly states = new Map<string, ProbeState>();
   private readonly listeners = new Set<(round: ProbeRound) => void>();
+  private readonly resultListeners = new Set<(result: ProbeResult) => void>();
   private timer: NodeJS.Timeout | undefined;
   /** Aborts the round in flight (leadership lost, or stopping). */
   private round: AbortController | undefined;
@@ -140,6 +153,11 @@ export class ProbeScheduler implements Probes {
   onRound(listener: (round: ProbeRound) => void): () => void {
     this.listeners.add(listener);
     return () => this.listeners.delete(listener);
+  }
+
+  onResult(listener: (result: ProbeResult) => void): () => void {
+    this.resultListeners.add(listener);
+    return () => this.resultListeners.delete(listener);
   }
 
   state(agentId: string): Readonly<ProbeState> | undefined {
@@ -194,9 +212,9 @@ export class ProbeScheduler implements Probes {
     for (const [id, s] of this.states) {
       if (seen.has(id)) continue;
       this.states.delete(id);
-      if (s.degradedByProbes) this.deps.leadership.degraded?.set(id, false);
+      if (s.degradedByProbes) void this.deps.leadership.degraded?.set(id, false);
     }
-    for (const id of this.inherited) if (!seen.has(id)) this.deps.leadership.degraded?.set(id, false);
+    for (const id of this.inherited) if (!seen.has(id)) void this.deps.leadership.degraded?.set(id, false);
     this.inherited.clear();
     const round: ProbeRound = {
       durationMs: performance.now() - started,
@@ -276,6 +294,13 @@ export class ProbeScheduler implements Probes {
     const transport = transportLabel(agent.endpoint.transport);
     this.deps.observer.observe(transport, outcome, latencyMs / 1000);
     await this.judge(agent, transport, outcome, latencyMs, detail);
+    for (const l of this.resultListeners) {
+      try {
+        l({ agent, transport, outcome, latencyMs, detail });
+      } catch (err) {
+        this.deps.log.error({ err }, "probe result listener failed");
+      }
+    }
     return outcome;
   }
 
@@ -311,9 +336,10 @@ export class ProbeScheduler implements Probes {
       s.consecutiveFailures = 0;
       if (s.degradedByProbes && s.consecutiveSuccesses >= m) {
         s.degradedByProbes = false;
-        this.deps.leadership.degraded?.set(agent.id, false);
         const reason = `probe passed ${m} time${m > 1 ? "s" : ""} in a row (${transport})`;
         const record = await this.setStatus(agent.id, AgentStatus.DEGRADED, AgentStatus.HEALTHY, reason);
+        // Forgotten after the status is back: a successor that still finds it checks the status first.
+        await this.deps.leadership.degraded?.set(agent.id, false);
         await this.publish("agent.probe_recovered", record ?? agent, agent.status, reason);
       }
       return;
@@ -324,11 +350,11 @@ export class ProbeScheduler implements Probes {
     if (s.consecutiveFailures < n || (s.consecutiveFailures > n && agent.status !== AgentStatus.HEALTHY)) return;
     const k = s.consecutiveFailures;
     const reason = `probe failed ${k} time${k > 1 ? "s" : ""} in a row (${transport}): ${detail}`;
+    // Said before it is done: a leader killed between the two leaves its successor the agent to recover.
+    if (!s.degradedByProbes) await this.deps.leadership.degraded?.set(agent.id, true);
     const record = await this.setStatus(agent.id, AgentStatus.HEALTHY, AgentStatus.DEGRADED, reason);
-    if (record) {
-      s.degradedByProbes = true;
-      this.deps.leadership.degraded?.set(agent.id, true);
-    }
+    if (record) s.degradedByProbes = true;
+    else if (!s.degradedByProbes) await this.deps.leadership.degraded?.set(agent.id, false);
     if (s.consecutiveFailures === n || record) await this.publish("agent.probe_failed", record ?? agent, agent.status, reason);
   }
 
