@@ -34,17 +34,17 @@ export FERRETDB_BIN
 echo "$FERRETDB_BIN"
 
 step "example clients: Python venv (PyPI) and Go plugins and modules (Go module proxy), cached"
-# test/polyglot-clients.test.ts generates the stubs and runs examples/ with these.
+# test/polyglot-clients.test.ts and test/example-agents.test.ts generate the stubs and run examples/ with these.
 FC_CACHE="$HOME/.cache/federation-core"
 export FC_PYTHON_VENV="$FC_CACHE/python-venv" FC_BIN="$FC_CACHE/bin"
-if [ ! -f "$FC_PYTHON_VENV/.complete" ]; then
+if [ ! -f "$FC_PYTHON_VENV/.complete" ] || ! "$FC_PYTHON_VENV/bin/python3" -c 'import mcp' 2>/dev/null; then
   if ! python3 -c 'import venv, ensurepip' 2>/dev/null; then apt_install python3-venv; fi
   rm -rf "$FC_PYTHON_VENV"
   python3 -m venv "$FC_PYTHON_VENV"
-  "$FC_PYTHON_VENV/bin/pip" install -q --disable-pip-version-check grpcio grpcio-tools googleapis-common-protos
+  "$FC_PYTHON_VENV/bin/pip" install -q --disable-pip-version-check grpcio grpcio-tools googleapis-common-protos mcp
   touch "$FC_PYTHON_VENV/.complete"
 fi
-"$FC_PYTHON_VENV/bin/python3" -c 'import grpc, grpc_tools, google.api.annotations_pb2; print("grpcio", grpc.__version__)'
+"$FC_PYTHON_VENV/bin/python3" -c 'import grpc, grpc_tools, google.api.annotations_pb2, mcp; print("grpcio", grpc.__version__)'
 "$FC_BIN/protoc-gen-go" --version 2>/dev/null | grep -qx 'protoc-gen-go v1.36.12' ||
   GOBIN="$FC_BIN" go install google.golang.org/protobuf/cmd/protoc-gen-go@v1.36.12
 "$FC_BIN/protoc-gen-go-grpc" --version 2>/dev/null | grep -qx 'protoc-gen-go-grpc 1.6.2' ||
@@ -52,6 +52,8 @@ fi
 "$FC_BIN/protoc-gen-go" --version && "$FC_BIN/protoc-gen-go-grpc" --version
 # Download the client's modules and compile them now (into the Go build cache), not during the tests.
 (cd examples/go-client && go mod download && go build google.golang.org/grpc google.golang.org/grpc/credentials/insecure google.golang.org/genproto/googleapis/api/annotations google.golang.org/protobuf/types/known/durationpb google.golang.org/protobuf/types/known/emptypb google.golang.org/protobuf/types/known/structpb google.golang.org/protobuf/types/known/timestamppb)
+# examples/go-agent requires the same module versions, so its build is a link from that cache.
+(cd examples/go-agent && go mod download)
 
 step "grpcurl v1.9.3 (Go module proxy, cached)"
 GRPCURL_BIN="$(bash scripts/build-grpcurl.sh)"

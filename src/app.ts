@@ -31,6 +31,9 @@ import { traceLink } from "./transport/trace-context.js";
 import { Metrics } from "./health/metrics.js";
 import { noProbeObserver, noProbes, ProbeScheduler, type Probes } from "./health/probes.js";
 import { RedisLeaderLease, SoleProber } from "./health/probes-leader.js";
+import { noSlos, SloEngine, type Slos } from "./health/slo.js";
+import { noRemediation, PraetorianGuard, type Remediation } from "./health/remediation.js";
+import { HttpJsonClient } from "./dispatch/agent-clients.js";
 import { randomUUID } from "node:crypto";
 import { FederationServer } from "./transport/server.js";
 import { directoryService } from "./transport/services/directory-service.js";
@@ -38,10 +41,19 @@ import { grpcHealthService } from "./transport/services/grpc-health-service.js";
 import { ServerReflection, ServerReflectionV1Alpha, reflectionServices } from "./transport/services/reflection-service.js";
 import { healthService } from "./transport/services/health-service.js";
 import { registryService } from "./transport/services/registry-service.js";
+import { agentCardRoute } from "./transport/agent-card-route.js";
+import { CardFetcher } from "./a2a/card-fetch.js";
 import { routerService } from "./transport/services/router-service.js";
 import { WebSocketBridge } from "./transport/websocket-bridge.js";
+import { dashboardRoutes } from "./transport/dashboard-route.js";
+import { CatalogWatch } from "./mcp/catalog-watch.js";
+import { FederatedTools } from "./mcp/federated-tools.js";
+import { McpEndpoint } from "./mcp/mcp-endpoint.js";
 import { AdminService } from "../gen/federation/v1/admin_service_pb.js";
 import { adminService } from "./transport/services/admin-service.js";
+import { FederationService } from "../gen/federation/v1/federation_service_pb.js";
+import { Federation } from "./federation/federation.js";
+import { federationService } from "./transport/services/federation-service.js";
 import type { ServerOptions } from "./transport/server.js";
 import { FileKeyStore, type KeyStore } from "./security/key-store.js";
 import { TokenIssuer } from "./security/token-issuer.js";
@@ -52,6 +64,8 @@ import { ManifestSigner } from "./security/manifest-signer.js";
 import { bootstrapToken } from "./security/bootstrap-token.js";
 
 export const VERSION = "0.1.0";
+/** How long the MCP endpoint lets catalog changes settle before it sends tools/list_changed. */
+const MCP_LIST_CHANGED_DEBOUNCE_MS = 200;
 
 /** The security components, prepared before the app is built (key loading is asynchronous). */
 interface SecurityParts {
@@ -93,16 +107,24 @@ export class App {
   private readonly tasks: TaskStore;
   readonly telemetry: FleetTelemetry;
   readonly directory: Directory;
+  /** Peers (remote registries) and federated reads; held in this process's memory. */
+  readonly federation: Federation;
   /** Keeps the tool catalog current for a store that does not keep its own (MongoDB). */
   private readonly catalogFeed: CatalogFeed | undefined;
   readonly health: HealthMonitor;
   readonly bridge: WebSocketBridge;
+  /** The federation as one MCP server at /mcp. */
+  readonly mcp: McpEndpoint;
   readonly server: FederationServer;
   readonly pipeline: Pipeline;
   /** Prometheus metrics (GET /metrics); undefined with METRICS=off. */
   readonly metrics: Metrics | undefined;
   /** Capability probes (PROBES=on; with Redis, only the replica holding the lease probes). */
   readonly probes: Probes;
+  /** SLOs and burn-rate alerts (SLO=on; only the probe leader alerts). */
+  readonly slo: Slos;
+  /** The Praetorian Guard: firing alerts become remediation tasks (SLO=on, REMEDIATION=on). */
+  readonly remediation: Remediation;
   readonly keys: KeyStore;
   private readonly limits: RateLimits;
   port = 0;
@@ -164,6 +186,20 @@ export class App {
     this.catalogFeed = ownCatalog ? undefined : new CatalogFeed(this.store, this.bus, this.log.child({ component: "tool-catalog" }));
     const feed = this.catalogFeed;
     this.directory = new Directory(this.store, this.clock, config.federationName, ownCatalog ?? feed!.catalog, () => feed?.ready ?? true);
+    const f = config.federation;
+    this.federation = new Federation(
+      {
+        instanceId: f.instanceId,
+        timeoutMs: f.timeoutMs,
+        maxHops: f.maxHops,
+        verifyIntervalMs: f.verifyIntervalMs,
+        // Peers get the same breaker tunables as agents.
+        breakers: { ...config.routing.breakers, halfLifeMs: config.routing.reputation.halfLifeMs },
+      },
+      this.clock,
+      this.log.child({ component: "federation" }),
+    );
+    this.directory.federation = this.federation;
     this.health = new HealthMonitor(
       this.store,
       [
@@ -189,7 +225,17 @@ export class App {
     // /ws has its own framing of the same implementation).
     const grpcFeed = new FanOut(this.bus, (event) => event.grpcFrame(), config.events.subscriberBufferBytes);
     const bindings: RestBinding[] = [
-      { service: RegistryService, impl: registryService(this.registry, security.issuer, config.lease) },
+      {
+        service: RegistryService,
+        impl: registryService(this.registry, security.issuer, config.lease, {
+          federationName: config.federationName,
+          // A card URL comes from a caller, as an agent endpoint does: the dispatch SSRF guard's rules.
+          fetcher: new CardFetcher(new AddressGuard({ loopback: config.dispatch.allowLoopback, private: config.dispatch.allowPrivate }, deps.dispatchLookup), {
+            timeoutMs: config.a2a.cardFetchTimeoutMs,
+            maxBytes: config.a2a.cardMaxBytes,
+          }),
+        }),
+      },
       { service: DirectoryService, impl: directoryService(this.directory, security.signer, security.keys) },
       { service: RouterService, impl: routerService(this.router, this.dispatcher) },
       {
@@ -197,6 +243,7 @@ export class App {
         impl: healthService(this.health, grpcFeed, VERSION),
       },
       { service: AdminService, impl: adminService(this.registry, security.issuer, security.keys) },
+      { service: FederationService, impl: federationService(this.federation) },
     ];
     const grpcHealth = grpcHealthService(
       this.health,
@@ -218,30 +265,72 @@ export class App {
           agentsByStatus: () => this.health.agentsByStatus(),
           rpcSubscribers: () => grpcFeed.subscriberCount,
           wsSubscribers: () => bridge.clientCount,
-          routePaths: [bridgeRoute.path, "/metrics"],
+          slo: config.slo.enabled ? () => this.slo.gauges() : undefined,
+          routePaths: [bridgeRoute.path, "/metrics", "/mcp", "/.well-known/agent-card.json"],
         })
       : undefined;
-    const httpRoutes = this.metrics ? [bridgeRoute, this.metrics.route()] : [bridgeRoute];
+    const tools = new FederatedTools({ directory: this.directory, store: this.store, router: this.router, dispatcher: this.dispatcher, clock: this.clock });
+    const mcpLog = this.log.child({ component: "mcp" });
+    this.mcp = new McpEndpoint(
+      tools,
+      new CatalogWatch(this.bus, (tenant) => tools.digest(tenant), MCP_LIST_CHANGED_DEBOUNCE_MS, mcpLog),
+      { ...config.mcp, name: config.federationName, version: VERSION, maxBodyBytes: config.maxBodyBytes },
+      mcpLog,
+    );
+    const mcpRoute = this.mcp.route();
+    const cardRoute = agentCardRoute({
+      name: config.federationName,
+      version: VERSION,
+      publicUrl: config.a2a.publicUrl,
+      tls: security.tls !== undefined,
+      mutualTls: (config.tls?.clientAuth ?? "none") !== "none",
+      maxAgeSec: 300,
+    });
+    const httpRoutes = [...(this.metrics ? [bridgeRoute, this.metrics.route(), mcpRoute] : [bridgeRoute, mcpRoute]), ...dashboardRoutes(), cardRoute];
     const probeLog = this.log.child({ component: "probes" });
+    const addressGuard = new AddressGuard({ loopback: config.dispatch.allowLoopback, private: config.dispatch.allowPrivate }, deps.dispatchLookup);
+    // One lease for the probe leader, who also evaluates SLOs and remediates (no duplicate alerts).
+    const leadership = config.redis
+      ? new RedisLeaderLease({
+          url: config.redis.url,
+          key: `${config.redis.prefix}:probes:leader`,
+          token: `${config.replicaId}:${randomUUID()}`,
+          ttlMs: config.probes.leaderTtlMs,
+          log: probeLog,
+        })
+      : new SoleProber();
     this.probes = config.probes.enabled
       ? new ProbeScheduler(config.probes, {
           store: this.store,
           bus: this.bus,
-          guard: new AddressGuard({ loopback: config.dispatch.allowLoopback, private: config.dispatch.allowPrivate }, deps.dispatchLookup),
-          leadership: config.redis
-            ? new RedisLeaderLease({
-                url: config.redis.url,
-                key: `${config.redis.prefix}:probes:leader`,
-                token: `${config.replicaId}:${randomUUID()}`,
-                ttlMs: config.probes.leaderTtlMs,
-                log: probeLog,
-              })
-            : new SoleProber(),
+          guard: addressGuard,
+          leadership,
           observer: this.metrics?.probes ?? noProbeObserver,
           log: probeLog,
           replicaId: config.replicaId,
         })
       : noProbes;
+    const sloLog = this.log.child({ component: "slo" });
+    this.slo = config.slo.enabled
+      ? new SloEngine(config.slo, { bus: this.bus, clock: this.clock, log: sloLog, leadership, campaigns: !config.probes.enabled })
+      : noSlos;
+    this.remediation =
+      config.slo.enabled && config.slo.remediation.enabled
+        ? new PraetorianGuard(config.slo.remediation, {
+            router: this.router,
+            dispatcher: this.dispatcher,
+            bus: this.bus,
+            guard: addressGuard,
+            http: new HttpJsonClient({ max: 4, idleMs: 30_000 }),
+            clock: this.clock,
+            log: this.log.child({ component: "remediation" }),
+          })
+        : noRemediation;
+    this.probes.onResult((r) => this.slo.probed(r));
+    this.slo.onAlert((a) => this.remediation.handle(a));
+    this.health.probes = (id) => this.probes.state(id);
+    this.health.slos = this.slo;
+    this.health.remediation = this.remediation;
     // Trace context first (a refused call has its trace id too), metrics before the log line.
     this.pipeline = new Pipeline([
       traceLink(),
@@ -254,7 +343,10 @@ export class App {
       routes,
       httpRoutes,
       pipeline: this.pipeline,
-      onShutdown: () => this.bridge.close(),
+      onShutdown: () => {
+        this.bridge.close();
+        this.mcp.close();
+      },
       grpcFastPath: config.grpcFastPath,
       extraServices: [{ service: Health, impl: grpcHealth }],
       feed: grpcFeed,
@@ -279,7 +371,10 @@ export class App {
     await this.limits.start();
     this.port = await this.server.listen(this.config.port, this.config.host);
     this.reaper.start();
+    this.federation.seed(this.config.federation.peers);
+    this.federation.start();
     this.probes.start();
+    this.slo.start();
     this.telemetry.start();
     this.log.info({ port: this.port, host: this.config.host, version: VERSION }, "federation core listening");
     return this.port;
@@ -317,14 +412,19 @@ export class App {
     this.store.beginShutdown?.();
     this.bus.beginShutdown?.();
     this.catalogFeed?.stop();
+    // No alert fires and no remediation starts from here; those in flight end ESCALATED.
+    const slo = this.slo.stop();
+    this.remediation.stop();
     // Async dispatches still running end as task.failed (their events still reach the bus, closed below).
     this.dispatcher.stop();
+    this.federation.stop();
     // The last outcome batch goes to Redis and MongoDB meanwhile.
     const routing = this.router.stop();
     let drained = false;
     await Promise.all([
       // Probing stops and its probes in flight are aborted; the lease is handed over if Redis answers at once.
       step("probes", this.probes.stop(), Date.now() + 1_000),
+      step("slo", slo, Date.now() + 1_000),
       // A sweep in flight is not work a client waits for: it gets a moment, then the store closes under it.
       this.reaper.stop(Math.min(1_000, this.config.shutdownGraceMs)),
       // The server cuts what is left at the grace itself; the margin is for its sockets to go.

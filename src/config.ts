@@ -1,7 +1,9 @@
-import { X509Certificate } from "node:crypto";
+import { randomUUID, X509Certificate } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { hostname } from "node:os";
 import { createSecureContext, type SecureContextOptions } from "node:tls";
+import { isInstanceId } from "./federation/hop-headers.js";
+import { checkPeerSpec, isPeerSpecProblem, type PeerSpec } from "./federation/peer-spec.js";
 
 /**
  * Configuration, read once from the environment into a typed object.
@@ -44,12 +46,36 @@ export interface Config {
   readonly routing: RoutingConfig;
   /** Active checks of what agents say they can do (src/health/probes.ts). */
   readonly probes: ProbeConfig;
+  /** Remote registries asked by federated reads (src/federation/). */
+  readonly federation: FederationConfig;
+  /** SLOs, burn-rate alerts and the Praetorian Guard (src/health/slo.ts, remediation.ts). */
+  readonly slo: SloConfig;
   readonly websocket: {
     /** How often /ws clients are pinged (one that missed the previous ping is dropped). */
     readonly pingIntervalMs: number;
     /** Largest frame a /ws client may send. */
     readonly maxMessageBytes: number;
   };
+  /** The MCP endpoint at /mcp (src/mcp/). */
+  readonly mcp: McpConfig;
+  /** A2A agent cards (src/a2a/). */
+  readonly a2a: A2aConfig;
+}
+
+export interface A2aConfig {
+  /** Where clients reach the service (FEDERATION_PUBLIC_URL), for its agent card; undefined: from each request's Host. */
+  readonly publicUrl: string | undefined;
+  /** RegisterFromCard gives up on a card after this long. */
+  readonly cardFetchTimeoutMs: number;
+  /** A card larger than this is refused. */
+  readonly cardMaxBytes: number;
+}
+
+export interface McpConfig {
+  /** MCP sessions open at most (every tenant together); an initialize past it is refused with 503. */
+  readonly maxSessions: number;
+  /** A session without a request for this long is closed (its client gets 404 and initializes again). */
+  readonly sessionIdleMs: number;
 }
 
 export interface DispatchConfig {
@@ -110,6 +136,49 @@ export interface ProbeConfig {
   readonly httpPath: string;
   /** With Redis, one replica probes: its lease on the leadership lasts this long unless renewed. */
   readonly leaderTtlMs: number;
+}
+
+/** A burn-rate alert's window pair (the SRE workbook's multi-window, multi-burn-rate alerts). */
+export interface BurnWindows {
+  readonly longMs: number;
+  readonly shortMs: number;
+  /** Both windows must burn the error budget faster than this. */
+  readonly burnRate: number;
+}
+
+export interface SloConfig {
+  /** SLO=on: count probe and dispatch outcomes per agent and per capability, and alert on burn rates. */
+  readonly enabled: boolean;
+  /** Availability objective: share of probes and dispatch attempts that succeed. */
+  readonly availabilityTarget: number;
+  /** Latency objective: share of successful events at or under the threshold (the threshold at that percentile). */
+  readonly latencyThresholdMs: number;
+  readonly latencyTarget: number;
+  /** The fast pair pages (1 h / 5 min at 14.4×), the slow pair opens a ticket (6 h / 30 min at 6×); windows already scaled. */
+  readonly fast: BurnWindows;
+  readonly slow: BurnWindows;
+  /** How often the leader evaluates the burn rates. */
+  readonly evaluationIntervalMs: number;
+  /** Events a short window needs before it can fire (one failed probe of an idle agent is not a burn). */
+  readonly minEvents: number;
+  /** Subjects (agents, capabilities) tracked at most; the least recently fed are forgotten beyond it. */
+  readonly maxSubjects: number;
+  readonly remediation: RemediationConfig;
+}
+
+export interface RemediationConfig {
+  /** The Praetorian Guard: firing alerts become remediation tasks (REMEDIATION=on). */
+  readonly enabled: boolean;
+  /** Where a remediation goes when the alert's tenant has no agent offering capability "remediation". */
+  readonly webhookUrl: string | undefined;
+  /** One remediation per subject within this. */
+  readonly cooldownMs: number;
+  /** Remediations sent per minute at most, over all subjects. */
+  readonly maxPerMinute: number;
+  /** A remediation's whole budget (dispatch or webhook). */
+  readonly timeoutMs: number;
+  /** Entries the audit trail keeps. */
+  readonly auditSize: number;
 }
 
 export interface ConnectionLimits {
@@ -262,11 +331,67 @@ export function loadConfig(env: Env = process.env): Config {
       shareIntervalMs: duration(env, "REPUTATION_SHARE_INTERVAL", 250, 10, 60_000),
     },
     probes: probes(env),
+    federation: federation(env),
+    slo: slo(env),
     websocket: {
       pingIntervalMs: duration(env, "WS_PING_INTERVAL", 30_000, 1_000, 3_600_000),
       maxMessageBytes: integer(env, "WS_MAX_MESSAGE_BYTES", 64 * 1024, 1024, 64 * 1024 * 1024),
     },
+    mcp: {
+      maxSessions: integer(env, "MCP_MAX_SESSIONS", 1_000, 1, 1_000_000),
+      sessionIdleMs: duration(env, "MCP_SESSION_IDLE", 600_000, 1_000, MAX_TIMER_MS),
+    },
+    a2a: {
+      publicUrl: env.FEDERATION_PUBLIC_URL ? url(env, "FEDERATION_PUBLIC_URL", ["http:", "https:"]) : undefined,
+      cardFetchTimeoutMs: duration(env, "A2A_CARD_FETCH_TIMEOUT", 5_000, 100, 60_000),
+      cardMaxBytes: integer(env, "A2A_CARD_MAX_BYTES", 256 * 1024, 1024, 16 * 1024 * 1024),
+    },
   };
+}
+
+export interface FederationConfig {
+  /** Names this federation in x-federation-visited; replicas of one federation should share it. */
+  readonly instanceId: string;
+  /** Peers at start (FEDERATION_PEERS); AddPeer / RemovePeer change the list at run time. */
+  readonly peers: readonly PeerSpec[];
+  /** A federated read waits this long for its peers at most. */
+  readonly timeoutMs: number;
+  /** A request that has crossed this many federations is answered from local results only. */
+  readonly maxHops: number;
+  /** How often Federation Core peers' manifest signatures are checked again. */
+  readonly verifyIntervalMs: number;
+}
+
+function federation(env: Env): FederationConfig {
+  const instanceId = env.FEDERATION_INSTANCE_ID ?? `fc-${randomUUID()}`;
+  if (!isInstanceId(instanceId)) throw new ConfigError(`FEDERATION_INSTANCE_ID: must match [A-Za-z0-9_.:-]{1,128}, got "${instanceId.slice(0, 140)}"`);
+  return {
+    instanceId,
+    peers: federationPeers(env),
+    timeoutMs: duration(env, "FEDERATION_TIMEOUT", 800, 10, 60_000),
+    maxHops: integer(env, "FEDERATION_MAX_HOPS", 2, 1, 16),
+    verifyIntervalMs: duration(env, "FEDERATION_VERIFY_INTERVAL", 300_000, 1_000, MAX_TIMER_MS),
+  };
+}
+
+/** FEDERATION_PEERS: a JSON list of {"url", "kind", "token", "tenants", "id"}; each checked as AddPeer checks it. */
+function federationPeers(env: Env): PeerSpec[] {
+  if (!env.FEDERATION_PEERS) return [];
+  const expected = 'a JSON array such as [{"url": "http://peer:9405", "token": "...", "tenants": ["*"]}]';
+  const doc = parseJson(env, "FEDERATION_PEERS", expected);
+  if (!Array.isArray(doc)) throw new ConfigError(`FEDERATION_PEERS: must be ${expected}, got ${kind(doc)}`);
+  const ids = new Set<string>();
+  return doc.map((p: unknown, n) => {
+    if (!isObject(p)) throw new ConfigError(`FEDERATION_PEERS: entry ${n} must be an object {"url", "kind", "token", "tenants"}, got ${kind(p)}`);
+    const spec = checkPeerSpec({ id: p.id, url: p.url, kind: p.kind, token: p.token, tenants: p.tenants });
+    if (isPeerSpecProblem(spec)) {
+      const field = spec.field === "peer_id" ? "id" : spec.field;
+      throw new ConfigError(`FEDERATION_PEERS: entry ${n} "${field}" ${spec.reason}`);
+    }
+    if (ids.has(spec.id)) throw new ConfigError(`FEDERATION_PEERS: entry ${n} "id": "${spec.id}" appears twice (give each peer its own id)`);
+    ids.add(spec.id);
+    return spec;
+  });
 }
 
 function dispatch(env: Env): DispatchConfig {
@@ -305,6 +430,41 @@ function probes(env: Env): ProbeConfig {
     successesToRecover: integer(env, "PROBE_SUCCESSES_TO_RECOVER", 2, 1, 1_000),
     httpPath,
     leaderTtlMs: duration(env, "PROBE_LEADER_TTL", 5_000, 300, 3_600_000),
+  };
+}
+
+function slo(env: Env): SloConfig {
+  const scale = ratio(env, "SLO_WINDOW_SCALE", 1, 1e-6, 1);
+  const windows = (prefix: string, longMs: number, shortMs: number, burnRate: number): BurnWindows => {
+    const w = {
+      longMs: Math.max(1, Math.round(duration(env, `${prefix}_LONG_WINDOW`, longMs, 1, 30 * 24 * 3_600_000) * scale)),
+      shortMs: Math.max(1, Math.round(duration(env, `${prefix}_SHORT_WINDOW`, shortMs, 1, 30 * 24 * 3_600_000) * scale)),
+      burnRate: ratio(env, `${prefix}_BURN_RATE`, burnRate, 1, 1_000_000),
+    };
+    if (w.shortMs >= w.longMs) throw new ConfigError(`${prefix}_SHORT_WINDOW: must be shorter than ${prefix}_LONG_WINDOW`);
+    return w;
+  };
+  const fast = windows("SLO_FAST", 3_600_000, 300_000, 14.4);
+  const slow = windows("SLO_SLOW", 6 * 3_600_000, 1_800_000, 6);
+  const shortest = Math.min(fast.shortMs, slow.shortMs);
+  return {
+    enabled: oneOf(env, "SLO", ["on", "off"], "off") === "on",
+    availabilityTarget: ratio(env, "SLO_AVAILABILITY_TARGET", 0.99, 0.5, 0.99999),
+    latencyThresholdMs: duration(env, "SLO_LATENCY_THRESHOLD", 1_000, 1, MAX_TIMER_MS),
+    latencyTarget: ratio(env, "SLO_LATENCY_TARGET", 0.99, 0.5, 0.99999),
+    fast,
+    slow,
+    evaluationIntervalMs: duration(env, "SLO_EVALUATION_INTERVAL", Math.max(10, Math.round(shortest / 10)), 10, MAX_TIMER_MS),
+    minEvents: integer(env, "SLO_MIN_EVENTS", 5, 1, 1_000_000),
+    maxSubjects: integer(env, "SLO_MAX_SUBJECTS", 4_096, 1, 1_000_000),
+    remediation: {
+      enabled: oneOf(env, "REMEDIATION", ["on", "off"], "on") === "on",
+      webhookUrl: env.REMEDIATION_WEBHOOK_URL ? url(env, "REMEDIATION_WEBHOOK_URL", ["http:", "https:"]) : undefined,
+      cooldownMs: duration(env, "REMEDIATION_COOLDOWN", 900_000, 0, MAX_TIMER_MS),
+      maxPerMinute: integer(env, "REMEDIATION_MAX_PER_MINUTE", 10, 1, 100_000),
+      timeoutMs: duration(env, "REMEDIATION_TIMEOUT", 30_000, 1, MAX_TIMER_MS),
+      auditSize: integer(env, "REMEDIATION_AUDIT_SIZE", 1_000, 1, 1_000_000),
+    },
   };
 }
 
@@ -604,6 +764,18 @@ function integer(env: Env, name: string, fallback: number, min: number, max: num
   const raw = env[name];
   if (raw === undefined || raw === "") return fallback;
   if (!/^\d+$/.test(raw)) throw new ConfigError(`${name}: must be an integer, got "${raw}"`);
+  const value = Number(raw);
+  if (value < min || value > max) {
+    throw new ConfigError(`${name}: must be between ${min} and ${max}, got ${value}`);
+  }
+  return value;
+}
+
+/** A decimal number within [min, max]. */
+function ratio(env: Env, name: string, fallback: number, min: number, max: number): number {
+  const raw = env[name];
+  if (raw === undefined || raw === "") return fallback;
+  if (!/^\d+(\.\d+)?(e-?\d+)?$/.test(raw.trim())) throw new ConfigError(`${name}: must be a number such as 0.99, got "${raw}"`);
   const value = Number(raw);
   if (value < min || value > max) {
     throw new ConfigError(`${name}: must be between ${min} and ${max}, got ${value}`);

@@ -71,4 +71,9 @@ export const errors = {
   dispatchFailed: (taskId: string, what: string) => new ConnectError(`task ${taskId}: every attempt failed (${what})`, Code.Unavailable),
   taskNotFound: (taskId: string) =>
     new ConnectError(`task "${taskId}" not found (unknown, expired from TASK_RETENTION, or routed by another replica)`, Code.NotFound),
+  /** AddPeer: the peer answered, but what it says cannot be believed. */
+  peerUntrusted: (peerId: string, reason: string) => new ConnectError(`peer "${peerId}" refused: ${reason}`, Code.FailedPrecondition),
+  /** AddPeer: no usable answer from the peer. */
+  peerUnreachable: (peerId: string, reason: string) => new ConnectError(`peer "${peerId}" could not be checked: ${reason}`, Code.Unavailable),
+  peerNotFound: (peerId: string) => new ConnectError(`peer "${peerId}" not found`, Code.NotFound),
 } as const;

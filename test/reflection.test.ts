@@ -232,6 +232,7 @@ describe.each(["v1", "v1alpha"])("grpc.reflection.%s through @grpc/grpc-js", (ve
     expect(byFile[0]).toBe("federation/v1/registry_service.proto");
     expect([...byFile].sort()).toEqual([
       "federation/v1/agent.proto",
+      "federation/v1/origin.proto",
       "federation/v1/registry_service.proto",
       "google/api/annotations.proto",
       "google/api/http.proto",

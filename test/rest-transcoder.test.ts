@@ -140,6 +140,9 @@ describe("query parameters", () => {
     expect(ids(byName)).toEqual([onlyA.id]);
     expect(ids(await getJson(`${t.url}/agents/discover?capabilities=${capA}&status=2`))).toEqual([onlyA.id]);
     expect(ids(await getJson(`${t.url}/agents/discover?capabilities=${capA}&status=1`))).toEqual([both.id]);
+    // Without the enum's shared prefix, in any case, as people type it into a URL.
+    expect(ids(await getJson(`${t.url}/agents/discover?capabilities=${capA}&status=DEGRADED`))).toEqual([onlyA.id]);
+    expect(ids(await getJson(`${t.url}/agents/discover?capabilities=${capA}&status=healthy`))).toEqual([both.id]);
   });
 
   it("rejects an unknown enum name or number with 400 naming the parameter, rather than dropping the filter", async () => {

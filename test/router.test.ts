@@ -1,6 +1,7 @@
 import { pino } from "pino";
 import { beforeEach, describe, expect, it } from "vitest";
 import { MemoryEventBus } from "../src/events/memory-event-bus.js";
+import { CircuitState } from "../gen/federation/v1/event_pb.js";
 import { AgentStatus, routeScore, type AgentRecord } from "../src/registry/agent-record.js";
 import type { AgentStore } from "../src/registry/agent-store.js";
 import { MemoryAgentStore } from "../src/registry/memory-agent-store.js";
@@ -115,5 +116,77 @@ describe("router index walk", () => {
     await store.update(x, { load: 0.8, revision: x.revision + 1 });
     expect((await router.route(route(["code"]), "t1")).agent.id).toBe("y");
     expect(AgentStatus[(await store.get("x"))!.status]).toBe("HEALTHY");
+  });
+});
+
+describe("router ranking of given agents (rankAgents)", () => {
+  const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+  it("puts the half-open trial first, better reputation before more capacity, open circuits last, and leaves out who cannot serve", async () => {
+    const clock = new ManualClock(1_000);
+    const bus = new MemoryEventBus(clock, 10);
+    const routed: string[] = [];
+    bus.subscribe({ tenant: "t1", types: new Set(["task.routed"]), agentId: "" }, undefined, (e) => routed.push(e.message.agentId));
+    const store = new MemoryAgentStore();
+    const router = new Router(store, bus, clock, log, undefined, { breakers: { resetTimeoutMs: 200 } });
+    const lease = clock.now() + 30_000;
+    const mk = (id: string, load: number, extra: Partial<AgentRecord> = {}): AgentRecord => ({ ...agent(id), load, leaseExpiresAt: lease, ...extra });
+    const fail = (id: string, n: number) => {
+      for (let i = 0; i < n; i++) router.breakers.record(id, "t1", false, "test");
+    };
+    const half = mk("half", 0.5);
+    const open = mk("open", 0);
+    const good = mk("good", 0.2);
+    const poor = mk("poor", 0.1);
+    const agents = [
+      open,
+      poor,
+      mk("other-tenant", 0, { tenant: "t2" }),
+      mk("expired", 0, { leaseExpiresAt: clock.now() }),
+      mk("draining", 0, { status: AgentStatus.DRAINING }),
+      good,
+      half,
+    ];
+    for (const a of agents) await store.put(a, 0);
+
+    fail("half", 6);
+    await sleep(300); // opossum's own cool-down timer: open, then half-open
+    fail("open", 6);
+    await sleep(10);
+    expect(router.breakers.state("half")).toBe(CircuitState.HALF_OPEN);
+    expect(router.breakers.state("open")).toBe(CircuitState.OPEN);
+    // Two failures: too few to open the breaker, enough to cost reputation.
+    await router.reportOutcome("t1", { agentId: "poor", capabilities: ["code"], success: false, latencyMs: 5 });
+    await router.reportOutcome("t1", { agentId: "poor", capabilities: ["code"], success: false, latencyMs: 5 });
+
+    const ranked = router.rankAgents("t1", agents, { capabilities: ["code"] });
+    expect(ranked.map((c) => c.agent.id)).toEqual(["half", "good", "poor", "open"]);
+    const [h, g, p, o] = ranked;
+    expect(h!.trial).toBe(true);
+    expect(h!.breakdown?.circuitState).toBe(CircuitState.HALF_OPEN);
+    expect(g!.score).toBeGreaterThan(p!.score);
+    expect(p!.capacity).toBeGreaterThan(g!.capacity);
+    expect(p!.breakdown!.quality).toBeLessThan(g!.breakdown!.quality);
+    expect(o!.breakdown).toMatchObject({ circuit: 0, circuitState: CircuitState.OPEN });
+    expect(ranked.every((c) => c.score === c.capacity * c.breakdown!.quality * c.breakdown!.latency * c.breakdown!.uptime)).toBe(true);
+    // Nothing else to take the work: an open circuit is better than none.
+    expect(router.rankAgents("t1", [open, mk("expired-2", 0, { leaseExpiresAt: 0 })]).map((c) => c.agent.id)).toEqual(["open"]);
+
+    // Ranking changes nothing; committing hands out the trial and publishes task.routed.
+    expect(router.rankAgents("t1", agents)[0]!.agent.id).toBe("half");
+    await router.commit("t1", "task-1", ranked, []);
+    expect(routed).toEqual(["half"]);
+    // Its trial out, the half-open agent counts as open until the outcome (or the cool-down): last, among the open.
+    const after = router.rankAgents("t1", agents);
+    expect(after.map((c) => c.agent.id).slice(0, 2)).toEqual(["good", "poor"]);
+    expect(after.find((c) => c.agent.id === "half")!.trial).toBe(false);
+    await router.stop();
+  });
+
+  it("ranks nothing when no given agent can serve", () => {
+    const clock = new ManualClock(1_000);
+    const router = new Router(new MemoryAgentStore(), new MemoryEventBus(clock, 10), clock, log);
+    expect(router.rankAgents("t1", [{ ...agent("gone"), leaseExpiresAt: clock.now() - 1 }])).toEqual([]);
+    return router.stop();
   });
 });

@@ -2,6 +2,7 @@ import type { Clock } from "../clock.js";
 import type { AgentRecord } from "../registry/agent-record.js";
 import type { AgentQuery, AgentStore, CatalogEntry, ToolQuery } from "../registry/agent-store.js";
 import { errors } from "../errors.js";
+import { noFederation, type FederatedReads } from "../federation/federation.js";
 import { ToolCatalog, type CatalogPage, type CatalogSearch } from "./tool-catalog.js";
 
 export interface ManifestContent {
@@ -16,6 +17,12 @@ const MANIFEST_MAX_AGENTS = 10_000;
 
 /** What the federation publishes: the manifest, discovery and the tool catalog. */
 export class Directory {
+  /**
+   * The remote half of a federated Discover or SearchTools (scope
+   * FEDERATED or AUTO): the peers app.ts configured, or none.
+   */
+  federation: FederatedReads = noFederation;
+
   constructor(
     private readonly store: AgentStore,
     private readonly clock: Clock,

@@ -18,6 +18,8 @@ export const EVENT_TYPES = [
   "agent.circuit_closed",
   "agent.probe_failed",
   "agent.probe_recovered",
+  "health.remediation_dispatched",
+  "health.remediation_escalated",
 ] as const;
 
 export type EventType = (typeof EVENT_TYPES)[number];

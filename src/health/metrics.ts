@@ -4,6 +4,7 @@ import { requirementOf } from "../security/access-policy.js";
 import type { HttpRoute } from "../transport/http-routes.js";
 import type { Call, Link, Protocol } from "../transport/pipeline.js";
 import type { ProbeObserver } from "./probes.js";
+import type { SloGauge } from "./slo.js";
 
 /** gRPC's own names for the codes (the `code` label), whatever the protocol spoke. */
 const CODE_NAMES = [
@@ -49,6 +50,8 @@ export interface MetricsSources {
   readonly wsSubscribers: () => number;
   /** The HTTP route table's paths (known `method` values besides the RPCs of the access policy). */
   readonly routePaths: readonly string[];
+  /** SLO burn rates and firing alerts, per objective and severity, read at scrape time. */
+  readonly slo?: () => { readonly burnRates: readonly SloGauge[]; readonly firing: readonly SloGauge[] };
 }
 
 type CallLabels = { method: string; protocol: string; code: string };
@@ -121,6 +124,27 @@ export class Metrics {
         this.set({ feed: "ws" }, sources.wsSubscribers());
       },
     });
+    const slo = sources.slo;
+    if (slo) {
+      new Gauge({
+        name: "federation_slo_burn_rate",
+        help: "Highest burn rate of an SLO's alerting window pair over its subjects: min(long, short) of the pair (page: fast, ticket: slow).",
+        labelNames: ["slo", "severity"],
+        registers,
+        collect() {
+          for (const g of slo().burnRates) this.set({ slo: g.slo, severity: g.severity }, g.value);
+        },
+      });
+      new Gauge({
+        name: "federation_slo_alerts_firing",
+        help: "SLO burn-rate alerts firing now on this replica (only the probe leader evaluates), per SLO and severity.",
+        labelNames: ["slo", "severity"],
+        registers,
+        collect() {
+          for (const g of slo().firing) this.set({ slo: g.slo, severity: g.severity }, g.value);
+        },
+      });
+    }
     const probeResults = new Counter({
       name: "federation_probes_total",
       help: "Capability probes finished, per agent transport and outcome (ok, timeout, error, missing_tool, refused).",

@@ -3,7 +3,7 @@ import type { Clock } from "../clock.js";
 import { errors } from "../errors.js";
 import type { EventBus } from "../events/event-bus.js";
 import type { Logger } from "../logger.js";
-import { AgentStatus, routeCeiling, routeScore, type AgentRecord } from "../registry/agent-record.js";
+import { AgentStatus, ROUTABLE_STATUSES, routeCeiling, routeScore, type AgentRecord } from "../registry/agent-record.js";
 import type { AgentStore } from "../registry/agent-store.js";
 import type { RouteInput } from "../validation/requests.js";
 import { noCounters, type Counters } from "../health/telemetry.js";
@@ -52,6 +52,14 @@ export interface RoutingOptions {
 export interface ReportedOutcome extends Outcome {
   readonly agentId: string;
   readonly capabilities: readonly string[];
+}
+
+export interface RankOptions {
+  /** How the first candidate is chosen (default p2c); a pending half-open trial goes first regardless. */
+  readonly strategy?: RouteStrategy;
+  /** What the agents are ranked for: one capability selects its own reputation evidence; also round robin's key. */
+  readonly capabilities?: readonly string[];
+  readonly now?: number;
 }
 
 export interface RouteDecision {
@@ -195,53 +203,79 @@ export class Router {
   /** Routes among the caller tenant's agents and shared ones. */
   async route(input: RouteInput, tenant: string): Promise<RouteDecision> {
     const now = this.clock.now();
-    const found = await this.bestCandidates(input, tenant, now);
-    let { top, near } = found;
-    const { read, fallback } = found;
-    let note = "";
-    if (top.length === 0 && fallback) {
-      // Every capable agent's breaker is open: better one of them than none.
-      top = [fallback];
-      near = [fallback];
-      note = "; every capable agent's circuit is open";
-    }
-    if (top.length === 0) {
+    const { top, near, read, fallback } = await this.bestCandidates(input, tenant, now);
+    if (top.length === 0 && !fallback) {
       this.counters.count("route_failures");
       throw await this.explainNoCandidate(input.capabilities, tenant);
     }
     this.counters.count("routes");
-
-    const strategy = input.strategy ?? RouteStrategy.UNSPECIFIED;
-    const trial = top.find((c) => c.trial) ?? near.find((c) => c.trial);
-    let chosen: Candidate;
-    let how: string;
-    if (trial) {
-      chosen = trial;
-      this.breakers.takeTrial(trial.agent.id, now);
-      how = "half-open circuit trial";
-    } else {
-      [chosen, how] = this.choose(strategy, top, near, input.capabilities);
-    }
-    this.remember(chosen.agent.id, now);
-    this.tenants.delete(chosen.agent.id);
-    this.tenants.set(chosen.agent.id, chosen.agent.tenant);
-    if (this.tenants.size > 100_000) this.tenants.delete(this.tenants.keys().next().value!);
+    const { ranked, how } = this.rank(top, near, fallback ? [fallback] : [], input.strategy, input.capabilities);
+    const chosen = ranked[0]!;
+    const note = top.length === 0 ? "; every capable agent's circuit is open" : "";
 
     // The decision's id is the task's id: a caller retrying a task passes it again.
     const routeId = input.taskId ?? randomUUID();
-    const shown = [chosen, ...top.filter((c) => c !== chosen)].slice(0, MAX_CANDIDATES_SHOWN);
-    for (const c of shown) {
-      c.breakdown = this.breakdown(c, input.capabilities[0], now);
-      if (c !== chosen) {
-        this.tenants.delete(c.agent.id);
-        this.tenants.set(c.agent.id, c.agent.tenant);
-      }
-    }
+    const shown = ranked.slice(0, MAX_CANDIDATES_SHOWN);
+    for (const c of shown) c.breakdown = this.breakdown(c, input.capabilities[0], now);
     const b = chosen.breakdown!;
     const reason =
       `${how} of ${read} capable agent(s) read: score ${chosen.score.toFixed(3)} = capacity ${b.capacity.toFixed(3)} ` +
       `(load ${chosen.agent.load.toFixed(2)}, ${AgentStatus[chosen.agent.status]}) × quality ${b.quality.toFixed(3)} ` +
       `× latency ${b.latency.toFixed(3)} × uptime ${b.uptime.toFixed(3)}${note}`;
+    await this.commit(tenant, routeId, shown, input.capabilities);
+    return {
+      routeId,
+      agent: chosen.agent,
+      candidates: shown,
+      reason,
+    };
+  }
+
+  /**
+   * Ranks the given agents the way Route ranks the ones it reads: those
+   * that cannot take work now (another tenant's unshared agent, not
+   * routable, lease over) are left out; the half-open trial comes first,
+   * else the strategy's choice, then the rest best first, open circuits
+   * last. Every candidate carries its breakdown. Changes nothing: a caller
+   * that sends the task to the first one calls `commit`.
+   */
+  rankAgents(tenant: string, agents: Iterable<AgentRecord>, opts: RankOptions = {}): Candidate[] {
+    const now = opts.now ?? this.clock.now();
+    const capabilities = opts.capabilities ?? [];
+    const capability = capabilities.length === 1 ? capabilities[0] : undefined;
+    const top: Candidate[] = [];
+    const open: Candidate[] = [];
+    for (const agent of agents) {
+      const s = this.candidate(tenant, agent, capability, now);
+      if (s) (s.open ? open : top).push(s.candidate);
+    }
+    if (top.length === 0 && open.length === 0) return [];
+    // Stable: equal scores keep the given order, as Route keeps its read order.
+    top.sort((a, b) => b.score - a.score);
+    open.sort((a, b) => b.score - a.score);
+    const best = top[0]?.score ?? 0;
+    const { ranked } = this.rank(top, top.filter((c) => best - c.score <= TIE), open, opts.strategy, capabilities);
+    for (const c of ranked) c.breakdown = this.breakdown(c, capabilities[0], now);
+    return ranked;
+  }
+
+  /**
+   * The first of `ranked` takes the task: it gets the half-open trial if
+   * pending, becomes the most recently routed (the tie-break), and
+   * task.routed is published. The agents' tenants are kept for the breaker
+   * events their outcomes may cause.
+   */
+  async commit(tenant: string, routeId: string, ranked: readonly Candidate[], capabilities: readonly string[]): Promise<void> {
+    const chosen = ranked[0];
+    if (!chosen) return;
+    const now = this.clock.now();
+    if (chosen.trial) this.breakers.takeTrial(chosen.agent.id, now);
+    this.remember(chosen.agent.id, now);
+    for (const c of ranked.slice(0, MAX_CANDIDATES_SHOWN)) {
+      this.tenants.delete(c.agent.id);
+      this.tenants.set(c.agent.id, c.agent.tenant);
+    }
+    while (this.tenants.size > 100_000) this.tenants.delete(this.tenants.keys().next().value!);
     try {
       await this.bus.publish({
         type: "task.routed",
@@ -249,18 +283,51 @@ export class Router {
         agentId: chosen.agent.id,
         payload: {
           case: "taskRouted",
-          value: { routeId, capabilities: input.capabilities, score: chosen.score },
+          value: { routeId, capabilities: [...capabilities], score: chosen.score },
         },
       });
     } catch (err) {
       this.log.error({ err }, "event publish failed");
     }
-    return {
-      routeId,
-      agent: chosen.agent,
-      candidates: shown,
-      reason,
-    };
+  }
+
+  /** The agent scored, or undefined when it cannot take work now. */
+  private candidate(
+    tenant: string,
+    agent: AgentRecord,
+    capability: string | undefined,
+    now: number,
+  ): { candidate: Candidate; open: boolean } | undefined {
+    if (agent.tenant !== tenant && !agent.shared) return undefined;
+    if (!ROUTABLE_STATUSES.includes(agent.status) || agent.leaseExpiresAt <= now) return undefined;
+    const capacity = routeScore(agent, now);
+    const admission = this.breakers.admits(agent.id, now);
+    // Each factor is in [0, 1]: the score stays under the ceiling the walk stops on.
+    const score = capacity * this.reputation.factor(agent.id, capability, now);
+    return { candidate: { agent, score, capacity, trial: admission === "trial" }, open: admission === "open" };
+  }
+
+  /**
+   * The final order. `top` is best first, `near` the candidates within TIE
+   * of the best (some may be beyond `top`), `open` those whose circuit is
+   * open, best first: chosen only when nothing else is.
+   */
+  private rank(
+    top: Candidate[],
+    near: Candidate[],
+    open: Candidate[],
+    strategy: RouteStrategy | undefined,
+    capabilities: readonly string[],
+  ): { ranked: Candidate[]; how: string } {
+    if (top.length === 0) {
+      // Every agent's breaker is open: better one of them than none.
+      top = open;
+      near = open.filter((c) => open[0]!.score - c.score <= TIE);
+      open = [];
+    }
+    const trial = top.find((c) => c.trial) ?? near.find((c) => c.trial);
+    const [chosen, how] = trial ? [trial, "half-open circuit trial"] : this.choose(strategy ?? RouteStrategy.UNSPECIFIED, top, near, capabilities);
+    return { ranked: [chosen, ...top.filter((c) => c !== chosen), ...open], how };
   }
 
   /**
@@ -282,15 +349,14 @@ export class Router {
       // Enough ties in hand, and nobody later can beat them by more than a tie.
       if (near.length >= MAX_TIED && ceiling - best <= TIE) break;
       read++;
-      if (input.excludeAgentIds.has(agent.id) || agent.leaseExpiresAt <= now) continue;
-      const capacity = routeScore(agent, now);
-      const admission = this.breakers.admits(agent.id, now);
-      if (admission === "open") {
-        if (!fallback || capacity > fallback.score) fallback = { agent, score: capacity, capacity, trial: false };
+      if (input.excludeAgentIds.has(agent.id)) continue;
+      const s = this.candidate(tenant, agent, capability, now);
+      if (!s) continue;
+      const c = s.candidate;
+      if (s.open) {
+        if (!fallback || c.score > fallback.score) fallback = c;
         continue;
       }
-      // Each factor is in [0, 1]: the score stays under the ceiling the walk stops on.
-      const c: Candidate = { agent, score: capacity * this.reputation.factor(agent.id, capability, now), capacity, trial: admission === "trial" };
       let at = top.length;
       while (at > 0 && top[at - 1]!.score < c.score) at--;
       top.splice(at, 0, c);

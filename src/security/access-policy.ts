@@ -15,6 +15,8 @@ const policy: Record<string, Requirement> = {
   "federation.v1.RegistryService/Unregister": "agent",
   "federation.v1.RegistryService/GetAgent": "agents:read",
   "federation.v1.RegistryService/ListAgents": "agents:read",
+  "federation.v1.RegistryService/GetAgentCard": "agents:read",
+  "federation.v1.RegistryService/RegisterFromCard": "agents:write",
   "federation.v1.DirectoryService/GetManifest": "public",
   "federation.v1.DirectoryService/GetJwks": "public",
   "federation.v1.DirectoryService/Discover": "agents:read",
@@ -26,15 +28,33 @@ const policy: Record<string, Requirement> = {
   "federation.v1.RouterService/ReportOutcome": "route",
   "federation.v1.HealthService/Check": "public",
   "federation.v1.HealthService/GetFleetHealth": "agents:read",
+  "federation.v1.HealthService/ListRemediations": "agents:read",
   "federation.v1.HealthService/WatchEvents": "events:read",
   "federation.v1.AdminService/MintToken": "admin",
   "federation.v1.AdminService/RotateSigningKey": "admin",
   "federation.v1.AdminService/ShareAgent": "admin",
+  "federation.v1.FederationService/AddPeer": "admin",
+  "federation.v1.FederationService/RemovePeer": "admin",
+  "federation.v1.FederationService/ListPeers": "admin",
   "grpc.health.v1.Health/Check": "public",
   "grpc.health.v1.Health/Watch": "public",
   "grpc.reflection.v1.ServerReflection/ServerReflectionInfo": "public",
   "grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo": "public",
 };
+
+/**
+ * What the non-RPC HTTP routes (transport/http-routes.ts) that carry
+ * domain calls require. /mcp: `agents:read` to connect and list the
+ * catalog; its tools/call also needs `route` (checked per call by the MCP
+ * endpoint, since one route carries both).
+ */
+export const routePolicy = {
+  "/.well-known/agent-card.json": "public",
+  "/mcp": "agents:read",
+  "/mcp tools/call": "route",
+  // The dashboard's page and assets; the data it shows comes from the RPCs above, with the user's token.
+  "/dashboard/": "public",
+} as const satisfies Record<string, Requirement>;
 
 export function requirementOf(service: string, method: string): Requirement | undefined {
   return policy[`${service}/${method}`];

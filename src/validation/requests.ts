@@ -9,6 +9,7 @@ import type {
   GetAgentRequest,
   HeartbeatRequest,
   ListAgentsRequest,
+  RegisterFromCardRequest,
   RegisterRequest,
   UnregisterRequest,
 } from "../../gen/federation/v1/registry_service_pb.js";
@@ -23,6 +24,9 @@ import type { CatalogSearch } from "../directory/tool-catalog.js";
 import { RouteStrategy, type GetTaskRequest, type ReportOutcomeRequest, type RouteRequest } from "../../gen/federation/v1/router_service_pb.js";
 import type { WatchEventsRequest } from "../../gen/federation/v1/health_service_pb.js";
 import { limits } from "./limits.js";
+import { PeerKind, type AddPeerRequest, type RemovePeerRequest } from "../../gen/federation/v1/federation_service_pb.js";
+import { FederationScope } from "../../gen/federation/v1/origin_pb.js";
+import { checkPeerSpec, isPeerSpecProblem, type PeerSpec } from "../federation/peer-spec.js";
 
 /**
  * Every request field is checked here, before any domain code or store sees
@@ -100,6 +104,23 @@ export function parseRegister(req: RegisterRequest, lease: LeaseConfig): Registe
   };
 }
 
+/**
+ * RegisterFromCard's own fields, checked before anything is fetched; the
+ * card's are checked as it is mapped (a2a/card-import.ts), and the
+ * resulting registration as Register's (labels, lease_ttl keep their names).
+ * Returns the card URL.
+ */
+export function parseRegisterFromCard(req: RegisterFromCardRequest): string {
+  const url = endpointUrl("card_url", req.cardUrl);
+  if (!["http:", "https:"].includes(new URL(url).protocol)) {
+    throw errors.invalidArgument("card_url", "scheme must be http or https");
+  }
+  if (req.agentId !== "") id("agent_id", req.agentId);
+  if (req.name !== "") match("name", req.name, limits.namePattern);
+  if (req.version !== "") match("version", req.version, limits.versionPattern);
+  return url;
+}
+
 export interface HeartbeatInput {
   readonly agentId: string;
   readonly status: AgentStatus;
@@ -122,6 +143,29 @@ export function parseHeartbeat(req: HeartbeatRequest): HeartbeatInput {
 
 export function parseAgentId(req: Pick<GetAgentRequest | UnregisterRequest, "agentId">): string {
   return id("agent_id", req.agentId);
+}
+
+/** AddPeer's fields, checked as FEDERATION_PEERS entries are (federation/peer-spec.ts). */
+export function parseAddPeer(req: AddPeerRequest): PeerSpec {
+  enumValue("kind", req.kind, PeerKind);
+  const spec = checkPeerSpec({
+    id: req.peerId,
+    url: req.url,
+    kind: req.kind === PeerKind.MCP_REGISTRY ? "mcp-registry" : "federation-core",
+    token: req.token,
+    tenants: req.tenants,
+  });
+  if (isPeerSpecProblem(spec)) throw errors.invalidArgument(spec.field, spec.reason);
+  return spec;
+}
+
+export function parseRemovePeer(req: RemovePeerRequest): string {
+  return id("peer_id", req.peerId);
+}
+
+/** A read's federation scope (Discover, SearchTools): a known value, UNSPECIFIED meaning LOCAL. */
+export function parseScope(scope: FederationScope): FederationScope {
+  return enumValue("scope", scope, FederationScope) as FederationScope;
 }
 
 export interface Page {

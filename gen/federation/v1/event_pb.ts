@@ -8,15 +8,15 @@ import type { Agent, AgentStatus } from "./agent_pb.js";
 import { file_federation_v1_agent } from "./agent_pb.js";
 import type { TaskProgress } from "./task_pb.js";
 import { file_federation_v1_task } from "./task_pb.js";
-import type { Timestamp } from "@bufbuild/protobuf/wkt";
-import { file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
+import type { Duration, Timestamp } from "@bufbuild/protobuf/wkt";
+import { file_google_protobuf_duration, file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
 import type { Message } from "@bufbuild/protobuf";
 
 /**
  * Describes the file federation/v1/event.proto.
  */
 export const file_federation_v1_event: GenFile = /*@__PURE__*/
-  fileDesc("ChlmZWRlcmF0aW9uL3YxL2V2ZW50LnByb3RvEg1mZWRlcmF0aW9uLnYxIoADCgVFdmVudBIKCgJpZBgBIAEoBBIMCgR0eXBlGAIgASgJEigKBHRpbWUYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhAKCGFnZW50X2lkGAQgASgJEg4KBnRlbmFudBgFIAEoCRIyCgxhZ2VudF9jaGFuZ2UYCiABKAsyGi5mZWRlcmF0aW9uLnYxLkFnZW50Q2hhbmdlSAASMAoLdGFza19yb3V0ZWQYCyABKAsyGS5mZWRlcmF0aW9uLnYxLlRhc2tSb3V0ZWRIABIyCgxoZWFsdGhfYWxlcnQYDCABKAsyGi5mZWRlcmF0aW9uLnYxLkhlYWx0aEFsZXJ0SAASNAoNdGFza19wcm9ncmVzcxgNIAEoCzIbLmZlZGVyYXRpb24udjEuVGFza1Byb2dyZXNzSAASNgoOY2lyY3VpdF9jaGFuZ2UYDiABKAsyHC5mZWRlcmF0aW9uLnYxLkNpcmN1aXRDaGFuZ2VIAEIJCgdwYXlsb2FkIncKC0FnZW50Q2hhbmdlEiMKBWFnZW50GAEgASgLMhQuZmVkZXJhdGlvbi52MS5BZ2VudBIzCg9wcmV2aW91c19zdGF0dXMYAiABKA4yGi5mZWRlcmF0aW9uLnYxLkFnZW50U3RhdHVzEg4KBnJlYXNvbhgDIAEoCSJDCgpUYXNrUm91dGVkEhAKCHJvdXRlX2lkGAEgASgJEhQKDGNhcGFiaWxpdGllcxgCIAMoCRINCgVzY29yZRgDIAEoASIxCgtIZWFsdGhBbGVydBIRCgljb21wb25lbnQYASABKAkSDwoHbWVzc2FnZRgCIAEoCSKUAQoNQ2lyY3VpdENoYW5nZRIqCgVzdGF0ZRgBIAEoDjIbLmZlZGVyYXRpb24udjEuQ2lyY3VpdFN0YXRlEjMKDnByZXZpb3VzX3N0YXRlGAIgASgOMhsuZmVkZXJhdGlvbi52MS5DaXJjdWl0U3RhdGUSDgoGcmVhc29uGAMgASgJEhIKCnJlcGxpY2FfaWQYBCABKAkqfAoMQ2lyY3VpdFN0YXRlEh0KGUNJUkNVSVRfU1RBVEVfVU5TUEVDSUZJRUQQABIYChRDSVJDVUlUX1NUQVRFX0NMT1NFRBABEhYKEkNJUkNVSVRfU1RBVEVfT1BFThACEhsKF0NJUkNVSVRfU1RBVEVfSEFMRl9PUEVOEANCeQonY29tLmdpdGh1Yi5mZWRlcmF0aW9uY29yZS5mZWRlcmF0aW9uLnYxUAFaTGdpdGh1Yi5jb20vZmVkZXJhdGlvbi1jb3JlL2ZlZGVyYXRpb24tY29yZS9nZW4vZ28vZmVkZXJhdGlvbi92MTtmZWRlcmF0aW9udjFiBnByb3RvMw", [file_federation_v1_agent, file_federation_v1_task, file_google_protobuf_timestamp]);
+  fileDesc("ChlmZWRlcmF0aW9uL3YxL2V2ZW50LnByb3RvEg1mZWRlcmF0aW9uLnYxIoADCgVFdmVudBIKCgJpZBgBIAEoBBIMCgR0eXBlGAIgASgJEigKBHRpbWUYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhAKCGFnZW50X2lkGAQgASgJEg4KBnRlbmFudBgFIAEoCRIyCgxhZ2VudF9jaGFuZ2UYCiABKAsyGi5mZWRlcmF0aW9uLnYxLkFnZW50Q2hhbmdlSAASMAoLdGFza19yb3V0ZWQYCyABKAsyGS5mZWRlcmF0aW9uLnYxLlRhc2tSb3V0ZWRIABIyCgxoZWFsdGhfYWxlcnQYDCABKAsyGi5mZWRlcmF0aW9uLnYxLkhlYWx0aEFsZXJ0SAASNAoNdGFza19wcm9ncmVzcxgNIAEoCzIbLmZlZGVyYXRpb24udjEuVGFza1Byb2dyZXNzSAASNgoOY2lyY3VpdF9jaGFuZ2UYDiABKAsyHC5mZWRlcmF0aW9uLnYxLkNpcmN1aXRDaGFuZ2VIAEIJCgdwYXlsb2FkIncKC0FnZW50Q2hhbmdlEiMKBWFnZW50GAEgASgLMhQuZmVkZXJhdGlvbi52MS5BZ2VudBIzCg9wcmV2aW91c19zdGF0dXMYAiABKA4yGi5mZWRlcmF0aW9uLnYxLkFnZW50U3RhdHVzEg4KBnJlYXNvbhgDIAEoCSJDCgpUYXNrUm91dGVkEhAKCHJvdXRlX2lkGAEgASgJEhQKDGNhcGFiaWxpdGllcxgCIAMoCRINCgVzY29yZRgDIAEoASKlAwoLSGVhbHRoQWxlcnQSEQoJY29tcG9uZW50GAEgASgJEg8KB21lc3NhZ2UYAiABKAkSEAoIYWxlcnRfaWQYAyABKAkSKAoFc3RhdGUYBCABKA4yGS5mZWRlcmF0aW9uLnYxLkFsZXJ0U3RhdGUSLgoIc2V2ZXJpdHkYBSABKA4yHC5mZWRlcmF0aW9uLnYxLkFsZXJ0U2V2ZXJpdHkSCwoDc2xvGAYgASgJEhAKCGFnZW50X2lkGAcgASgJEhIKCmNhcGFiaWxpdHkYCCABKAkSEQoJYnVybl9yYXRlGAkgASgBEhcKD3Nob3J0X2J1cm5fcmF0ZRgKIAEoARIbChNidXJuX3JhdGVfdGhyZXNob2xkGAsgASgBEi4KC2xvbmdfd2luZG93GAwgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEi8KDHNob3J0X3dpbmRvdxgNIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIRCglvYmplY3RpdmUYDiABKAESFgoOcmVtZWRpYXRpb25faWQYDyABKAkilAEKDUNpcmN1aXRDaGFuZ2USKgoFc3RhdGUYASABKA4yGy5mZWRlcmF0aW9uLnYxLkNpcmN1aXRTdGF0ZRIzCg5wcmV2aW91c19zdGF0ZRgCIAEoDjIbLmZlZGVyYXRpb24udjEuQ2lyY3VpdFN0YXRlEg4KBnJlYXNvbhgDIAEoCRISCgpyZXBsaWNhX2lkGAQgASgJKlsKCkFsZXJ0U3RhdGUSGwoXQUxFUlRfU1RBVEVfVU5TUEVDSUZJRUQQABIWChJBTEVSVF9TVEFURV9GSVJJTkcQARIYChRBTEVSVF9TVEFURV9SRVNPTFZFRBACKmMKDUFsZXJ0U2V2ZXJpdHkSHgoaQUxFUlRfU0VWRVJJVFlfVU5TUEVDSUZJRUQQABIXChNBTEVSVF9TRVZFUklUWV9QQUdFEAESGQoVQUxFUlRfU0VWRVJJVFlfVElDS0VUEAIqfAoMQ2lyY3VpdFN0YXRlEh0KGUNJUkNVSVRfU1RBVEVfVU5TUEVDSUZJRUQQABIYChRDSVJDVUlUX1NUQVRFX0NMT1NFRBABEhYKEkNJUkNVSVRfU1RBVEVfT1BFThACEhsKF0NJUkNVSVRfU1RBVEVfSEFMRl9PUEVOEANCeQonY29tLmdpdGh1Yi5mZWRlcmF0aW9uY29yZS5mZWRlcmF0aW9uLnYxUAFaTGdpdGh1Yi5jb20vZmVkZXJhdGlvbi1jb3JlL2ZlZGVyYXRpb24tY29yZS9nZW4vZ28vZmVkZXJhdGlvbi92MTtmZWRlcmF0aW9udjFiBnByb3RvMw", [file_federation_v1_agent, file_federation_v1_task, file_google_protobuf_duration, file_google_protobuf_timestamp]);
 
 /**
  * Event is one entry of the real-time feed.
@@ -35,7 +35,9 @@ export type Event = Message<"federation.v1.Event"> & {
    * One of agent.registered, agent.updated, agent.status_changed,
    * agent.unregistered, agent.expired, task.routed, task.dispatched,
    * task.completed, task.failed, health.alert, agent.circuit_opened,
-   * agent.circuit_half_open, agent.circuit_closed.
+   * agent.circuit_half_open, agent.circuit_closed, agent.probe_failed,
+   * agent.probe_recovered, health.remediation_dispatched,
+   * health.remediation_escalated.
    *
    * @generated from field: string type = 2;
    */
@@ -76,6 +78,9 @@ export type Event = Message<"federation.v1.Event"> & {
     case: "taskRouted";
   } | {
     /**
+     * health.alert, health.remediation_dispatched,
+     * health.remediation_escalated.
+     *
      * @generated from field: federation.v1.HealthAlert health_alert = 12;
      */
     value: HealthAlert;
@@ -168,7 +173,12 @@ export const TaskRoutedSchema: GenMessage<TaskRouted> = /*@__PURE__*/
   messageDesc(file_federation_v1_event, 2);
 
 /**
- * HealthAlert is the payload of health.alert.
+ * HealthAlert is the payload of health.alert (and of the
+ * health.remediation_* events, which name the alert they act on). A service
+ * component's alert sets component and message only; an SLO burn-rate alert
+ * (component "slo") sets the fields after them too: one FIRING event per
+ * (slo, subject, severity) while it fires, then one RESOLVED with the same
+ * alert_id.
  *
  * @generated from message federation.v1.HealthAlert
  */
@@ -179,9 +189,94 @@ export type HealthAlert = Message<"federation.v1.HealthAlert"> & {
   component: string;
 
   /**
+   * Human-readable: what burns, how fast, over which windows.
+   *
    * @generated from field: string message = 2;
    */
   message: string;
+
+  /**
+   * Stable for the alert's life: the FIRING and RESOLVED events share it.
+   *
+   * @generated from field: string alert_id = 3;
+   */
+  alertId: string;
+
+  /**
+   * @generated from field: federation.v1.AlertState state = 4;
+   */
+  state: AlertState;
+
+  /**
+   * @generated from field: federation.v1.AlertSeverity severity = 5;
+   */
+  severity: AlertSeverity;
+
+  /**
+   * The objective, e.g. "agent-availability", "capability-latency".
+   *
+   * @generated from field: string slo = 6;
+   */
+  slo: string;
+
+  /**
+   * The subject: an agent (agent_id) or a capability of the tenant
+   * (capability); the other is empty.
+   *
+   * @generated from field: string agent_id = 7;
+   */
+  agentId: string;
+
+  /**
+   * @generated from field: string capability = 8;
+   */
+  capability: string;
+
+  /**
+   * Error rate over the long window divided by the error budget
+   * (1 - objective); 1 spends the budget exactly over the SLO period.
+   *
+   * @generated from field: double burn_rate = 9;
+   */
+  burnRate: number;
+
+  /**
+   * The same over the short window.
+   *
+   * @generated from field: double short_burn_rate = 10;
+   */
+  shortBurnRate: number;
+
+  /**
+   * Both windows must burn faster than this for the alert to fire.
+   *
+   * @generated from field: double burn_rate_threshold = 11;
+   */
+  burnRateThreshold: number;
+
+  /**
+   * @generated from field: google.protobuf.Duration long_window = 12;
+   */
+  longWindow?: Duration | undefined;
+
+  /**
+   * @generated from field: google.protobuf.Duration short_window = 13;
+   */
+  shortWindow?: Duration | undefined;
+
+  /**
+   * The objective's target, e.g. 0.99.
+   *
+   * @generated from field: double objective = 14;
+   */
+  objective: number;
+
+  /**
+   * health.remediation_*: the remediation this event reports on.
+   *
+   * @generated from field: string remediation_id = 15;
+   */
+  remediationId: string;
 };
 
 /**
@@ -231,6 +326,66 @@ export const CircuitChangeSchema: GenMessage<CircuitChange> = /*@__PURE__*/
   messageDesc(file_federation_v1_event, 4);
 
 /**
+ * AlertState says whether an SLO alert starts or ends.
+ *
+ * @generated from enum federation.v1.AlertState
+ */
+export enum AlertState {
+  /**
+   * @generated from enum value: ALERT_STATE_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * @generated from enum value: ALERT_STATE_FIRING = 1;
+   */
+  FIRING = 1,
+
+  /**
+   * @generated from enum value: ALERT_STATE_RESOLVED = 2;
+   */
+  RESOLVED = 2,
+}
+
+/**
+ * Describes the enum federation.v1.AlertState.
+ */
+export const AlertStateSchema: GenEnum<AlertState> = /*@__PURE__*/
+  enumDesc(file_federation_v1_event, 0);
+
+/**
+ * AlertSeverity is the burn-rate window pair that fired.
+ *
+ * @generated from enum federation.v1.AlertSeverity
+ */
+export enum AlertSeverity {
+  /**
+   * @generated from enum value: ALERT_SEVERITY_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * The fast pair (1 h / 5 min at 14.4x by default): page someone.
+   *
+   * @generated from enum value: ALERT_SEVERITY_PAGE = 1;
+   */
+  PAGE = 1,
+
+  /**
+   * The slow pair (6 h / 30 min at 6x by default): open a ticket.
+   *
+   * @generated from enum value: ALERT_SEVERITY_TICKET = 2;
+   */
+  TICKET = 2,
+}
+
+/**
+ * Describes the enum federation.v1.AlertSeverity.
+ */
+export const AlertSeveritySchema: GenEnum<AlertSeverity> = /*@__PURE__*/
+  enumDesc(file_federation_v1_event, 1);
+
+/**
  * CircuitState is the state of an agent's circuit breaker.
  *
  * @generated from enum federation.v1.CircuitState
@@ -267,5 +422,5 @@ export enum CircuitState {
  * Describes the enum federation.v1.CircuitState.
  */
 export const CircuitStateSchema: GenEnum<CircuitState> = /*@__PURE__*/
-  enumDesc(file_federation_v1_event, 0);
+  enumDesc(file_federation_v1_event, 2);
 

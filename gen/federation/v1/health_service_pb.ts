@@ -4,18 +4,20 @@
 
 import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import { enumDesc, fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
-import type { CircuitState, Event } from "./event_pb.js";
+import type { AgentStatus } from "./agent_pb.js";
+import { file_federation_v1_agent } from "./agent_pb.js";
+import type { AlertSeverity, CircuitState, Event, HealthAlert } from "./event_pb.js";
 import { file_federation_v1_event } from "./event_pb.js";
 import { file_google_api_annotations } from "../../google/api/annotations_pb.js";
-import type { Duration } from "@bufbuild/protobuf/wkt";
-import { file_google_protobuf_duration } from "@bufbuild/protobuf/wkt";
-import type { Message } from "@bufbuild/protobuf";
+import type { Duration, Timestamp } from "@bufbuild/protobuf/wkt";
+import { file_google_protobuf_duration, file_google_protobuf_struct, file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
+import type { JsonObject, Message } from "@bufbuild/protobuf";
 
 /**
  * Describes the file federation/v1/health_service.proto.
  */
 export const file_federation_v1_health_service: GenFile = /*@__PURE__*/
-  fileDesc("CiJmZWRlcmF0aW9uL3YxL2hlYWx0aF9zZXJ2aWNlLnByb3RvEg1mZWRlcmF0aW9uLnYxIl4KD0NvbXBvbmVudEhlYWx0aBIMCgRuYW1lGAEgASgJEiwKBnN0YXR1cxgCIAEoDjIcLmZlZGVyYXRpb24udjEuU2VydmluZ1N0YXR1cxIPCgdtZXNzYWdlGAMgASgJIg4KDENoZWNrUmVxdWVzdCKtAQoNQ2hlY2tSZXNwb25zZRIsCgZzdGF0dXMYASABKA4yHC5mZWRlcmF0aW9uLnYxLlNlcnZpbmdTdGF0dXMSMgoKY29tcG9uZW50cxgCIAMoCzIeLmZlZGVyYXRpb24udjEuQ29tcG9uZW50SGVhbHRoEg8KB3ZlcnNpb24YAyABKAkSKQoGdXB0aW1lGAQgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uIhcKFUdldEZsZWV0SGVhbHRoUmVxdWVzdCLmAQoWR2V0RmxlZXRIZWFsdGhSZXNwb25zZRIUCgx0b3RhbF9hZ2VudHMYASABKA0SFgoOaGVhbHRoeV9hZ2VudHMYAiABKA0SFwoPZGVncmFkZWRfYWdlbnRzGAMgASgNEhgKEHVuaGVhbHRoeV9hZ2VudHMYBCABKA0SFwoPZHJhaW5pbmdfYWdlbnRzGAUgASgNEhQKDGNhcGFiaWxpdGllcxgGIAEoDRINCgV0b29scxgHIAEoDRItCghjaXJjdWl0cxgIIAMoCzIbLmZlZGVyYXRpb24udjEuQWdlbnRDaXJjdWl0IkwKDEFnZW50Q2lyY3VpdBIQCghhZ2VudF9pZBgBIAEoCRIqCgVzdGF0ZRgCIAEoDjIbLmZlZGVyYXRpb24udjEuQ2lyY3VpdFN0YXRlIlkKEldhdGNoRXZlbnRzUmVxdWVzdBINCgV0eXBlcxgBIAMoCRIQCghhZ2VudF9pZBgCIAEoCRIVCghhZnRlcl9pZBgDIAEoBEgAiAEBQgsKCV9hZnRlcl9pZCI6ChNXYXRjaEV2ZW50c1Jlc3BvbnNlEiMKBWV2ZW50GAEgASgLMhQuZmVkZXJhdGlvbi52MS5FdmVudCprCg1TZXJ2aW5nU3RhdHVzEh4KGlNFUlZJTkdfU1RBVFVTX1VOU1BFQ0lGSUVEEAASGgoWU0VSVklOR19TVEFUVVNfU0VSVklORxABEh4KGlNFUlZJTkdfU1RBVFVTX05PVF9TRVJWSU5HEAIywwIKDUhlYWx0aFNlcnZpY2USUwoFQ2hlY2sSGy5mZWRlcmF0aW9uLnYxLkNoZWNrUmVxdWVzdBocLmZlZGVyYXRpb24udjEuQ2hlY2tSZXNwb25zZSIPgtPkkwIJEgcvaGVhbHRoEnQKDkdldEZsZWV0SGVhbHRoEiQuZmVkZXJhdGlvbi52MS5HZXRGbGVldEhlYWx0aFJlcXVlc3QaJS5mZWRlcmF0aW9uLnYxLkdldEZsZWV0SGVhbHRoUmVzcG9uc2UiFYLT5JMCDxINL2hlYWx0aC9mbGVldBJnCgtXYXRjaEV2ZW50cxIhLmZlZGVyYXRpb24udjEuV2F0Y2hFdmVudHNSZXF1ZXN0GiIuZmVkZXJhdGlvbi52MS5XYXRjaEV2ZW50c1Jlc3BvbnNlIg+C0+STAgkSBy9ldmVudHMwAUJ5Cidjb20uZ2l0aHViLmZlZGVyYXRpb25jb3JlLmZlZGVyYXRpb24udjFQAVpMZ2l0aHViLmNvbS9mZWRlcmF0aW9uLWNvcmUvZmVkZXJhdGlvbi1jb3JlL2dlbi9nby9mZWRlcmF0aW9uL3YxO2ZlZGVyYXRpb252MWIGcHJvdG8z", [file_federation_v1_event, file_google_api_annotations, file_google_protobuf_duration]);
+  fileDesc("CiJmZWRlcmF0aW9uL3YxL2hlYWx0aF9zZXJ2aWNlLnByb3RvEg1mZWRlcmF0aW9uLnYxIl4KD0NvbXBvbmVudEhlYWx0aBIMCgRuYW1lGAEgASgJEiwKBnN0YXR1cxgCIAEoDjIcLmZlZGVyYXRpb24udjEuU2VydmluZ1N0YXR1cxIPCgdtZXNzYWdlGAMgASgJIg4KDENoZWNrUmVxdWVzdCKtAQoNQ2hlY2tSZXNwb25zZRIsCgZzdGF0dXMYASABKA4yHC5mZWRlcmF0aW9uLnYxLlNlcnZpbmdTdGF0dXMSMgoKY29tcG9uZW50cxgCIAMoCzIeLmZlZGVyYXRpb24udjEuQ29tcG9uZW50SGVhbHRoEg8KB3ZlcnNpb24YAyABKAkSKQoGdXB0aW1lGAQgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uIisKFUdldEZsZWV0SGVhbHRoUmVxdWVzdBISCgptYXhfYWdlbnRzGAEgASgNItoDChZHZXRGbGVldEhlYWx0aFJlc3BvbnNlEhQKDHRvdGFsX2FnZW50cxgBIAEoDRIWCg5oZWFsdGh5X2FnZW50cxgCIAEoDRIXCg9kZWdyYWRlZF9hZ2VudHMYAyABKA0SGAoQdW5oZWFsdGh5X2FnZW50cxgEIAEoDRIXCg9kcmFpbmluZ19hZ2VudHMYBSABKA0SFAoMY2FwYWJpbGl0aWVzGAYgASgNEg0KBXRvb2xzGAcgASgNEi0KCGNpcmN1aXRzGAggAygLMhsuZmVkZXJhdGlvbi52MS5BZ2VudENpcmN1aXQSKgoGYWdlbnRzGAkgAygLMhouZmVkZXJhdGlvbi52MS5BZ2VudEhlYWx0aBIYChBhZ2VudHNfdHJ1bmNhdGVkGAogASgIEjoKEWNhcGFiaWxpdHlfaGVhbHRoGAsgAygLMh8uZmVkZXJhdGlvbi52MS5DYXBhYmlsaXR5SGVhbHRoEiYKBHNsb3MYDCADKAsyGC5mZWRlcmF0aW9uLnYxLlNsb1N0YXR1cxIxCg1maXJpbmdfYWxlcnRzGA0gAygLMhouZmVkZXJhdGlvbi52MS5IZWFsdGhBbGVydBIVCg1zbG9fZXZhbHVhdG9yGA4gASgIIpACCgtBZ2VudEhlYWx0aBIQCghhZ2VudF9pZBgBIAEoCRIMCgRuYW1lGAIgASgJEioKBnN0YXR1cxgDIAEoDjIaLmZlZGVyYXRpb24udjEuQWdlbnRTdGF0dXMSNAoQbGVhc2VfZXhwaXJlc19hdBgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASKQoFcHJvYmUYBSABKAsyGi5mZWRlcmF0aW9uLnYxLlByb2JlU3RhdHVzEiwKB2NpcmN1aXQYBiABKA4yGy5mZWRlcmF0aW9uLnYxLkNpcmN1aXRTdGF0ZRImCgRzbG9zGAcgAygLMhguZmVkZXJhdGlvbi52MS5TbG9TdGF0dXMi5gEKC1Byb2JlU3RhdHVzEhEKCXRyYW5zcG9ydBgBIAEoCRIUCgxsYXN0X291dGNvbWUYAiABKAkSLwoMbGFzdF9sYXRlbmN5GAMgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEisKB2xhc3RfYXQYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhwKFGNvbnNlY3V0aXZlX2ZhaWx1cmVzGAUgASgNEh0KFWNvbnNlY3V0aXZlX3N1Y2Nlc3NlcxgGIAEoDRITCgtsYXN0X2RldGFpbBgHIAEoCSJ2ChBDYXBhYmlsaXR5SGVhbHRoEhIKCmNhcGFiaWxpdHkYASABKAkSDgoGYWdlbnRzGAIgASgNEhYKDmhlYWx0aHlfYWdlbnRzGAMgASgNEiYKBHNsb3MYBCADKAsyGC5mZWRlcmF0aW9uLnYxLlNsb1N0YXR1cyLFAQoJU2xvU3RhdHVzEgsKA3NsbxgBIAEoCRIRCglvYmplY3RpdmUYAiABKAESCwoDc2xpGAMgASgBEg4KBmV2ZW50cxgEIAEoBBIeChZlcnJvcl9idWRnZXRfcmVtYWluaW5nGAUgASgBEi0KCmJ1cm5fcmF0ZXMYBiADKAsyGS5mZWRlcmF0aW9uLnYxLldpbmRvd0J1cm4SLAoGZmlyaW5nGAcgAygOMhwuZmVkZXJhdGlvbi52MS5BbGVydFNldmVyaXR5IloKCldpbmRvd0J1cm4SKQoGd2luZG93GAEgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEhEKCWJ1cm5fcmF0ZRgCIAEoARIOCgZldmVudHMYAyABKAQiKAoXTGlzdFJlbWVkaWF0aW9uc1JlcXVlc3QSDQoFbGltaXQYASABKA0iTAoYTGlzdFJlbWVkaWF0aW9uc1Jlc3BvbnNlEjAKDHJlbWVkaWF0aW9ucxgBIAMoCzIaLmZlZGVyYXRpb24udjEuUmVtZWRpYXRpb24i0gIKC1JlbWVkaWF0aW9uEhYKDnJlbWVkaWF0aW9uX2lkGAEgASgJEikKBWFsZXJ0GAIgASgLMhouZmVkZXJhdGlvbi52MS5IZWFsdGhBbGVydBIwCgZzdGF0dXMYAyABKA4yIC5mZWRlcmF0aW9uLnYxLlJlbWVkaWF0aW9uU3RhdHVzEhMKC3RhcmdldF9raW5kGAQgASgJEg4KBnRhcmdldBgFIAEoCRIPCgd0YXNrX2lkGAYgASgJEi4KCmNyZWF0ZWRfYXQYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC2ZpbmlzaGVkX2F0GAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIOCgZkZXRhaWwYCSABKAkSJwoGcmVzdWx0GAogASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdCJMCgxBZ2VudENpcmN1aXQSEAoIYWdlbnRfaWQYASABKAkSKgoFc3RhdGUYAiABKA4yGy5mZWRlcmF0aW9uLnYxLkNpcmN1aXRTdGF0ZSJZChJXYXRjaEV2ZW50c1JlcXVlc3QSDQoFdHlwZXMYASADKAkSEAoIYWdlbnRfaWQYAiABKAkSFQoIYWZ0ZXJfaWQYAyABKARIAIgBAUILCglfYWZ0ZXJfaWQiOgoTV2F0Y2hFdmVudHNSZXNwb25zZRIjCgVldmVudBgBIAEoCzIULmZlZGVyYXRpb24udjEuRXZlbnQqawoNU2VydmluZ1N0YXR1cxIeChpTRVJWSU5HX1NUQVRVU19VTlNQRUNJRklFRBAAEhoKFlNFUlZJTkdfU1RBVFVTX1NFUlZJTkcQARIeChpTRVJWSU5HX1NUQVRVU19OT1RfU0VSVklORxACKsEBChFSZW1lZGlhdGlvblN0YXR1cxIiCh5SRU1FRElBVElPTl9TVEFUVVNfVU5TUEVDSUZJRUQQABIhCh1SRU1FRElBVElPTl9TVEFUVVNfRElTUEFUQ0hFRBABEiAKHFJFTUVESUFUSU9OX1NUQVRVU19TVUNDRUVERUQQAhIgChxSRU1FRElBVElPTl9TVEFUVVNfRVNDQUxBVEVEEAMSIQodUkVNRURJQVRJT05fU1RBVFVTX1NVUFBSRVNTRUQQBDLHAwoNSGVhbHRoU2VydmljZRJTCgVDaGVjaxIbLmZlZGVyYXRpb24udjEuQ2hlY2tSZXF1ZXN0GhwuZmVkZXJhdGlvbi52MS5DaGVja1Jlc3BvbnNlIg+C0+STAgkSBy9oZWFsdGgSdAoOR2V0RmxlZXRIZWFsdGgSJC5mZWRlcmF0aW9uLnYxLkdldEZsZWV0SGVhbHRoUmVxdWVzdBolLmZlZGVyYXRpb24udjEuR2V0RmxlZXRIZWFsdGhSZXNwb25zZSIVgtPkkwIPEg0vaGVhbHRoL2ZsZWV0EoEBChBMaXN0UmVtZWRpYXRpb25zEiYuZmVkZXJhdGlvbi52MS5MaXN0UmVtZWRpYXRpb25zUmVxdWVzdBonLmZlZGVyYXRpb24udjEuTGlzdFJlbWVkaWF0aW9uc1Jlc3BvbnNlIhyC0+STAhYSFC9oZWFsdGgvcmVtZWRpYXRpb25zEmcKC1dhdGNoRXZlbnRzEiEuZmVkZXJhdGlvbi52MS5XYXRjaEV2ZW50c1JlcXVlc3QaIi5mZWRlcmF0aW9uLnYxLldhdGNoRXZlbnRzUmVzcG9uc2UiD4LT5JMCCRIHL2V2ZW50czABQnkKJ2NvbS5naXRodWIuZmVkZXJhdGlvbmNvcmUuZmVkZXJhdGlvbi52MVABWkxnaXRodWIuY29tL2ZlZGVyYXRpb24tY29yZS9mZWRlcmF0aW9uLWNvcmUvZ2VuL2dvL2ZlZGVyYXRpb24vdjE7ZmVkZXJhdGlvbnYxYgZwcm90bzM", [file_federation_v1_agent, file_federation_v1_event, file_google_api_annotations, file_google_protobuf_duration, file_google_protobuf_struct, file_google_protobuf_timestamp]);
 
 /**
  * @generated from message federation.v1.ComponentHealth
@@ -93,6 +95,13 @@ export const CheckResponseSchema: GenMessage<CheckResponse> = /*@__PURE__*/
  * @generated from message federation.v1.GetFleetHealthRequest
  */
 export type GetFleetHealthRequest = Message<"federation.v1.GetFleetHealthRequest"> & {
+  /**
+   * Agents listed in agents, at most (0: 100; at most 1000). The fleet's
+   * counts always cover every agent.
+   *
+   * @generated from field: uint32 max_agents = 1;
+   */
+  maxAgents: number;
 };
 
 /**
@@ -149,6 +158,50 @@ export type GetFleetHealthResponse = Message<"federation.v1.GetFleetHealthRespon
    * @generated from field: repeated federation.v1.AgentCircuit circuits = 8;
    */
   circuits: AgentCircuit[];
+
+  /**
+   * Per agent (the first max_agents by id): lease, last probe, breaker and
+   * SLOs.
+   *
+   * @generated from field: repeated federation.v1.AgentHealth agents = 9;
+   */
+  agents: AgentHealth[];
+
+  /**
+   * More agents than were listed.
+   *
+   * @generated from field: bool agents_truncated = 10;
+   */
+  agentsTruncated: boolean;
+
+  /**
+   * Per capability of the listed agents: how many serve it, and its SLOs.
+   *
+   * @generated from field: repeated federation.v1.CapabilityHealth capability_health = 11;
+   */
+  capabilityHealth: CapabilityHealth[];
+
+  /**
+   * The fleet's SLOs: every agent of the tenant counted together.
+   *
+   * @generated from field: repeated federation.v1.SloStatus slos = 12;
+   */
+  slos: SloStatus[];
+
+  /**
+   * SLO alerts firing now for the tenant.
+   *
+   * @generated from field: repeated federation.v1.HealthAlert firing_alerts = 13;
+   */
+  firingAlerts: HealthAlert[];
+
+  /**
+   * Whether this replica evaluates SLOs (the probe leader does; the others
+   * count, but fire no alerts).
+   *
+   * @generated from field: bool slo_evaluator = 14;
+   */
+  sloEvaluator: boolean;
 };
 
 /**
@@ -157,6 +210,346 @@ export type GetFleetHealthResponse = Message<"federation.v1.GetFleetHealthRespon
  */
 export const GetFleetHealthResponseSchema: GenMessage<GetFleetHealthResponse> = /*@__PURE__*/
   messageDesc(file_federation_v1_health_service, 4);
+
+/**
+ * AgentHealth is one agent as fleet health sees it.
+ *
+ * @generated from message federation.v1.AgentHealth
+ */
+export type AgentHealth = Message<"federation.v1.AgentHealth"> & {
+  /**
+   * @generated from field: string agent_id = 1;
+   */
+  agentId: string;
+
+  /**
+   * @generated from field: string name = 2;
+   */
+  name: string;
+
+  /**
+   * @generated from field: federation.v1.AgentStatus status = 3;
+   */
+  status: AgentStatus;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp lease_expires_at = 4;
+   */
+  leaseExpiresAt?: Timestamp | undefined;
+
+  /**
+   * Absent when the agent was not probed (yet) by this replica.
+   *
+   * @generated from field: federation.v1.ProbeStatus probe = 5;
+   */
+  probe?: ProbeStatus | undefined;
+
+  /**
+   * @generated from field: federation.v1.CircuitState circuit = 6;
+   */
+  circuit: CircuitState;
+
+  /**
+   * @generated from field: repeated federation.v1.SloStatus slos = 7;
+   */
+  slos: SloStatus[];
+};
+
+/**
+ * Describes the message federation.v1.AgentHealth.
+ * Use `create(AgentHealthSchema)` to create a new message.
+ */
+export const AgentHealthSchema: GenMessage<AgentHealth> = /*@__PURE__*/
+  messageDesc(file_federation_v1_health_service, 5);
+
+/**
+ * ProbeStatus is an agent's last capability probe.
+ *
+ * @generated from message federation.v1.ProbeStatus
+ */
+export type ProbeStatus = Message<"federation.v1.ProbeStatus"> & {
+  /**
+   * @generated from field: string transport = 1;
+   */
+  transport: string;
+
+  /**
+   * ok, timeout, error, missing_tool or refused.
+   *
+   * @generated from field: string last_outcome = 2;
+   */
+  lastOutcome: string;
+
+  /**
+   * @generated from field: google.protobuf.Duration last_latency = 3;
+   */
+  lastLatency?: Duration | undefined;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp last_at = 4;
+   */
+  lastAt?: Timestamp | undefined;
+
+  /**
+   * @generated from field: uint32 consecutive_failures = 5;
+   */
+  consecutiveFailures: number;
+
+  /**
+   * @generated from field: uint32 consecutive_successes = 6;
+   */
+  consecutiveSuccesses: number;
+
+  /**
+   * Why the last probe failed; empty when it passed.
+   *
+   * @generated from field: string last_detail = 7;
+   */
+  lastDetail: string;
+};
+
+/**
+ * Describes the message federation.v1.ProbeStatus.
+ * Use `create(ProbeStatusSchema)` to create a new message.
+ */
+export const ProbeStatusSchema: GenMessage<ProbeStatus> = /*@__PURE__*/
+  messageDesc(file_federation_v1_health_service, 6);
+
+/**
+ * CapabilityHealth is one capability as fleet health sees it.
+ *
+ * @generated from message federation.v1.CapabilityHealth
+ */
+export type CapabilityHealth = Message<"federation.v1.CapabilityHealth"> & {
+  /**
+   * @generated from field: string capability = 1;
+   */
+  capability: string;
+
+  /**
+   * @generated from field: uint32 agents = 2;
+   */
+  agents: number;
+
+  /**
+   * @generated from field: uint32 healthy_agents = 3;
+   */
+  healthyAgents: number;
+
+  /**
+   * @generated from field: repeated federation.v1.SloStatus slos = 4;
+   */
+  slos: SloStatus[];
+};
+
+/**
+ * Describes the message federation.v1.CapabilityHealth.
+ * Use `create(CapabilityHealthSchema)` to create a new message.
+ */
+export const CapabilityHealthSchema: GenMessage<CapabilityHealth> = /*@__PURE__*/
+  messageDesc(file_federation_v1_health_service, 7);
+
+/**
+ * SloStatus is one objective of one subject over its windows.
+ *
+ * @generated from message federation.v1.SloStatus
+ */
+export type SloStatus = Message<"federation.v1.SloStatus"> & {
+  /**
+   * e.g. "agent-availability".
+   *
+   * @generated from field: string slo = 1;
+   */
+  slo: string;
+
+  /**
+   * @generated from field: double objective = 2;
+   */
+  objective: number;
+
+  /**
+   * Good events / all events over the longest window (1 without events).
+   *
+   * @generated from field: double sli = 3;
+   */
+  sli: number;
+
+  /**
+   * Events counted over the longest window.
+   *
+   * @generated from field: uint64 events = 4;
+   */
+  events: bigint;
+
+  /**
+   * Share of the error budget of the longest window still unspent
+   * (negative when overspent).
+   *
+   * @generated from field: double error_budget_remaining = 5;
+   */
+  errorBudgetRemaining: number;
+
+  /**
+   * @generated from field: repeated federation.v1.WindowBurn burn_rates = 6;
+   */
+  burnRates: WindowBurn[];
+
+  /**
+   * Severities firing now.
+   *
+   * @generated from field: repeated federation.v1.AlertSeverity firing = 7;
+   */
+  firing: AlertSeverity[];
+};
+
+/**
+ * Describes the message federation.v1.SloStatus.
+ * Use `create(SloStatusSchema)` to create a new message.
+ */
+export const SloStatusSchema: GenMessage<SloStatus> = /*@__PURE__*/
+  messageDesc(file_federation_v1_health_service, 8);
+
+/**
+ * WindowBurn is the burn rate over one window.
+ *
+ * @generated from message federation.v1.WindowBurn
+ */
+export type WindowBurn = Message<"federation.v1.WindowBurn"> & {
+  /**
+   * @generated from field: google.protobuf.Duration window = 1;
+   */
+  window?: Duration | undefined;
+
+  /**
+   * @generated from field: double burn_rate = 2;
+   */
+  burnRate: number;
+
+  /**
+   * @generated from field: uint64 events = 3;
+   */
+  events: bigint;
+};
+
+/**
+ * Describes the message federation.v1.WindowBurn.
+ * Use `create(WindowBurnSchema)` to create a new message.
+ */
+export const WindowBurnSchema: GenMessage<WindowBurn> = /*@__PURE__*/
+  messageDesc(file_federation_v1_health_service, 9);
+
+/**
+ * @generated from message federation.v1.ListRemediationsRequest
+ */
+export type ListRemediationsRequest = Message<"federation.v1.ListRemediationsRequest"> & {
+  /**
+   * Entries at most (0: 100; at most the trail's length).
+   *
+   * @generated from field: uint32 limit = 1;
+   */
+  limit: number;
+};
+
+/**
+ * Describes the message federation.v1.ListRemediationsRequest.
+ * Use `create(ListRemediationsRequestSchema)` to create a new message.
+ */
+export const ListRemediationsRequestSchema: GenMessage<ListRemediationsRequest> = /*@__PURE__*/
+  messageDesc(file_federation_v1_health_service, 10);
+
+/**
+ * @generated from message federation.v1.ListRemediationsResponse
+ */
+export type ListRemediationsResponse = Message<"federation.v1.ListRemediationsResponse"> & {
+  /**
+   * @generated from field: repeated federation.v1.Remediation remediations = 1;
+   */
+  remediations: Remediation[];
+};
+
+/**
+ * Describes the message federation.v1.ListRemediationsResponse.
+ * Use `create(ListRemediationsResponseSchema)` to create a new message.
+ */
+export const ListRemediationsResponseSchema: GenMessage<ListRemediationsResponse> = /*@__PURE__*/
+  messageDesc(file_federation_v1_health_service, 11);
+
+/**
+ * Remediation is one entry of the audit trail.
+ *
+ * @generated from message federation.v1.Remediation
+ */
+export type Remediation = Message<"federation.v1.Remediation"> & {
+  /**
+   * @generated from field: string remediation_id = 1;
+   */
+  remediationId: string;
+
+  /**
+   * The alert that fired it.
+   *
+   * @generated from field: federation.v1.HealthAlert alert = 2;
+   */
+  alert?: HealthAlert | undefined;
+
+  /**
+   * @generated from field: federation.v1.RemediationStatus status = 3;
+   */
+  status: RemediationStatus;
+
+  /**
+   * "agent" (a Guard offering capability remediation), "webhook"
+   * (REMEDIATION_WEBHOOK_URL) or "" (nothing was sent).
+   *
+   * @generated from field: string target_kind = 4;
+   */
+  targetKind: string;
+
+  /**
+   * The Guard's agent id, or the webhook's origin.
+   *
+   * @generated from field: string target = 5;
+   */
+  target: string;
+
+  /**
+   * The dispatched task's id (GetTask reads it for a Guard).
+   *
+   * @generated from field: string task_id = 6;
+   */
+  taskId: string;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp created_at = 7;
+   */
+  createdAt?: Timestamp | undefined;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp finished_at = 8;
+   */
+  finishedAt?: Timestamp | undefined;
+
+  /**
+   * Why it was suppressed or escalated, or the failure.
+   *
+   * @generated from field: string detail = 9;
+   */
+  detail: string;
+
+  /**
+   * What the Guard or the webhook answered.
+   *
+   * @generated from field: google.protobuf.Struct result = 10;
+   */
+  result?: JsonObject | undefined;
+};
+
+/**
+ * Describes the message federation.v1.Remediation.
+ * Use `create(RemediationSchema)` to create a new message.
+ */
+export const RemediationSchema: GenMessage<Remediation> = /*@__PURE__*/
+  messageDesc(file_federation_v1_health_service, 12);
 
 /**
  * AgentCircuit is an agent's breaker state as fleet health shows it.
@@ -180,7 +573,7 @@ export type AgentCircuit = Message<"federation.v1.AgentCircuit"> & {
  * Use `create(AgentCircuitSchema)` to create a new message.
  */
 export const AgentCircuitSchema: GenMessage<AgentCircuit> = /*@__PURE__*/
-  messageDesc(file_federation_v1_health_service, 5);
+  messageDesc(file_federation_v1_health_service, 13);
 
 /**
  * @generated from message federation.v1.WatchEventsRequest
@@ -215,7 +608,7 @@ export type WatchEventsRequest = Message<"federation.v1.WatchEventsRequest"> & {
  * Use `create(WatchEventsRequestSchema)` to create a new message.
  */
 export const WatchEventsRequestSchema: GenMessage<WatchEventsRequest> = /*@__PURE__*/
-  messageDesc(file_federation_v1_health_service, 6);
+  messageDesc(file_federation_v1_health_service, 14);
 
 /**
  * @generated from message federation.v1.WatchEventsResponse
@@ -232,7 +625,7 @@ export type WatchEventsResponse = Message<"federation.v1.WatchEventsResponse"> &
  * Use `create(WatchEventsResponseSchema)` to create a new message.
  */
 export const WatchEventsResponseSchema: GenMessage<WatchEventsResponse> = /*@__PURE__*/
-  messageDesc(file_federation_v1_health_service, 7);
+  messageDesc(file_federation_v1_health_service, 15);
 
 /**
  * @generated from enum federation.v1.ServingStatus
@@ -261,6 +654,52 @@ export const ServingStatusSchema: GenEnum<ServingStatus> = /*@__PURE__*/
   enumDesc(file_federation_v1_health_service, 0);
 
 /**
+ * RemediationStatus is where a remediation stands.
+ *
+ * @generated from enum federation.v1.RemediationStatus
+ */
+export enum RemediationStatus {
+  /**
+   * @generated from enum value: REMEDIATION_STATUS_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * Sent to the Guard (or the webhook); no answer yet.
+   *
+   * @generated from enum value: REMEDIATION_STATUS_DISPATCHED = 1;
+   */
+  DISPATCHED = 1,
+
+  /**
+   * The Guard or the webhook answered with success.
+   *
+   * @generated from enum value: REMEDIATION_STATUS_SUCCEEDED = 2;
+   */
+  SUCCEEDED = 2,
+
+  /**
+   * It failed, or nobody could take it: escalated (not retried).
+   *
+   * @generated from enum value: REMEDIATION_STATUS_ESCALATED = 3;
+   */
+  ESCALATED = 3,
+
+  /**
+   * Not sent: the subject's cooldown or the rate bound held it back.
+   *
+   * @generated from enum value: REMEDIATION_STATUS_SUPPRESSED = 4;
+   */
+  SUPPRESSED = 4,
+}
+
+/**
+ * Describes the enum federation.v1.RemediationStatus.
+ */
+export const RemediationStatusSchema: GenEnum<RemediationStatus> = /*@__PURE__*/
+  enumDesc(file_federation_v1_health_service, 1);
+
+/**
  * HealthService reports on the service and the fleet, and streams events.
  *
  * @generated from service federation.v1.HealthService
@@ -281,6 +720,17 @@ export const HealthService: GenService<{
     methodKind: "unary";
     input: typeof GetFleetHealthRequestSchema;
     output: typeof GetFleetHealthResponseSchema;
+  },
+  /**
+   * ListRemediations is the Praetorian Guard's audit trail, newest first:
+   * what fired, what was dispatched to whom, and its outcome.
+   *
+   * @generated from rpc federation.v1.HealthService.ListRemediations
+   */
+  listRemediations: {
+    methodKind: "unary";
+    input: typeof ListRemediationsRequestSchema;
+    output: typeof ListRemediationsResponseSchema;
   },
   /**
    * WatchEvents streams events as they happen, after replaying those after

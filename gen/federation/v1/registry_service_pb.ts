@@ -8,14 +8,14 @@ import type { Agent, AgentStatus, Capability, Endpoint, Tool } from "./agent_pb.
 import { file_federation_v1_agent } from "./agent_pb.js";
 import { file_google_api_annotations } from "../../google/api/annotations_pb.js";
 import type { Duration, Timestamp } from "@bufbuild/protobuf/wkt";
-import { file_google_protobuf_duration, file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
-import type { Message } from "@bufbuild/protobuf";
+import { file_google_protobuf_duration, file_google_protobuf_struct, file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
+import type { JsonObject, Message } from "@bufbuild/protobuf";
 
 /**
  * Describes the file federation/v1/registry_service.proto.
  */
 export const file_federation_v1_registry_service: GenFile = /*@__PURE__*/
-  fileDesc("CiRmZWRlcmF0aW9uL3YxL3JlZ2lzdHJ5X3NlcnZpY2UucHJvdG8SDWZlZGVyYXRpb24udjEi2wIKD1JlZ2lzdGVyUmVxdWVzdBIMCgRuYW1lGAEgASgJEg8KB3ZlcnNpb24YAiABKAkSKQoIZW5kcG9pbnQYAyABKAsyFy5mZWRlcmF0aW9uLnYxLkVuZHBvaW50Ei8KDGNhcGFiaWxpdGllcxgEIAMoCzIZLmZlZGVyYXRpb24udjEuQ2FwYWJpbGl0eRIiCgV0b29scxgFIAMoCzITLmZlZGVyYXRpb24udjEuVG9vbBI6CgZsYWJlbHMYBiADKAsyKi5mZWRlcmF0aW9uLnYxLlJlZ2lzdGVyUmVxdWVzdC5MYWJlbHNFbnRyeRIsCglsZWFzZV90dGwYByABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SEAoIYWdlbnRfaWQYCCABKAkaLQoLTGFiZWxzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASKwAQoQUmVnaXN0ZXJSZXNwb25zZRIjCgVhZ2VudBgBIAEoCzIULmZlZGVyYXRpb24udjEuQWdlbnQSLAoJbGVhc2VfdHRsGAIgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEhAKCHBhc3Nwb3J0GAMgASgJEjcKE3Bhc3Nwb3J0X2V4cGlyZXNfYXQYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wImwKEEhlYXJ0YmVhdFJlcXVlc3QSEAoIYWdlbnRfaWQYASABKAkSKgoGc3RhdHVzGAIgASgOMhouZmVkZXJhdGlvbi52MS5BZ2VudFN0YXR1cxIRCgRsb2FkGAMgASgBSACIAQFCBwoFX2xvYWQisQEKEUhlYXJ0YmVhdFJlc3BvbnNlEiMKBWFnZW50GAEgASgLMhQuZmVkZXJhdGlvbi52MS5BZ2VudBIsCglsZWFzZV90dGwYAiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SEAoIcGFzc3BvcnQYAyABKAkSNwoTcGFzc3BvcnRfZXhwaXJlc19hdBgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiJQoRVW5yZWdpc3RlclJlcXVlc3QSEAoIYWdlbnRfaWQYASABKAkiFAoSVW5yZWdpc3RlclJlc3BvbnNlIiMKD0dldEFnZW50UmVxdWVzdBIQCghhZ2VudF9pZBgBIAEoCSI3ChBHZXRBZ2VudFJlc3BvbnNlEiMKBWFnZW50GAEgASgLMhQuZmVkZXJhdGlvbi52MS5BZ2VudCI6ChFMaXN0QWdlbnRzUmVxdWVzdBIRCglwYWdlX3NpemUYASABKAUSEgoKcGFnZV90b2tlbhgCIAEoCSJTChJMaXN0QWdlbnRzUmVzcG9uc2USJAoGYWdlbnRzGAEgAygLMhQuZmVkZXJhdGlvbi52MS5BZ2VudBIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkysAQKD1JlZ2lzdHJ5U2VydmljZRJoCghSZWdpc3RlchIeLmZlZGVyYXRpb24udjEuUmVnaXN0ZXJSZXF1ZXN0Gh8uZmVkZXJhdGlvbi52MS5SZWdpc3RlclJlc3BvbnNlIhuC0+STAhU6ASoiEC9hZ2VudHMvcmVnaXN0ZXISdwoJSGVhcnRiZWF0Eh8uZmVkZXJhdGlvbi52MS5IZWFydGJlYXRSZXF1ZXN0GiAuZmVkZXJhdGlvbi52MS5IZWFydGJlYXRSZXNwb25zZSIngtPkkwIhOgEqIhwvYWdlbnRzL3thZ2VudF9pZH0vaGVhcnRiZWF0Em0KClVucmVnaXN0ZXISIC5mZWRlcmF0aW9uLnYxLlVucmVnaXN0ZXJSZXF1ZXN0GiEuZmVkZXJhdGlvbi52MS5VbnJlZ2lzdGVyUmVzcG9uc2UiGoLT5JMCFCoSL2FnZW50cy97YWdlbnRfaWR9EmcKCEdldEFnZW50Eh4uZmVkZXJhdGlvbi52MS5HZXRBZ2VudFJlcXVlc3QaHy5mZWRlcmF0aW9uLnYxLkdldEFnZW50UmVzcG9uc2UiGoLT5JMCFBISL2FnZW50cy97YWdlbnRfaWR9EmIKCkxpc3RBZ2VudHMSIC5mZWRlcmF0aW9uLnYxLkxpc3RBZ2VudHNSZXF1ZXN0GiEuZmVkZXJhdGlvbi52MS5MaXN0QWdlbnRzUmVzcG9uc2UiD4LT5JMCCRIHL2FnZW50c0J5Cidjb20uZ2l0aHViLmZlZGVyYXRpb25jb3JlLmZlZGVyYXRpb24udjFQAVpMZ2l0aHViLmNvbS9mZWRlcmF0aW9uLWNvcmUvZmVkZXJhdGlvbi1jb3JlL2dlbi9nby9mZWRlcmF0aW9uL3YxO2ZlZGVyYXRpb252MWIGcHJvdG8z", [file_federation_v1_agent, file_google_api_annotations, file_google_protobuf_duration, file_google_protobuf_timestamp]);
+  fileDesc("CiRmZWRlcmF0aW9uL3YxL3JlZ2lzdHJ5X3NlcnZpY2UucHJvdG8SDWZlZGVyYXRpb24udjEi2wIKD1JlZ2lzdGVyUmVxdWVzdBIMCgRuYW1lGAEgASgJEg8KB3ZlcnNpb24YAiABKAkSKQoIZW5kcG9pbnQYAyABKAsyFy5mZWRlcmF0aW9uLnYxLkVuZHBvaW50Ei8KDGNhcGFiaWxpdGllcxgEIAMoCzIZLmZlZGVyYXRpb24udjEuQ2FwYWJpbGl0eRIiCgV0b29scxgFIAMoCzITLmZlZGVyYXRpb24udjEuVG9vbBI6CgZsYWJlbHMYBiADKAsyKi5mZWRlcmF0aW9uLnYxLlJlZ2lzdGVyUmVxdWVzdC5MYWJlbHNFbnRyeRIsCglsZWFzZV90dGwYByABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SEAoIYWdlbnRfaWQYCCABKAkaLQoLTGFiZWxzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASKwAQoQUmVnaXN0ZXJSZXNwb25zZRIjCgVhZ2VudBgBIAEoCzIULmZlZGVyYXRpb24udjEuQWdlbnQSLAoJbGVhc2VfdHRsGAIgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEhAKCHBhc3Nwb3J0GAMgASgJEjcKE3Bhc3Nwb3J0X2V4cGlyZXNfYXQYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wImwKEEhlYXJ0YmVhdFJlcXVlc3QSEAoIYWdlbnRfaWQYASABKAkSKgoGc3RhdHVzGAIgASgOMhouZmVkZXJhdGlvbi52MS5BZ2VudFN0YXR1cxIRCgRsb2FkGAMgASgBSACIAQFCBwoFX2xvYWQisQEKEUhlYXJ0YmVhdFJlc3BvbnNlEiMKBWFnZW50GAEgASgLMhQuZmVkZXJhdGlvbi52MS5BZ2VudBIsCglsZWFzZV90dGwYAiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SEAoIcGFzc3BvcnQYAyABKAkSNwoTcGFzc3BvcnRfZXhwaXJlc19hdBgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiJQoRVW5yZWdpc3RlclJlcXVlc3QSEAoIYWdlbnRfaWQYASABKAkiFAoSVW5yZWdpc3RlclJlc3BvbnNlIiMKD0dldEFnZW50UmVxdWVzdBIQCghhZ2VudF9pZBgBIAEoCSI3ChBHZXRBZ2VudFJlc3BvbnNlEiMKBWFnZW50GAEgASgLMhQuZmVkZXJhdGlvbi52MS5BZ2VudCI6ChFMaXN0QWdlbnRzUmVxdWVzdBIRCglwYWdlX3NpemUYASABKAUSEgoKcGFnZV90b2tlbhgCIAEoCSJTChJMaXN0QWdlbnRzUmVzcG9uc2USJAoGYWdlbnRzGAEgAygLMhQuZmVkZXJhdGlvbi52MS5BZ2VudBIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiJwoTR2V0QWdlbnRDYXJkUmVxdWVzdBIQCghhZ2VudF9pZBgBIAEoCSI9ChRHZXRBZ2VudENhcmRSZXNwb25zZRIlCgRjYXJkGAEgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdCL9AQoXUmVnaXN0ZXJGcm9tQ2FyZFJlcXVlc3QSEAoIY2FyZF91cmwYASABKAkSDAoEbmFtZRgCIAEoCRIPCgd2ZXJzaW9uGAMgASgJEkIKBmxhYmVscxgEIAMoCzIyLmZlZGVyYXRpb24udjEuUmVnaXN0ZXJGcm9tQ2FyZFJlcXVlc3QuTGFiZWxzRW50cnkSLAoJbGVhc2VfdHRsGAUgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEhAKCGFnZW50X2lkGAYgASgJGi0KC0xhYmVsc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiuAEKGFJlZ2lzdGVyRnJvbUNhcmRSZXNwb25zZRIjCgVhZ2VudBgBIAEoCzIULmZlZGVyYXRpb24udjEuQWdlbnQSLAoJbGVhc2VfdHRsGAIgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEhAKCHBhc3Nwb3J0GAMgASgJEjcKE3Bhc3Nwb3J0X2V4cGlyZXNfYXQYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wMrcGCg9SZWdpc3RyeVNlcnZpY2USaAoIUmVnaXN0ZXISHi5mZWRlcmF0aW9uLnYxLlJlZ2lzdGVyUmVxdWVzdBofLmZlZGVyYXRpb24udjEuUmVnaXN0ZXJSZXNwb25zZSIbgtPkkwIVOgEqIhAvYWdlbnRzL3JlZ2lzdGVyEncKCUhlYXJ0YmVhdBIfLmZlZGVyYXRpb24udjEuSGVhcnRiZWF0UmVxdWVzdBogLmZlZGVyYXRpb24udjEuSGVhcnRiZWF0UmVzcG9uc2UiJ4LT5JMCIToBKiIcL2FnZW50cy97YWdlbnRfaWR9L2hlYXJ0YmVhdBJtCgpVbnJlZ2lzdGVyEiAuZmVkZXJhdGlvbi52MS5VbnJlZ2lzdGVyUmVxdWVzdBohLmZlZGVyYXRpb24udjEuVW5yZWdpc3RlclJlc3BvbnNlIhqC0+STAhQqEi9hZ2VudHMve2FnZW50X2lkfRJnCghHZXRBZ2VudBIeLmZlZGVyYXRpb24udjEuR2V0QWdlbnRSZXF1ZXN0Gh8uZmVkZXJhdGlvbi52MS5HZXRBZ2VudFJlc3BvbnNlIhqC0+STAhQSEi9hZ2VudHMve2FnZW50X2lkfRJiCgpMaXN0QWdlbnRzEiAuZmVkZXJhdGlvbi52MS5MaXN0QWdlbnRzUmVxdWVzdBohLmZlZGVyYXRpb24udjEuTGlzdEFnZW50c1Jlc3BvbnNlIg+C0+STAgkSBy9hZ2VudHMSeAoMR2V0QWdlbnRDYXJkEiIuZmVkZXJhdGlvbi52MS5HZXRBZ2VudENhcmRSZXF1ZXN0GiMuZmVkZXJhdGlvbi52MS5HZXRBZ2VudENhcmRSZXNwb25zZSIfgtPkkwIZEhcvYWdlbnRzL3thZ2VudF9pZH0vY2FyZBKKAQoQUmVnaXN0ZXJGcm9tQ2FyZBImLmZlZGVyYXRpb24udjEuUmVnaXN0ZXJGcm9tQ2FyZFJlcXVlc3QaJy5mZWRlcmF0aW9uLnYxLlJlZ2lzdGVyRnJvbUNhcmRSZXNwb25zZSIlgtPkkwIfOgEqIhovYWdlbnRzL3JlZ2lzdGVyLWZyb20tY2FyZEJ5Cidjb20uZ2l0aHViLmZlZGVyYXRpb25jb3JlLmZlZGVyYXRpb24udjFQAVpMZ2l0aHViLmNvbS9mZWRlcmF0aW9uLWNvcmUvZmVkZXJhdGlvbi1jb3JlL2dlbi9nby9mZWRlcmF0aW9uL3YxO2ZlZGVyYXRpb252MWIGcHJvdG8z", [file_federation_v1_agent, file_google_api_annotations, file_google_protobuf_duration, file_google_protobuf_struct, file_google_protobuf_timestamp]);
 
 /**
  * @generated from message federation.v1.RegisterRequest
@@ -291,6 +291,127 @@ export const ListAgentsResponseSchema: GenMessage<ListAgentsResponse> = /*@__PUR
   messageDesc(file_federation_v1_registry_service, 9);
 
 /**
+ * @generated from message federation.v1.GetAgentCardRequest
+ */
+export type GetAgentCardRequest = Message<"federation.v1.GetAgentCardRequest"> & {
+  /**
+   * @generated from field: string agent_id = 1;
+   */
+  agentId: string;
+};
+
+/**
+ * Describes the message federation.v1.GetAgentCardRequest.
+ * Use `create(GetAgentCardRequestSchema)` to create a new message.
+ */
+export const GetAgentCardRequestSchema: GenMessage<GetAgentCardRequest> = /*@__PURE__*/
+  messageDesc(file_federation_v1_registry_service, 10);
+
+/**
+ * @generated from message federation.v1.GetAgentCardResponse
+ */
+export type GetAgentCardResponse = Message<"federation.v1.GetAgentCardResponse"> & {
+  /**
+   * An A2A AgentCard in its JSON form (camelCase fields, as served at
+   * /.well-known/agent-card.json).
+   *
+   * @generated from field: google.protobuf.Struct card = 1;
+   */
+  card?: JsonObject | undefined;
+};
+
+/**
+ * Describes the message federation.v1.GetAgentCardResponse.
+ * Use `create(GetAgentCardResponseSchema)` to create a new message.
+ */
+export const GetAgentCardResponseSchema: GenMessage<GetAgentCardResponse> = /*@__PURE__*/
+  messageDesc(file_federation_v1_registry_service, 11);
+
+/**
+ * @generated from message federation.v1.RegisterFromCardRequest
+ */
+export type RegisterFromCardRequest = Message<"federation.v1.RegisterFromCardRequest"> & {
+  /**
+   * An http or https URL of the agent's card, usually
+   * https://host/.well-known/agent-card.json.
+   *
+   * @generated from field: string card_url = 1;
+   */
+  cardUrl: string;
+
+  /**
+   * Overrides of what the card says or cannot say; empty: from the card
+   * (name, version) or the server default (lease_ttl).
+   *
+   * @generated from field: string name = 2;
+   */
+  name: string;
+
+  /**
+   * @generated from field: string version = 3;
+   */
+  version: string;
+
+  /**
+   * @generated from field: map<string, string> labels = 4;
+   */
+  labels: { [key: string]: string };
+
+  /**
+   * @generated from field: google.protobuf.Duration lease_ttl = 5;
+   */
+  leaseTtl?: Duration | undefined;
+
+  /**
+   * Re-registering with the id of a live agent updates it and keeps the id.
+   *
+   * @generated from field: string agent_id = 6;
+   */
+  agentId: string;
+};
+
+/**
+ * Describes the message federation.v1.RegisterFromCardRequest.
+ * Use `create(RegisterFromCardRequestSchema)` to create a new message.
+ */
+export const RegisterFromCardRequestSchema: GenMessage<RegisterFromCardRequest> = /*@__PURE__*/
+  messageDesc(file_federation_v1_registry_service, 12);
+
+/**
+ * @generated from message federation.v1.RegisterFromCardResponse
+ */
+export type RegisterFromCardResponse = Message<"federation.v1.RegisterFromCardResponse"> & {
+  /**
+   * @generated from field: federation.v1.Agent agent = 1;
+   */
+  agent?: Agent | undefined;
+
+  /**
+   * @generated from field: google.protobuf.Duration lease_ttl = 2;
+   */
+  leaseTtl?: Duration | undefined;
+
+  /**
+   * The agent passport, as RegisterResponse.passport.
+   *
+   * @generated from field: string passport = 3;
+   */
+  passport: string;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp passport_expires_at = 4;
+   */
+  passportExpiresAt?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message federation.v1.RegisterFromCardResponse.
+ * Use `create(RegisterFromCardResponseSchema)` to create a new message.
+ */
+export const RegisterFromCardResponseSchema: GenMessage<RegisterFromCardResponse> = /*@__PURE__*/
+  messageDesc(file_federation_v1_registry_service, 13);
+
+/**
  * RegistryService is where agents register and keep their lease alive.
  *
  * @generated from service federation.v1.RegistryService
@@ -339,6 +460,30 @@ export const RegistryService: GenService<{
     methodKind: "unary";
     input: typeof ListAgentsRequestSchema;
     output: typeof ListAgentsResponseSchema;
+  },
+  /**
+   * The agent as an A2A agent card (A2A protocol 1.0 AgentCard JSON).
+   *
+   * @generated from rpc federation.v1.RegistryService.GetAgentCard
+   */
+  getAgentCard: {
+    methodKind: "unary";
+    input: typeof GetAgentCardRequestSchema;
+    output: typeof GetAgentCardResponseSchema;
+  },
+  /**
+   * Fetches an A2A agent card from card_url (through the dispatch SSRF
+   * guard, no redirects, bounded in size and time) and registers the agent
+   * it describes, as Register does. A card that cannot be mapped is
+   * INVALID_ARGUMENT naming the card field ("card.skills[0].id: ...");
+   * a URL the guard refuses, or a redirect, is FAILED_PRECONDITION.
+   *
+   * @generated from rpc federation.v1.RegistryService.RegisterFromCard
+   */
+  registerFromCard: {
+    methodKind: "unary";
+    input: typeof RegisterFromCardRequestSchema;
+    output: typeof RegisterFromCardResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_federation_v1_registry_service, 0);

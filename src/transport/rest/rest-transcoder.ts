@@ -488,11 +488,16 @@ function scalarJson(scalar: number, raw: string, key: string): JsonValue {
 /**
  * An enum by name or number. Names are checked here: fromJson, told to
  * ignore unknown fields, would also drop an unknown enum name silently and
- * the filter would vanish.
+ * the filter would vanish. In a query string the name may also go without
+ * the enum's shared prefix, in any case (`?scope=federated` for
+ * FEDERATION_SCOPE_FEDERATED): what a person types into a URL.
  */
 function enumJson(desc: DescEnum, raw: string, key: string): JsonValue {
   if (/^-?\d+$/.test(raw)) return Number(raw);
   if (desc.values.some((v) => v.name === raw)) return raw;
+  // The prefix buf lint requires: the enum's name in UPPER_SNAKE_CASE.
+  const prefixed = `${desc.name.replace(/([a-z0-9])([A-Z])/g, "$1_$2").toUpperCase()}_${raw.toUpperCase()}`;
+  if (desc.values.some((v) => v.name === prefixed)) return prefixed;
   const known = desc.values.map((v) => v.name).join(", ");
   throw new ConnectError(`${key}: unknown ${desc.name} "${raw.slice(0, 64)}"; expected one of ${known}`, Code.InvalidArgument);
 }

@@ -25,9 +25,12 @@ import {
   parseGetManifest,
   parseListToolProviders,
   parseListTools,
+  parseScope,
   parseSearchTools,
 } from "../../validation/requests.js";
 import { markImmutable } from "../../message-hints.js";
+import { FederationScope } from "../../../gen/federation/v1/origin_pb.js";
+import { INSTANCE_HEADER, readHops } from "../../federation/hop-headers.js";
 import { Memo } from "../message-encoding.js";
 
 export function directoryService(
@@ -49,6 +52,8 @@ export function directoryService(
       // The version's etag in the response metadata (REST answers a matching
       // If-None-Match with 304 from it); the request field for RPC clients.
       ctx.responseHeader.set("etag", view.etag);
+      // A peer checking our signature learns which instance id is ours (x-federation-visited).
+      if (directory.federation.instanceId !== "") ctx.responseHeader.set(INSTANCE_HEADER, directory.federation.instanceId);
       if (etagMatches(read.ifNoneMatch, view.etag)) return view.notModified;
       return read.paged ? manifests.page(view, read) : manifests.full(view);
     },
@@ -56,11 +61,21 @@ export function directoryService(
       return create(GetJwksResponseSchema, { keys: keys.jwks().keys as unknown as JsonObject[] });
     },
     async discover(req, ctx) {
-      const agents: readonly AgentRecord[] = await directory.discover(parseDiscover(req, ctx.values.get(principalKey).tenant));
-      return (
+      const q = parseDiscover(req, ctx.values.get(principalKey).tenant);
+      const agents: readonly AgentRecord[] = await directory.discover(q);
+      const local =
         answers.get(agents) ??
-        answers.set(agents, markImmutable(create(DiscoverResponseSchema, { agents: agents.map(toAgentMessage) })))
-      );
+        answers.set(agents, markImmutable(create(DiscoverResponseSchema, { agents: agents.map(toAgentMessage) })));
+      // Local scope (the default) reads no header and allocates nothing more.
+      if (req.scope === FederationScope.UNSPECIFIED || parseScope(req.scope) === FederationScope.LOCAL) return local;
+      const hop = readHops(ctx.requestHeader);
+      const want = directory.federation.remoteWanted(req.scope, agents.length, q.limit, hop);
+      if (want === 0) return local;
+      const remote = await directory.federation.discover(q.tenant, { ...q, limit: want, scope: req.scope }, hop, {
+        signal: ctx.signal,
+        timeoutMs: ctx.timeoutMs(),
+      });
+      return remote.length === 0 ? local : create(DiscoverResponseSchema, { agents: [...local.agents, ...remote] });
     },
     async listTools(req, ctx) {
       const page = await directory.tools(parseListTools(req, ctx.values.get(principalKey).tenant));
@@ -72,7 +87,7 @@ export function directoryService(
     searchTools(req, ctx) {
       const q = parseSearchTools(req, ctx.values.get(principalKey).tenant);
       const page = directory.searchTools(q);
-      return create(SearchToolsResponseSchema, {
+      const res = create(SearchToolsResponseSchema, {
         tools: page.entries.map((e) => {
           const providers = page.providers.get(e.id);
           const lastProvider = providers?.ids.at(-1);
@@ -92,6 +107,14 @@ export function directoryService(
         nextPageToken: page.next ? encodeToken([page.next.score, page.next.key]) : "",
         totalCount: page.total,
       });
+      // Remote entries join the first page only; paging goes on through the local catalog.
+      if (req.scope === FederationScope.UNSPECIFIED || parseScope(req.scope) === FederationScope.LOCAL || q.after) return res;
+      const hop = readHops(ctx.requestHeader);
+      const want = directory.federation.remoteWanted(req.scope, page.entries.length, q.limit, hop);
+      if (want === 0) return res;
+      return directory.federation
+        .searchTools(q.tenant, { ...q, limit: want, scope: req.scope }, hop, { signal: ctx.signal, timeoutMs: ctx.timeoutMs() })
+        .then((remote) => (res.tools.push(...remote), res));
     },
     listToolProviders(req, ctx) {
       const { toolId, after, size } = parseListToolProviders(req);

@@ -1,17 +1,24 @@
 import { create } from "@bufbuild/protobuf";
-import { durationFromMs } from "@bufbuild/protobuf/wkt";
+import { durationFromMs, timestampFromMs } from "@bufbuild/protobuf/wkt";
 import type { ServiceImpl } from "@connectrpc/connect";
 import {
   CheckResponseSchema,
   GetFleetHealthResponseSchema,
   HealthService,
+  ListRemediationsResponseSchema,
   ServingStatus,
   WatchEventsResponseSchema,
 } from "../../../gen/federation/v1/health_service_pb.js";
-import type { HealthMonitor } from "../../health/health.js";
+import type { MessageInitShape } from "@bufbuild/protobuf";
+import type { SloStatusSchema } from "../../../gen/federation/v1/health_service_pb.js";
+import { FLEET_AGENTS_DEFAULT, type HealthMonitor } from "../../health/health.js";
+import { alertMessage, type SloReport } from "../../health/slo.js";
 import { principalKey } from "../../security/principal.js";
 import { parseWatch } from "../../validation/requests.js";
 import { eventsOf, type FanOut } from "../fan-out.js";
+
+/** Audit-trail entries answered when the request names no limit. */
+const REMEDIATIONS_DEFAULT = 100;
 
 export function healthService(
   monitor: HealthMonitor,
@@ -30,8 +37,8 @@ export function healthService(
         uptime: durationFromMs(h.uptimeMs),
       });
     },
-    async getFleetHealth(_req, ctx) {
-      const f = await monitor.fleet(ctx.values.get(principalKey).tenant);
+    async getFleetHealth(req, ctx) {
+      const f = await monitor.fleet(ctx.values.get(principalKey).tenant, req.maxAgents || FLEET_AGENTS_DEFAULT);
       return create(GetFleetHealthResponseSchema, {
         totalAgents: f.total,
         healthyAgents: f.healthy,
@@ -41,6 +48,50 @@ export function healthService(
         capabilities: f.capabilities,
         tools: f.tools,
         circuits: f.circuits.map((c) => ({ agentId: c.agentId, state: c.state })),
+        agents: f.agents.map((a) => ({
+          agentId: a.agent.id,
+          name: a.agent.name,
+          status: a.agent.status,
+          leaseExpiresAt: timestampFromMs(a.agent.leaseExpiresAt),
+          probe: a.probe && {
+            transport: a.probe.transport,
+            lastOutcome: a.probe.lastOutcome,
+            lastLatency: durationFromMs(Math.round(a.probe.lastLatencyMs)),
+            lastAt: timestampFromMs(a.probe.lastAt),
+            consecutiveFailures: a.probe.consecutiveFailures,
+            consecutiveSuccesses: a.probe.consecutiveSuccesses,
+            lastDetail: a.probe.lastDetail,
+          },
+          circuit: a.circuit,
+          slos: a.slos.map(sloStatus),
+        })),
+        agentsTruncated: f.agentsTruncated,
+        capabilityHealth: f.capabilityHealth.map((c) => ({
+          capability: c.capability,
+          agents: c.agents,
+          healthyAgents: c.healthy,
+          slos: c.slos.map(sloStatus),
+        })),
+        slos: f.slos.map(sloStatus),
+        firingAlerts: f.firing.map((a) => alertMessage(a)),
+        sloEvaluator: f.sloEvaluator,
+      });
+    },
+    listRemediations(req, ctx) {
+      const trail = monitor.remediation.list(ctx.values.get(principalKey).tenant, req.limit || REMEDIATIONS_DEFAULT);
+      return create(ListRemediationsResponseSchema, {
+        remediations: trail.map((r) => ({
+          remediationId: r.remediationId,
+          alert: alertMessage(r.alert),
+          status: r.status,
+          targetKind: r.targetKind,
+          target: r.target,
+          taskId: r.taskId,
+          createdAt: timestampFromMs(r.createdAt),
+          finishedAt: r.finishedAt === undefined ? undefined : timestampFromMs(r.finishedAt),
+          detail: r.detail,
+          result: r.result,
+        })),
       });
     },
     async *watchEvents(req, ctx) {
@@ -49,5 +100,17 @@ export function healthService(
         yield create(WatchEventsResponseSchema, { event: event.message });
       }
     },
+  };
+}
+
+function sloStatus(r: SloReport): MessageInitShape<typeof SloStatusSchema> {
+  return {
+    slo: r.slo,
+    objective: r.objective,
+    sli: r.sli,
+    events: BigInt(r.events),
+    errorBudgetRemaining: r.errorBudgetRemaining,
+    burnRates: r.burns.map((b) => ({ window: durationFromMs(b.windowMs), burnRate: b.burnRate, events: BigInt(b.events) })),
+    firing: [...r.firing],
   };
 }

@@ -1,15 +1,21 @@
-import { create } from "@bufbuild/protobuf";
+import { create, type JsonObject } from "@bufbuild/protobuf";
 import { durationFromMs, timestampFromMs } from "@bufbuild/protobuf/wkt";
-import type { ServiceImpl } from "@connectrpc/connect";
+import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
+import { AgentCard } from "@a2a-js/sdk";
 import {
+  GetAgentCardResponseSchema,
   GetAgentResponseSchema,
   HeartbeatResponseSchema,
   type HeartbeatResponse,
   ListAgentsResponseSchema,
+  RegisterFromCardResponseSchema,
   RegisterResponseSchema,
   RegistryService,
   UnregisterResponseSchema,
 } from "../../../gen/federation/v1/registry_service_pb.js";
+import { agentCard } from "../../a2a/agent-card.js";
+import type { CardFetcher } from "../../a2a/card-fetch.js";
+import { registerRequestFromCard } from "../../a2a/card-import.js";
 import type { LeaseConfig } from "../../config.js";
 import { agentMessageOnce, toAgentMessage } from "../../registry/agent-message.js";
 import type { AgentRecord } from "../../registry/agent-record.js";
@@ -24,6 +30,8 @@ import {
   parseHeartbeat,
   parseListAgents,
   parseRegister,
+  parseRegisterFromCard,
+  type RegisterInput,
 } from "../../validation/requests.js";
 
 /**
@@ -51,21 +59,43 @@ function heartbeatAnswer(agent: AgentRecord, passport: IssuedToken): HeartbeatRe
   return withBase(answer, base!);
 }
 
+/** A2A agent cards: the federation name exported cards mention, and how cards are fetched. */
+export interface CardSupport {
+  readonly federationName: string;
+  readonly fetcher: CardFetcher;
+}
+
 export function registryService(
   registry: Registry,
   issuer: TokenIssuer,
   lease: LeaseConfig,
+  cards: CardSupport,
 ): ServiceImpl<typeof RegistryService> {
+  /** Register's path, shared by RegisterFromCard: the registration, then its passport. */
+  const registered = async (input: RegisterInput, ctx: HandlerContext) => {
+    const agent = await registry.register(input, ctx.values.get(principalKey));
+    const passport = await issuer.passport(agent);
+    return {
+      agent: agentMessageOnce(agent),
+      leaseTtl: durationFromMs(agent.leaseTtlMs),
+      passport: passport.token,
+      passportExpiresAt: timestampFromMs(passport.expiresAt),
+    };
+  };
   return {
     async register(req, ctx) {
-      const agent = await registry.register(parseRegister(req, lease), ctx.values.get(principalKey));
-      const passport = await issuer.passport(agent);
-      return create(RegisterResponseSchema, {
-        agent: agentMessageOnce(agent),
-        leaseTtl: durationFromMs(agent.leaseTtlMs),
-        passport: passport.token,
-        passportExpiresAt: timestampFromMs(passport.expiresAt),
-      });
+      return create(RegisterResponseSchema, await registered(parseRegister(req, lease), ctx));
+    },
+    async registerFromCard(req, ctx) {
+      const cardUrl = parseRegisterFromCard(req);
+      const card = await cards.fetcher.fetch(cardUrl);
+      const overrides = { agentId: req.agentId, name: req.name, version: req.version, labels: req.labels, leaseTtl: req.leaseTtl };
+      const input = parseRegister(registerRequestFromCard(card, overrides, cardUrl), lease);
+      return create(RegisterFromCardResponseSchema, await registered(input, ctx));
+    },
+    async getAgentCard(req, ctx) {
+      const agent = await registry.get(parseAgentId(req), ctx.values.get(principalKey));
+      return create(GetAgentCardResponseSchema, { card: AgentCard.toJSON(agentCard(agent, cards.federationName)) as JsonObject });
     },
     async heartbeat(req, ctx) {
       const agent = await registry.heartbeat(parseHeartbeat(req), ctx.values.get(principalKey));

@@ -1,0 +1,111 @@
+import { toJson } from "@bufbuild/protobuf";
+import { createClient, type Client } from "@connectrpc/connect";
+import { createConnectTransport, Http2SessionManager } from "@connectrpc/connect-node";
+import type { JSONWebKeySet } from "jose";
+import type { Agent } from "../../gen/federation/v1/agent_pb.js";
+import { DirectoryService, ManifestSchema, type ToolEntry } from "../../gen/federation/v1/directory_service_pb.js";
+import { verifyManifest } from "../security/manifest-signer.js";
+import { INSTANCE_HEADER, isInstanceId } from "./hop-headers.js";
+import { PeerCheckFailed, type PeerCall, type PeerClient, type PeerIdentity, type RemoteDiscover, type RemoteSearch } from "./peer-client.js";
+import type { PeerSpec } from "./peer-spec.js";
+
+/** Largest answer read from a peer (a full manifest of 10k agents fits). */
+const READ_MAX_BYTES = 32 * 1024 * 1024;
+
+/**
+ * Another Federation Core, spoken to with our own generated DirectoryService
+ * client: the Connect protocol, binary, over one HTTP/2 session per peer
+ * (h2c for http://). Every request carries the token the peer minted for
+ * us; the peer scopes its answers to that token's tenant.
+ */
+export class CorePeerClient implements PeerClient {
+  private readonly sessions: Http2SessionManager;
+  private readonly client: Client<typeof DirectoryService>;
+
+  constructor(private readonly spec: PeerSpec) {
+    this.sessions = new Http2SessionManager(spec.url, { idleConnectionTimeoutMs: 60_000 });
+    this.client = createClient(
+      DirectoryService,
+      createConnectTransport({ baseUrl: spec.url, httpVersion: "2", useBinaryFormat: true, sessionManager: this.sessions, readMaxBytes: READ_MAX_BYTES }),
+    );
+  }
+
+  /**
+   * Reads the peer's JWKS and its full manifest and checks the manifest's
+   * detached JWS against that key set, as any third party would
+   * (verifyManifest). HMAC-signed and unsigned manifests cannot be checked
+   * by a third party and are refused.
+   */
+  async verify(signal: AbortSignal): Promise<PeerIdentity> {
+    const headers = this.auth();
+    let instanceId = "";
+    let jwks: JSONWebKeySet;
+    let answer;
+    try {
+      const keys = await this.client.getJwks({}, { signal, headers });
+      jwks = { keys: keys.keys as unknown as JSONWebKeySet["keys"] };
+      answer = await this.client.getManifest(
+        {},
+        { signal, headers, onHeader: (h) => void (instanceId = h.get(INSTANCE_HEADER) ?? "") },
+      );
+    } catch (err) {
+      throw new PeerCheckFailed("unreachable", `cannot read its JWKS and manifest: ${(err as Error).message}`);
+    }
+    if (answer.signatureAlgorithm !== "EdDSA" || answer.signature === "") {
+      throw new PeerCheckFailed(
+        "untrusted",
+        answer.signature === ""
+          ? "its manifest is not signed (the peer runs with MANIFEST_SIGNING=none)"
+          : `its manifest is signed with ${answer.signatureAlgorithm || "an unnamed algorithm"}, which its JWKS cannot verify (the peer needs MANIFEST_SIGNING=jws)`,
+      );
+    }
+    const ok = await verifyManifest(
+      {
+        manifest: answer.manifest ? toJson(ManifestSchema, answer.manifest, { alwaysEmitImplicit: true }) : {},
+        signature: answer.signature,
+        signatureAlgorithm: answer.signatureAlgorithm,
+      },
+      { jwks },
+    );
+    if (!ok) {
+      throw new PeerCheckFailed(
+        "untrusted",
+        `its manifest signature (key "${answer.keyId.slice(0, 64)}") does not verify against its JWKS at /.well-known/jwks.json`,
+      );
+    }
+    return { instanceId: isInstanceId(instanceId) ? instanceId : "", keyId: answer.keyId };
+  }
+
+  async discover(q: RemoteDiscover, call: PeerCall): Promise<Agent[]> {
+    const res = await this.client.discover(
+      { capabilities: [...q.capabilities], tags: [...q.tags], status: q.statuses.length === 1 ? q.statuses[0] : 0, limit: q.limit, scope: q.scope },
+      { signal: call.signal, timeoutMs: call.timeoutMs, headers: { ...this.auth(), ...call.hopHeaders } },
+    );
+    return res.agents;
+  }
+
+  async searchTools(q: RemoteSearch, call: PeerCall): Promise<ToolEntry[]> {
+    const res = await this.client.searchTools(
+      {
+        query: q.text,
+        capabilities: [...q.capabilities],
+        tags: [...q.tags],
+        labels: [...q.labels],
+        healthyOnly: q.healthyOnly,
+        pageSize: q.limit,
+        providerPageSize: q.providerPageSize,
+        scope: q.scope,
+      },
+      { signal: call.signal, timeoutMs: call.timeoutMs, headers: { ...this.auth(), ...call.hopHeaders } },
+    );
+    return res.tools;
+  }
+
+  close(): void {
+    this.sessions.abort();
+  }
+
+  private auth(): Record<string, string> {
+    return { authorization: `Bearer ${this.spec.token}` };
+  }
+}

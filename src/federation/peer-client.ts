@@ -1,0 +1,72 @@
+import type { Agent } from "../../gen/federation/v1/agent_pb.js";
+import type { ToolEntry } from "../../gen/federation/v1/directory_service_pb.js";
+import type { FederationScope } from "../../gen/federation/v1/origin_pb.js";
+import type { AgentStatus } from "../../gen/federation/v1/agent_pb.js";
+
+/**
+ * What a peer is asked, whatever it speaks. Answers are generated messages
+ * as the peer gave them (ids are the peer's); the Federation stamps their
+ * origin.
+ */
+export interface PeerClient {
+  /**
+   * Checks that the peer may be believed: a Federation Core's manifest
+   * signature against its JWKS. Throws PeerCheckFailed.
+   */
+  verify(signal: AbortSignal): Promise<PeerIdentity>;
+  discover(q: RemoteDiscover, call: PeerCall): Promise<Agent[]>;
+  searchTools(q: RemoteSearch, call: PeerCall): Promise<ToolEntry[]>;
+  /** Lets go of pooled connections. */
+  close(): void;
+}
+
+export interface PeerIdentity {
+  /** The peer's instance id ("" when it does not say). */
+  readonly instanceId: string;
+  /** The key that signed its manifest ("" for an MCP registry). */
+  readonly keyId: string;
+}
+
+/** One request to one peer. */
+export interface PeerCall {
+  readonly signal: AbortSignal;
+  /** What is left of the federated read's deadline. */
+  readonly timeoutMs: number;
+  /** x-federation-hops and x-federation-visited for this request. */
+  readonly hopHeaders: Record<string, string>;
+}
+
+export interface RemoteDiscover {
+  readonly capabilities: readonly string[];
+  readonly tags: readonly string[];
+  readonly statuses: readonly AgentStatus[];
+  readonly limit: number;
+  /** Passed on, so a peer may federate further (within the hop limit). */
+  readonly scope: FederationScope;
+}
+
+export interface RemoteSearch {
+  readonly text: string;
+  readonly capabilities: readonly string[];
+  readonly tags: readonly string[];
+  readonly labels: readonly string[];
+  readonly healthyOnly: boolean;
+  readonly limit: number;
+  readonly providerPageSize: number;
+  readonly scope: FederationScope;
+}
+
+/**
+ * A peer check that failed: `untrusted` (it answered, but what it says
+ * cannot be believed — a bad signature, an unsigned manifest, not the
+ * registry API) or `unreachable` (no usable answer).
+ */
+export class PeerCheckFailed extends Error {
+  override name = "PeerCheckFailed";
+  constructor(
+    readonly kind: "untrusted" | "unreachable",
+    message: string,
+  ) {
+    super(message);
+  }
+}

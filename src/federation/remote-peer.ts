@@ -1,0 +1,162 @@
+import CircuitBreaker from "opossum";
+import { create } from "@bufbuild/protobuf";
+import { durationFromMs, timestampFromMs } from "@bufbuild/protobuf/wkt";
+import { CircuitState } from "../../gen/federation/v1/event_pb.js";
+import { PeerKind, PeerSchema, PeerStatus, type Peer } from "../../gen/federation/v1/federation_service_pb.js";
+import type { Clock } from "../clock.js";
+import type { PeerClient, PeerIdentity } from "./peer-client.js";
+import type { PeerSpec } from "./peer-spec.js";
+
+export interface PeerBreakerOptions {
+  readonly errorThresholdPercentage: number;
+  readonly volumeThreshold: number;
+  readonly rollingWindowMs: number;
+  readonly resetTimeoutMs: number;
+  /** Half-life of the evidence behind a peer's reputation. */
+  readonly halfLifeMs: number;
+}
+
+/** The breaker refused the call: the peer is isolated until its cool-down ends. */
+export class PeerIsolated extends Error {
+  override name = "PeerIsolated";
+}
+
+/** Weight of the prior (one success per unit) in the reputation, as the router's k. */
+const PRIOR = 2;
+
+/**
+ * One peer as this process knows it: its spec, client, trust, an opossum
+ * breaker around every request to it (timeouts and errors count; open:
+ * not asked), and its reputation — the decayed share of requests it
+ * answered in time, (Σ w·ok + k) / (Σ w + k), weights halving every
+ * half-life, 1 without evidence — plus a latency moving average.
+ */
+export class RemotePeer {
+  status: PeerStatus;
+  instanceId = "";
+  keyId = "";
+  verifiedAt = 0;
+  lastContactAt = 0;
+  lastError = "";
+  requests = 0;
+  failures = 0;
+  private okWeight = 0;
+  private weight = 0;
+  private weighedAt = 0;
+  private latencyMs = 0;
+  private readonly breaker: CircuitBreaker<[() => Promise<unknown>], unknown>;
+
+  constructor(
+    readonly spec: PeerSpec,
+    readonly client: PeerClient,
+    private readonly clock: Clock,
+    private readonly opts: PeerBreakerOptions,
+  ) {
+    this.status = spec.kind === "mcp-registry" ? PeerStatus.ACTIVE : PeerStatus.PENDING;
+    this.breaker = new CircuitBreaker(async (work: () => Promise<unknown>) => work(), {
+      timeout: false, // the federated read's deadline aborts the request itself
+      errorThresholdPercentage: opts.errorThresholdPercentage,
+      volumeThreshold: opts.volumeThreshold,
+      rollingCountTimeout: opts.rollingWindowMs,
+      rollingCountBuckets: 10,
+      resetTimeout: opts.resetTimeoutMs,
+    });
+  }
+
+  /** Asked by federated reads: trusted, and not isolated by its breaker. */
+  get askable(): boolean {
+    return this.status === PeerStatus.ACTIVE && !this.breaker.opened;
+  }
+
+  get breakerState(): CircuitState {
+    if (this.breaker.closed) return CircuitState.CLOSED;
+    return this.breaker.halfOpen ? CircuitState.HALF_OPEN : CircuitState.OPEN;
+  }
+
+  /** 0..1, 1 without evidence. */
+  reputation(): number {
+    this.decay();
+    return (this.okWeight + PRIOR) / (this.weight + PRIOR);
+  }
+
+  /** One request through the breaker; its outcome counts in the reputation. */
+  async call<T>(work: () => Promise<T>): Promise<T> {
+    const started = this.clock.now();
+    this.requests++;
+    try {
+      const result = (await this.breaker.fire(work)) as T;
+      this.record(true, this.clock.now() - started, "");
+      return result;
+    } catch (err) {
+      // Refused by the breaker (open, or half-open with its trial out): no new evidence.
+      if ((err as { code?: string }).code === "EOPENBREAKER") {
+        this.failures++;
+        throw new PeerIsolated(`peer "${this.spec.id}" is isolated by its circuit breaker`);
+      }
+      this.record(false, this.clock.now() - started, (err as Error).message);
+      throw err;
+    }
+  }
+
+  trusted(identity: PeerIdentity): void {
+    this.status = PeerStatus.ACTIVE;
+    this.instanceId = identity.instanceId;
+    this.keyId = identity.keyId;
+    this.verifiedAt = this.lastContactAt = this.clock.now();
+    this.lastError = "";
+  }
+
+  distrusted(reason: string): void {
+    this.status = PeerStatus.UNTRUSTED;
+    this.lastContactAt = this.clock.now();
+    this.lastError = reason;
+  }
+
+  view(): Peer {
+    return create(PeerSchema, {
+      peerId: this.spec.id,
+      url: this.spec.url,
+      kind: this.spec.kind === "mcp-registry" ? PeerKind.MCP_REGISTRY : PeerKind.FEDERATION_CORE,
+      tenants: [...this.spec.tenants],
+      status: this.status,
+      breaker: this.breakerState,
+      reputation: this.reputation(),
+      latency: durationFromMs(Math.round(this.latencyMs)),
+      lastContactAt: this.lastContactAt ? timestampFromMs(this.lastContactAt) : undefined,
+      verifiedAt: this.verifiedAt ? timestampFromMs(this.verifiedAt) : undefined,
+      lastError: this.lastError.slice(0, 512),
+      instanceId: this.instanceId,
+      requests: BigInt(this.requests),
+      failures: BigInt(this.failures),
+    });
+  }
+
+  close(): void {
+    this.breaker.shutdown();
+    this.client.close();
+  }
+
+  private record(ok: boolean, ms: number, error: string): void {
+    this.decay();
+    this.weight += 1;
+    if (ok) {
+      this.okWeight += 1;
+      this.latencyMs = this.latencyMs === 0 ? ms : 0.7 * this.latencyMs + 0.3 * ms;
+      this.lastContactAt = this.clock.now();
+      this.lastError = "";
+    } else {
+      this.failures++;
+      this.lastError = error;
+    }
+  }
+
+  private decay(): void {
+    const now = this.clock.now();
+    if (this.weighedAt !== 0 && now > this.weighedAt) {
+      const f = 2 ** (-(now - this.weighedAt) / this.opts.halfLifeMs);
+      this.okWeight *= f;
+      this.weight *= f;
+    }
+    this.weighedAt = now;
+  }
+}
