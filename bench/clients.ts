@@ -11,6 +11,7 @@ import net from "node:net";
 import { randomBytes } from "node:crypto";
 import { create, toBinary } from "@bufbuild/protobuf";
 import { WatchEventsRequestSchema } from "../gen/federation/v1/health_service_pb.js";
+import { grpcMessages as frames } from "./lib.js";
 
 const [kind, portArg, nArg, expectedArg, timeoutArg, token] = process.argv.slice(2);
 const port = Number(portArg);
@@ -40,19 +41,6 @@ function finish(): void {
   process.exit(0);
 }
 
-/** Splits a byte stream into gRPC messages. */
-function frames(onMessage: (body: Buffer) => void): (chunk: Buffer) => void {
-  let buf: Buffer = Buffer.alloc(0);
-  return (chunk) => {
-    buf = buf.length === 0 ? chunk : Buffer.concat([buf, chunk]);
-    while (buf.length >= 5) {
-      const len = buf.readUInt32BE(1);
-      if (buf.length < 5 + len) break;
-      onMessage(buf.subarray(5, 5 + len));
-      buf = buf.subarray(5 + len);
-    }
-  };
-}
 
 /** WatchEventsResponse.event (1) → Event.time (3) → Timestamp seconds (1), nanos (2), read off the wire. */
 function protoTime(m: Buffer): number {

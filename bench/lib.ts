@@ -270,3 +270,17 @@ export function machine(): Record<string, string | number> {
   const cpu = /model name\s*:\s*(.+)/.exec(readFileSync("/proc/cpuinfo", "utf8"))?.[1] ?? "unknown";
   return { cpus: os.cpus().length, cpu, node: process.version, memoryGiB: Math.round(os.totalmem() / 2 ** 30) };
 }
+
+/** Splits a byte stream into gRPC messages (the 5-byte length prefix read off; one callback per message). */
+export function grpcMessages(onMessage: (body: Buffer) => void): (chunk: Buffer) => void {
+  let buf: Buffer = Buffer.alloc(0);
+  return (chunk) => {
+    buf = buf.length === 0 ? chunk : Buffer.concat([buf, chunk]);
+    while (buf.length >= 5) {
+      const len = buf.readUInt32BE(1);
+      if (buf.length < 5 + len) break;
+      onMessage(buf.subarray(5, 5 + len));
+      buf = buf.subarray(5 + len);
+    }
+  };
+}

@@ -991,6 +991,574 @@ async function dispatchBench(): Promise<void> {
   }
 }
 
+// --- etcd as a peer (issue 21) ----------------------------------------------------------
+
+/**
+ * --only=etcd. etcd 3.4 (Debian's etcd-server, bench/etcd.ts: single member,
+ * fsync on, loopback, CPU 0 like the service) beside a fresh service, the
+ * same fleet on each, alternating rounds, medians; ratios are ours / etcd's.
+ * Register: our Register vs etcd's lease grant + put of the agent as JSON
+ * (key /fc/agents/<first capability>/<agent>), the fleet built from empty
+ * in the rounds; heartbeat: our unary Heartbeat vs keepalives over
+ * long-lived LeaseKeepAlive streams (etcd's best case) — both from the
+ * GrpcLoader (4 connections × 64 in flight), with server CPU per op.
+ * Discover: one capability, 100 agents back, vs a prefix Range with limit
+ * 100 (linearizable, etcd's default), from the same loader (h2load cannot
+ * drop the bearer token etcd refuses). Watch: WatchEvents
+ * with subscribers and a burst of Route events (fanoutOnce) vs etcd Watch
+ * streams and a burst of puts. RSS with the fleet registered and heartbeating.
+ */
+async function etcdPeer(): Promise<void> {
+  const etcdLib = await import("./etcd.js");
+  const { ETCD } = etcdLib;
+  const { DiscoverResponseSchema } = await import("../gen/federation/v1/directory_service_pb.js");
+  etcdLib.ensureEtcd();
+  const n = size.agents;
+  const rounds = quick ? 1 : 5;
+  const per = Math.ceil(n / rounds);
+  log(`etcd as a peer: ${n} agents, ${rounds} alternating rounds`);
+  const cpuOf = async (proc: { cpuMs(): number }, into: number[], load: () => Promise<LoadResult>) => {
+    const before = proc.cpuMs();
+    const result = await load();
+    into.push(((proc.cpuMs() - before) * 1000) / (result.ok + result.failed));
+    return result;
+  };
+  const vs = (oursUs: number, etcdUs: number) => `server CPU ${oursUs.toFixed(0)} µs/op vs etcd's ${etcdUs.toFixed(0)} (${(etcdUs / oursUs).toFixed(2)}× etcd's ops per CPU-second)`;
+  const etcd = await etcdLib.startEtcd();
+  const svc = await startService();
+  const ours = new GrpcLoader(svc.port, 4, svc.token);
+  const theirs = etcdLib.etcdLoader(etcd.port, 4);
+  try {
+    const empty = { ours: svc.rssBytes(), etcd: etcd.rssBytes() };
+    // Bodies encoded before the clock (as GrpcLoader.load does); etcd's lease
+    // IDs are chosen by the client (i + 1), so the put needs no answer decoded.
+    const record = (i: number) => {
+      const a = agentInit(i);
+      return JSON.stringify({ id: `agent-${i}`, ...a, tools: a.tools.map(({ inputSchema: _, ...t }) => t), status: "HEALTHY", leaseTtl: 3600 });
+    };
+    const recordBytes = Buffer.byteLength(record(n - 1));
+    const grants = Array.from({ length: n }, (_, i) => etcdLib.leaseGrantRequest(3600, i + 1));
+    const puts = Array.from({ length: n }, (_, i) => etcdLib.putRequest(`/fc/agents/${agentInit(i).capabilities[0]!.name}/agent-${i}`, record(i), i + 1));
+    const regs = Array.from({ length: n }, (_, i) => toBinary(RegisterRequestSchema, create(RegisterRequestSchema, agentInit(i))));
+    const answers: Buffer[] = new Array(n);
+
+    // Register: round r adds agents [r·per, (r+1)·per) to each.
+    const reg = { ours: [] as LoadResult[], etcd: [] as LoadResult[], oursCpu: [] as number[], etcdCpu: [] as number[] };
+    for (let r = 0; r < rounds; r++) {
+      const from = r * per;
+      const count = Math.min(per, n - from);
+      reg.etcd.push(
+        check(
+          await cpuOf(etcd, reg.etcdCpu, () =>
+            etcdLib.loadOps(count, async (k) => {
+              const i = from + k;
+              if ((await theirs.call(ETCD.leaseGrant, grants[i]!, i)).status !== 0) return false;
+              return (await theirs.call(ETCD.put, puts[i]!, i)).status === 0;
+            }),
+          ),
+          "etcd register",
+        ),
+      );
+      reg.ours.push(
+        check(
+          await cpuOf(svc, reg.oursCpu, () =>
+            etcdLib.loadOps(count, async (k) => {
+              const i = from + k;
+              const res = await ours.call("/federation.v1.RegistryService/Register", regs[i]!, i);
+              answers[i] = res.bytes;
+              return res.status === 0;
+            }),
+          ),
+          "register vs etcd",
+        ),
+      );
+    }
+    const ids = answers.map((b) => fromBinary(RegisterResponseSchema, b).agent!.id);
+    const regE = median(reg.etcd);
+    const regO = median(reg.ours);
+    const [regEUs, regOUs] = [medianOf(reg.etcdCpu), medianOf(reg.oursCpu)];
+    add({ scenario: `etcd: register = lease grant + put (${recordBytes} B JSON), ${n} agents from empty`, ...regE, note: `median of ${rounds} rounds; ${cpuNote(regEUs)}`, serverCpuUs: regEUs });
+    add({ scenario: `register gRPC vs etcd (${regs[n - 1]!.length} B request, ${n} agents from empty)`, ...regO, limit: "etcd register (alternating)", ratio: regO.rps / regE.rps, note: `median of ${rounds}; ${vs(regOUs, regEUs)}; issue 21 goal ≥ 1.5`, serverCpuUs: regOUs });
+
+    // Heartbeat: unary Heartbeat vs keepalives on 64 long-lived streams.
+    const leases = Array.from({ length: n }, (_, i) => i + 1);
+    const hb = (i: number) => toBinary(HeartbeatRequestSchema, create(HeartbeatRequestSchema, { agentId: ids[i % n]!, load: (i % 10) / 10 }));
+    const beats = Math.ceil(size.writes / rounds);
+    const hbs = { ours: [] as LoadResult[], etcd: [] as LoadResult[], oursCpu: [] as number[], etcdCpu: [] as number[] };
+    for (let r = 0; r < rounds; r++) {
+      hbs.etcd.push(check(await cpuOf(etcd, hbs.etcdCpu, () => etcdLib.keepAliveLoad(etcd.port, leases, beats, r * beats)), "etcd keepalive"));
+      hbs.ours.push(check(await cpuOf(svc, hbs.oursCpu, () => ours.load("/federation.v1.RegistryService/Heartbeat", (i) => hb(i + r * beats), beats)), "heartbeat vs etcd"));
+    }
+    const hbE = median(hbs.etcd);
+    const hbO = median(hbs.ours);
+    const [hbEUs, hbOUs] = [medianOf(hbs.etcdCpu), medianOf(hbs.oursCpu)];
+    add({ scenario: `etcd: keepalive over 64 long-lived LeaseKeepAlive streams (${n} leases)`, ...hbE, note: `median of ${rounds} rounds; ${cpuNote(hbEUs)}`, serverCpuUs: hbEUs });
+    add({ scenario: `heartbeat gRPC (unary) vs etcd keepalive streams (${n} agents)`, ...hbO, limit: "etcd keepalive streams (alternating)", ratio: hbO.rps / hbE.rps, note: `median of ${rounds}; ${vs(hbOUs, hbEUs)}; issue 21 goal ≥ 1.5`, serverCpuUs: hbOUs });
+
+    // RSS with the fleet registered and heartbeating (etcd: after its keepalives).
+    const loaded = { ours: svc.rssBytes(), etcd: etcd.rssBytes() };
+    const mib = (b: number) => (b / 2 ** 20).toFixed(0);
+    const perAgent = (k: "ours" | "etcd") => ((loaded[k] - empty[k]) / n / 1024).toFixed(1);
+    add({ scenario: `etcd: RSS with ${n} agents (leases kept alive)`, note: `${mib(loaded.etcd)} MiB (empty ${mib(empty.etcd)} MiB; ~${perAgent("etcd")} KiB per agent)`, rssMiB: loaded.etcd / 2 ** 20 });
+    add({ scenario: `RSS with ${n} agents vs etcd (registered, heartbeating)`, limit: "etcd RSS", ratio: loaded.ours / loaded.etcd, note: `${mib(loaded.ours)} MiB (empty ${mib(empty.ours)} MiB; ~${perAgent("ours")} KiB per agent); ratio of RSS, lower is better; issue 21 goal: per agent ≤ etcd's`, rssMiB: loaded.ours / 2 ** 20 });
+
+    // Discover one capability, 100 agents back, vs a prefix Range (limit 100).
+    const discover = toBinary(DiscoverRequestSchema, create(DiscoverRequestSchema, { capabilities: ["cap.7"], limit: 100 }));
+    const range = etcdLib.rangePrefixRequest("/fc/agents/cap.7/", 100);
+    const probeO = await ours.call("/federation.v1.DirectoryService/Discover", discover);
+    const probeE = await theirs.call(ETCD.range, range);
+    if (probeO.status !== 0 || probeE.status !== 0) throw new Error(`discover probe: ours ${probeO.status} ${probeO.message}, etcd ${probeE.status} ${probeE.message}`);
+    const foundO = fromBinary(DiscoverResponseSchema, probeO.bytes).agents.length;
+    const foundE = etcdLib.rangeCount(probeE.bytes);
+    const readO = (total: number) => etcdLib.loadOps(total, async (i) => (await ours.call("/federation.v1.DirectoryService/Discover", discover, i)).status === 0);
+    const readE = (total: number) => etcdLib.loadOps(total, async (i) => (await theirs.call(ETCD.range, range, i)).status === 0);
+    await readE(size.writes / 4); // warm-up
+    await readO(size.writes / 4);
+    const reads = Math.ceil(size.writes / rounds);
+    const disc = { ours: [] as LoadResult[], etcd: [] as LoadResult[], oursCpu: [] as number[], etcdCpu: [] as number[] };
+    for (let r = 0; r < rounds; r++) {
+      disc.etcd.push(check(await cpuOf(etcd, disc.etcdCpu, () => readE(reads)), "etcd range"));
+      disc.ours.push(check(await cpuOf(svc, disc.oursCpu, () => readO(reads)), "discover vs etcd"));
+    }
+    const dE = median(disc.etcd);
+    const dO = median(disc.ours);
+    const [dEUs, dOUs] = [medianOf(disc.etcdCpu), medianOf(disc.oursCpu)];
+    add({ scenario: `etcd: prefix Range of one capability, limit 100 (${foundE} keys back)`, ...dE, note: `median of ${rounds} rounds; ${cpuNote(dEUs)}`, serverCpuUs: dEUs });
+    add({ scenario: `discover gRPC one capability, limit 100 (${foundO} agents back) vs etcd`, ...dO, limit: "etcd prefix Range (alternating)", ratio: dO.rps / dE.rps, note: `median of ${rounds}; ${vs(dOUs, dEUs)}; issue 21 goal ≥ 5`, serverCpuUs: dOUs });
+  } finally {
+    ours.close();
+    theirs.close();
+    await svc.stop();
+    await etcd.stop();
+  }
+
+  // Watch fan-out: fresh servers each round, alternating.
+  const watchers = quick ? 20 : 1_000;
+  const changes = quick ? 50 : 2_000;
+  const watchRounds = quick ? 1 : 3;
+  const wE: Awaited<ReturnType<typeof etcdLib.etcdWatchBurst>>[] = [];
+  const wO: Awaited<ReturnType<typeof fanoutOnce>>[] = [];
+  for (let r = 0; r < watchRounds; r++) {
+    const fresh = await etcdLib.startEtcd();
+    try {
+      wE.push(await etcdLib.etcdWatchBurst(fresh, watchers, changes, eventFrameBytes, quick ? 15_000 : 60_000));
+    } finally {
+      await fresh.stop();
+    }
+    wO.push(await fanoutOnce("grpc", watchers, changes, 0));
+  }
+  const byP99 = <T extends { p99Ms: number }>(xs: T[]) => [...xs].sort((a, b) => a.p99Ms - b.p99Ms)[Math.floor(xs.length / 2)]!;
+  const e = byP99(wE);
+  const o = byP99(wO);
+  const oSpan = o.received / (o.deliveriesPerSec / 1000);
+  for (const [who, x] of [["etcd watch", e], ["WatchEvents vs etcd", o]] as const) {
+    if (x.received < x.expected) problems.push(`${who} burst: lost ${x.expected - x.received}`);
+  }
+  add({
+    scenario: `etcd: watch fan-out, ${watchers} Watch streams, burst of ${changes} puts`,
+    rps: e.received / (e.spanMs / 1000),
+    p50Ms: e.p50Ms,
+    p99Ms: e.p99Ms,
+    note: `median p99 of ${watchRounds} rounds; ${e.received}/${e.expected} delivered, lost ${e.expected - e.received}; all delivered ${e.spanMs} ms after the burst began; latency from each put's send (etcd's events carry no server time)`,
+    lost: e.expected - e.received,
+  });
+  add({
+    scenario: `fan-out WatchEvents gRPC, ${watchers} subs, burst of ${changes} changes vs etcd`,
+    rps: o.deliveriesPerSec,
+    p50Ms: o.p50Ms,
+    p99Ms: o.p99Ms,
+    limit: "etcd watch (alternating), p99 latency",
+    ratio: o.p99Ms / e.p99Ms,
+    note: `ratio of p99 latency, lower is better (issue 21 goal ≤ 0.5, 0 lost); ${o.received}/${o.expected} delivered, lost ${o.expected - o.received}; all delivered ${oSpan.toFixed(0)} ms after the burst began (${(oSpan / e.spanMs).toFixed(2)} of etcd's); latency from the event's time at the server`,
+    lost: o.expected - o.received,
+  });
+}
+
+/**
+ * --only=health (issue 16's rows). (a) Probing 10k HTTP agents every 10 s:
+ * the service's CPU share over a few intervals (goal ≤ 10% of its core);
+ * the agents are one keep-alive HTTP server process on CPU 1 answering
+ * /health on 100 loopback addresses (127.0.1.1–100), a hundred agents
+ * each. (b) GET /metrics at 100k agents, ~20 scrapes (goal ≤ 50 ms).
+ * (c) The pipeline's metrics cost: Discover's ratio to the grpc-js echo
+ * with METRICS=on and METRICS=off, in alternating rounds (goal ≤ 5%).
+ */
+async function healthBench(): Promise<void> {
+  const probeAgents = quick ? 1_000 : 10_000;
+  const intervals = quick ? 1 : 3;
+  log(`health: probing ${probeAgents} HTTP agents every 10 s, /metrics, metrics' cost`);
+  const ADDRESSES = 100;
+  const agentPort = await freePort();
+  const agentServer = spawnPinned(1, process.execPath, [
+    "-e",
+    `const http = require("node:http");
+     const handler = (req, res) => res.end(req.url === "/health" ? "ok" : "");
+     for (let a = 1; a <= ${ADDRESSES}; a++) {
+       const s = http.createServer({ keepAlive: true, keepAliveTimeout: 60000 }, handler);
+       s.listen(${agentPort}, "127.0.1." + a);
+     }`,
+  ]);
+  for (let waited = 0; ; waited += 50) {
+    const up = await fetch(`http://127.0.1.${ADDRESSES}:${agentPort}/health`).then((r) => r.ok, () => false);
+    if (up) break;
+    if (waited > 20_000) throw new Error("the probe agents' server did not start");
+    await sleep(50);
+  }
+  const svc = await startService({ PROBES: "on", PROBE_INTERVAL: "10s", PROBE_TIMEOUT: "5s", DISPATCH_ALLOW_LOOPBACK: "true" });
+  try {
+    const loader = new GrpcLoader(svc.port, 4, svc.token);
+    let next = 0;
+    await Promise.all(
+      Array.from({ length: 64 }, async () => {
+        while (next < probeAgents) {
+          const i = next++;
+          const init = { ...agentInit(i), endpoint: { url: `http://127.0.1.${(i % ADDRESSES) + 1}:${agentPort}/agent/${i}`, transport: Transport.HTTP_JSON } };
+          const res = await loader.call("/federation.v1.RegistryService/Register", toBinary(RegisterRequestSchema, create(RegisterRequestSchema, init)), i);
+          if (res.status !== 0) throw new Error(`register failed with status ${res.status}: ${res.message}`);
+        }
+      }),
+    );
+    loader.close();
+    const probes = async () => {
+      const text = await (await fetch(`${svc.url}/metrics`, { headers: { authorization: `Bearer ${TOKEN}` } })).text();
+      const count = (outcome: string) =>
+        text
+          .split("\n")
+          .filter((l) => l.startsWith("federation_probes_total{") && l.includes(`outcome="${outcome}"`))
+          .reduce((n, l) => n + Number(l.slice(l.lastIndexOf(" ") + 1)), 0);
+      return { ok: count("ok"), failed: count("error") + count("timeout") + count("refused") + count("missing_tool") };
+    };
+    // One interval for the first full round (and the JIT), then the measured ones.
+    await sleep(10_000);
+    const before = { cpu: svc.cpuMs(), at: performance.now(), ...(await probes()) };
+    await sleep(intervals * 10_000);
+    const after = { cpu: svc.cpuMs(), at: performance.now(), ...(await probes()) };
+    const share = (after.cpu - before.cpu) / (after.at - before.at);
+    const probed = after.ok - before.ok;
+    const failed = after.failed - before.failed;
+    if (failed > 0) problems.push(`health: ${failed} probes failed`);
+    if (probed < probeAgents * intervals * 0.8) problems.push(`health: only ${probed} probes in ${intervals} intervals of ${probeAgents} agents`);
+    add({
+      scenario: `probing ${probeAgents} HTTP agents every 10 s (service CPU)`,
+      note: `${(share * 100).toFixed(1)}% of its core over ${intervals} intervals; ${probed} probes ok, ${failed} failed; ${((after.cpu - before.cpu) * 1000 / Math.max(1, probed + failed)).toFixed(0)} µs per probe (goal ≤ 10%)`,
+      cpuShare: share,
+      probes: probed,
+    });
+  } finally {
+    await svc.stop();
+    await stop(agentServer);
+  }
+
+  const scrapeAgents = quick ? size.agents : 100_000;
+  const metricsSvc = await startService();
+  try {
+    await registerAgents(metricsSvc, scrapeAgents);
+    const scrape = async () => {
+      const t0 = performance.now();
+      const res = await fetch(`${metricsSvc.url}/metrics`, { headers: { authorization: `Bearer ${TOKEN}` } });
+      const text = await res.text();
+      if (!res.ok || !text.includes("federation_agents")) throw new Error(`/metrics answered HTTP ${res.status}`);
+      return { ms: performance.now() - t0, bytes: text.length };
+    };
+    await scrape();
+    const times: number[] = [];
+    let bytes = 0;
+    for (let i = 0; i < 20; i++) {
+      const s = await scrape();
+      times.push(s.ms);
+      bytes = s.bytes;
+      await sleep(50);
+    }
+    add({
+      scenario: `GET /metrics at ${scrapeAgents} agents`,
+      p50Ms: percentile(times, 50),
+      p99Ms: percentile(times, 99),
+      note: `20 scrapes one after another; ${(bytes / 1024).toFixed(0)} KiB (goal ≤ 50 ms)`,
+    });
+  } finally {
+    await metricsSvc.stop();
+  }
+
+  // The pipeline's metrics link, on and off: two services and the echo up
+  // together (pinned to CPU 0, idle when not under load), rounds alternating.
+  const [on, off] = [await startService({ METRICS: "on" }), await startService({ METRICS: "off" })];
+  const echoPort = await freePort();
+  const echo = spawnPinned(0, process.execPath, ["--import", "tsx", "bench/servers.ts", "grpc-js", String(echoPort)]);
+  try {
+    await waitForPort(echoPort);
+    await Promise.all([registerAgents(on, size.agents), registerAgents(off, size.agents)]);
+    const discover = toBinary(DiscoverRequestSchema, create(DiscoverRequestSchema, { capabilities: ["cap.1", "cap.14"], limit: 10 }));
+    const run = (svc: Service, n: number) => h2load({ url: `${svc.url}/federation.v1.DirectoryService/Discover`, body: discover, requests: n, headers: auth(svc) });
+    for (const svc of [on, off]) await run(svc, Math.ceil(size.requests / 6)); // warm-up
+    const rounds = quick ? 1 : 5;
+    const n = size.requests / rounds;
+    const ratios = { on: [] as number[], off: [] as number[] };
+    for (let r = 0; r < rounds; r++) {
+      const e = check(await h2load({ url: `http://127.0.0.1:${echoPort}/grpc.health.v1.Health/Check`, body: new Uint8Array(), requests: n }), "grpc-js (metrics rounds)");
+      // Which of the two goes first alternates too.
+      for (const which of r % 2 === 0 ? (["on", "off"] as const) : (["off", "on"] as const)) {
+        const d = check(await run(which === "on" ? on : off, n), `discover METRICS=${which}`);
+        ratios[which].push(d.rps / e.rps);
+      }
+    }
+    const onRatio = medianOf(ratios.on);
+    const offRatio = medianOf(ratios.off);
+    add({ scenario: "discover gRPC / grpc-js echo, METRICS=off", ratio: offRatio, note: `median of ${rounds} rounds` });
+    add({
+      scenario: "discover gRPC / grpc-js echo, METRICS=on",
+      ratio: onRatio,
+      note: `median of ${rounds} rounds; metrics cost ${((1 - onRatio / offRatio) * 100).toFixed(1)}% of the ratio (goal ≤ 5%)`,
+      metricsCost: 1 - onRatio / offRatio,
+    });
+  } finally {
+    await stop(echo);
+    await on.stop();
+    await off.stop();
+  }
+}
+
+/**
+ * --only=mcp (issue 18's row): `tools/list` over `/mcp` at 10k agents
+ * (30k distinct tools, first page of 100) against `ListTools` over Connect
+ * JSON with the same page size, on the same service, in alternating rounds
+ * (medians; goal ≥ 0.5). Both are driven by autocannon (16 connections, on
+ * CPU 1): one MCP session, each request with its own JSON-RPC id — the
+ * SDK's transport pairs a response with its request by id, so h2load's
+ * fixed body (one id, repeated concurrently) would leave requests waiting.
+ */
+async function mcpBench(): Promise<void> {
+  const agents = quick ? 200 : size.agents;
+  const rounds = quick ? 1 : 5;
+  const perRound = quick ? 200 : 3_000;
+  log(`mcp: tools/list over /mcp vs ListTools over Connect JSON, ${agents} agents, ${rounds} alternating rounds`);
+  const svc = await startService({ MCP_MAX_SESSIONS: "10" });
+  try {
+    await registerAgents(svc, agents);
+    const auth = { authorization: `Bearer ${svc.token}` };
+    const mcpHeaders = { ...auth, "content-type": "application/json", accept: "application/json, text/event-stream" };
+    const init = await fetch(`${svc.url}/mcp`, {
+      method: "POST",
+      headers: mcpHeaders,
+      body: JSON.stringify({ jsonrpc: "2.0", id: 0, method: "initialize", params: { protocolVersion: "2025-11-25", capabilities: {}, clientInfo: { name: "bench", version: "1" } } }),
+    });
+    const sessionId = init.headers.get("mcp-session-id");
+    const initBody = (await init.json()) as { result?: { protocolVersion?: string } };
+    if (!init.ok || !sessionId) throw new Error(`MCP initialize: HTTP ${init.status}`);
+    const session = { ...mcpHeaders, "mcp-session-id": sessionId, "mcp-protocol-version": initBody.result?.protocolVersion ?? "2025-11-25" };
+    await fetch(`${svc.url}/mcp`, { method: "POST", headers: session, body: JSON.stringify({ jsonrpc: "2.0", method: "notifications/initialized" }) });
+    // Both answers hold the same page: check once what each returns.
+    const first = (await (await fetch(`${svc.url}/mcp`, { method: "POST", headers: session, body: JSON.stringify({ jsonrpc: "2.0", id: 1, method: "tools/list", params: {} }) })).json()) as { result?: { tools?: unknown[] } };
+    const connectUrl = `${svc.url}/federation.v1.DirectoryService/ListTools`;
+    const connectBody = JSON.stringify({ pageSize: 100 });
+    const connect = (await (await fetch(connectUrl, { method: "POST", headers: { ...auth, "content-type": "application/json" }, body: connectBody })).json()) as { tools?: unknown[] };
+    const mcpPage = first.result?.tools?.length ?? 0;
+    const connectPage = connect.tools?.length ?? 0;
+    if (mcpPage !== 100 && !quick) throw new Error(`tools/list answered ${mcpPage} tools, expected a page of 100`);
+    let nextId = 2;
+    const load = async (which: "mcp" | "connect", amount: number): Promise<LoadResult> => {
+      const result = await autocannon({
+        url: which === "mcp" ? `${svc.url}/mcp` : connectUrl,
+        method: "POST",
+        connections: 16,
+        pipelining: 1,
+        amount,
+        headers: which === "mcp" ? session : { ...auth, "content-type": "application/json" },
+        ...(which === "mcp"
+          ? { requests: [{ setupRequest: (req: any) => ({ ...req, body: `{"jsonrpc":"2.0","id":${nextId++},"method":"tools/list","params":{}}` }) }] }
+          : { body: connectBody }),
+      });
+      return { rps: result.requests.total / result.duration, p50Ms: result.latency.p50, p99Ms: result.latency.p99, ok: result.requests.total - result.non2xx, failed: result.non2xx + result.errors + result.timeouts };
+    };
+    await load("mcp", Math.max(200, perRound / 5)); // warm-up
+    await load("connect", Math.max(200, perRound / 5));
+    const mcpRuns: LoadResult[] = [];
+    const connectRuns: LoadResult[] = [];
+    const cpu: { mcp: number[]; connect: number[] } = { mcp: [], connect: [] };
+    for (let r = 0; r < rounds; r++) {
+      connectRuns.push(check(await cpuPerCall(svc, cpu.connect, () => load("connect", perRound)), "ListTools connect json"));
+      mcpRuns.push(check(await cpuPerCall(svc, cpu.mcp, () => load("mcp", perRound)), "tools/list mcp"));
+    }
+    const c = median(connectRuns);
+    const m = median(mcpRuns);
+    add({ scenario: `ListTools Connect JSON, first page of ${connectPage} (${agents} agents)`, ...c, note: `median of ${rounds} rounds alternating with /mcp; ${cpuNote(medianOf(cpu.connect))}` });
+    add({
+      scenario: `tools/list over /mcp, first page of ${mcpPage} (${agents} agents)`,
+      ...m,
+      limit: "ListTools Connect JSON",
+      ratio: m.rps / c.rps,
+      note: `goal ≥ 0.5; median of ${rounds} alternating rounds, one session, autocannon 16 conns; ${cpuNote(medianOf(cpu.mcp))}`,
+    });
+  } finally {
+    await svc.stop();
+  }
+}
+
+/**
+ * --only=federation (issue 17's rows). Three services (all on CPU 0): A
+ * peers with P1 and P2 (Federation Cores; tokens minted on them), each peer
+ * has 20 agents, 5 with each of capabilities c0..c199, A has 10 of its own with
+ * local.cap. (a) Federated Discover of c0 (10 remote agents, served from
+ * A's cache, FEDERATION_CACHE_TTL 60 s) against local Discover of
+ * local.cap (10 agents), REST GET, autocannon 16 connections, alternating
+ * rounds (medians; goal ≥ 0.8). (b) A cold federated Discover: c1..c199,
+ * each asked once (a cache miss that asks both peers), one at a time,
+ * against the slower of the two peers asked directly with the same query at
+ * the same moment (p50 difference; goal ≤ +5 ms). (c) In-process: a
+ * RemoteCache of 256 MiB filled with 100k remote tools (10k SearchTools
+ * answers of 10 entries), each answer then read (decoded once, kept, its
+ * JSON cached as REST answers do): counted bytes and heap growth against
+ * its bytes.
+ */
+async function federationBench(): Promise<void> {
+  const rounds = quick ? 1 : 5;
+  const perRound = quick ? 300 : 5_000;
+  const colds = quick ? 20 : 199;
+  log(`federation: cached federated Discover vs local, cold Discover across two peers, cache memory at 100k remote tools`);
+  const p1 = await startService({ FEDERATION_INSTANCE_ID: "bench-p1" });
+  const p2 = await startService({ FEDERATION_INSTANCE_ID: "bench-p2" });
+  const a = await startService({ FEDERATION_INSTANCE_ID: "bench-a", FEDERATION_CACHE_TTL: "60s", FEDERATION_CACHE_HOT: "0", FEDERATION_TIMEOUT: "2s" });
+  const admin = { authorization: `Bearer ${TOKEN}`, "content-type": "application/json" };
+  const post = async (url: string, body: unknown, headers: Record<string, string> = admin) => {
+    const res = await fetch(url, { method: "POST", headers, body: JSON.stringify(body) });
+    const json = (await res.json()) as any;
+    if (!res.ok) throw new Error(`POST ${url}: ${res.status} ${JSON.stringify(json).slice(0, 300)}`);
+    return json;
+  };
+  // Capabilities are at most 64 an agent: 4 groups of 5 agents, each group with 50 of c0..c199.
+  const caps = (g: number) => Array.from({ length: 50 }, (_, c) => ({ name: `c${g * 50 + c}` }));
+  const register = (svc: Service, name: string, capabilities: { name: string }[]) =>
+    post(`${svc.url}/agents/register`, {
+      name, version: "1.0.0", endpoint: { url: "grpc://127.0.0.1:50051", transport: "TRANSPORT_GRPC" }, capabilities,
+      tools: [{ name: `${name}_tool`, description: `the tool of ${name}`, inputSchema: { type: "object" } }], leaseTtl: "3600s",
+    }, { ...admin, authorization: `Bearer ${svc.token}` });
+  try {
+    for (const [svc, tag] of [[p1, "p1"], [p2, "p2"]] as const) {
+      for (let i = 0; i < 20; i++) await register(svc, `${tag}-agent-${i}`, caps(i % 4));
+      const { token } = await post(`${svc.url}/admin/tokens`, { tenant: "default", scopes: ["agents:read"], ttl: "3600s" });
+      await post(`${a.url}/federation/peers`, { peerId: tag, url: svc.url, token, tenants: ["*"] });
+    }
+    // As many capabilities as the remote ones (50), so both answers weigh the same.
+    for (let i = 0; i < 10; i++) await register(a, `local-agent-${i}`, Array.from({ length: 50 }, (_, c) => ({ name: c === 0 ? "local.cap" : `l${c}` })));
+    const bearer = { authorization: `Bearer ${a.token}` };
+    const localUrl = `${a.url}/agents/discover?capabilities=local.cap&limit=10`;
+    const cachedUrl = `${a.url}/agents/discover?capabilities=c0&limit=10&scope=FEDERATION_SCOPE_FEDERATED`;
+    const count = async (url: string) => ((await (await fetch(url, { headers: bearer })).json()) as any).agents?.length ?? 0;
+    const [nLocal, nCached] = [await count(localUrl), await count(cachedUrl)];
+    if (nLocal !== 10 || nCached !== 10) throw new Error(`expected 10 agents each, local ${nLocal}, federated ${nCached}`);
+    const load = async (url: string, amount: number): Promise<LoadResult> => {
+      const r = await autocannon({ url, connections: 16, pipelining: 1, amount, headers: bearer });
+      return { rps: r.requests.total / r.duration, p50Ms: r.latency.p50, p99Ms: r.latency.p99, ok: r.requests.total - r.non2xx, failed: r.non2xx + r.errors + r.timeouts };
+    };
+    await load(localUrl, Math.max(200, perRound / 5));
+    await load(cachedUrl, Math.max(200, perRound / 5));
+    const localRuns: LoadResult[] = [];
+    const cachedRuns: LoadResult[] = [];
+    const cpu: { local: number[]; cached: number[] } = { local: [], cached: [] };
+    for (let r = 0; r < rounds; r++) {
+      localRuns.push(check(await cpuPerCall(a, cpu.local, () => load(localUrl, perRound)), "local Discover"));
+      cachedRuns.push(check(await cpuPerCall(a, cpu.cached, () => load(cachedUrl, perRound)), "federated Discover from the cache"));
+    }
+    const l = median(localRuns);
+    const c = median(cachedRuns);
+    add({ scenario: "local Discover, 10 agents (REST)", ...l, note: `median of ${rounds} rounds alternating with the cached federated one; ${cpuNote(medianOf(cpu.local))}` });
+    add({
+      scenario: "federated Discover served from the cache, 10 remote agents from 2 peers (REST)",
+      ...c,
+      limit: "local Discover",
+      ratio: c.rps / l.rps,
+      note: `goal ≥ 0.8; autocannon 16 conns; ${cpuNote(medianOf(cpu.cached))}`,
+    });
+
+    // (b) Cold: each capability asked once through A, and of both peers directly at the same moment.
+    const timed = async (url: string, headers: Record<string, string>) => {
+      const t0 = performance.now();
+      const res = await fetch(url, { headers });
+      await res.arrayBuffer();
+      if (!res.ok) throw new Error(`GET ${url}: ${res.status}`);
+      return performance.now() - t0;
+    };
+    const peerQuery = (svc: Service, cap: string) => `${svc.url}/agents/discover?capabilities=${cap}&limit=10`;
+    const aTimes: number[] = [];
+    const peerTimes: number[] = [];
+    for (let i = 1; i <= colds; i++) {
+      const cap = `c${i}`;
+      const [t1, t2] = await Promise.all([timed(peerQuery(p1, cap), { authorization: `Bearer ${p1.token}` }), timed(peerQuery(p2, cap), { authorization: `Bearer ${p2.token}` })]);
+      peerTimes.push(Math.max(t1, t2));
+      aTimes.push(await timed(`${a.url}/agents/discover?capabilities=${cap}&limit=10&scope=FEDERATION_SCOPE_FEDERATED`, bearer));
+    }
+    aTimes.sort((x, y) => x - y);
+    peerTimes.sort((x, y) => x - y);
+    const p50 = (v: number[]) => percentile(v, 50);
+    add({ scenario: "slower of 2 peers' Discover, asked directly", p50Ms: p50(peerTimes), p99Ms: percentile(peerTimes, 99), note: `${colds} sequential pairs` });
+    add({
+      scenario: "cold federated Discover across 2 live peers (cache miss)",
+      p50Ms: p50(aTimes),
+      p99Ms: percentile(aTimes, 99),
+      limit: "slower peer",
+      note: `goal ≤ +5 ms at p50: +${(p50(aTimes) - p50(peerTimes)).toFixed(2)} ms; includes A's own REST handling and local lookup; all 3 services on one core`,
+    });
+  } finally {
+    await Promise.all([a.stop(), p1.stop(), p2.stop()]);
+  }
+
+  // (c) The cache's memory at 100k remote tools.
+  const { setFlagsFromString } = await import("node:v8");
+  const { runInNewContext } = await import("node:vm");
+  setFlagsFromString("--expose-gc");
+  const gc = runInNewContext("gc") as () => void;
+  const { RemoteCache } = await import("../src/federation/remote-cache.js");
+  const { createLogger } = await import("../src/logger.js");
+  const maxBytes = 256 * 1024 * 1024;
+  const tools = quick ? 10_000 : 100_000;
+  const perAnswer = 10;
+  const answers: Uint8Array[] = [];
+  for (let e = 0; e < tools / perAnswer; e++) {
+    answers.push(
+      toBinary(SearchToolsResponseSchema, create(SearchToolsResponseSchema, {
+        tools: Array.from({ length: perAnswer }, (_, k) => ({
+          toolId: `t${String(e * perAnswer + k).padStart(42, "0")}`,
+          name: `tool_${e}_${k}`,
+          description: `Tool ${k} of remote agent ${e}: does something useful with its input`,
+          inputSchema: { type: "object", properties: { q: { type: "string" } } },
+          providerCount: 1,
+          healthyProviderCount: 1,
+          providerAgentIds: [`remote-agent-${e}`],
+          origin: { peerId: "p1", remoteId: `t${e}`, peerUrl: "http://peer.example:9405" },
+        })),
+      })),
+    );
+  }
+  gc();
+  const heapBefore = process.memoryUsage().heapUsed + process.memoryUsage().arrayBuffers;
+  const cache = new RemoteCache({ maxBytes, ttlMs: 60_000, staleMs: 60_000, hot: 0 }, systemClock, createLogger("silent"), () => 1);
+  const refresh = async () => new Uint8Array(0);
+  // As the Federation does on a read: decode, and make the transport cache each entry's JSON (what a REST answer costs in memory).
+  const { JsonEncoder } = await import("../src/transport/message-encoding.js");
+  const { markImmutable } = await import("../src/message-hints.js");
+  const json = new JsonEncoder({});
+  const decode = (bytes: Uint8Array) => {
+    const res = fromBinary(SearchToolsResponseSchema, bytes);
+    for (const t of res.tools) markImmutable(t);
+    json.stringify(SearchToolsResponseSchema, res);
+    return res.tools;
+  };
+  for (let e = 0; e < answers.length; e++) {
+    const bytes = answers[e]!;
+    await cache.read(`k${e}`, "p1", async () => bytes.slice(), refresh, decode);
+  }
+  // Every answer read again from memory: decoded once and kept (as a hot cache holds them).
+  for (let e = 0; e < answers.length; e++) await cache.read(`k${e}`, "p1", async () => new Uint8Array(0), refresh, decode);
+  answers.length = 0;
+  gc();
+  const heapMiB = (process.memoryUsage().heapUsed + process.memoryUsage().arrayBuffers - heapBefore) / 2 ** 20;
+  const s = cache.snapshot();
+  add({
+    scenario: `remote cache holding ${tools} remote tools (${s.entries} answers of ${perAnswer})`,
+    note: `counted ${(s.bytes / 2 ** 20).toFixed(1)} MiB of FEDERATION_CACHE_BYTES ${maxBytes / 2 ** 20} MiB (${s.evictions} evicted); heap + array buffers grew ${heapMiB.toFixed(1)} MiB${heapMiB * 2 ** 20 <= maxBytes ? " — within its bytes" : " — OVER its bytes"}`,
+  });
+  if (s.bytes > maxBytes || heapMiB * 2 ** 20 > maxBytes) problems.push("remote cache over its configured bytes");
+}
+
 async function main(): Promise<void> {
   const started = Date.now();
   // What the bench runs, installed on first use (Debian): h2load always;
@@ -1008,6 +1576,10 @@ async function main(): Promise<void> {
   if (want("manifest")) await manifest();
   if (want("toolcatalog") || want("toolcatalog-inprocess")) await toolCatalog();
   if (want("dispatch")) await dispatchBench();
+  if (want("etcd")) await etcdPeer();
+  if (want("health")) await healthBench();
+  if (want("mcp")) await mcpBench();
+  if (want("federation")) await federationBench();
   report(only !== undefined);
   log(`\nbench finished in ${((Date.now() - started) / 1000).toFixed(0)} s${problems.length ? `; PROBLEMS: ${problems.join("; ")}` : ""}`);
   process.exit(problems.length > 0 ? 1 : 0);

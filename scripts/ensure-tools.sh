@@ -2,7 +2,8 @@
 # Installs the named tools from Debian when they are missing, in one apt run:
 #   scripts/ensure-tools.sh h2load postgresql ...
 # Tools: h2load (nghttp2-client), redis-server, postgresql (initdb, pg_ctl,
-# postgres under /usr/lib/postgresql/*/bin), chromium. Prints nothing when
+# postgres under /usr/lib/postgresql/*/bin), chromium, etcd (etcd-server: the
+# benchmark's etcd rows). Prints nothing when
 # everything is there; what it installs is reported on stderr.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,6 +14,7 @@ for tool in "$@"; do
     redis-server) command -v redis-server >/dev/null || missing+=(redis-server) ;;
     postgresql) compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || command -v initdb >/dev/null || missing+=(postgresql) ;;
     chromium) [ -x /usr/bin/chromium ] || missing+=(chromium) ;;
+    etcd) command -v etcd >/dev/null || missing+=(etcd-server) ;;
     *) echo "ensure-tools: unknown tool '$tool'" >&2; exit 2 ;;
   esac
 done

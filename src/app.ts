@@ -22,6 +22,7 @@ import { AddressGuard, type Lookup } from "./dispatch/address-guard.js";
 import { RouteTickets } from "./dispatch/route-ticket.js";
 import { createTaskStore, type TaskStore } from "./dispatch/task-store.js";
 import { createOutcomeSharing } from "./router/outcome-sharing.js";
+import { ContextServer } from "./router/context-hints.js";
 import { FleetTelemetry } from "./health/telemetry.js";
 import type { RestBinding } from "./transport/rest/rest-transcoder.js";
 import { CorsPolicy } from "./transport/cors.js";
@@ -166,6 +167,14 @@ export class App {
     this.router = new Router(this.store, this.bus, this.clock, this.log.child({ component: "router" }), this.telemetry, {
       replicaId: config.replicaId,
       shareIntervalMs: config.routing.shareIntervalMs,
+      // Through dispatch's SSRF guard: the URL is configuration, but the same rules keep it honest.
+      context: config.routing.contextServer
+        ? new ContextServer(
+            config.routing.contextServer,
+            new AddressGuard({ loopback: config.dispatch.allowLoopback, private: config.dispatch.allowPrivate }, deps.dispatchLookup),
+            this.log.child({ component: "context-server" }),
+          )
+        : undefined,
       ...deps.routing,
       reputation: { ...config.routing.reputation, ...deps.routing?.reputation },
       breakers: { ...config.routing.breakers, ...deps.routing?.breakers },
@@ -195,9 +204,14 @@ export class App {
         verifyIntervalMs: f.verifyIntervalMs,
         // Peers get the same breaker tunables as agents.
         breakers: { ...config.routing.breakers, halfLifeMs: config.routing.reputation.halfLifeMs },
+        cache: { ...f.cache, redis: config.redis },
+        maxAnswerBytes: f.maxAnswerBytes,
+        slowAnswerMs: f.slowAnswerMs,
+        eventTenant: config.security.bootstrapTenant,
       },
       this.clock,
       this.log.child({ component: "federation" }),
+      this.bus,
     );
     this.directory.federation = this.federation;
     this.health = new HealthMonitor(
@@ -240,7 +254,7 @@ export class App {
       { service: RouterService, impl: routerService(this.router, this.dispatcher) },
       {
         service: HealthService,
-        impl: healthService(this.health, grpcFeed, VERSION),
+        impl: healthService(this.health, grpcFeed, VERSION, config.fleetWatchIntervalMs),
       },
       { service: AdminService, impl: adminService(this.registry, security.issuer, security.keys) },
       { service: FederationService, impl: federationService(this.federation) },
@@ -266,6 +280,7 @@ export class App {
           rpcSubscribers: () => grpcFeed.subscriberCount,
           wsSubscribers: () => bridge.clientCount,
           slo: config.slo.enabled ? () => this.slo.gauges() : undefined,
+          federation: () => this.federation.stats(),
           routePaths: [bridgeRoute.path, "/metrics", "/mcp", "/.well-known/agent-card.json"],
         })
       : undefined;
@@ -331,6 +346,8 @@ export class App {
     this.health.probes = (id) => this.probes.state(id);
     this.health.slos = this.slo;
     this.health.remediation = this.remediation;
+    this.probes.onRound((r) => this.telemetry.probeRound(r));
+    this.telemetry.slos = this.slo;
     // Trace context first (a refused call has its trace id too), metrics before the log line.
     this.pipeline = new Pipeline([
       traceLink(),

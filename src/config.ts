@@ -32,6 +32,8 @@ export interface Config {
   /** Names this replica in logs and telemetry. */
   readonly replicaId: string;
   readonly telemetryIntervalMs: number;
+  /** WatchFleetHealth sends a changed snapshot at most this often. */
+  readonly fleetWatchIntervalMs: number;
   readonly security: SecurityConfig;
   readonly tls: TlsConfig | undefined;
   /** Plain gRPC unary calls and WatchEvents on the lean path (off: everything through connect-node). */
@@ -115,6 +117,8 @@ export interface RoutingConfig {
     readonly rollingWindowMs: number;
     readonly resetTimeoutMs: number;
   };
+  /** CONTEXT_SERVER_URL: asked for ranking hints before each decision (src/router/context-hints.ts); undefined: none. */
+  readonly contextServer?: { readonly url: string; readonly timeoutMs: number; readonly cacheTtlMs: number };
   /** How long outcomes are summed before they are shared (Redis) and persisted (MongoDB). */
   readonly shareIntervalMs: number;
 }
@@ -309,6 +313,7 @@ export function loadConfig(env: Env = process.env): Config {
       : undefined,
     replicaId: env.REPLICA_ID ?? `${hostname()}-${process.pid}`,
     telemetryIntervalMs: duration(env, "TELEMETRY_INTERVAL", 5_000),
+    fleetWatchIntervalMs: duration(env, "FLEET_WATCH_INTERVAL", 5_000, 10, MAX_TIMER_MS),
     security: security(env),
     tls: tls(env),
     corsAllowedOrigins: corsOrigins(env),
@@ -329,6 +334,13 @@ export function loadConfig(env: Env = process.env): Config {
         resetTimeoutMs: duration(env, "BREAKER_COOL_DOWN", 30_000, 10, MAX_TIMER_MS),
       },
       shareIntervalMs: duration(env, "REPUTATION_SHARE_INTERVAL", 250, 10, 60_000),
+      contextServer: env.CONTEXT_SERVER_URL
+        ? {
+            url: url(env, "CONTEXT_SERVER_URL", ["http:", "https:"]),
+            timeoutMs: duration(env, "CONTEXT_SERVER_TIMEOUT", 50, 1, 10_000),
+            cacheTtlMs: duration(env, "CONTEXT_SERVER_CACHE_TTL", 1_000, 0, 3_600_000),
+          }
+        : undefined,
     },
     probes: probes(env),
     federation: federation(env),
@@ -360,17 +372,32 @@ export interface FederationConfig {
   readonly maxHops: number;
   /** How often Federation Core peers' manifest signatures are checked again. */
   readonly verifyIntervalMs: number;
+  /** Remote answers kept (FEDERATION_CACHE_*); ttlMs 0 (the default): off. Shared through Redis when REDIS_URL is set. */
+  readonly cache: { readonly maxBytes: number; readonly ttlMs: number; readonly staleMs: number; readonly hot: number };
+  /** A peer's answer over this many bytes counts against it and is not used. */
+  readonly maxAnswerBytes: number;
+  /** A peer's answer slower than this is used but counts against it. */
+  readonly slowAnswerMs: number;
 }
 
 function federation(env: Env): FederationConfig {
   const instanceId = env.FEDERATION_INSTANCE_ID ?? `fc-${randomUUID()}`;
   if (!isInstanceId(instanceId)) throw new ConfigError(`FEDERATION_INSTANCE_ID: must match [A-Za-z0-9_.:-]{1,128}, got "${instanceId.slice(0, 140)}"`);
+  const timeoutMs = duration(env, "FEDERATION_TIMEOUT", 800, 10, 60_000);
   return {
     instanceId,
     peers: federationPeers(env),
-    timeoutMs: duration(env, "FEDERATION_TIMEOUT", 800, 10, 60_000),
+    timeoutMs,
     maxHops: integer(env, "FEDERATION_MAX_HOPS", 2, 1, 16),
     verifyIntervalMs: duration(env, "FEDERATION_VERIFY_INTERVAL", 300_000, 1_000, MAX_TIMER_MS),
+    cache: {
+      maxBytes: integer(env, "FEDERATION_CACHE_BYTES", 64 * 1024 * 1024, 4096, 16 * 1024 * 1024 * 1024),
+      ttlMs: duration(env, "FEDERATION_CACHE_TTL", 0, 0, MAX_TIMER_MS),
+      staleMs: duration(env, "FEDERATION_CACHE_STALE", 60_000, 0, MAX_TIMER_MS),
+      hot: integer(env, "FEDERATION_CACHE_HOT", 100, 0, 100_000),
+    },
+    maxAnswerBytes: integer(env, "FEDERATION_MAX_ANSWER_BYTES", 4 * 1024 * 1024, 1024, 32 * 1024 * 1024),
+    slowAnswerMs: duration(env, "FEDERATION_SLOW_ANSWER", Math.round(0.75 * timeoutMs), 1, MAX_TIMER_MS),
   };
 }
 

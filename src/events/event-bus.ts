@@ -20,6 +20,11 @@ export const EVENT_TYPES = [
   "agent.probe_recovered",
   "health.remediation_dispatched",
   "health.remediation_escalated",
+  "federation.peer_added",
+  "federation.peer_removed",
+  "federation.peer_degraded",
+  "federation.peer_isolated",
+  "federation.peer_recovered",
 ] as const;
 
 export type EventType = (typeof EVENT_TYPES)[number];

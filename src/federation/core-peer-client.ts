@@ -1,12 +1,13 @@
 import { toJson } from "@bufbuild/protobuf";
-import { createClient, type Client } from "@connectrpc/connect";
+import { Code, ConnectError, createClient, type Client } from "@connectrpc/connect";
 import { createConnectTransport, Http2SessionManager } from "@connectrpc/connect-node";
 import type { JSONWebKeySet } from "jose";
 import type { Agent } from "../../gen/federation/v1/agent_pb.js";
 import { DirectoryService, ManifestSchema, type ToolEntry } from "../../gen/federation/v1/directory_service_pb.js";
+import { PeerProblem } from "../../gen/federation/v1/event_pb.js";
 import { verifyManifest } from "../security/manifest-signer.js";
 import { INSTANCE_HEADER, isInstanceId } from "./hop-headers.js";
-import { PeerCheckFailed, type PeerCall, type PeerClient, type PeerIdentity, type RemoteDiscover, type RemoteSearch } from "./peer-client.js";
+import { NoisyAnswer, PeerCheckFailed, type PeerCall, type PeerClient, type PeerIdentity, type RemoteDiscover, type RemoteSearch } from "./peer-client.js";
 import type { PeerSpec } from "./peer-spec.js";
 
 /** Largest answer read from a peer (a full manifest of 10k agents fits). */
@@ -21,13 +22,18 @@ const READ_MAX_BYTES = 32 * 1024 * 1024;
 export class CorePeerClient implements PeerClient {
   private readonly sessions: Http2SessionManager;
   private readonly client: Client<typeof DirectoryService>;
+  /** The same session, reading answers to federated reads of `maxAnswerBytes` at most. */
+  private readonly reads: Client<typeof DirectoryService>;
 
-  constructor(private readonly spec: PeerSpec) {
+  constructor(
+    private readonly spec: PeerSpec,
+    maxAnswerBytes = READ_MAX_BYTES,
+  ) {
     this.sessions = new Http2SessionManager(spec.url, { idleConnectionTimeoutMs: 60_000 });
-    this.client = createClient(
-      DirectoryService,
-      createConnectTransport({ baseUrl: spec.url, httpVersion: "2", useBinaryFormat: true, sessionManager: this.sessions, readMaxBytes: READ_MAX_BYTES }),
-    );
+    const transport = (readMaxBytes: number) =>
+      createConnectTransport({ baseUrl: spec.url, httpVersion: "2", useBinaryFormat: true, sessionManager: this.sessions, readMaxBytes });
+    this.client = createClient(DirectoryService, transport(READ_MAX_BYTES));
+    this.reads = createClient(DirectoryService, transport(Math.min(maxAnswerBytes, READ_MAX_BYTES)));
   }
 
   /**
@@ -57,6 +63,7 @@ export class CorePeerClient implements PeerClient {
         answer.signature === ""
           ? "its manifest is not signed (the peer runs with MANIFEST_SIGNING=none)"
           : `its manifest is signed with ${answer.signatureAlgorithm || "an unnamed algorithm"}, which its JWKS cannot verify (the peer needs MANIFEST_SIGNING=jws)`,
+        PeerProblem.UNSIGNED,
       );
     }
     const ok = await verifyManifest(
@@ -77,15 +84,17 @@ export class CorePeerClient implements PeerClient {
   }
 
   async discover(q: RemoteDiscover, call: PeerCall): Promise<Agent[]> {
-    const res = await this.client.discover(
-      { capabilities: [...q.capabilities], tags: [...q.tags], status: q.statuses.length === 1 ? q.statuses[0] : 0, limit: q.limit, scope: q.scope },
-      { signal: call.signal, timeoutMs: call.timeoutMs, headers: { ...this.auth(), ...call.hopHeaders } },
-    );
+    const res = await this.reads
+      .discover(
+        { capabilities: [...q.capabilities], tags: [...q.tags], status: q.statuses.length === 1 ? q.statuses[0] : 0, limit: q.limit, scope: q.scope },
+        { signal: call.signal, timeoutMs: call.timeoutMs, headers: { ...this.auth(), ...call.hopHeaders } },
+      )
+      .catch(oversized);
     return res.agents;
   }
 
   async searchTools(q: RemoteSearch, call: PeerCall): Promise<ToolEntry[]> {
-    const res = await this.client.searchTools(
+    const res = await this.reads.searchTools(
       {
         query: q.text,
         capabilities: [...q.capabilities],
@@ -97,7 +106,7 @@ export class CorePeerClient implements PeerClient {
         scope: q.scope,
       },
       { signal: call.signal, timeoutMs: call.timeoutMs, headers: { ...this.auth(), ...call.hopHeaders } },
-    );
+    ).catch(oversized);
     return res.tools;
   }
 
@@ -108,4 +117,13 @@ export class CorePeerClient implements PeerClient {
   private auth(): Record<string, string> {
     return { authorization: `Bearer ${this.spec.token}` };
   }
+}
+
+/** Our transport refusing an answer over readMaxBytes is the peer's oversized answer; anything else is passed on. */
+function oversized(err: unknown): never {
+  const e = ConnectError.from(err);
+  if (e.code === Code.ResourceExhausted && /readMaxBytes/.test(e.rawMessage)) {
+    throw new NoisyAnswer(PeerProblem.OVERSIZED, `an oversized answer: ${e.rawMessage}`);
+  }
+  throw err;
 }

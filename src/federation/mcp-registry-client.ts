@@ -3,7 +3,8 @@ import { AgentSchema, AgentStatus, Transport, type Agent } from "../../gen/feder
 import { ToolEntrySchema, type ToolEntry } from "../../gen/federation/v1/directory_service_pb.js";
 import type { Logger } from "../logger.js";
 import { toolContentHash } from "../registry/shared-values.js";
-import { PeerCheckFailed, type PeerCall, type PeerClient, type PeerIdentity, type RemoteDiscover, type RemoteSearch } from "./peer-client.js";
+import { PeerProblem } from "../../gen/federation/v1/event_pb.js";
+import { NoisyAnswer, PeerCheckFailed, type PeerCall, type PeerClient, type PeerIdentity, type RemoteDiscover, type RemoteSearch } from "./peer-client.js";
 import type { PeerSpec } from "./peer-spec.js";
 
 /** The registry API caps a page at 100. */
@@ -39,6 +40,8 @@ export class McpRegistryClient implements PeerClient {
   constructor(
     private readonly spec: PeerSpec,
     private readonly log: Logger,
+    /** A page over this many bytes is an oversized answer. */
+    private readonly maxPageBytes = MAX_PAGE_BYTES,
   ) {}
 
   /** The registry answers the API (one server asked for). */
@@ -61,14 +64,15 @@ export class McpRegistryClient implements PeerClient {
     if (q.tags.length > 0) return [];
     const wanted = q.capabilities.map((c) => c.toLowerCase());
     const out: Agent[] = [];
-    for await (const s of this.servers(wanted[0] ?? "", q.limit, call.signal)) {
+    const skipped = { count: 0 };
+    for await (const s of this.servers(wanted[0] ?? "", q.limit, call.signal, skipped)) {
       if (!q.statuses.includes(s.status)) continue;
       const caps = capabilitiesOf(s);
       if (!wanted.every((w) => caps.has(w) || s.name.toLowerCase().includes(w))) continue;
       out.push(agentOf(s, [...caps]));
       if (out.length >= q.limit) break;
     }
-    return out;
+    return malformedIf(skipped.count, out);
   }
 
   async searchTools(q: RemoteSearch, call: PeerCall): Promise<ToolEntry[]> {
@@ -77,7 +81,8 @@ export class McpRegistryClient implements PeerClient {
     const entries = new Map<string, ToolEntry>();
     // The registry searches server names: the query's first word picks servers, the rest must be in the tool.
     const words = q.text.toLowerCase().split(/\s+/).filter(Boolean);
-    for await (const s of this.servers(words[0] ?? "", q.limit, call.signal)) {
+    const skipped = { count: 0 };
+    for await (const s of this.servers(words[0] ?? "", q.limit, call.signal, skipped)) {
       if (q.healthyOnly && s.status !== AgentStatus.HEALTHY) continue;
       const caps = capabilitiesOf(s);
       if (!wanted.every((w) => caps.has(w))) continue;
@@ -96,13 +101,13 @@ export class McpRegistryClient implements PeerClient {
       }
       if (entries.size >= q.limit) break;
     }
-    return [...entries.values()].slice(0, q.limit);
+    return malformedIf(skipped.count, [...entries.values()].slice(0, q.limit));
   }
 
   close(): void {}
 
   /** Servers matching `search`, page after page, until `want` were seen or the pages run out. */
-  private async *servers(search: string, want: number, signal: AbortSignal): AsyncGenerator<RegistryServer> {
+  private async *servers(search: string, want: number, signal: AbortSignal, skipped = { count: 0 }): AsyncGenerator<RegistryServer> {
     let cursor = "";
     let seen = 0;
     for (let n = 0; n < MAX_PAGES; n++) {
@@ -112,6 +117,7 @@ export class McpRegistryClient implements PeerClient {
         const s = parseServer(body.servers[i]);
         if (typeof s === "string") {
           this.log.warn({ peer: this.spec.id, index: i, reason: s }, "skipped a malformed registry record");
+          skipped.count++;
           continue;
         }
         if (s === undefined) continue;
@@ -137,12 +143,12 @@ export class McpRegistryClient implements PeerClient {
       throw new Error(`GET /v0.1/servers answered HTTP ${res.status}`);
     }
     const declared = Number(res.headers.get("content-length") ?? "0");
-    if (declared > MAX_PAGE_BYTES) {
+    if (declared > this.maxPageBytes) {
       await res.body?.cancel();
-      throw new Error(`a page of ${declared} bytes is over ${MAX_PAGE_BYTES}`);
+      throw new NoisyAnswer(PeerProblem.OVERSIZED, `a page of ${declared} bytes is over ${this.maxPageBytes}`);
     }
     const text = await res.text();
-    if (text.length > MAX_PAGE_BYTES) throw new Error(`a page is over ${MAX_PAGE_BYTES} bytes`);
+    if (Buffer.byteLength(text) > this.maxPageBytes) throw new NoisyAnswer(PeerProblem.OVERSIZED, `a page is over ${this.maxPageBytes} bytes`);
     try {
       return JSON.parse(text);
     } catch {
@@ -226,4 +232,10 @@ function agentOf(s: RegistryServer, capabilities: string[]): Agent {
     // The exact server name: the id above had to lose its "/" and ".".
     origin: { remoteId: s.name },
   });
+}
+
+/** The results, or — when records were skipped — a malformed answer that still shows them. */
+function malformedIf<T>(skipped: number, results: T[]): T[] {
+  if (skipped === 0) return results;
+  throw new NoisyAnswer(PeerProblem.MALFORMED, `${skipped} malformed record(s) skipped`, results);
 }

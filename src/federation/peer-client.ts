@@ -2,6 +2,7 @@ import type { Agent } from "../../gen/federation/v1/agent_pb.js";
 import type { ToolEntry } from "../../gen/federation/v1/directory_service_pb.js";
 import type { FederationScope } from "../../gen/federation/v1/origin_pb.js";
 import type { AgentStatus } from "../../gen/federation/v1/agent_pb.js";
+import { PeerProblem } from "../../gen/federation/v1/event_pb.js";
 
 /**
  * What a peer is asked, whatever it speaks. Answers are generated messages
@@ -66,6 +67,25 @@ export class PeerCheckFailed extends Error {
   constructor(
     readonly kind: "untrusted" | "unreachable",
     message: string,
+    /** What counts against the peer: an unsigned manifest or a bad signature (else a failure). */
+    readonly problem: PeerProblem = kind === "untrusted" ? PeerProblem.BAD_SIGNATURE : PeerProblem.FAILED,
+  ) {
+    super(message);
+  }
+}
+
+/**
+ * An answer that counts against the peer (its breaker and reputation
+ * record a failure): too many results, oversized, slow, malformed records.
+ * `usable` is what may still be shown (a slow answer's results, the
+ * well-formed records of a partly malformed one); it is never cached.
+ */
+export class NoisyAnswer<T = unknown> extends Error {
+  override name = "NoisyAnswer";
+  constructor(
+    readonly problem: PeerProblem,
+    message: string,
+    readonly usable: readonly T[] = [],
   ) {
     super(message);
   }

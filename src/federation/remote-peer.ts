@@ -1,10 +1,11 @@
+import { createHash } from "node:crypto";
 import CircuitBreaker from "opossum";
 import { create } from "@bufbuild/protobuf";
 import { durationFromMs, timestampFromMs } from "@bufbuild/protobuf/wkt";
-import { CircuitState } from "../../gen/federation/v1/event_pb.js";
+import { CircuitState, PeerProblem } from "../../gen/federation/v1/event_pb.js";
 import { PeerKind, PeerSchema, PeerStatus, type Peer } from "../../gen/federation/v1/federation_service_pb.js";
 import type { Clock } from "../clock.js";
-import type { PeerClient, PeerIdentity } from "./peer-client.js";
+import { NoisyAnswer, type PeerClient, type PeerIdentity } from "./peer-client.js";
 import type { PeerSpec } from "./peer-spec.js";
 
 export interface PeerBreakerOptions {
@@ -20,6 +21,19 @@ export interface PeerBreakerOptions {
 export class PeerIsolated extends Error {
   override name = "PeerIsolated";
 }
+
+/** What happened to a peer, for the federation.peer_* events. */
+export type PeerChangeKind = "degraded" | "isolated" | "recovered";
+export interface PeerChangeListener {
+  changed(peer: RemotePeer, kind: PeerChangeKind, problem: PeerProblem, reason: string): void;
+  /** Every problem counted against a peer. */
+  counted(problem: PeerProblem): void;
+}
+
+const noListener: PeerChangeListener = { changed: () => undefined, counted: () => undefined };
+
+/** A degraded (not isolated) peer has recovered once its reputation is back to this. */
+const RECOVERED_REPUTATION = 0.9;
 
 /** Weight of the prior (one success per unit) in the reputation, as the router's k. */
 const PRIOR = 2;
@@ -44,6 +58,13 @@ export class RemotePeer {
   private weight = 0;
   private weighedAt = 0;
   private latencyMs = 0;
+  /** A problem was counted against it since it was last well (degraded was announced). */
+  private degraded = false;
+  private isolated = false;
+  /** A hash of its token, for cache keys (the peer answers as that token's tenant). */
+  readonly tokenHash: string;
+  /** Problems counted against it, by PeerProblem. */
+  readonly problems = new Map<PeerProblem, number>();
   private readonly breaker: CircuitBreaker<[() => Promise<unknown>], unknown>;
 
   constructor(
@@ -51,8 +72,10 @@ export class RemotePeer {
     readonly client: PeerClient,
     private readonly clock: Clock,
     private readonly opts: PeerBreakerOptions,
+    private readonly listener: PeerChangeListener = noListener,
   ) {
     this.status = spec.kind === "mcp-registry" ? PeerStatus.ACTIVE : PeerStatus.PENDING;
+    this.tokenHash = createHash("sha256").update(spec.token).digest("base64url");
     this.breaker = new CircuitBreaker(async (work: () => Promise<unknown>) => work(), {
       timeout: false, // the federated read's deadline aborts the request itself
       errorThresholdPercentage: opts.errorThresholdPercentage,
@@ -60,6 +83,16 @@ export class RemotePeer {
       rollingCountTimeout: opts.rollingWindowMs,
       rollingCountBuckets: 10,
       resetTimeout: opts.resetTimeoutMs,
+    });
+    this.breaker.on("open", () => {
+      if (this.isolated) return;
+      this.isolated = this.degraded = true;
+      this.listener.changed(this, "isolated", PeerProblem.UNSPECIFIED, this.lastError);
+    });
+    this.breaker.on("close", () => {
+      if (!this.isolated) return;
+      this.isolated = this.degraded = false;
+      this.listener.changed(this, "recovered", PeerProblem.UNSPECIFIED, "its breaker closed after a successful trial");
     });
   }
 
@@ -94,8 +127,26 @@ export class RemotePeer {
         throw new PeerIsolated(`peer "${this.spec.id}" is isolated by its circuit breaker`);
       }
       this.record(false, this.clock.now() - started, (err as Error).message);
+      this.penalize(err instanceof NoisyAnswer ? err.problem : PeerProblem.FAILED, (err as Error).message);
       throw err;
     }
+  }
+
+  /**
+   * Counts a problem found outside a federated read (its manifest stopped
+   * verifying) as a failure, in its breaker and its reputation.
+   */
+  countFailure(problem: PeerProblem, reason: string): void {
+    void this.call(() => Promise.reject(new NoisyAnswer(problem, reason))).catch(() => undefined);
+  }
+
+  /** Counts a problem; the first since the peer was last well is announced (degraded). */
+  private penalize(problem: PeerProblem, reason: string): void {
+    this.problems.set(problem, (this.problems.get(problem) ?? 0) + 1);
+    this.listener.counted(problem);
+    if (this.degraded) return;
+    this.degraded = true;
+    this.listener.changed(this, "degraded", problem, reason);
   }
 
   trusted(identity: PeerIdentity): void {
@@ -132,6 +183,7 @@ export class RemotePeer {
   }
 
   close(): void {
+    this.breaker.removeAllListeners();
     this.breaker.shutdown();
     this.client.close();
   }
@@ -144,6 +196,10 @@ export class RemotePeer {
       this.latencyMs = this.latencyMs === 0 ? ms : 0.7 * this.latencyMs + 0.3 * ms;
       this.lastContactAt = this.clock.now();
       this.lastError = "";
+      if (this.degraded && !this.isolated && (this.okWeight + PRIOR) / (this.weight + PRIOR) >= RECOVERED_REPUTATION) {
+        this.degraded = false;
+        this.listener.changed(this, "recovered", PeerProblem.UNSPECIFIED, "its answers are sound again");
+      }
     } else {
       this.failures++;
       this.lastError = error;

@@ -5,6 +5,8 @@ import type { HttpRoute } from "../transport/http-routes.js";
 import type { Call, Link, Protocol } from "../transport/pipeline.js";
 import type { ProbeObserver } from "./probes.js";
 import type { SloGauge } from "./slo.js";
+import { PeerProblem } from "../../gen/federation/v1/event_pb.js";
+import type { FederationStats } from "../federation/federation.js";
 
 /** gRPC's own names for the codes (the `code` label), whatever the protocol spoke. */
 const CODE_NAMES = [
@@ -52,6 +54,8 @@ export interface MetricsSources {
   readonly routePaths: readonly string[];
   /** SLO burn rates and firing alerts, per objective and severity, read at scrape time. */
   readonly slo?: () => { readonly burnRates: readonly SloGauge[]; readonly firing: readonly SloGauge[] };
+  /** The federation's remote cache and the problems counted against peers, read at scrape time. */
+  readonly federation?: () => FederationStats;
 }
 
 type CallLabels = { method: string; protocol: string; code: string };
@@ -144,6 +148,39 @@ export class Metrics {
           for (const g of slo().firing) this.set({ slo: g.slo, severity: g.severity }, g.value);
         },
       });
+    }
+    const fed = sources.federation;
+    if (fed) {
+      // Labels bounded by construction: cache events and PeerProblem names (no peer ids).
+      this.registry.registerMetric(
+        scraped("federation_remote_cache_total", "Remote-cache events: hit, shared_hit (from another replica), stale_hit, miss, eviction, refresh, refresh_failure.", "counter", () => {
+          const c = fed().cache;
+          return Object.entries({ hit: c.hits, shared_hit: c.sharedHits, stale_hit: c.staleHits, miss: c.misses, eviction: c.evictions, refresh: c.refreshes, refresh_failure: c.refreshFailures }).map(
+            ([event, value]) => ({ labels: { event }, value }),
+          );
+        }),
+      );
+      new Gauge({
+        name: "federation_remote_cache_bytes",
+        help: "Bytes held by the remote cache (encoded answers, keys, per-entry overhead); bounded by FEDERATION_CACHE_BYTES.",
+        registers,
+        collect() {
+          this.set(fed().cache.bytes);
+        },
+      });
+      new Gauge({
+        name: "federation_remote_cache_entries",
+        help: "Remote answers held by the remote cache.",
+        registers,
+        collect() {
+          this.set(fed().cache.entries);
+        },
+      });
+      this.registry.registerMetric(
+        scraped("federation_peer_problems_total", "Problems counted against federation peers, by kind (failed, too_many_results, oversized, slow, malformed, unsigned, bad_signature).", "counter", () =>
+          [...fed().problems].map(([p, value]) => ({ labels: { problem: (PeerProblem[p] ?? "UNSPECIFIED").toLowerCase() }, value })),
+        ),
+      );
     }
     const probeResults = new Counter({
       name: "federation_probes_total",

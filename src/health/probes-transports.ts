@@ -13,7 +13,8 @@ import {
   HealthCheckResponse_ServingStatus,
 } from "../../gen/grpc/health/v1/health_pb.js";
 import { DispatchRefused, type PinnedTarget } from "../dispatch/address-guard.js";
-import { checkConnectedAddress, oneShotAgent, pinnedLookup, sni } from "../dispatch/pinned-connection.js";
+import { ConnectionPool } from "../dispatch/connection-pool.js";
+import { checkConnectedAddress, oneShotAgent, pinnedKey, pinnedLookup, sni } from "../dispatch/pinned-connection.js";
 import { pinnedFetch } from "../dispatch/pinned-fetch.js";
 import { Transport, type AgentRecord } from "../registry/agent-record.js";
 
@@ -41,6 +42,8 @@ export interface ProbeCall {
   /** HTTP/JSON and Connect agents: the path that answers 2xx. */
   readonly httpPath: string;
   readonly userAgent: string;
+  /** Keep-alive agents for HTTP probes (absent: a connection per probe). */
+  readonly httpAgents?: HttpProbeAgents;
 }
 
 /** Resolves when the agent passed; throws (ProbeFailed, DispatchRefused, or any error) when not. */
@@ -53,9 +56,43 @@ const MAX_HEALTH_BODY_BYTES = 64 * 1024;
 /** Bytes one MCP answer may have: a tools/list with schemas is large, not unbounded. */
 const MAX_MCP_RESPONSE_BYTES = 8 * 1024 * 1024;
 
+/**
+ * Keep-alive agents for HTTP probes, one per pinned target (the checked
+ * address is part of the key, as in dispatch's pool). A free socket lives
+ * `freeSocketMs` — longer than a probe interval, so the next round's probe
+ * of the same agent finds it open when the agent keeps idle connections
+ * that long — and an agent unused that long is closed. A new connection
+ * per probe was most of a probe's CPU (bench: --only=health).
+ */
+export class HttpProbeAgents {
+  private readonly pool: ConnectionPool<http.Agent>;
+
+  constructor(
+    private readonly freeSocketMs: number,
+    max = 10_000,
+  ) {
+    this.pool = new ConnectionPool({ max, idleMs: freeSocketMs, close: (a) => a.destroy() });
+  }
+
+  with<R>(t: PinnedTarget, use: (agent: http.Agent) => Promise<R>): Promise<R> {
+    return this.pool.with(pinnedKey(t), () => this.open(t), use);
+  }
+
+  close(): void {
+    this.pool.close();
+  }
+
+  private open(t: PinnedTarget): http.Agent {
+    const opts = { keepAlive: true, timeout: this.freeSocketMs, scheduling: "lifo" as const, lookup: pinnedLookup(t), servername: sni(t) };
+    return t.url.protocol === "https:" ? new https.Agent(opts) : new http.Agent(opts);
+  }
+}
+
 /** HTTP/JSON and Connect: GET the health path on the endpoint's origin; any 2xx passes. */
-export const probeHttp: TransportProbe = (c) =>
-  new Promise<void>((resolve, reject) => {
+export const probeHttp: TransportProbe = (c) => (c.httpAgents ? c.httpAgents.with(c.target, (agent) => getHealth(c, agent)) : getHealth(c, false));
+
+function getHealth(c: ProbeCall, agent: http.Agent | false): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
     const t = c.target;
     const secure = t.url.protocol === "https:";
     const req = (secure ? https : http).request({
@@ -64,7 +101,7 @@ export const probeHttp: TransportProbe = (c) =>
       port: t.port,
       path: c.httpPath,
       method: "GET",
-      agent: false,
+      agent,
       lookup: pinnedLookup(t),
       servername: sni(t),
       signal: c.signal,
@@ -74,8 +111,9 @@ export const probeHttp: TransportProbe = (c) =>
     req.on("error", reject);
     req.on("response", (res) => {
       const status = res.statusCode ?? 0;
-      // The status is the verdict; the body is drained, not waited for (the
-      // connection then closes by itself), and cut if it runs on.
+      // The status is the verdict; the body is drained, not waited for (a
+      // kept-alive socket goes back to its agent once it is read), and cut
+      // (its socket destroyed) if it runs on.
       let bytes = 0;
       res.on("data", (chunk: Buffer) => void ((bytes += chunk.length) > MAX_HEALTH_BODY_BYTES && res.destroy()));
       res.on("error", () => undefined);
@@ -84,6 +122,7 @@ export const probeHttp: TransportProbe = (c) =>
     });
     req.end();
   });
+}
 
 /** gRPC: grpc.health.v1.Health/Check for the whole server (service ""), over one HTTP/2 connection to the pinned address. */
 export const probeGrpc: TransportProbe = async (c) => {

@@ -1,12 +1,13 @@
+import { isIP } from "node:net";
 import type { ProbeConfig } from "../config.js";
-import { DispatchRefused, type AddressGuard } from "../dispatch/address-guard.js";
+import { DispatchRefused, type AddressGuard, type PinnedTarget } from "../dispatch/address-guard.js";
 import type { EventBus, EventType } from "../events/event-bus.js";
 import type { Logger } from "../logger.js";
 import { agentMessageOnce } from "../registry/agent-message.js";
 import { AgentStatus, patched, type AgentRecord } from "../registry/agent-record.js";
 import type { AgentStore } from "../registry/agent-store.js";
 import type { ProbeLeadership } from "./probes-leader.js";
-import { ProbeFailed, TRANSPORT_PROBES, transportLabel, type ProbeOutcome } from "./probes-transports.js";
+import { HttpProbeAgents, ProbeFailed, TRANSPORT_PROBES, transportLabel, type ProbeOutcome } from "./probes-transports.js";
 
 export type { ProbeOutcome } from "./probes-transports.js";
 
@@ -31,6 +32,11 @@ export interface ProbeRound {
   /** Probes that ended with a verdict (refused ones included). */
   readonly probed: number;
   readonly outcomes: Readonly<Record<ProbeOutcome, number>>;
+  /** Probe latency percentiles over the round's verdicts (0 when none). */
+  readonly latencyP50Ms: number;
+  readonly latencyP99Ms: number;
+  /** The round's worst probes, at most ROUND_WORST: failures first, then the slowest. */
+  readonly worst: readonly ProbeResult[];
 }
 
 /** One probe's verdict about one agent (the SLOs' evidence). */
@@ -90,6 +96,8 @@ const PAGE = 1_000;
 const MAX_CAS_ATTEMPTS = 5;
 const DEFAULT_PORT: Readonly<Record<string, number>> = { "http:": 80, "https:": 443, "grpc:": 80, "grpcs:": 443 };
 const PROBED_STATUSES: ReadonlySet<AgentStatus> = new Set([AgentStatus.HEALTHY, AgentStatus.DEGRADED]);
+/** Worst probes a round keeps (telemetry's bound). */
+export const ROUND_WORST = 10;
 
 class ProbeTimeout extends Error {
   override name = "TimeoutError";
@@ -123,12 +131,24 @@ export class ProbeScheduler implements Probes {
   private readonly userAgent: string;
   /** Agents a previous leader degraded (read when this replica starts leading). */
   private inherited = new Set<string>();
+  /** Kept alive across rounds: a socket outlives an interval and its jitter. */
+  private readonly httpAgents: HttpProbeAgents;
+  /**
+   * Checked targets of endpoints whose host is an IP literal, by URL: the
+   * guard's verdict on a literal cannot change (no DNS; the rules are
+   * configuration), and checking it was a sixth of a probe's CPU. Those of
+   * the last round and of this one; names are resolved and checked anew
+   * every probe.
+   */
+  private pinned = new Map<string, PinnedTarget>();
+  private pinning = new Map<string, PinnedTarget>();
 
   constructor(
     private readonly config: ProbeConfig,
     private readonly deps: ProbeDeps,
   ) {
     this.userAgent = `federation-core-probe (${deps.replicaId})`;
+    this.httpAgents = new HttpProbeAgents(Math.round(2 * config.intervalMs));
   }
 
   start(): void {
@@ -137,6 +157,7 @@ export class ProbeScheduler implements Probes {
       if (leading) this.schedule(Math.random() * JITTER * this.config.intervalMs);
       else {
         this.round?.abort();
+        this.httpAgents.close();
         // Another replica probes now: what this one counted goes stale.
         this.states.clear();
       }
@@ -148,6 +169,7 @@ export class ProbeScheduler implements Probes {
     clearTimeout(this.timer);
     this.round?.abort();
     await Promise.all([this.deps.leadership.stop(), this.running]);
+    this.httpAgents.close();
   }
 
   onRound(listener: (round: ProbeRound) => void): () => void {
@@ -199,15 +221,23 @@ export class ProbeScheduler implements Probes {
       return;
     }
     let next = 0;
+    const latencies = new Float64Array(agents.length);
+    let judged = 0;
+    const worst: ProbeResult[] = [];
     const worker = async () => {
       while (next < agents.length && !controller.signal.aborted) {
-        const outcome = await this.probe(agents[next++]!, controller.signal);
-        if (outcome) outcomes[outcome]++;
+        const result = await this.probe(agents[next++]!, controller.signal);
+        if (!result) continue;
+        outcomes[result.outcome]++;
+        latencies[judged++] = result.latencyMs;
+        keepWorst(worst, result);
       }
     };
     await Promise.all(Array.from({ length: Math.min(this.config.concurrency, agents.length) }, worker));
     if (this.round === controller) this.round = undefined;
     if (controller.signal.aborted) return;
+    this.pinned = this.pinning;
+    this.pinning = new Map();
     const seen = new Set(agents.map((a) => a.id));
     for (const [id, s] of this.states) {
       if (seen.has(id)) continue;
@@ -216,12 +246,16 @@ export class ProbeScheduler implements Probes {
     }
     for (const id of this.inherited) if (!seen.has(id)) void this.deps.leadership.degraded?.set(id, false);
     this.inherited.clear();
+    const sorted = latencies.subarray(0, judged).sort();
     const round: ProbeRound = {
       durationMs: performance.now() - started,
       probed: Object.values(outcomes).reduce((a, b) => a + b, 0),
       outcomes,
+      latencyP50Ms: percentile(sorted, 0.5),
+      latencyP99Ms: percentile(sorted, 0.99),
+      worst,
     };
-    this.deps.log.debug(round, "probe round");
+    this.deps.log.debug({ ...round, worst: worst.length }, "probe round");
     for (const l of this.listeners) l(round);
   }
 
@@ -249,7 +283,7 @@ export class ProbeScheduler implements Probes {
   }
 
   /** One probe, judged; undefined when the round was aborted under it (no verdict). */
-  private async probe(agent: AgentRecord, roundSignal: AbortSignal): Promise<ProbeOutcome | undefined> {
+  private async probe(agent: AgentRecord, roundSignal: AbortSignal): Promise<ProbeResult | undefined> {
     const probe = TRANSPORT_PROBES.get(agent.endpoint.transport)!;
     const controller = new AbortController();
     const timer = setTimeout(() => controller.abort(new ProbeTimeout(`no answer within ${this.config.timeoutMs}ms`)), this.config.timeoutMs);
@@ -264,10 +298,11 @@ export class ProbeScheduler implements Probes {
     let outcome: ProbeOutcome = "ok";
     let detail = "";
     try {
-      const protocol = agent.endpoint.url.slice(0, agent.endpoint.url.indexOf(":") + 1);
-      const target = await Promise.race([this.deps.guard.pin(agent.endpoint.url, DEFAULT_PORT[protocol] ?? 80), aborted]);
+      const cached = this.pinned.get(agent.endpoint.url);
+      if (cached) this.pinning.set(agent.endpoint.url, cached);
+      const target = cached ?? (await Promise.race([this.pin(agent.endpoint.url), aborted]));
       await Promise.race([
-        probe({ agent, target, signal, timeoutMs: this.config.timeoutMs, httpPath: this.config.httpPath, userAgent: this.userAgent }),
+        probe({ agent, target, signal, timeoutMs: this.config.timeoutMs, httpPath: this.config.httpPath, userAgent: this.userAgent, httpAgents: this.httpAgents }),
         aborted,
       ]);
     } catch (err) {
@@ -294,14 +329,22 @@ export class ProbeScheduler implements Probes {
     const transport = transportLabel(agent.endpoint.transport);
     this.deps.observer.observe(transport, outcome, latencyMs / 1000);
     await this.judge(agent, transport, outcome, latencyMs, detail);
+    const result: ProbeResult = { agent, transport, outcome, latencyMs, detail };
     for (const l of this.resultListeners) {
       try {
-        l({ agent, transport, outcome, latencyMs, detail });
+        l(result);
       } catch (err) {
         this.deps.log.error({ err }, "probe result listener failed");
       }
     }
-    return outcome;
+    return result;
+  }
+
+  private async pin(url: string): Promise<PinnedTarget> {
+    const protocol = url.slice(0, url.indexOf(":") + 1);
+    const target = await this.deps.guard.pin(url, DEFAULT_PORT[protocol] ?? 80);
+    if (isIP(target.hostname) !== 0) this.pinning.set(url, target);
+    return target;
   }
 
   /**
@@ -389,4 +432,26 @@ export class ProbeScheduler implements Probes {
       this.deps.log.error({ err, type, agentId: agent.id }, "event publish failed");
     }
   }
+}
+
+/** Nearest-rank percentile of sorted values (0 when empty). */
+function percentile(sorted: Float64Array, q: number): number {
+  if (sorted.length === 0) return 0;
+  return sorted[Math.min(sorted.length - 1, Math.ceil(q * sorted.length) - 1)]!;
+}
+
+/** A failed probe is worse than any passing one; among equals, the slower is worse. */
+function worse(a: ProbeResult, b: ProbeResult): boolean {
+  const fa = a.outcome !== "ok";
+  const fb = b.outcome !== "ok";
+  return fa !== fb ? fa : a.latencyMs > b.latencyMs;
+}
+
+/** Keeps the ROUND_WORST worst results, worst first (an insertion into a short sorted list). */
+function keepWorst(worst: ProbeResult[], r: ProbeResult): void {
+  if (worst.length === ROUND_WORST && !worse(r, worst[ROUND_WORST - 1]!)) return;
+  let i = worst.length - (worst.length === ROUND_WORST ? 1 : 0);
+  if (worst.length === ROUND_WORST) worst.pop();
+  while (i > 0 && worse(r, worst[i - 1]!)) i--;
+  worst.splice(i, 0, r);
 }

@@ -63,6 +63,33 @@ export interface SloGauge {
   readonly value: number;
 }
 
+/** A subject among an SLO's worst burners at the last evaluation (telemetry). */
+export interface SloBurner {
+  readonly tenant: string;
+  /** The agent id or the capability name. */
+  readonly subject: string;
+  /** The higher of the pairs' min(long, short) burn rates: what alerting compares with the thresholds. */
+  readonly burnRate: number;
+  /** Over the fast pair's long and short windows, then the slow pair's. */
+  readonly fast: readonly [number, number];
+  readonly slow: readonly [number, number];
+}
+
+/** Per SLO at the last evaluation: its worst burners (at most SLO_WORST) and the alerts firing by severity. */
+export interface SloSummary {
+  readonly evaluating: boolean;
+  readonly subjects: number;
+  readonly windowsMs: { readonly fast: readonly [number, number]; readonly slow: readonly [number, number] };
+  readonly slos: readonly {
+    readonly slo: SloName;
+    readonly worst: readonly SloBurner[];
+    readonly firing: { readonly page: number; readonly ticket: number };
+  }[];
+}
+
+/** Worst burners an SLO summary keeps (telemetry's bound). */
+export const SLO_WORST = 5;
+
 /** SLOs as the app sees them. */
 export interface Slos {
   start(): void;
@@ -78,6 +105,8 @@ export interface Slos {
   /** This replica evaluates and alerts (it holds the probe leadership). */
   readonly evaluating: boolean;
   gauges(): { readonly burnRates: readonly SloGauge[]; readonly firing: readonly SloGauge[] };
+  /** Undefined before the first evaluation, and with SLO=off. */
+  summary(): SloSummary | undefined;
 }
 
 /** SLO=off: nothing is counted, nothing fires. */
@@ -92,6 +121,7 @@ export const noSlos: Slos = {
   firing: () => [],
   evaluating: false,
   gauges: () => ({ burnRates: [], firing: [] }),
+  summary: () => undefined,
 };
 
 export interface SloDeps {
@@ -175,6 +205,9 @@ export class SloEngine implements Slos {
   private readonly shape: { bucketMs: number; buckets: number };
   /** Per `${slo}|${severity}`: the highest min(long, short) burn rate at the last evaluation. */
   private burnGauges = new Map<string, number>();
+  /** Per SLO, its worst burners at the last evaluation, worst first. */
+  private worst = new Map<SloName, SloBurner[]>();
+  private evaluated = false;
   private timer: NodeJS.Timeout | undefined;
   private subscription: Subscription | undefined;
 
@@ -278,10 +311,14 @@ export class SloEngine implements Slos {
     const gauges = new Map<string, number>();
     const sums = this.windows.map(() => ({ total: 0, errors: 0, slow: 0 }));
     const at = (ms: number) => sums[this.windows.indexOf(ms)]!;
+    const worst = new Map<SloName, SloBurner[]>();
     for (const s of this.subjects.values()) {
       this.windows.forEach((w, i) => s.ring.sum(now, w, sums[i]));
       for (const o of this.objectives) {
         const slo = `${s.kind}-${o.suffix}` as SloName;
+        const [fast, slow] = this.pairs.map((p) => [burnRate(o, at(p.w.longMs)), burnRate(o, at(p.w.shortMs))] as const);
+        const burn = Math.max(Math.min(...fast!), Math.min(...slow!));
+        if (burn > 0) keepWorst(worst, slo, { tenant: s.tenant, subject: s.id, burnRate: burn, fast: fast!, slow: slow! });
         for (const p of this.pairs) {
           const long = at(p.w.longMs);
           const short = at(p.w.shortMs);
@@ -308,6 +345,28 @@ export class SloEngine implements Slos {
       }
     }
     this.burnGauges = gauges;
+    this.worst = worst;
+    this.evaluated = true;
+  }
+
+  summary(): SloSummary | undefined {
+    if (!this.evaluated) return undefined;
+    const firing = new Map<string, number>();
+    for (const a of this.alerts.values()) {
+      const k = `${a.slo}|${a.severity === AlertSeverity.PAGE ? "page" : "ticket"}`;
+      firing.set(k, (firing.get(k) ?? 0) + 1);
+    }
+    const { fast, slow } = this.config;
+    return {
+      evaluating: this.evaluating,
+      subjects: this.subjects.size,
+      windowsMs: { fast: [fast.longMs, fast.shortMs], slow: [slow.longMs, slow.shortMs] },
+      slos: SLO_NAMES.map((slo) => ({
+        slo,
+        worst: this.worst.get(slo) ?? [],
+        firing: { page: firing.get(`${slo}|page`) ?? 0, ticket: firing.get(`${slo}|ticket`) ?? 0 },
+      })),
+    };
   }
 
   /** Counts one event for a subject; the least recently fed subject is forgotten past SLO_MAX_SUBJECTS. */
@@ -480,4 +539,17 @@ export function fmtMs(ms: number): string {
   if (ms % 60_000 === 0) return `${ms / 60_000}m`;
   if (ms >= 1_000) return `${Math.round(ms / 100) / 10}s`;
   return `${ms}ms`;
+}
+
+/** Keeps an SLO's SLO_WORST highest burners, worst first. */
+function keepWorst(worst: Map<SloName, SloBurner[]>, slo: SloName, b: SloBurner): void {
+  let list = worst.get(slo);
+  if (!list) worst.set(slo, (list = []));
+  if (list.length === SLO_WORST) {
+    if (b.burnRate <= list[SLO_WORST - 1]!.burnRate) return;
+    list.pop();
+  }
+  let i = list.length;
+  while (i > 0 && b.burnRate > list[i - 1]!.burnRate) i--;
+  list.splice(i, 0, b);
 }

@@ -199,6 +199,12 @@ export class Reputation {
     return f.quality * f.latency * f.uptime;
   }
 
+  /** The latency EWMA behind the estimates (agent × capability where it has evidence); undefined without latency evidence. */
+  latencyEstimate(agentId: string, capability: string | undefined): number | undefined {
+    const s = this.pick(agentId, capability);
+    return s?.latencyWeight ? s.ewma : undefined;
+  }
+
   standing(agentId: string, capability: string | undefined, now: number): Standing {
     const s = this.pick(agentId, capability);
     const f = this.factors(s, this.history.get(agentId), now);

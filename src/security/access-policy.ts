@@ -28,6 +28,7 @@ const policy: Record<string, Requirement> = {
   "federation.v1.RouterService/ReportOutcome": "route",
   "federation.v1.HealthService/Check": "public",
   "federation.v1.HealthService/GetFleetHealth": "agents:read",
+  "federation.v1.HealthService/WatchFleetHealth": "agents:read",
   "federation.v1.HealthService/ListRemediations": "agents:read",
   "federation.v1.HealthService/WatchEvents": "events:read",
   "federation.v1.AdminService/MintToken": "admin",

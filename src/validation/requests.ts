@@ -325,6 +325,15 @@ export interface RouteInput {
   readonly taskId?: string;
   /** How to choose among the scored candidates (undefined: p2c). */
   readonly strategy?: RouteStrategy;
+  /** RouteRequest.hint (undefined: none). */
+  readonly hint?: RouteHintInput;
+}
+
+export interface RouteHintInput {
+  /** Preferred labels, [key, value] each; empty: none. */
+  readonly preferredLabels: readonly (readonly [string, string])[];
+  /** Skip candidates whose latency estimate exceeds this (undefined: no bound). */
+  readonly maxLatencyMs: number | undefined;
 }
 
 const taskIdPattern = /^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$/;
@@ -339,6 +348,21 @@ export function parseRoute(req: RouteRequest): RouteInput {
   if (req.taskId !== "") match("task_id", req.taskId, taskIdPattern);
   const timeoutMs = req.timeout ? durationMs("timeout", req.timeout) : undefined;
   if (timeoutMs === 0) throw errors.invalidArgument("timeout", "must be positive (or absent for the default)");
+  let hint: RouteHintInput | undefined;
+  if (req.hint) {
+    const labels = req.hint.preferredLabels;
+    count("hint.preferred_labels", labels.length, limits.maxQueryTags);
+    const preferredLabels = labels.map((l, i): [string, string] => {
+      const eq = l.indexOf("=");
+      if (eq < 0) throw errors.invalidArgument(`hint.preferred_labels[${i}]`, "must be key=value");
+      match(`hint.preferred_labels[${i}]`, l.slice(0, eq), limits.labelKeyPattern, "key");
+      length(`hint.preferred_labels[${i}]`, l.slice(eq + 1), limits.maxLabelValueLength);
+      return [l.slice(0, eq), l.slice(eq + 1)];
+    });
+    const maxLatencyMs = req.hint.maxLatency ? durationMs("hint.max_latency", req.hint.maxLatency) : undefined;
+    if (maxLatencyMs === 0) throw errors.invalidArgument("hint.max_latency", "must be positive (or absent for no bound)");
+    if (preferredLabels.length > 0 || maxLatencyMs !== undefined) hint = { preferredLabels, maxLatencyMs };
+  }
   return {
     capabilities: [...new Set(req.capabilities)],
     excludeAgentIds: new Set(req.excludeAgentIds),
@@ -348,6 +372,7 @@ export function parseRoute(req: RouteRequest): RouteInput {
     timeoutMs,
     taskId: req.taskId === "" ? undefined : req.taskId,
     strategy: req.strategy === RouteStrategy.UNSPECIFIED ? undefined : (enumValue("strategy", req.strategy, RouteStrategy) as RouteStrategy),
+    hint,
   };
 }
 

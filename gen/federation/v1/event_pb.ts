@@ -16,7 +16,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file federation/v1/event.proto.
  */
 export const file_federation_v1_event: GenFile = /*@__PURE__*/
-  fileDesc("ChlmZWRlcmF0aW9uL3YxL2V2ZW50LnByb3RvEg1mZWRlcmF0aW9uLnYxIoADCgVFdmVudBIKCgJpZBgBIAEoBBIMCgR0eXBlGAIgASgJEigKBHRpbWUYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhAKCGFnZW50X2lkGAQgASgJEg4KBnRlbmFudBgFIAEoCRIyCgxhZ2VudF9jaGFuZ2UYCiABKAsyGi5mZWRlcmF0aW9uLnYxLkFnZW50Q2hhbmdlSAASMAoLdGFza19yb3V0ZWQYCyABKAsyGS5mZWRlcmF0aW9uLnYxLlRhc2tSb3V0ZWRIABIyCgxoZWFsdGhfYWxlcnQYDCABKAsyGi5mZWRlcmF0aW9uLnYxLkhlYWx0aEFsZXJ0SAASNAoNdGFza19wcm9ncmVzcxgNIAEoCzIbLmZlZGVyYXRpb24udjEuVGFza1Byb2dyZXNzSAASNgoOY2lyY3VpdF9jaGFuZ2UYDiABKAsyHC5mZWRlcmF0aW9uLnYxLkNpcmN1aXRDaGFuZ2VIAEIJCgdwYXlsb2FkIncKC0FnZW50Q2hhbmdlEiMKBWFnZW50GAEgASgLMhQuZmVkZXJhdGlvbi52MS5BZ2VudBIzCg9wcmV2aW91c19zdGF0dXMYAiABKA4yGi5mZWRlcmF0aW9uLnYxLkFnZW50U3RhdHVzEg4KBnJlYXNvbhgDIAEoCSJDCgpUYXNrUm91dGVkEhAKCHJvdXRlX2lkGAEgASgJEhQKDGNhcGFiaWxpdGllcxgCIAMoCRINCgVzY29yZRgDIAEoASKlAwoLSGVhbHRoQWxlcnQSEQoJY29tcG9uZW50GAEgASgJEg8KB21lc3NhZ2UYAiABKAkSEAoIYWxlcnRfaWQYAyABKAkSKAoFc3RhdGUYBCABKA4yGS5mZWRlcmF0aW9uLnYxLkFsZXJ0U3RhdGUSLgoIc2V2ZXJpdHkYBSABKA4yHC5mZWRlcmF0aW9uLnYxLkFsZXJ0U2V2ZXJpdHkSCwoDc2xvGAYgASgJEhAKCGFnZW50X2lkGAcgASgJEhIKCmNhcGFiaWxpdHkYCCABKAkSEQoJYnVybl9yYXRlGAkgASgBEhcKD3Nob3J0X2J1cm5fcmF0ZRgKIAEoARIbChNidXJuX3JhdGVfdGhyZXNob2xkGAsgASgBEi4KC2xvbmdfd2luZG93GAwgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEi8KDHNob3J0X3dpbmRvdxgNIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIRCglvYmplY3RpdmUYDiABKAESFgoOcmVtZWRpYXRpb25faWQYDyABKAkilAEKDUNpcmN1aXRDaGFuZ2USKgoFc3RhdGUYASABKA4yGy5mZWRlcmF0aW9uLnYxLkNpcmN1aXRTdGF0ZRIzCg5wcmV2aW91c19zdGF0ZRgCIAEoDjIbLmZlZGVyYXRpb24udjEuQ2lyY3VpdFN0YXRlEg4KBnJlYXNvbhgDIAEoCRISCgpyZXBsaWNhX2lkGAQgASgJKlsKCkFsZXJ0U3RhdGUSGwoXQUxFUlRfU1RBVEVfVU5TUEVDSUZJRUQQABIWChJBTEVSVF9TVEFURV9GSVJJTkcQARIYChRBTEVSVF9TVEFURV9SRVNPTFZFRBACKmMKDUFsZXJ0U2V2ZXJpdHkSHgoaQUxFUlRfU0VWRVJJVFlfVU5TUEVDSUZJRUQQABIXChNBTEVSVF9TRVZFUklUWV9QQUdFEAESGQoVQUxFUlRfU0VWRVJJVFlfVElDS0VUEAIqfAoMQ2lyY3VpdFN0YXRlEh0KGUNJUkNVSVRfU1RBVEVfVU5TUEVDSUZJRUQQABIYChRDSVJDVUlUX1NUQVRFX0NMT1NFRBABEhYKEkNJUkNVSVRfU1RBVEVfT1BFThACEhsKF0NJUkNVSVRfU1RBVEVfSEFMRl9PUEVOEANCeQonY29tLmdpdGh1Yi5mZWRlcmF0aW9uY29yZS5mZWRlcmF0aW9uLnYxUAFaTGdpdGh1Yi5jb20vZmVkZXJhdGlvbi1jb3JlL2ZlZGVyYXRpb24tY29yZS9nZW4vZ28vZmVkZXJhdGlvbi92MTtmZWRlcmF0aW9udjFiBnByb3RvMw", [file_federation_v1_agent, file_federation_v1_task, file_google_protobuf_duration, file_google_protobuf_timestamp]);
+  fileDesc("ChlmZWRlcmF0aW9uL3YxL2V2ZW50LnByb3RvEg1mZWRlcmF0aW9uLnYxIrIDCgVFdmVudBIKCgJpZBgBIAEoBBIMCgR0eXBlGAIgASgJEigKBHRpbWUYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhAKCGFnZW50X2lkGAQgASgJEg4KBnRlbmFudBgFIAEoCRIyCgxhZ2VudF9jaGFuZ2UYCiABKAsyGi5mZWRlcmF0aW9uLnYxLkFnZW50Q2hhbmdlSAASMAoLdGFza19yb3V0ZWQYCyABKAsyGS5mZWRlcmF0aW9uLnYxLlRhc2tSb3V0ZWRIABIyCgxoZWFsdGhfYWxlcnQYDCABKAsyGi5mZWRlcmF0aW9uLnYxLkhlYWx0aEFsZXJ0SAASNAoNdGFza19wcm9ncmVzcxgNIAEoCzIbLmZlZGVyYXRpb24udjEuVGFza1Byb2dyZXNzSAASNgoOY2lyY3VpdF9jaGFuZ2UYDiABKAsyHC5mZWRlcmF0aW9uLnYxLkNpcmN1aXRDaGFuZ2VIABIwCgtwZWVyX2NoYW5nZRgPIAEoCzIZLmZlZGVyYXRpb24udjEuUGVlckNoYW5nZUgAQgkKB3BheWxvYWQidwoLQWdlbnRDaGFuZ2USIwoFYWdlbnQYASABKAsyFC5mZWRlcmF0aW9uLnYxLkFnZW50EjMKD3ByZXZpb3VzX3N0YXR1cxgCIAEoDjIaLmZlZGVyYXRpb24udjEuQWdlbnRTdGF0dXMSDgoGcmVhc29uGAMgASgJIkMKClRhc2tSb3V0ZWQSEAoIcm91dGVfaWQYASABKAkSFAoMY2FwYWJpbGl0aWVzGAIgAygJEg0KBXNjb3JlGAMgASgBIqUDCgtIZWFsdGhBbGVydBIRCgljb21wb25lbnQYASABKAkSDwoHbWVzc2FnZRgCIAEoCRIQCghhbGVydF9pZBgDIAEoCRIoCgVzdGF0ZRgEIAEoDjIZLmZlZGVyYXRpb24udjEuQWxlcnRTdGF0ZRIuCghzZXZlcml0eRgFIAEoDjIcLmZlZGVyYXRpb24udjEuQWxlcnRTZXZlcml0eRILCgNzbG8YBiABKAkSEAoIYWdlbnRfaWQYByABKAkSEgoKY2FwYWJpbGl0eRgIIAEoCRIRCglidXJuX3JhdGUYCSABKAESFwoPc2hvcnRfYnVybl9yYXRlGAogASgBEhsKE2J1cm5fcmF0ZV90aHJlc2hvbGQYCyABKAESLgoLbG9uZ193aW5kb3cYDCABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SLwoMc2hvcnRfd2luZG93GA0gASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEhEKCW9iamVjdGl2ZRgOIAEoARIWCg5yZW1lZGlhdGlvbl9pZBgPIAEoCSKUAQoNQ2lyY3VpdENoYW5nZRIqCgVzdGF0ZRgBIAEoDjIbLmZlZGVyYXRpb24udjEuQ2lyY3VpdFN0YXRlEjMKDnByZXZpb3VzX3N0YXRlGAIgASgOMhsuZmVkZXJhdGlvbi52MS5DaXJjdWl0U3RhdGUSDgoGcmVhc29uGAMgASgJEhIKCnJlcGxpY2FfaWQYBCABKAkitwEKClBlZXJDaGFuZ2USDwoHcGVlcl9pZBgBIAEoCRILCgN1cmwYAiABKAkSDAoEa2luZBgDIAEoCRIsCgdicmVha2VyGAQgASgOMhsuZmVkZXJhdGlvbi52MS5DaXJjdWl0U3RhdGUSEgoKcmVwdXRhdGlvbhgFIAEoARIrCgdwcm9ibGVtGAYgASgOMhouZmVkZXJhdGlvbi52MS5QZWVyUHJvYmxlbRIOCgZyZWFzb24YByABKAkqWwoKQWxlcnRTdGF0ZRIbChdBTEVSVF9TVEFURV9VTlNQRUNJRklFRBAAEhYKEkFMRVJUX1NUQVRFX0ZJUklORxABEhgKFEFMRVJUX1NUQVRFX1JFU09MVkVEEAIqYwoNQWxlcnRTZXZlcml0eRIeChpBTEVSVF9TRVZFUklUWV9VTlNQRUNJRklFRBAAEhcKE0FMRVJUX1NFVkVSSVRZX1BBR0UQARIZChVBTEVSVF9TRVZFUklUWV9USUNLRVQQAip8CgxDaXJjdWl0U3RhdGUSHQoZQ0lSQ1VJVF9TVEFURV9VTlNQRUNJRklFRBAAEhgKFENJUkNVSVRfU1RBVEVfQ0xPU0VEEAESFgoSQ0lSQ1VJVF9TVEFURV9PUEVOEAISGwoXQ0lSQ1VJVF9TVEFURV9IQUxGX09QRU4QAyrxAQoLUGVlclByb2JsZW0SHAoYUEVFUl9QUk9CTEVNX1VOU1BFQ0lGSUVEEAASFwoTUEVFUl9QUk9CTEVNX0ZBSUxFRBABEiEKHVBFRVJfUFJPQkxFTV9UT09fTUFOWV9SRVNVTFRTEAISGgoWUEVFUl9QUk9CTEVNX09WRVJTSVpFRBADEhUKEVBFRVJfUFJPQkxFTV9TTE9XEAQSGgoWUEVFUl9QUk9CTEVNX01BTEZPUk1FRBAFEhkKFVBFRVJfUFJPQkxFTV9VTlNJR05FRBAGEh4KGlBFRVJfUFJPQkxFTV9CQURfU0lHTkFUVVJFEAdCeQonY29tLmdpdGh1Yi5mZWRlcmF0aW9uY29yZS5mZWRlcmF0aW9uLnYxUAFaTGdpdGh1Yi5jb20vZmVkZXJhdGlvbi1jb3JlL2ZlZGVyYXRpb24tY29yZS9nZW4vZ28vZmVkZXJhdGlvbi92MTtmZWRlcmF0aW9udjFiBnByb3RvMw", [file_federation_v1_agent, file_federation_v1_task, file_google_protobuf_duration, file_google_protobuf_timestamp]);
 
 /**
  * Event is one entry of the real-time feed.
@@ -37,7 +37,9 @@ export type Event = Message<"federation.v1.Event"> & {
    * task.completed, task.failed, health.alert, agent.circuit_opened,
    * agent.circuit_half_open, agent.circuit_closed, agent.probe_failed,
    * agent.probe_recovered, health.remediation_dispatched,
-   * health.remediation_escalated.
+   * health.remediation_escalated, federation.peer_added,
+   * federation.peer_removed, federation.peer_degraded,
+   * federation.peer_isolated, federation.peer_recovered.
    *
    * @generated from field: string type = 2;
    */
@@ -101,6 +103,16 @@ export type Event = Message<"federation.v1.Event"> & {
      */
     value: CircuitChange;
     case: "circuitChange";
+  } | {
+    /**
+     * federation.peer_added, federation.peer_removed,
+     * federation.peer_degraded, federation.peer_isolated,
+     * federation.peer_recovered.
+     *
+     * @generated from field: federation.v1.PeerChange peer_change = 15;
+     */
+    value: PeerChange;
+    case: "peerChange";
   } | { case: undefined; value?: undefined };
 };
 
@@ -326,6 +338,66 @@ export const CircuitChangeSchema: GenMessage<CircuitChange> = /*@__PURE__*/
   messageDesc(file_federation_v1_event, 4);
 
 /**
+ * PeerChange is the payload of the federation.peer_* events (the event's
+ * tenant is the operator's, BOOTSTRAP_TENANT).
+ *
+ * @generated from message federation.v1.PeerChange
+ */
+export type PeerChange = Message<"federation.v1.PeerChange"> & {
+  /**
+   * @generated from field: string peer_id = 1;
+   */
+  peerId: string;
+
+  /**
+   * @generated from field: string url = 2;
+   */
+  url: string;
+
+  /**
+   * "federation-core" or "mcp-registry".
+   *
+   * @generated from field: string kind = 3;
+   */
+  kind: string;
+
+  /**
+   * The peer's breaker after the change.
+   *
+   * @generated from field: federation.v1.CircuitState breaker = 4;
+   */
+  breaker: CircuitState;
+
+  /**
+   * The peer's reputation after the change, 0..1.
+   *
+   * @generated from field: double reputation = 5;
+   */
+  reputation: number;
+
+  /**
+   * federation.peer_degraded: what counted against it (the latest problem).
+   *
+   * @generated from field: federation.v1.PeerProblem problem = 6;
+   */
+  problem: PeerProblem;
+
+  /**
+   * Human-readable detail, e.g. "answered 40 results to a limit of 10".
+   *
+   * @generated from field: string reason = 7;
+   */
+  reason: string;
+};
+
+/**
+ * Describes the message federation.v1.PeerChange.
+ * Use `create(PeerChangeSchema)` to create a new message.
+ */
+export const PeerChangeSchema: GenMessage<PeerChange> = /*@__PURE__*/
+  messageDesc(file_federation_v1_event, 5);
+
+/**
  * AlertState says whether an SLO alert starts or ends.
  *
  * @generated from enum federation.v1.AlertState
@@ -423,4 +495,71 @@ export enum CircuitState {
  */
 export const CircuitStateSchema: GenEnum<CircuitState> = /*@__PURE__*/
   enumDesc(file_federation_v1_event, 2);
+
+/**
+ * PeerProblem is what counted against a federation peer.
+ *
+ * @generated from enum federation.v1.PeerProblem
+ */
+export enum PeerProblem {
+  /**
+   * @generated from enum value: PEER_PROBLEM_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * No answer within the deadline, or an error.
+   *
+   * @generated from enum value: PEER_PROBLEM_FAILED = 1;
+   */
+  FAILED = 1,
+
+  /**
+   * More results than the limit it was asked for.
+   *
+   * @generated from enum value: PEER_PROBLEM_TOO_MANY_RESULTS = 2;
+   */
+  TOO_MANY_RESULTS = 2,
+
+  /**
+   * An answer over FEDERATION_MAX_ANSWER_BYTES.
+   *
+   * @generated from enum value: PEER_PROBLEM_OVERSIZED = 3;
+   */
+  OVERSIZED = 3,
+
+  /**
+   * An answer that came in time but slower than FEDERATION_SLOW_ANSWER.
+   *
+   * @generated from enum value: PEER_PROBLEM_SLOW = 4;
+   */
+  SLOW = 4,
+
+  /**
+   * Records without the fields a result needs, or not of its shape.
+   *
+   * @generated from enum value: PEER_PROBLEM_MALFORMED = 5;
+   */
+  MALFORMED = 5,
+
+  /**
+   * Its manifest is not signed with a key its JWKS publishes.
+   *
+   * @generated from enum value: PEER_PROBLEM_UNSIGNED = 6;
+   */
+  UNSIGNED = 6,
+
+  /**
+   * Its manifest signature does not verify against its JWKS.
+   *
+   * @generated from enum value: PEER_PROBLEM_BAD_SIGNATURE = 7;
+   */
+  BAD_SIGNATURE = 7,
+}
+
+/**
+ * Describes the enum federation.v1.PeerProblem.
+ */
+export const PeerProblemSchema: GenEnum<PeerProblem> = /*@__PURE__*/
+  enumDesc(file_federation_v1_event, 3);
 

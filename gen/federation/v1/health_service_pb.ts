@@ -17,7 +17,7 @@ import type { JsonObject, Message } from "@bufbuild/protobuf";
  * Describes the file federation/v1/health_service.proto.
  */
 export const file_federation_v1_health_service: GenFile = /*@__PURE__*/
-  fileDesc("CiJmZWRlcmF0aW9uL3YxL2hlYWx0aF9zZXJ2aWNlLnByb3RvEg1mZWRlcmF0aW9uLnYxIl4KD0NvbXBvbmVudEhlYWx0aBIMCgRuYW1lGAEgASgJEiwKBnN0YXR1cxgCIAEoDjIcLmZlZGVyYXRpb24udjEuU2VydmluZ1N0YXR1cxIPCgdtZXNzYWdlGAMgASgJIg4KDENoZWNrUmVxdWVzdCKtAQoNQ2hlY2tSZXNwb25zZRIsCgZzdGF0dXMYASABKA4yHC5mZWRlcmF0aW9uLnYxLlNlcnZpbmdTdGF0dXMSMgoKY29tcG9uZW50cxgCIAMoCzIeLmZlZGVyYXRpb24udjEuQ29tcG9uZW50SGVhbHRoEg8KB3ZlcnNpb24YAyABKAkSKQoGdXB0aW1lGAQgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uIisKFUdldEZsZWV0SGVhbHRoUmVxdWVzdBISCgptYXhfYWdlbnRzGAEgASgNItoDChZHZXRGbGVldEhlYWx0aFJlc3BvbnNlEhQKDHRvdGFsX2FnZW50cxgBIAEoDRIWCg5oZWFsdGh5X2FnZW50cxgCIAEoDRIXCg9kZWdyYWRlZF9hZ2VudHMYAyABKA0SGAoQdW5oZWFsdGh5X2FnZW50cxgEIAEoDRIXCg9kcmFpbmluZ19hZ2VudHMYBSABKA0SFAoMY2FwYWJpbGl0aWVzGAYgASgNEg0KBXRvb2xzGAcgASgNEi0KCGNpcmN1aXRzGAggAygLMhsuZmVkZXJhdGlvbi52MS5BZ2VudENpcmN1aXQSKgoGYWdlbnRzGAkgAygLMhouZmVkZXJhdGlvbi52MS5BZ2VudEhlYWx0aBIYChBhZ2VudHNfdHJ1bmNhdGVkGAogASgIEjoKEWNhcGFiaWxpdHlfaGVhbHRoGAsgAygLMh8uZmVkZXJhdGlvbi52MS5DYXBhYmlsaXR5SGVhbHRoEiYKBHNsb3MYDCADKAsyGC5mZWRlcmF0aW9uLnYxLlNsb1N0YXR1cxIxCg1maXJpbmdfYWxlcnRzGA0gAygLMhouZmVkZXJhdGlvbi52MS5IZWFsdGhBbGVydBIVCg1zbG9fZXZhbHVhdG9yGA4gASgIIpACCgtBZ2VudEhlYWx0aBIQCghhZ2VudF9pZBgBIAEoCRIMCgRuYW1lGAIgASgJEioKBnN0YXR1cxgDIAEoDjIaLmZlZGVyYXRpb24udjEuQWdlbnRTdGF0dXMSNAoQbGVhc2VfZXhwaXJlc19hdBgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASKQoFcHJvYmUYBSABKAsyGi5mZWRlcmF0aW9uLnYxLlByb2JlU3RhdHVzEiwKB2NpcmN1aXQYBiABKA4yGy5mZWRlcmF0aW9uLnYxLkNpcmN1aXRTdGF0ZRImCgRzbG9zGAcgAygLMhguZmVkZXJhdGlvbi52MS5TbG9TdGF0dXMi5gEKC1Byb2JlU3RhdHVzEhEKCXRyYW5zcG9ydBgBIAEoCRIUCgxsYXN0X291dGNvbWUYAiABKAkSLwoMbGFzdF9sYXRlbmN5GAMgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEisKB2xhc3RfYXQYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhwKFGNvbnNlY3V0aXZlX2ZhaWx1cmVzGAUgASgNEh0KFWNvbnNlY3V0aXZlX3N1Y2Nlc3NlcxgGIAEoDRITCgtsYXN0X2RldGFpbBgHIAEoCSJ2ChBDYXBhYmlsaXR5SGVhbHRoEhIKCmNhcGFiaWxpdHkYASABKAkSDgoGYWdlbnRzGAIgASgNEhYKDmhlYWx0aHlfYWdlbnRzGAMgASgNEiYKBHNsb3MYBCADKAsyGC5mZWRlcmF0aW9uLnYxLlNsb1N0YXR1cyLFAQoJU2xvU3RhdHVzEgsKA3NsbxgBIAEoCRIRCglvYmplY3RpdmUYAiABKAESCwoDc2xpGAMgASgBEg4KBmV2ZW50cxgEIAEoBBIeChZlcnJvcl9idWRnZXRfcmVtYWluaW5nGAUgASgBEi0KCmJ1cm5fcmF0ZXMYBiADKAsyGS5mZWRlcmF0aW9uLnYxLldpbmRvd0J1cm4SLAoGZmlyaW5nGAcgAygOMhwuZmVkZXJhdGlvbi52MS5BbGVydFNldmVyaXR5IloKCldpbmRvd0J1cm4SKQoGd2luZG93GAEgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEhEKCWJ1cm5fcmF0ZRgCIAEoARIOCgZldmVudHMYAyABKAQiKAoXTGlzdFJlbWVkaWF0aW9uc1JlcXVlc3QSDQoFbGltaXQYASABKA0iTAoYTGlzdFJlbWVkaWF0aW9uc1Jlc3BvbnNlEjAKDHJlbWVkaWF0aW9ucxgBIAMoCzIaLmZlZGVyYXRpb24udjEuUmVtZWRpYXRpb24i0gIKC1JlbWVkaWF0aW9uEhYKDnJlbWVkaWF0aW9uX2lkGAEgASgJEikKBWFsZXJ0GAIgASgLMhouZmVkZXJhdGlvbi52MS5IZWFsdGhBbGVydBIwCgZzdGF0dXMYAyABKA4yIC5mZWRlcmF0aW9uLnYxLlJlbWVkaWF0aW9uU3RhdHVzEhMKC3RhcmdldF9raW5kGAQgASgJEg4KBnRhcmdldBgFIAEoCRIPCgd0YXNrX2lkGAYgASgJEi4KCmNyZWF0ZWRfYXQYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC2ZpbmlzaGVkX2F0GAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIOCgZkZXRhaWwYCSABKAkSJwoGcmVzdWx0GAogASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdCJMCgxBZ2VudENpcmN1aXQSEAoIYWdlbnRfaWQYASABKAkSKgoFc3RhdGUYAiABKA4yGy5mZWRlcmF0aW9uLnYxLkNpcmN1aXRTdGF0ZSJZChJXYXRjaEV2ZW50c1JlcXVlc3QSDQoFdHlwZXMYASADKAkSEAoIYWdlbnRfaWQYAiABKAkSFQoIYWZ0ZXJfaWQYAyABKARIAIgBAUILCglfYWZ0ZXJfaWQiOgoTV2F0Y2hFdmVudHNSZXNwb25zZRIjCgVldmVudBgBIAEoCzIULmZlZGVyYXRpb24udjEuRXZlbnQqawoNU2VydmluZ1N0YXR1cxIeChpTRVJWSU5HX1NUQVRVU19VTlNQRUNJRklFRBAAEhoKFlNFUlZJTkdfU1RBVFVTX1NFUlZJTkcQARIeChpTRVJWSU5HX1NUQVRVU19OT1RfU0VSVklORxACKsEBChFSZW1lZGlhdGlvblN0YXR1cxIiCh5SRU1FRElBVElPTl9TVEFUVVNfVU5TUEVDSUZJRUQQABIhCh1SRU1FRElBVElPTl9TVEFUVVNfRElTUEFUQ0hFRBABEiAKHFJFTUVESUFUSU9OX1NUQVRVU19TVUNDRUVERUQQAhIgChxSRU1FRElBVElPTl9TVEFUVVNfRVNDQUxBVEVEEAMSIQodUkVNRURJQVRJT05fU1RBVFVTX1NVUFBSRVNTRUQQBDLHAwoNSGVhbHRoU2VydmljZRJTCgVDaGVjaxIbLmZlZGVyYXRpb24udjEuQ2hlY2tSZXF1ZXN0GhwuZmVkZXJhdGlvbi52MS5DaGVja1Jlc3BvbnNlIg+C0+STAgkSBy9oZWFsdGgSdAoOR2V0RmxlZXRIZWFsdGgSJC5mZWRlcmF0aW9uLnYxLkdldEZsZWV0SGVhbHRoUmVxdWVzdBolLmZlZGVyYXRpb24udjEuR2V0RmxlZXRIZWFsdGhSZXNwb25zZSIVgtPkkwIPEg0vaGVhbHRoL2ZsZWV0EoEBChBMaXN0UmVtZWRpYXRpb25zEiYuZmVkZXJhdGlvbi52MS5MaXN0UmVtZWRpYXRpb25zUmVxdWVzdBonLmZlZGVyYXRpb24udjEuTGlzdFJlbWVkaWF0aW9uc1Jlc3BvbnNlIhyC0+STAhYSFC9oZWFsdGgvcmVtZWRpYXRpb25zEmcKC1dhdGNoRXZlbnRzEiEuZmVkZXJhdGlvbi52MS5XYXRjaEV2ZW50c1JlcXVlc3QaIi5mZWRlcmF0aW9uLnYxLldhdGNoRXZlbnRzUmVzcG9uc2UiD4LT5JMCCRIHL2V2ZW50czABQnkKJ2NvbS5naXRodWIuZmVkZXJhdGlvbmNvcmUuZmVkZXJhdGlvbi52MVABWkxnaXRodWIuY29tL2ZlZGVyYXRpb24tY29yZS9mZWRlcmF0aW9uLWNvcmUvZ2VuL2dvL2ZlZGVyYXRpb24vdjE7ZmVkZXJhdGlvbnYxYgZwcm90bzM", [file_federation_v1_agent, file_federation_v1_event, file_google_api_annotations, file_google_protobuf_duration, file_google_protobuf_struct, file_google_protobuf_timestamp]);
+  fileDesc("CiJmZWRlcmF0aW9uL3YxL2hlYWx0aF9zZXJ2aWNlLnByb3RvEg1mZWRlcmF0aW9uLnYxIl4KD0NvbXBvbmVudEhlYWx0aBIMCgRuYW1lGAEgASgJEiwKBnN0YXR1cxgCIAEoDjIcLmZlZGVyYXRpb24udjEuU2VydmluZ1N0YXR1cxIPCgdtZXNzYWdlGAMgASgJIg4KDENoZWNrUmVxdWVzdCKtAQoNQ2hlY2tSZXNwb25zZRIsCgZzdGF0dXMYASABKA4yHC5mZWRlcmF0aW9uLnYxLlNlcnZpbmdTdGF0dXMSMgoKY29tcG9uZW50cxgCIAMoCzIeLmZlZGVyYXRpb24udjEuQ29tcG9uZW50SGVhbHRoEg8KB3ZlcnNpb24YAyABKAkSKQoGdXB0aW1lGAQgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uIisKFUdldEZsZWV0SGVhbHRoUmVxdWVzdBISCgptYXhfYWdlbnRzGAEgASgNItoDChZHZXRGbGVldEhlYWx0aFJlc3BvbnNlEhQKDHRvdGFsX2FnZW50cxgBIAEoDRIWCg5oZWFsdGh5X2FnZW50cxgCIAEoDRIXCg9kZWdyYWRlZF9hZ2VudHMYAyABKA0SGAoQdW5oZWFsdGh5X2FnZW50cxgEIAEoDRIXCg9kcmFpbmluZ19hZ2VudHMYBSABKA0SFAoMY2FwYWJpbGl0aWVzGAYgASgNEg0KBXRvb2xzGAcgASgNEi0KCGNpcmN1aXRzGAggAygLMhsuZmVkZXJhdGlvbi52MS5BZ2VudENpcmN1aXQSKgoGYWdlbnRzGAkgAygLMhouZmVkZXJhdGlvbi52MS5BZ2VudEhlYWx0aBIYChBhZ2VudHNfdHJ1bmNhdGVkGAogASgIEjoKEWNhcGFiaWxpdHlfaGVhbHRoGAsgAygLMh8uZmVkZXJhdGlvbi52MS5DYXBhYmlsaXR5SGVhbHRoEiYKBHNsb3MYDCADKAsyGC5mZWRlcmF0aW9uLnYxLlNsb1N0YXR1cxIxCg1maXJpbmdfYWxlcnRzGA0gAygLMhouZmVkZXJhdGlvbi52MS5IZWFsdGhBbGVydBIVCg1zbG9fZXZhbHVhdG9yGA4gASgIIi0KF1dhdGNoRmxlZXRIZWFsdGhSZXF1ZXN0EhIKCm1heF9hZ2VudHMYASABKA0iUAoYV2F0Y2hGbGVldEhlYWx0aFJlc3BvbnNlEjQKBWZsZWV0GAEgASgLMiUuZmVkZXJhdGlvbi52MS5HZXRGbGVldEhlYWx0aFJlc3BvbnNlIpACCgtBZ2VudEhlYWx0aBIQCghhZ2VudF9pZBgBIAEoCRIMCgRuYW1lGAIgASgJEioKBnN0YXR1cxgDIAEoDjIaLmZlZGVyYXRpb24udjEuQWdlbnRTdGF0dXMSNAoQbGVhc2VfZXhwaXJlc19hdBgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASKQoFcHJvYmUYBSABKAsyGi5mZWRlcmF0aW9uLnYxLlByb2JlU3RhdHVzEiwKB2NpcmN1aXQYBiABKA4yGy5mZWRlcmF0aW9uLnYxLkNpcmN1aXRTdGF0ZRImCgRzbG9zGAcgAygLMhguZmVkZXJhdGlvbi52MS5TbG9TdGF0dXMi5gEKC1Byb2JlU3RhdHVzEhEKCXRyYW5zcG9ydBgBIAEoCRIUCgxsYXN0X291dGNvbWUYAiABKAkSLwoMbGFzdF9sYXRlbmN5GAMgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEisKB2xhc3RfYXQYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhwKFGNvbnNlY3V0aXZlX2ZhaWx1cmVzGAUgASgNEh0KFWNvbnNlY3V0aXZlX3N1Y2Nlc3NlcxgGIAEoDRITCgtsYXN0X2RldGFpbBgHIAEoCSJ2ChBDYXBhYmlsaXR5SGVhbHRoEhIKCmNhcGFiaWxpdHkYASABKAkSDgoGYWdlbnRzGAIgASgNEhYKDmhlYWx0aHlfYWdlbnRzGAMgASgNEiYKBHNsb3MYBCADKAsyGC5mZWRlcmF0aW9uLnYxLlNsb1N0YXR1cyLFAQoJU2xvU3RhdHVzEgsKA3NsbxgBIAEoCRIRCglvYmplY3RpdmUYAiABKAESCwoDc2xpGAMgASgBEg4KBmV2ZW50cxgEIAEoBBIeChZlcnJvcl9idWRnZXRfcmVtYWluaW5nGAUgASgBEi0KCmJ1cm5fcmF0ZXMYBiADKAsyGS5mZWRlcmF0aW9uLnYxLldpbmRvd0J1cm4SLAoGZmlyaW5nGAcgAygOMhwuZmVkZXJhdGlvbi52MS5BbGVydFNldmVyaXR5IloKCldpbmRvd0J1cm4SKQoGd2luZG93GAEgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEhEKCWJ1cm5fcmF0ZRgCIAEoARIOCgZldmVudHMYAyABKAQiKAoXTGlzdFJlbWVkaWF0aW9uc1JlcXVlc3QSDQoFbGltaXQYASABKA0iTAoYTGlzdFJlbWVkaWF0aW9uc1Jlc3BvbnNlEjAKDHJlbWVkaWF0aW9ucxgBIAMoCzIaLmZlZGVyYXRpb24udjEuUmVtZWRpYXRpb24i0gIKC1JlbWVkaWF0aW9uEhYKDnJlbWVkaWF0aW9uX2lkGAEgASgJEikKBWFsZXJ0GAIgASgLMhouZmVkZXJhdGlvbi52MS5IZWFsdGhBbGVydBIwCgZzdGF0dXMYAyABKA4yIC5mZWRlcmF0aW9uLnYxLlJlbWVkaWF0aW9uU3RhdHVzEhMKC3RhcmdldF9raW5kGAQgASgJEg4KBnRhcmdldBgFIAEoCRIPCgd0YXNrX2lkGAYgASgJEi4KCmNyZWF0ZWRfYXQYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC2ZpbmlzaGVkX2F0GAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIOCgZkZXRhaWwYCSABKAkSJwoGcmVzdWx0GAogASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdCJMCgxBZ2VudENpcmN1aXQSEAoIYWdlbnRfaWQYASABKAkSKgoFc3RhdGUYAiABKA4yGy5mZWRlcmF0aW9uLnYxLkNpcmN1aXRTdGF0ZSJZChJXYXRjaEV2ZW50c1JlcXVlc3QSDQoFdHlwZXMYASADKAkSEAoIYWdlbnRfaWQYAiABKAkSFQoIYWZ0ZXJfaWQYAyABKARIAIgBAUILCglfYWZ0ZXJfaWQiOgoTV2F0Y2hFdmVudHNSZXNwb25zZRIjCgVldmVudBgBIAEoCzIULmZlZGVyYXRpb24udjEuRXZlbnQqawoNU2VydmluZ1N0YXR1cxIeChpTRVJWSU5HX1NUQVRVU19VTlNQRUNJRklFRBAAEhoKFlNFUlZJTkdfU1RBVFVTX1NFUlZJTkcQARIeChpTRVJWSU5HX1NUQVRVU19OT1RfU0VSVklORxACKsEBChFSZW1lZGlhdGlvblN0YXR1cxIiCh5SRU1FRElBVElPTl9TVEFUVVNfVU5TUEVDSUZJRUQQABIhCh1SRU1FRElBVElPTl9TVEFUVVNfRElTUEFUQ0hFRBABEiAKHFJFTUVESUFUSU9OX1NUQVRVU19TVUNDRUVERUQQAhIgChxSRU1FRElBVElPTl9TVEFUVVNfRVNDQUxBVEVEEAMSIQodUkVNRURJQVRJT05fU1RBVFVTX1NVUFBSRVNTRUQQBDLMBAoNSGVhbHRoU2VydmljZRJTCgVDaGVjaxIbLmZlZGVyYXRpb24udjEuQ2hlY2tSZXF1ZXN0GhwuZmVkZXJhdGlvbi52MS5DaGVja1Jlc3BvbnNlIg+C0+STAgkSBy9oZWFsdGgSdAoOR2V0RmxlZXRIZWFsdGgSJC5mZWRlcmF0aW9uLnYxLkdldEZsZWV0SGVhbHRoUmVxdWVzdBolLmZlZGVyYXRpb24udjEuR2V0RmxlZXRIZWFsdGhSZXNwb25zZSIVgtPkkwIPEg0vaGVhbHRoL2ZsZWV0EoIBChBXYXRjaEZsZWV0SGVhbHRoEiYuZmVkZXJhdGlvbi52MS5XYXRjaEZsZWV0SGVhbHRoUmVxdWVzdBonLmZlZGVyYXRpb24udjEuV2F0Y2hGbGVldEhlYWx0aFJlc3BvbnNlIhuC0+STAhUSEy9oZWFsdGgvZmxlZXQvd2F0Y2gwARKBAQoQTGlzdFJlbWVkaWF0aW9ucxImLmZlZGVyYXRpb24udjEuTGlzdFJlbWVkaWF0aW9uc1JlcXVlc3QaJy5mZWRlcmF0aW9uLnYxLkxpc3RSZW1lZGlhdGlvbnNSZXNwb25zZSIcgtPkkwIWEhQvaGVhbHRoL3JlbWVkaWF0aW9ucxJnCgtXYXRjaEV2ZW50cxIhLmZlZGVyYXRpb24udjEuV2F0Y2hFdmVudHNSZXF1ZXN0GiIuZmVkZXJhdGlvbi52MS5XYXRjaEV2ZW50c1Jlc3BvbnNlIg+C0+STAgkSBy9ldmVudHMwAUJ5Cidjb20uZ2l0aHViLmZlZGVyYXRpb25jb3JlLmZlZGVyYXRpb24udjFQAVpMZ2l0aHViLmNvbS9mZWRlcmF0aW9uLWNvcmUvZmVkZXJhdGlvbi1jb3JlL2dlbi9nby9mZWRlcmF0aW9uL3YxO2ZlZGVyYXRpb252MWIGcHJvdG8z", [file_federation_v1_agent, file_federation_v1_event, file_google_api_annotations, file_google_protobuf_duration, file_google_protobuf_struct, file_google_protobuf_timestamp]);
 
 /**
  * @generated from message federation.v1.ComponentHealth
@@ -212,6 +212,42 @@ export const GetFleetHealthResponseSchema: GenMessage<GetFleetHealthResponse> = 
   messageDesc(file_federation_v1_health_service, 4);
 
 /**
+ * @generated from message federation.v1.WatchFleetHealthRequest
+ */
+export type WatchFleetHealthRequest = Message<"federation.v1.WatchFleetHealthRequest"> & {
+  /**
+   * As in GetFleetHealthRequest.
+   *
+   * @generated from field: uint32 max_agents = 1;
+   */
+  maxAgents: number;
+};
+
+/**
+ * Describes the message federation.v1.WatchFleetHealthRequest.
+ * Use `create(WatchFleetHealthRequestSchema)` to create a new message.
+ */
+export const WatchFleetHealthRequestSchema: GenMessage<WatchFleetHealthRequest> = /*@__PURE__*/
+  messageDesc(file_federation_v1_health_service, 5);
+
+/**
+ * @generated from message federation.v1.WatchFleetHealthResponse
+ */
+export type WatchFleetHealthResponse = Message<"federation.v1.WatchFleetHealthResponse"> & {
+  /**
+   * @generated from field: federation.v1.GetFleetHealthResponse fleet = 1;
+   */
+  fleet?: GetFleetHealthResponse | undefined;
+};
+
+/**
+ * Describes the message federation.v1.WatchFleetHealthResponse.
+ * Use `create(WatchFleetHealthResponseSchema)` to create a new message.
+ */
+export const WatchFleetHealthResponseSchema: GenMessage<WatchFleetHealthResponse> = /*@__PURE__*/
+  messageDesc(file_federation_v1_health_service, 6);
+
+/**
  * AgentHealth is one agent as fleet health sees it.
  *
  * @generated from message federation.v1.AgentHealth
@@ -260,7 +296,7 @@ export type AgentHealth = Message<"federation.v1.AgentHealth"> & {
  * Use `create(AgentHealthSchema)` to create a new message.
  */
 export const AgentHealthSchema: GenMessage<AgentHealth> = /*@__PURE__*/
-  messageDesc(file_federation_v1_health_service, 5);
+  messageDesc(file_federation_v1_health_service, 7);
 
 /**
  * ProbeStatus is an agent's last capability probe.
@@ -313,7 +349,7 @@ export type ProbeStatus = Message<"federation.v1.ProbeStatus"> & {
  * Use `create(ProbeStatusSchema)` to create a new message.
  */
 export const ProbeStatusSchema: GenMessage<ProbeStatus> = /*@__PURE__*/
-  messageDesc(file_federation_v1_health_service, 6);
+  messageDesc(file_federation_v1_health_service, 8);
 
 /**
  * CapabilityHealth is one capability as fleet health sees it.
@@ -347,7 +383,7 @@ export type CapabilityHealth = Message<"federation.v1.CapabilityHealth"> & {
  * Use `create(CapabilityHealthSchema)` to create a new message.
  */
 export const CapabilityHealthSchema: GenMessage<CapabilityHealth> = /*@__PURE__*/
-  messageDesc(file_federation_v1_health_service, 7);
+  messageDesc(file_federation_v1_health_service, 9);
 
 /**
  * SloStatus is one objective of one subject over its windows.
@@ -407,7 +443,7 @@ export type SloStatus = Message<"federation.v1.SloStatus"> & {
  * Use `create(SloStatusSchema)` to create a new message.
  */
 export const SloStatusSchema: GenMessage<SloStatus> = /*@__PURE__*/
-  messageDesc(file_federation_v1_health_service, 8);
+  messageDesc(file_federation_v1_health_service, 10);
 
 /**
  * WindowBurn is the burn rate over one window.
@@ -436,7 +472,7 @@ export type WindowBurn = Message<"federation.v1.WindowBurn"> & {
  * Use `create(WindowBurnSchema)` to create a new message.
  */
 export const WindowBurnSchema: GenMessage<WindowBurn> = /*@__PURE__*/
-  messageDesc(file_federation_v1_health_service, 9);
+  messageDesc(file_federation_v1_health_service, 11);
 
 /**
  * @generated from message federation.v1.ListRemediationsRequest
@@ -455,7 +491,7 @@ export type ListRemediationsRequest = Message<"federation.v1.ListRemediationsReq
  * Use `create(ListRemediationsRequestSchema)` to create a new message.
  */
 export const ListRemediationsRequestSchema: GenMessage<ListRemediationsRequest> = /*@__PURE__*/
-  messageDesc(file_federation_v1_health_service, 10);
+  messageDesc(file_federation_v1_health_service, 12);
 
 /**
  * @generated from message federation.v1.ListRemediationsResponse
@@ -472,7 +508,7 @@ export type ListRemediationsResponse = Message<"federation.v1.ListRemediationsRe
  * Use `create(ListRemediationsResponseSchema)` to create a new message.
  */
 export const ListRemediationsResponseSchema: GenMessage<ListRemediationsResponse> = /*@__PURE__*/
-  messageDesc(file_federation_v1_health_service, 11);
+  messageDesc(file_federation_v1_health_service, 13);
 
 /**
  * Remediation is one entry of the audit trail.
@@ -549,7 +585,7 @@ export type Remediation = Message<"federation.v1.Remediation"> & {
  * Use `create(RemediationSchema)` to create a new message.
  */
 export const RemediationSchema: GenMessage<Remediation> = /*@__PURE__*/
-  messageDesc(file_federation_v1_health_service, 12);
+  messageDesc(file_federation_v1_health_service, 14);
 
 /**
  * AgentCircuit is an agent's breaker state as fleet health shows it.
@@ -573,7 +609,7 @@ export type AgentCircuit = Message<"federation.v1.AgentCircuit"> & {
  * Use `create(AgentCircuitSchema)` to create a new message.
  */
 export const AgentCircuitSchema: GenMessage<AgentCircuit> = /*@__PURE__*/
-  messageDesc(file_federation_v1_health_service, 13);
+  messageDesc(file_federation_v1_health_service, 15);
 
 /**
  * @generated from message federation.v1.WatchEventsRequest
@@ -608,7 +644,7 @@ export type WatchEventsRequest = Message<"federation.v1.WatchEventsRequest"> & {
  * Use `create(WatchEventsRequestSchema)` to create a new message.
  */
 export const WatchEventsRequestSchema: GenMessage<WatchEventsRequest> = /*@__PURE__*/
-  messageDesc(file_federation_v1_health_service, 14);
+  messageDesc(file_federation_v1_health_service, 16);
 
 /**
  * @generated from message federation.v1.WatchEventsResponse
@@ -625,7 +661,7 @@ export type WatchEventsResponse = Message<"federation.v1.WatchEventsResponse"> &
  * Use `create(WatchEventsResponseSchema)` to create a new message.
  */
 export const WatchEventsResponseSchema: GenMessage<WatchEventsResponse> = /*@__PURE__*/
-  messageDesc(file_federation_v1_health_service, 15);
+  messageDesc(file_federation_v1_health_service, 17);
 
 /**
  * @generated from enum federation.v1.ServingStatus
@@ -720,6 +756,18 @@ export const HealthService: GenService<{
     methodKind: "unary";
     input: typeof GetFleetHealthRequestSchema;
     output: typeof GetFleetHealthResponseSchema;
+  },
+  /**
+   * WatchFleetHealth streams fleet health: the snapshot GetFleetHealth
+   * answers at once, then again whenever it has changed, at most once per
+   * FLEET_WATCH_INTERVAL (default 5s). Over REST: newline-delimited JSON.
+   *
+   * @generated from rpc federation.v1.HealthService.WatchFleetHealth
+   */
+  watchFleetHealth: {
+    methodKind: "server_streaming";
+    input: typeof WatchFleetHealthRequestSchema;
+    output: typeof WatchFleetHealthResponseSchema;
   },
   /**
    * ListRemediations is the Praetorian Guard's audit trail, newest first:

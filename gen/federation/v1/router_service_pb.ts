@@ -19,7 +19,7 @@ import type { JsonObject, Message } from "@bufbuild/protobuf";
  * Describes the file federation/v1/router_service.proto.
  */
 export const file_federation_v1_router_service: GenFile = /*@__PURE__*/
-  fileDesc("CiJmZWRlcmF0aW9uL3YxL3JvdXRlcl9zZXJ2aWNlLnByb3RvEg1mZWRlcmF0aW9uLnYxIv0BCgxSb3V0ZVJlcXVlc3QSFAoMY2FwYWJpbGl0aWVzGAEgAygJEiUKBHRhc2sYAiABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0EhkKEWV4Y2x1ZGVfYWdlbnRfaWRzGAMgAygJEhAKCGRpc3BhdGNoGAQgASgIEioKB3RpbWVvdXQYBSABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SDwoHdGFza19pZBgGIAEoCRIWCg5kaXNwYXRjaF9hc3luYxgHIAEoCBIuCghzdHJhdGVneRgIIAEoDjIcLmZlZGVyYXRpb24udjEuUm91dGVTdHJhdGVneSJjCg5Sb3V0ZUNhbmRpZGF0ZRIQCghhZ2VudF9pZBgBIAEoCRINCgVzY29yZRgCIAEoARIwCglicmVha2Rvd24YAyABKAsyHS5mZWRlcmF0aW9uLnYxLlNjb3JlQnJlYWtkb3duIvQBCg5TY29yZUJyZWFrZG93bhIQCghjYXBhY2l0eRgBIAEoARIPCgdxdWFsaXR5GAIgASgBEg8KB2xhdGVuY3kYAyABKAESDgoGdXB0aW1lGAQgASgBEg8KB2NpcmN1aXQYBSABKAESMgoNY2lyY3VpdF9zdGF0ZRgGIAEoDjIbLmZlZGVyYXRpb24udjEuQ2lyY3VpdFN0YXRlEhcKD2xhdGVuY3lfZXdtYV9tcxgHIAEoARIWCg5sYXRlbmN5X3A5NV9tcxgIIAEoARIWCg5sYXRlbmN5X3A5OV9tcxgJIAEoARIQCghldmlkZW5jZRgKIAEoASKuAQoUUmVwb3J0T3V0Y29tZVJlcXVlc3QSEAoIYWdlbnRfaWQYASABKAkSFAoMY2FwYWJpbGl0aWVzGAIgAygJEg8KB3Rhc2tfaWQYAyABKAkSDwoHc3VjY2VzcxgEIAEoCBIqCgdsYXRlbmN5GAUgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEhQKB3F1YWxpdHkYBiABKAFIAIgBAUIKCghfcXVhbGl0eSJJChVSZXBvcnRPdXRjb21lUmVzcG9uc2USMAoJYnJlYWtkb3duGAEgASgLMh0uZmVkZXJhdGlvbi52MS5TY29yZUJyZWFrZG93biKBAgoNUm91dGVSZXNwb25zZRIjCgVhZ2VudBgBIAEoCzIULmZlZGVyYXRpb24udjEuQWdlbnQSMQoKY2FuZGlkYXRlcxgCIAMoCzIdLmZlZGVyYXRpb24udjEuUm91dGVDYW5kaWRhdGUSDgoGcmVhc29uGAMgASgJEhAKCHJvdXRlX2lkGAQgASgJEg8KB3Rhc2tfaWQYBSABKAkSDgoGdGlja2V0GAYgASgJEiwKCGF0dGVtcHRzGAcgAygLMhouZmVkZXJhdGlvbi52MS5UYXNrQXR0ZW1wdBInCgZyZXN1bHQYCCABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0IiEKDkdldFRhc2tSZXF1ZXN0Eg8KB3Rhc2tfaWQYASABKAkiNAoPR2V0VGFza1Jlc3BvbnNlEiEKBHRhc2sYASABKAsyEy5mZWRlcmF0aW9uLnYxLlRhc2sqoQEKDVJvdXRlU3RyYXRlZ3kSHgoaUk9VVEVfU1RSQVRFR1lfVU5TUEVDSUZJRUQQABIXChNST1VURV9TVFJBVEVHWV9CRVNUEAESFgoSUk9VVEVfU1RSQVRFR1lfUDJDEAISHgoaUk9VVEVfU1RSQVRFR1lfUk9VTkRfUk9CSU4QAxIfChtST1VURV9TVFJBVEVHWV9MRUFTVF9MT0FERUQQBDK8AgoNUm91dGVyU2VydmljZRJVCgVSb3V0ZRIbLmZlZGVyYXRpb24udjEuUm91dGVSZXF1ZXN0GhwuZmVkZXJhdGlvbi52MS5Sb3V0ZVJlc3BvbnNlIhGC0+STAgs6ASoiBi9yb3V0ZRJiCgdHZXRUYXNrEh0uZmVkZXJhdGlvbi52MS5HZXRUYXNrUmVxdWVzdBoeLmZlZGVyYXRpb24udjEuR2V0VGFza1Jlc3BvbnNlIhiC0+STAhISEC90YXNrcy97dGFza19pZH0ScAoNUmVwb3J0T3V0Y29tZRIjLmZlZGVyYXRpb24udjEuUmVwb3J0T3V0Y29tZVJlcXVlc3QaJC5mZWRlcmF0aW9uLnYxLlJlcG9ydE91dGNvbWVSZXNwb25zZSIUgtPkkwIOOgEqIgkvb3V0Y29tZXNCeQonY29tLmdpdGh1Yi5mZWRlcmF0aW9uY29yZS5mZWRlcmF0aW9uLnYxUAFaTGdpdGh1Yi5jb20vZmVkZXJhdGlvbi1jb3JlL2ZlZGVyYXRpb24tY29yZS9nZW4vZ28vZmVkZXJhdGlvbi92MTtmZWRlcmF0aW9udjFiBnByb3RvMw", [file_federation_v1_agent, file_federation_v1_event, file_federation_v1_task, file_google_api_annotations, file_google_protobuf_duration, file_google_protobuf_struct]);
+  fileDesc("CiJmZWRlcmF0aW9uL3YxL3JvdXRlcl9zZXJ2aWNlLnByb3RvEg1mZWRlcmF0aW9uLnYxIqUCCgxSb3V0ZVJlcXVlc3QSFAoMY2FwYWJpbGl0aWVzGAEgAygJEiUKBHRhc2sYAiABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0EhkKEWV4Y2x1ZGVfYWdlbnRfaWRzGAMgAygJEhAKCGRpc3BhdGNoGAQgASgIEioKB3RpbWVvdXQYBSABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SDwoHdGFza19pZBgGIAEoCRIWCg5kaXNwYXRjaF9hc3luYxgHIAEoCBIuCghzdHJhdGVneRgIIAEoDjIcLmZlZGVyYXRpb24udjEuUm91dGVTdHJhdGVneRImCgRoaW50GAkgASgLMhguZmVkZXJhdGlvbi52MS5Sb3V0ZUhpbnQiVQoJUm91dGVIaW50EhgKEHByZWZlcnJlZF9sYWJlbHMYASADKAkSLgoLbWF4X2xhdGVuY3kYAiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24iYwoOUm91dGVDYW5kaWRhdGUSEAoIYWdlbnRfaWQYASABKAkSDQoFc2NvcmUYAiABKAESMAoJYnJlYWtkb3duGAMgASgLMh0uZmVkZXJhdGlvbi52MS5TY29yZUJyZWFrZG93biLBAgoOU2NvcmVCcmVha2Rvd24SEAoIY2FwYWNpdHkYASABKAESDwoHcXVhbGl0eRgCIAEoARIPCgdsYXRlbmN5GAMgASgBEg4KBnVwdGltZRgEIAEoARIPCgdjaXJjdWl0GAUgASgBEjIKDWNpcmN1aXRfc3RhdGUYBiABKA4yGy5mZWRlcmF0aW9uLnYxLkNpcmN1aXRTdGF0ZRIXCg9sYXRlbmN5X2V3bWFfbXMYByABKAESFgoObGF0ZW5jeV9wOTVfbXMYCCABKAESFgoObGF0ZW5jeV9wOTlfbXMYCSABKAESEAoIZXZpZGVuY2UYCiABKAESDgoGbGFiZWxzGAsgASgBEhAKCGxvY2FsaXR5GAwgASgBEg8KB2NvbnRleHQYDSABKAESGAoQb3Zlcl9tYXhfbGF0ZW5jeRgOIAEoCCKuAQoUUmVwb3J0T3V0Y29tZVJlcXVlc3QSEAoIYWdlbnRfaWQYASABKAkSFAoMY2FwYWJpbGl0aWVzGAIgAygJEg8KB3Rhc2tfaWQYAyABKAkSDwoHc3VjY2VzcxgEIAEoCBIqCgdsYXRlbmN5GAUgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEhQKB3F1YWxpdHkYBiABKAFIAIgBAUIKCghfcXVhbGl0eSJJChVSZXBvcnRPdXRjb21lUmVzcG9uc2USMAoJYnJlYWtkb3duGAEgASgLMh0uZmVkZXJhdGlvbi52MS5TY29yZUJyZWFrZG93biKBAgoNUm91dGVSZXNwb25zZRIjCgVhZ2VudBgBIAEoCzIULmZlZGVyYXRpb24udjEuQWdlbnQSMQoKY2FuZGlkYXRlcxgCIAMoCzIdLmZlZGVyYXRpb24udjEuUm91dGVDYW5kaWRhdGUSDgoGcmVhc29uGAMgASgJEhAKCHJvdXRlX2lkGAQgASgJEg8KB3Rhc2tfaWQYBSABKAkSDgoGdGlja2V0GAYgASgJEiwKCGF0dGVtcHRzGAcgAygLMhouZmVkZXJhdGlvbi52MS5UYXNrQXR0ZW1wdBInCgZyZXN1bHQYCCABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0IiEKDkdldFRhc2tSZXF1ZXN0Eg8KB3Rhc2tfaWQYASABKAkiNAoPR2V0VGFza1Jlc3BvbnNlEiEKBHRhc2sYASABKAsyEy5mZWRlcmF0aW9uLnYxLlRhc2sqoQEKDVJvdXRlU3RyYXRlZ3kSHgoaUk9VVEVfU1RSQVRFR1lfVU5TUEVDSUZJRUQQABIXChNST1VURV9TVFJBVEVHWV9CRVNUEAESFgoSUk9VVEVfU1RSQVRFR1lfUDJDEAISHgoaUk9VVEVfU1RSQVRFR1lfUk9VTkRfUk9CSU4QAxIfChtST1VURV9TVFJBVEVHWV9MRUFTVF9MT0FERUQQBDK8AgoNUm91dGVyU2VydmljZRJVCgVSb3V0ZRIbLmZlZGVyYXRpb24udjEuUm91dGVSZXF1ZXN0GhwuZmVkZXJhdGlvbi52MS5Sb3V0ZVJlc3BvbnNlIhGC0+STAgs6ASoiBi9yb3V0ZRJiCgdHZXRUYXNrEh0uZmVkZXJhdGlvbi52MS5HZXRUYXNrUmVxdWVzdBoeLmZlZGVyYXRpb24udjEuR2V0VGFza1Jlc3BvbnNlIhiC0+STAhISEC90YXNrcy97dGFza19pZH0ScAoNUmVwb3J0T3V0Y29tZRIjLmZlZGVyYXRpb24udjEuUmVwb3J0T3V0Y29tZVJlcXVlc3QaJC5mZWRlcmF0aW9uLnYxLlJlcG9ydE91dGNvbWVSZXNwb25zZSIUgtPkkwIOOgEqIgkvb3V0Y29tZXNCeQonY29tLmdpdGh1Yi5mZWRlcmF0aW9uY29yZS5mZWRlcmF0aW9uLnYxUAFaTGdpdGh1Yi5jb20vZmVkZXJhdGlvbi1jb3JlL2ZlZGVyYXRpb24tY29yZS9nZW4vZ28vZmVkZXJhdGlvbi92MTtmZWRlcmF0aW9udjFiBnByb3RvMw", [file_federation_v1_agent, file_federation_v1_event, file_federation_v1_task, file_google_api_annotations, file_google_protobuf_duration, file_google_protobuf_struct]);
 
 /**
  * @generated from message federation.v1.RouteRequest
@@ -89,6 +89,13 @@ export type RouteRequest = Message<"federation.v1.RouteRequest"> & {
    * @generated from field: federation.v1.RouteStrategy strategy = 8;
    */
   strategy: RouteStrategy;
+
+  /**
+   * What the caller would like; absent: no preference.
+   *
+   * @generated from field: federation.v1.RouteHint hint = 9;
+   */
+  hint?: RouteHint | undefined;
 };
 
 /**
@@ -97,6 +104,40 @@ export type RouteRequest = Message<"federation.v1.RouteRequest"> & {
  */
 export const RouteRequestSchema: GenMessage<RouteRequest> = /*@__PURE__*/
   messageDesc(file_federation_v1_router_service, 0);
+
+/**
+ * RouteHint steers a Route call. It only ever lowers scores (every factor
+ * stays at most 1), so a hint never makes an agent outscore its capacity.
+ *
+ * @generated from message federation.v1.RouteHint
+ */
+export type RouteHint = Message<"federation.v1.RouteHint"> & {
+  /**
+   * Labels, each key=value (as in DiscoverRequest.labels), the caller
+   * prefers: a candidate's score is multiplied by 0.5 + 0.5 × (the share of
+   * them it carries) — ×1 with all, ×0.5 with none (breakdown.labels).
+   *
+   * @generated from field: repeated string preferred_labels = 1;
+   */
+  preferredLabels: string[];
+
+  /**
+   * Candidates whose latency estimate (the EWMA of their outcomes' latency,
+   * per agent × capability where known; breakdown.latency_ewma_ms) exceeds
+   * this are skipped while another candidate can serve. An agent without
+   * latency evidence is not skipped.
+   *
+   * @generated from field: google.protobuf.Duration max_latency = 2;
+   */
+  maxLatency?: Duration | undefined;
+};
+
+/**
+ * Describes the message federation.v1.RouteHint.
+ * Use `create(RouteHintSchema)` to create a new message.
+ */
+export const RouteHintSchema: GenMessage<RouteHint> = /*@__PURE__*/
+  messageDesc(file_federation_v1_router_service, 1);
 
 /**
  * @generated from message federation.v1.RouteCandidate
@@ -108,7 +149,8 @@ export type RouteCandidate = Message<"federation.v1.RouteCandidate"> & {
   agentId: string;
 
   /**
-   * capacity × quality × latency × uptime × circuit (see breakdown).
+   * capacity × quality × latency × uptime × circuit × labels × locality ×
+   * context (see breakdown).
    *
    * @generated from field: double score = 2;
    */
@@ -125,7 +167,7 @@ export type RouteCandidate = Message<"federation.v1.RouteCandidate"> & {
  * Use `create(RouteCandidateSchema)` to create a new message.
  */
 export const RouteCandidateSchema: GenMessage<RouteCandidate> = /*@__PURE__*/
-  messageDesc(file_federation_v1_router_service, 1);
+  messageDesc(file_federation_v1_router_service, 2);
 
 /**
  * ScoreBreakdown is a candidate's score by factor; every factor is at most
@@ -198,6 +240,38 @@ export type ScoreBreakdown = Message<"federation.v1.ScoreBreakdown"> & {
    * @generated from field: double evidence = 10;
    */
   evidence: number;
+
+  /**
+   * RouteHint.preferred_labels: 0.5 + 0.5 × the share carried (1 without a hint).
+   *
+   * @generated from field: double labels = 11;
+   */
+  labels: number;
+
+  /**
+   * 1 for an agent of this federation, 0.5 for a remote one (it has an
+   * origin): local agents go first while they are comparable.
+   *
+   * @generated from field: double locality = 12;
+   */
+  locality: number;
+
+  /**
+   * The context server's boost b (0..1) as 0.5 + 0.5 × b; an agent it did
+   * not mention gets 0.5. 1 for everyone without a context server or
+   * while it is unavailable (the reason says so).
+   *
+   * @generated from field: double context = 13;
+   */
+  context: number;
+
+  /**
+   * The latency estimate exceeds RouteHint.max_latency: chosen only when
+   * no other candidate can serve.
+   *
+   * @generated from field: bool over_max_latency = 14;
+   */
+  overMaxLatency: boolean;
 };
 
 /**
@@ -205,7 +279,7 @@ export type ScoreBreakdown = Message<"federation.v1.ScoreBreakdown"> & {
  * Use `create(ScoreBreakdownSchema)` to create a new message.
  */
 export const ScoreBreakdownSchema: GenMessage<ScoreBreakdown> = /*@__PURE__*/
-  messageDesc(file_federation_v1_router_service, 2);
+  messageDesc(file_federation_v1_router_service, 3);
 
 /**
  * @generated from message federation.v1.ReportOutcomeRequest
@@ -253,7 +327,7 @@ export type ReportOutcomeRequest = Message<"federation.v1.ReportOutcomeRequest">
  * Use `create(ReportOutcomeRequestSchema)` to create a new message.
  */
 export const ReportOutcomeRequestSchema: GenMessage<ReportOutcomeRequest> = /*@__PURE__*/
-  messageDesc(file_federation_v1_router_service, 3);
+  messageDesc(file_federation_v1_router_service, 4);
 
 /**
  * @generated from message federation.v1.ReportOutcomeResponse
@@ -272,7 +346,7 @@ export type ReportOutcomeResponse = Message<"federation.v1.ReportOutcomeResponse
  * Use `create(ReportOutcomeResponseSchema)` to create a new message.
  */
 export const ReportOutcomeResponseSchema: GenMessage<ReportOutcomeResponse> = /*@__PURE__*/
-  messageDesc(file_federation_v1_router_service, 4);
+  messageDesc(file_federation_v1_router_service, 5);
 
 /**
  * @generated from message federation.v1.RouteResponse
@@ -337,7 +411,7 @@ export type RouteResponse = Message<"federation.v1.RouteResponse"> & {
  * Use `create(RouteResponseSchema)` to create a new message.
  */
 export const RouteResponseSchema: GenMessage<RouteResponse> = /*@__PURE__*/
-  messageDesc(file_federation_v1_router_service, 5);
+  messageDesc(file_federation_v1_router_service, 6);
 
 /**
  * @generated from message federation.v1.GetTaskRequest
@@ -354,7 +428,7 @@ export type GetTaskRequest = Message<"federation.v1.GetTaskRequest"> & {
  * Use `create(GetTaskRequestSchema)` to create a new message.
  */
 export const GetTaskRequestSchema: GenMessage<GetTaskRequest> = /*@__PURE__*/
-  messageDesc(file_federation_v1_router_service, 6);
+  messageDesc(file_federation_v1_router_service, 7);
 
 /**
  * @generated from message federation.v1.GetTaskResponse
@@ -371,7 +445,7 @@ export type GetTaskResponse = Message<"federation.v1.GetTaskResponse"> & {
  * Use `create(GetTaskResponseSchema)` to create a new message.
  */
 export const GetTaskResponseSchema: GenMessage<GetTaskResponse> = /*@__PURE__*/
-  messageDesc(file_federation_v1_router_service, 7);
+  messageDesc(file_federation_v1_router_service, 8);
 
 /**
  * RouteStrategy chooses among the scored candidates.

@@ -34,6 +34,10 @@ function breakdownMessage(b: Breakdown | undefined): Omit<ScoreBreakdown, "$type
     latencyP95Ms: b.latencyP95Ms,
     latencyP99Ms: b.latencyP99Ms,
     evidence: b.evidence,
+    labels: b.labels,
+    locality: b.locality,
+    context: b.context,
+    overMaxLatency: b.overMaxLatency,
   };
 }
 
