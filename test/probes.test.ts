@@ -10,6 +10,7 @@ import { ConfigError, loadConfig } from "../src/config.js";
 import type { ProbeRound, ProbeState } from "../src/health/probes.js";
 import { getJson, postJson, registerBody, startApp, type TestApp } from "./support/app.js";
 import { openWs, type WsFeed } from "./support/feeds.js";
+import { closer, listen } from "./support/servers.js";
 
 /**
  * Capability probes (issue 16, item 1) against real agent servers on
@@ -35,22 +36,7 @@ afterAll(async () => {
   for (const c of closers.splice(0).reverse()) await c();
 });
 
-function listen(server: net.Server): Promise<number> {
-  return new Promise((resolve) => server.listen(0, "127.0.0.1", () => resolve((server.address() as net.AddressInfo).port)));
-}
 
-/** Closes a server and every socket still open on it (hung requests included). */
-function closer(server: net.Server): () => Promise<void> {
-  const sockets = new Set<net.Socket>();
-  server.on("connection", (s) => {
-    sockets.add(s);
-    s.on("close", () => sockets.delete(s));
-  });
-  return () => {
-    for (const s of sockets) s.destroy();
-    return new Promise((r) => server.close(() => r()));
-  };
-}
 
 function readBody(req: http.IncomingMessage): Promise<string> {
   return new Promise((resolve, reject) => {

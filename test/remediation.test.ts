@@ -1,11 +1,11 @@
 import { McpServer } from "@modelcontextprotocol/sdk/server/mcp.js";
 import { StreamableHTTPServerTransport } from "@modelcontextprotocol/sdk/server/streamableHttp.js";
 import http from "node:http";
-import net from "node:net";
 import { afterAll, afterEach, describe, expect, it } from "vitest";
 import { getJson, postJson, registerBody, startApp, type TestApp } from "./support/app.js";
 import { killAgents, startAgent, type AgentProcess } from "./support/dispatch-agents.js";
 import { openWs, type WsFeed } from "./support/feeds.js";
+import { closer, listen } from "./support/servers.js";
 
 /**
  * SLO burn-rate alerts and the Praetorian Guard (issue 16, items 2 and 3),
@@ -48,21 +48,7 @@ afterAll(async () => {
   for (const c of closers.splice(0).reverse()) await c();
 });
 
-function listen(server: net.Server): Promise<number> {
-  return new Promise((resolve) => server.listen(0, "127.0.0.1", () => resolve((server.address() as net.AddressInfo).port)));
-}
 
-function closer(server: net.Server): () => Promise<void> {
-  const sockets = new Set<net.Socket>();
-  server.on("connection", (s) => {
-    sockets.add(s);
-    s.on("close", () => sockets.delete(s));
-  });
-  return () => {
-    for (const s of sockets) s.destroy();
-    return new Promise((r) => server.close(() => r()));
-  };
-}
 
 async function readBody(req: http.IncomingMessage): Promise<string> {
   let text = "";

@@ -111,3 +111,21 @@ export async function startFerret(options: { backend?: FerretBackend } = {}): Pr
 
 /** FerretDB on its PostgreSQL backend: startFerret({ backend: "postgresql" }). */
 export const startFerretDbPostgres = () => startFerret({ backend: "postgresql" });
+
+/** Listens on a free loopback port; resolves with it. */
+export function listen(server: net.Server): Promise<number> {
+  return new Promise((resolve) => server.listen(0, "127.0.0.1", () => resolve((server.address() as net.AddressInfo).port)));
+}
+
+/** Closes a server and every socket still open on it (hung requests included). */
+export function closer(server: net.Server): () => Promise<void> {
+  const sockets = new Set<net.Socket>();
+  server.on("connection", (s) => {
+    sockets.add(s);
+    s.on("close", () => sockets.delete(s));
+  });
+  return () => {
+    for (const s of sockets) s.destroy();
+    return new Promise((r) => server.close(() => r()));
+  };
+}
