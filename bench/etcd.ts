@@ -198,9 +198,40 @@ export async function loadOps(total: number, op: (i: number) => Promise<boolean>
  * next keepalive when the previous is answered; `total` keepalives over
  * `leases` in turn. A keepalive answered with TTL 0 (unknown lease) fails.
  */
-export async function keepAliveLoad(port: number, leases: number[], total: number, offset = 0, connections = 4, streams = 64): Promise<LoadResult> {
-  const sessions = Array.from({ length: connections }, () => h2(port));
-  const bodies = Array.from({ length: total }, (_, i) => frame(keepAliveRequest(leases[(i + offset) % leases.length]!)));
+export function keepAliveLoad(port: number, leases: number[], total: number, offset = 0, connections = 4, streams = 64): Promise<LoadResult> {
+  return streamedLoad({
+    port,
+    path: ETCD.leaseKeepAlive,
+    message: (i) => keepAliveRequest(leases[(i + offset) % leases.length]!),
+    ok: (m) => (fields(m, 3)[0] as number | undefined)! > 0, // LeaseKeepAliveResponse.TTL (3)
+    total,
+    connections,
+    streams,
+  });
+}
+
+export interface StreamedLoad {
+  readonly port: number;
+  readonly path: string;
+  /** Extra request headers (ours: `authorization`). */
+  readonly headers?: Record<string, string>;
+  /** The i-th request message (unframed). */
+  message(i: number): Uint8Array;
+  /** Whether an answer message says the request succeeded. */
+  ok(m: Uint8Array): boolean;
+  readonly total: number;
+  readonly connections: number;
+  readonly streams: number;
+}
+
+/**
+ * Requests over long-lived bidirectional streams (etcd's keepalives, our
+ * HeartbeatStream): each stream sends its next request when the previous is
+ * answered; a stream that ends early fails what it did not send.
+ */
+export async function streamedLoad(o: StreamedLoad): Promise<LoadResult> {
+  const sessions = Array.from({ length: o.connections }, () => h2(o.port));
+  const bodies = Array.from({ length: o.total }, (_, i) => frame(o.message(i)));
   const times: number[] = [];
   let next = 0;
   let failed = 0;
@@ -208,13 +239,13 @@ export async function keepAliveLoad(port: number, leases: number[], total: numbe
   try {
     await Promise.all(
       Array.from(
-        { length: streams },
+        { length: o.streams },
         (_, s) =>
           new Promise<void>((resolve, reject) => {
-            const stream = sessions[s % connections]!.request(grpcHeaders(ETCD.leaseKeepAlive));
+            const stream = sessions[s % o.connections]!.request({ ...grpcHeaders(o.path), ...o.headers });
             let t0 = 0;
             const send = () => {
-              if (next >= total) return void stream.end();
+              if (next >= o.total) return void stream.end();
               t0 = performance.now();
               stream.write(bodies[next++]!);
             };
@@ -222,7 +253,7 @@ export async function keepAliveLoad(port: number, leases: number[], total: numbe
               "data",
               grpcMessages((m) => {
                 times.push(performance.now() - t0);
-                if (!((fields(m, 3)[0] as number | undefined)! > 0)) failed++; // LeaseKeepAliveResponse.TTL (3)
+                if (!o.ok(m)) failed++;
                 send();
               }),
             );
@@ -237,7 +268,7 @@ export async function keepAliveLoad(port: number, leases: number[], total: numbe
     for (const s of sessions) s.close();
   }
   const seconds = (performance.now() - started) / 1000;
-  return { rps: total / seconds, p50Ms: percentile(times, 50), p99Ms: percentile(times, 99), ok: times.length - failed, failed: failed + (total - times.length) };
+  return { rps: o.total / seconds, p50Ms: percentile(times, 50), p99Ms: percentile(times, 99), ok: times.length - failed, failed: failed + (o.total - times.length) };
 }
 
 // --- watch fan-out ----------------------------------------------------------------------

@@ -18,7 +18,7 @@ import { MongoClient } from "mongodb";
 import { pino } from "pino";
 import { Bench } from "tinybench";
 import { DiscoverRequestSchema, SearchToolsRequestSchema, SearchToolsResponseSchema } from "../gen/federation/v1/directory_service_pb.js";
-import { HeartbeatRequestSchema, RegisterRequestSchema, RegisterResponseSchema } from "../gen/federation/v1/registry_service_pb.js";
+import { HeartbeatRequestSchema, HeartbeatStreamRequestSchema, RegisterRequestSchema, RegisterResponseSchema } from "../gen/federation/v1/registry_service_pb.js";
 import { fromBinary } from "@bufbuild/protobuf";
 import { RouteRequestSchema } from "../gen/federation/v1/router_service_pb.js";
 import { systemClock } from "../src/clock.js";
@@ -1084,16 +1084,38 @@ async function etcdPeer(): Promise<void> {
     const leases = Array.from({ length: n }, (_, i) => i + 1);
     const hb = (i: number) => toBinary(HeartbeatRequestSchema, create(HeartbeatRequestSchema, { agentId: ids[i % n]!, load: (i % 10) / 10 }));
     const beats = Math.ceil(size.writes / rounds);
-    const hbs = { ours: [] as LoadResult[], etcd: [] as LoadResult[], oursCpu: [] as number[], etcdCpu: [] as number[] };
+    // HeartbeatStream: the same heartbeats over 64 long-lived streams on 4 connections, as etcd's keepalives.
+    const hbStreamed = (i: number) => toBinary(HeartbeatStreamRequestSchema, create(HeartbeatStreamRequestSchema, { agentId: ids[i % n]!, load: (i % 10) / 10 }));
+    const hbs = { ours: [] as LoadResult[], etcd: [] as LoadResult[], oursCpu: [] as number[], etcdCpu: [] as number[], streamed: [] as LoadResult[], streamedCpu: [] as number[] };
     for (let r = 0; r < rounds; r++) {
       hbs.etcd.push(check(await cpuOf(etcd, hbs.etcdCpu, () => etcdLib.keepAliveLoad(etcd.port, leases, beats, r * beats)), "etcd keepalive"));
       hbs.ours.push(check(await cpuOf(svc, hbs.oursCpu, () => ours.load("/federation.v1.RegistryService/Heartbeat", (i) => hb(i + r * beats), beats)), "heartbeat vs etcd"));
+      hbs.streamed.push(
+        check(
+          await cpuOf(svc, hbs.streamedCpu, () =>
+            etcdLib.streamedLoad({
+              port: svc.port,
+              path: "/federation.v1.RegistryService/HeartbeatStream",
+              headers: { authorization: `Bearer ${svc.token}` },
+              message: (i) => hbStreamed(i + r * beats),
+              ok: (m) => m.length > 0,
+              total: beats,
+              connections: 4,
+              streams: 64,
+            }),
+          ),
+          "heartbeat stream vs etcd",
+        ),
+      );
     }
     const hbE = median(hbs.etcd);
     const hbO = median(hbs.ours);
     const [hbEUs, hbOUs] = [medianOf(hbs.etcdCpu), medianOf(hbs.oursCpu)];
     add({ scenario: `etcd: keepalive over 64 long-lived LeaseKeepAlive streams (${n} leases)`, ...hbE, note: `median of ${rounds} rounds; ${cpuNote(hbEUs)}`, serverCpuUs: hbEUs });
     add({ scenario: `heartbeat gRPC (unary) vs etcd keepalive streams (${n} agents)`, ...hbO, limit: "etcd keepalive streams (alternating)", ratio: hbO.rps / hbE.rps, note: `median of ${rounds}; ${vs(hbOUs, hbEUs)}; issue 21 goal ≥ 1.5`, serverCpuUs: hbOUs });
+    const hbS = median(hbs.streamed);
+    const hbSUs = medianOf(hbs.streamedCpu);
+    add({ scenario: `HeartbeatStream gRPC, 64 long-lived streams, vs etcd keepalive streams (${n} agents)`, ...hbS, limit: "etcd keepalive streams (alternating)", ratio: hbS.rps / hbE.rps, note: `median of ${rounds}; ${vs(hbSUs, hbEUs)}; issue 21 goal ≥ 1.5`, serverCpuUs: hbSUs });
 
     // RSS with the fleet registered and heartbeating (etcd: after its keepalives).
     const loaded = { ours: svc.rssBytes(), etcd: etcd.rssBytes() };

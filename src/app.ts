@@ -248,6 +248,9 @@ export class App {
             timeoutMs: config.a2a.cardFetchTimeoutMs,
             maxBytes: config.a2a.cardMaxBytes,
           }),
+        }, {
+          clock: this.clock,
+          heartbeat: (principal, agentId, now) => security.guard.streamedHeartbeat(principal, agentId, now),
         }),
       },
       { service: DirectoryService, impl: directoryService(this.directory, security.signer, security.keys) },

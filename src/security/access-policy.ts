@@ -12,6 +12,7 @@ export type Requirement = Scope | "public" | "agent";
 const policy: Record<string, Requirement> = {
   "federation.v1.RegistryService/Register": "agents:write",
   "federation.v1.RegistryService/Heartbeat": "agent",
+  "federation.v1.RegistryService/HeartbeatStream": "agent",
   "federation.v1.RegistryService/Unregister": "agent",
   "federation.v1.RegistryService/GetAgent": "agents:read",
   "federation.v1.RegistryService/ListAgents": "agents:read",

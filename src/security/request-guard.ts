@@ -68,6 +68,20 @@ export class RequestGuard {
     return quota ? quota.then(() => principal) : principal;
   }
 
+  /**
+   * One heartbeat on a stream that was admitted when it opened
+   * (HeartbeatStream): counted as a unary Heartbeat would be — the
+   * credential still valid, the tenant's quota, then the agent's
+   * heartbeat rate.
+   */
+  streamedHeartbeat(principal: Principal, agentId: string, now: number): Promise<void> {
+    if (principal.expiresAt !== undefined && now >= principal.expiresAt) {
+      throw errors.unauthenticated("the credential that opened this stream expired: reopen it with the renewed passport");
+    }
+    const tenant = principal.tenant;
+    return this.limits.tenant(tenant).then(() => this.limits.agentHeartbeat(tenant, agentId));
+  }
+
   private authenticate(call: GuardedCall): Principal | Promise<Principal> {
     if (call.peer) {
       if (!call.peer.authorized) {

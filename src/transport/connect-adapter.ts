@@ -1,6 +1,7 @@
 import { Code, createConnectRouter, type ConnectRouter, type ConnectRouterOptions, type ContextValues } from "@connectrpc/connect";
 import { compressionBrotli, compressionGzip, universalRequestFromNodeRequest, universalResponseToNodeResponse } from "@connectrpc/connect-node";
 import type { UniversalServerResponse } from "@connectrpc/connect/protocol";
+import { percentEncode } from "./grpc-message.js";
 import type { NodeRequest, NodeResponse } from "./node-types.js";
 
 export interface ConnectAdapterOptions extends ConnectRouterOptions {
@@ -48,6 +49,7 @@ function asClientError(res: UniversalServerResponse): UniversalServerResponse {
   }
   // gRPC: the status in the trailers (or the headers of a trailers-only answer).
   if (isParseFailure(res.header?.get("grpc-status"), res.header?.get("grpc-message"))) res.header!.set("grpc-status", String(Code.InvalidArgument));
+  specEncodedMessage(res.header);
   if (body === undefined || !(Symbol.asyncIterator in body)) return res;
   return { ...res, body: watchTrailers(res, body as AsyncIterable<Uint8Array>) };
 }
@@ -99,4 +101,23 @@ async function* watchTrailers(res: UniversalServerResponse, body: AsyncIterable<
     yield chunk;
   }
   if (isParseFailure(res.trailer?.get("grpc-status"), res.trailer?.get("grpc-message"))) res.trailer!.set("grpc-status", String(Code.InvalidArgument));
+  specEncodedMessage(res.trailer);
+}
+
+/**
+ * connect-es percent-encodes grpc-message with encodeURIComponent (":" as
+ * %3A, "/" as %2F ...); grpc-js decodes it with decodeURI, which leaves
+ * those escaped, so its users read "agent_id%3A is required". Re-encoded
+ * as the gRPC spec asks (grpc-message.ts), every client reads the message.
+ */
+function specEncodedMessage(h: Headers | undefined): void {
+  const raw = h?.get("grpc-message");
+  if (raw == null || raw === "") return;
+  let message: string;
+  try {
+    message = decodeURIComponent(raw);
+  } catch {
+    return;
+  }
+  h!.set("grpc-message", percentEncode(message));
 }

@@ -59,6 +59,8 @@ export interface FastPathOptions {
  */
 export class GrpcFastPath {
   private readonly routes = new Map<string, Route>();
+  /** Bidirectional streams (HeartbeatStream): their impl takes and returns async iterables. */
+  private readonly bidiRoutes = new Map<string, Route>();
   private readonly watchPath = `/${HealthService.typeName}/${HealthService.method.watchEvents.name}`;
   private readonly encoder = new MessageEncoder(baseOf);
   private readonly feed: FanOut;
@@ -70,9 +72,11 @@ export class GrpcFastPath {
     for (const { service, impl } of opts.services) {
       for (const method of service.methods) {
         const fn = (impl as Record<string, unknown>)[method.localName];
-        if (method.methodKind !== "unary" || typeof fn !== "function") continue;
+        if (typeof fn !== "function") continue;
         const procedure = `${service.typeName}/${method.name}`;
-        this.routes.set(`/${procedure}`, { service, method, impl: fn.bind(impl) as UnaryImpl, procedure });
+        const route = { service, method, impl: fn.bind(impl) as UnaryImpl, procedure };
+        if (method.methodKind === "unary") this.routes.set(`/${procedure}`, route);
+        else if (method.methodKind === "bidi_streaming") this.bidiRoutes.set(`/${procedure}`, route);
       }
     }
   }
@@ -90,13 +94,15 @@ export class GrpcFastPath {
     if (encoding !== undefined && encoding !== "identity") return false;
     const path = h[":path"] ?? "";
     const route = this.routes.get(path);
-    if (!route && path !== this.watchPath) return false;
+    const bidi = route ? undefined : this.bidiRoutes.get(path);
+    if (!route && !bidi && path !== this.watchPath) return false;
     this.served++;
     const record = this.opts.pipeline.begin(requestId, "grpc", path);
-    record.method = route?.procedure ?? WATCH_PROCEDURE;
+    const served = route ?? bidi;
+    record.method = served?.procedure ?? WATCH_PROCEDURE;
     const call = new CallContext({
-      service: route?.service ?? HealthService,
-      method: route?.method ?? HealthService.method.watchEvents,
+      service: served?.service ?? HealthService,
+      method: served?.method ?? HealthService.method.watchEvents,
       protocolName: "grpc",
       requestMethod: "POST",
       url: path,
@@ -106,8 +112,63 @@ export class GrpcFastPath {
       values: new CallValues().set(peerKey, peerCertificateOfSocket(stream.session?.socket)),
       requestId,
     });
-    this.serve(stream, call, record, route);
+    if (bidi) this.serveBidi(stream, call, record, bidi);
+    else this.serve(stream, call, record, route);
     return true;
+  }
+
+  /**
+   * A bidirectional stream: admitted once when it opens (the pipeline's
+   * guard reads its headers), then each request frame is parsed as it
+   * arrives and handed to the handler's async iterable, and each message
+   * the handler yields is written as one frame. Backpressure both ways:
+   * reading pauses while requests wait unread, writing waits for drain.
+   * The handler ends the stream: returning is OK, throwing is its status.
+   */
+  private serveBidi(stream: http2.ServerHttp2Stream, call: CallContext, record: Call, route: Route): void {
+    const output = route.method.output;
+    let code: number = Code.Canceled;
+    const input = new RequestFrames(stream, route.method.input, this.opts.maxBodyBytes, call.signal, (n) => (record.bytesIn += n));
+    const onClose = () => call.abort(CLIENT_GONE);
+    stream.on("close", onClose);
+    if (call.timeoutMs() !== undefined) {
+      call.onDeadline = () => {
+        code = Code.DeadlineExceeded;
+        if (!stream.headersSent) sendError(stream, call, DEADLINE);
+      };
+    }
+    const run = async (): Promise<void> => {
+      const admitting = this.admit(call, record, undefined);
+      if (admitting) await admitting;
+      if (stream.destroyed) return;
+      stream.respond(responseHeaders(call), WAIT_FOR_TRAILERS);
+      for await (const m of (route.impl as unknown as BidiImpl)(input, call)) {
+        if (call.finished || stream.destroyed) return;
+        const frame = this.encoder.frame(output, isMessage(m, output) ? m : create(output, m as never));
+        record.bytesOut += frame.length;
+        if (!stream.write(frame)) await drained(stream, call.signal);
+      }
+    };
+    run()
+      .then(
+        () => {
+          if (call.finished || stream.destroyed) return;
+          code = 0;
+          endStream(stream, call, undefined);
+        },
+        (err: unknown) => {
+          // Deadline and client gone: already said (or nobody to tell).
+          if (call.finished && (call.signal.reason === CLIENT_GONE || code === Code.DeadlineExceeded)) return;
+          code = ConnectError.from(err).code;
+          endStream(stream, call, err);
+        },
+      )
+      .finally(() => {
+        input.detach();
+        stream.off("close", onClose);
+        call.abort(FINISHED);
+        this.opts.pipeline.finish(record, code);
+      });
   }
 
   /**
@@ -300,6 +361,148 @@ function onTrailers(stream: http2.ServerHttp2Stream, make: () => http2.OutgoingH
       stream.close();
     }
   });
+}
+
+type BidiImpl = (requests: AsyncIterable<Message>, ctx: HandlerContext) => AsyncIterable<unknown>;
+
+/** Ends a stream whose headers may have been sent: trailers with the status (trailers-only before any headers). */
+function endStream(stream: http2.ServerHttp2Stream, call: CallContext, err: unknown): void {
+  if (stream.destroyed || stream.closed) return;
+  if (!stream.headersSent) {
+    stream.respond({ ...responseHeaders(call), ...trailers(call, err) }, { endStream: true });
+    return;
+  }
+  onTrailers(stream, () => trailers(call, err));
+  stream.end();
+}
+
+/** Resolves when the stream can take more, or the call ends. */
+function drained(stream: http2.ServerHttp2Stream, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    const done = () => {
+      stream.off("drain", done);
+      stream.off("close", done);
+      signal.removeEventListener("abort", done);
+      resolve();
+    };
+    stream.on("drain", done);
+    stream.on("close", done);
+    signal.addEventListener("abort", done);
+  });
+}
+
+/** Requests read unanswered before reading pauses (and resumes below half of it). */
+const MAX_UNREAD = 64;
+
+/**
+ * The request messages of a streaming call, read frame by frame from the
+ * HTTP/2 stream as they arrive: an async iterable for the handler. A frame
+ * too large, compressed without grpc-encoding, or not parsing ends it with
+ * the client's error; so does the call's end (deadline, client gone).
+ */
+class RequestFrames implements AsyncIterableIterator<Message> {
+  private pending: Buffer | undefined;
+  private readonly ready: Message[] = [];
+  private waiter: { resolve: (r: IteratorResult<Message>) => void; reject: (e: unknown) => void } | undefined;
+  private ended = false;
+  private error: unknown;
+  private paused = false;
+
+  constructor(
+    private readonly stream: http2.ServerHttp2Stream,
+    private readonly schema: DescMessage,
+    private readonly maxBytes: number,
+    private readonly signal: AbortSignal,
+    private readonly counted: (bytes: number) => void,
+  ) {
+    stream.on("data", this.onData);
+    stream.on("end", this.onEnd);
+    signal.addEventListener("abort", this.onAbort);
+  }
+
+  [Symbol.asyncIterator](): this {
+    return this;
+  }
+
+  next(): Promise<IteratorResult<Message>> {
+    const m = this.ready.shift();
+    if (m !== undefined) {
+      if (this.paused && this.ready.length < MAX_UNREAD / 2) {
+        this.paused = false;
+        this.stream.resume();
+      }
+      return Promise.resolve({ value: m, done: false });
+    }
+    if (this.error !== undefined) return Promise.reject(this.error);
+    if (this.ended) return Promise.resolve({ value: undefined, done: true });
+    return new Promise((resolve, reject) => (this.waiter = { resolve, reject }));
+  }
+
+  return(): Promise<IteratorResult<Message>> {
+    this.detach();
+    return Promise.resolve({ value: undefined, done: true });
+  }
+
+  detach(): void {
+    this.stream.off("data", this.onData);
+    this.stream.off("end", this.onEnd);
+    this.signal.removeEventListener("abort", this.onAbort);
+    this.ready.length = 0;
+    this.pending = undefined;
+  }
+
+  private readonly onData = (chunk: Buffer) => {
+    this.counted(chunk.length);
+    let buf = this.pending ? Buffer.concat([this.pending, chunk]) : chunk;
+    while (buf.length >= 5) {
+      const length = buf.readUInt32BE(1);
+      if (length > this.maxBytes) return this.fail(new ConnectError(`message larger than ${this.maxBytes} bytes`, Code.ResourceExhausted));
+      if (buf[0] !== 0) return this.fail(new ConnectError("compressed message without grpc-encoding", Code.InvalidArgument));
+      if (buf.length < 5 + length) break;
+      let m: Message;
+      try {
+        m = fromBinary(this.schema, buf.subarray(5, 5 + length));
+      } catch (err) {
+        return this.fail(new ConnectError(`request message: cannot parse binary: ${(err as Error).message}`, Code.InvalidArgument));
+      }
+      buf = buf.subarray(5 + length);
+      this.deliver(m);
+    }
+    this.pending = buf.length > 0 ? buf : undefined;
+    if (!this.paused && this.ready.length >= MAX_UNREAD) {
+      this.paused = true;
+      this.stream.pause();
+    }
+  };
+
+  private readonly onEnd = () => {
+    if (this.pending !== undefined) return this.fail(new ConnectError("protocol error: incomplete message", Code.InvalidArgument));
+    this.ended = true;
+    const w = this.waiter;
+    this.waiter = undefined;
+    w?.resolve({ value: undefined, done: true });
+  };
+
+  private readonly onAbort = () => this.fail(this.signal.reason);
+
+  private deliver(m: Message): void {
+    const w = this.waiter;
+    if (w) {
+      this.waiter = undefined;
+      w.resolve({ value: m, done: false });
+    } else this.ready.push(m);
+  }
+
+  private fail(err: unknown): void {
+    if (this.error !== undefined) return;
+    this.error = err;
+    this.pending = undefined;
+    this.stream.off("data", this.onData);
+    this.stream.resume();
+    const w = this.waiter;
+    this.waiter = undefined;
+    w?.reject(err);
+  }
 }
 
 function sendError(stream: http2.ServerHttp2Stream, ctx: CallContext, err: unknown): void {

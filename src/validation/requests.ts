@@ -129,7 +129,8 @@ export interface HeartbeatInput {
 
 const reportableStatuses = [AgentStatus.UNSPECIFIED, AgentStatus.HEALTHY, AgentStatus.DEGRADED, AgentStatus.DRAINING];
 
-export function parseHeartbeat(req: HeartbeatRequest): HeartbeatInput {
+/** A Heartbeat, or one heartbeat of a HeartbeatStream (the same fields and rules). */
+export function parseHeartbeat(req: Pick<HeartbeatRequest, "agentId" | "status" | "load">): HeartbeatInput {
   id("agent_id", req.agentId);
   enumValue("status", req.status, AgentStatus);
   if (!reportableStatuses.includes(req.status)) {

@@ -15,7 +15,7 @@ import type { JsonObject, Message } from "@bufbuild/protobuf";
  * Describes the file federation/v1/registry_service.proto.
  */
 export const file_federation_v1_registry_service: GenFile = /*@__PURE__*/
-  fileDesc("CiRmZWRlcmF0aW9uL3YxL3JlZ2lzdHJ5X3NlcnZpY2UucHJvdG8SDWZlZGVyYXRpb24udjEi2wIKD1JlZ2lzdGVyUmVxdWVzdBIMCgRuYW1lGAEgASgJEg8KB3ZlcnNpb24YAiABKAkSKQoIZW5kcG9pbnQYAyABKAsyFy5mZWRlcmF0aW9uLnYxLkVuZHBvaW50Ei8KDGNhcGFiaWxpdGllcxgEIAMoCzIZLmZlZGVyYXRpb24udjEuQ2FwYWJpbGl0eRIiCgV0b29scxgFIAMoCzITLmZlZGVyYXRpb24udjEuVG9vbBI6CgZsYWJlbHMYBiADKAsyKi5mZWRlcmF0aW9uLnYxLlJlZ2lzdGVyUmVxdWVzdC5MYWJlbHNFbnRyeRIsCglsZWFzZV90dGwYByABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SEAoIYWdlbnRfaWQYCCABKAkaLQoLTGFiZWxzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASKwAQoQUmVnaXN0ZXJSZXNwb25zZRIjCgVhZ2VudBgBIAEoCzIULmZlZGVyYXRpb24udjEuQWdlbnQSLAoJbGVhc2VfdHRsGAIgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEhAKCHBhc3Nwb3J0GAMgASgJEjcKE3Bhc3Nwb3J0X2V4cGlyZXNfYXQYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wImwKEEhlYXJ0YmVhdFJlcXVlc3QSEAoIYWdlbnRfaWQYASABKAkSKgoGc3RhdHVzGAIgASgOMhouZmVkZXJhdGlvbi52MS5BZ2VudFN0YXR1cxIRCgRsb2FkGAMgASgBSACIAQFCBwoFX2xvYWQisQEKEUhlYXJ0YmVhdFJlc3BvbnNlEiMKBWFnZW50GAEgASgLMhQuZmVkZXJhdGlvbi52MS5BZ2VudBIsCglsZWFzZV90dGwYAiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SEAoIcGFzc3BvcnQYAyABKAkSNwoTcGFzc3BvcnRfZXhwaXJlc19hdBgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiJQoRVW5yZWdpc3RlclJlcXVlc3QSEAoIYWdlbnRfaWQYASABKAkiFAoSVW5yZWdpc3RlclJlc3BvbnNlIiMKD0dldEFnZW50UmVxdWVzdBIQCghhZ2VudF9pZBgBIAEoCSI3ChBHZXRBZ2VudFJlc3BvbnNlEiMKBWFnZW50GAEgASgLMhQuZmVkZXJhdGlvbi52MS5BZ2VudCI6ChFMaXN0QWdlbnRzUmVxdWVzdBIRCglwYWdlX3NpemUYASABKAUSEgoKcGFnZV90b2tlbhgCIAEoCSJTChJMaXN0QWdlbnRzUmVzcG9uc2USJAoGYWdlbnRzGAEgAygLMhQuZmVkZXJhdGlvbi52MS5BZ2VudBIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiJwoTR2V0QWdlbnRDYXJkUmVxdWVzdBIQCghhZ2VudF9pZBgBIAEoCSI9ChRHZXRBZ2VudENhcmRSZXNwb25zZRIlCgRjYXJkGAEgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdCL9AQoXUmVnaXN0ZXJGcm9tQ2FyZFJlcXVlc3QSEAoIY2FyZF91cmwYASABKAkSDAoEbmFtZRgCIAEoCRIPCgd2ZXJzaW9uGAMgASgJEkIKBmxhYmVscxgEIAMoCzIyLmZlZGVyYXRpb24udjEuUmVnaXN0ZXJGcm9tQ2FyZFJlcXVlc3QuTGFiZWxzRW50cnkSLAoJbGVhc2VfdHRsGAUgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEhAKCGFnZW50X2lkGAYgASgJGi0KC0xhYmVsc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiuAEKGFJlZ2lzdGVyRnJvbUNhcmRSZXNwb25zZRIjCgVhZ2VudBgBIAEoCzIULmZlZGVyYXRpb24udjEuQWdlbnQSLAoJbGVhc2VfdHRsGAIgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEhAKCHBhc3Nwb3J0GAMgASgJEjcKE3Bhc3Nwb3J0X2V4cGlyZXNfYXQYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wMrcGCg9SZWdpc3RyeVNlcnZpY2USaAoIUmVnaXN0ZXISHi5mZWRlcmF0aW9uLnYxLlJlZ2lzdGVyUmVxdWVzdBofLmZlZGVyYXRpb24udjEuUmVnaXN0ZXJSZXNwb25zZSIbgtPkkwIVOgEqIhAvYWdlbnRzL3JlZ2lzdGVyEncKCUhlYXJ0YmVhdBIfLmZlZGVyYXRpb24udjEuSGVhcnRiZWF0UmVxdWVzdBogLmZlZGVyYXRpb24udjEuSGVhcnRiZWF0UmVzcG9uc2UiJ4LT5JMCIToBKiIcL2FnZW50cy97YWdlbnRfaWR9L2hlYXJ0YmVhdBJtCgpVbnJlZ2lzdGVyEiAuZmVkZXJhdGlvbi52MS5VbnJlZ2lzdGVyUmVxdWVzdBohLmZlZGVyYXRpb24udjEuVW5yZWdpc3RlclJlc3BvbnNlIhqC0+STAhQqEi9hZ2VudHMve2FnZW50X2lkfRJnCghHZXRBZ2VudBIeLmZlZGVyYXRpb24udjEuR2V0QWdlbnRSZXF1ZXN0Gh8uZmVkZXJhdGlvbi52MS5HZXRBZ2VudFJlc3BvbnNlIhqC0+STAhQSEi9hZ2VudHMve2FnZW50X2lkfRJiCgpMaXN0QWdlbnRzEiAuZmVkZXJhdGlvbi52MS5MaXN0QWdlbnRzUmVxdWVzdBohLmZlZGVyYXRpb24udjEuTGlzdEFnZW50c1Jlc3BvbnNlIg+C0+STAgkSBy9hZ2VudHMSeAoMR2V0QWdlbnRDYXJkEiIuZmVkZXJhdGlvbi52MS5HZXRBZ2VudENhcmRSZXF1ZXN0GiMuZmVkZXJhdGlvbi52MS5HZXRBZ2VudENhcmRSZXNwb25zZSIfgtPkkwIZEhcvYWdlbnRzL3thZ2VudF9pZH0vY2FyZBKKAQoQUmVnaXN0ZXJGcm9tQ2FyZBImLmZlZGVyYXRpb24udjEuUmVnaXN0ZXJGcm9tQ2FyZFJlcXVlc3QaJy5mZWRlcmF0aW9uLnYxLlJlZ2lzdGVyRnJvbUNhcmRSZXNwb25zZSIlgtPkkwIfOgEqIhovYWdlbnRzL3JlZ2lzdGVyLWZyb20tY2FyZEJ5Cidjb20uZ2l0aHViLmZlZGVyYXRpb25jb3JlLmZlZGVyYXRpb24udjFQAVpMZ2l0aHViLmNvbS9mZWRlcmF0aW9uLWNvcmUvZmVkZXJhdGlvbi1jb3JlL2dlbi9nby9mZWRlcmF0aW9uL3YxO2ZlZGVyYXRpb252MWIGcHJvdG8z", [file_federation_v1_agent, file_google_api_annotations, file_google_protobuf_duration, file_google_protobuf_struct, file_google_protobuf_timestamp]);
+  fileDesc("CiRmZWRlcmF0aW9uL3YxL3JlZ2lzdHJ5X3NlcnZpY2UucHJvdG8SDWZlZGVyYXRpb24udjEi2wIKD1JlZ2lzdGVyUmVxdWVzdBIMCgRuYW1lGAEgASgJEg8KB3ZlcnNpb24YAiABKAkSKQoIZW5kcG9pbnQYAyABKAsyFy5mZWRlcmF0aW9uLnYxLkVuZHBvaW50Ei8KDGNhcGFiaWxpdGllcxgEIAMoCzIZLmZlZGVyYXRpb24udjEuQ2FwYWJpbGl0eRIiCgV0b29scxgFIAMoCzITLmZlZGVyYXRpb24udjEuVG9vbBI6CgZsYWJlbHMYBiADKAsyKi5mZWRlcmF0aW9uLnYxLlJlZ2lzdGVyUmVxdWVzdC5MYWJlbHNFbnRyeRIsCglsZWFzZV90dGwYByABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SEAoIYWdlbnRfaWQYCCABKAkaLQoLTGFiZWxzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASKwAQoQUmVnaXN0ZXJSZXNwb25zZRIjCgVhZ2VudBgBIAEoCzIULmZlZGVyYXRpb24udjEuQWdlbnQSLAoJbGVhc2VfdHRsGAIgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEhAKCHBhc3Nwb3J0GAMgASgJEjcKE3Bhc3Nwb3J0X2V4cGlyZXNfYXQYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wImwKEEhlYXJ0YmVhdFJlcXVlc3QSEAoIYWdlbnRfaWQYASABKAkSKgoGc3RhdHVzGAIgASgOMhouZmVkZXJhdGlvbi52MS5BZ2VudFN0YXR1cxIRCgRsb2FkGAMgASgBSACIAQFCBwoFX2xvYWQisQEKEUhlYXJ0YmVhdFJlc3BvbnNlEiMKBWFnZW50GAEgASgLMhQuZmVkZXJhdGlvbi52MS5BZ2VudBIsCglsZWFzZV90dGwYAiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SEAoIcGFzc3BvcnQYAyABKAkSNwoTcGFzc3BvcnRfZXhwaXJlc19hdBgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAicgoWSGVhcnRiZWF0U3RyZWFtUmVxdWVzdBIQCghhZ2VudF9pZBgBIAEoCRIqCgZzdGF0dXMYAiABKA4yGi5mZWRlcmF0aW9uLnYxLkFnZW50U3RhdHVzEhEKBGxvYWQYAyABKAFIAIgBAUIHCgVfbG9hZCKGAgoXSGVhcnRiZWF0U3RyZWFtUmVzcG9uc2USEAoIYWdlbnRfaWQYASABKAkSNAoQbGVhc2VfZXhwaXJlc19hdBgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASKgoGc3RhdHVzGAMgASgOMhouZmVkZXJhdGlvbi52MS5BZ2VudFN0YXR1cxIQCghwYXNzcG9ydBgEIAEoCRI3ChNwYXNzcG9ydF9leHBpcmVzX2F0GAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIsCglsZWFzZV90dGwYBiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24iJQoRVW5yZWdpc3RlclJlcXVlc3QSEAoIYWdlbnRfaWQYASABKAkiFAoSVW5yZWdpc3RlclJlc3BvbnNlIiMKD0dldEFnZW50UmVxdWVzdBIQCghhZ2VudF9pZBgBIAEoCSI3ChBHZXRBZ2VudFJlc3BvbnNlEiMKBWFnZW50GAEgASgLMhQuZmVkZXJhdGlvbi52MS5BZ2VudCI6ChFMaXN0QWdlbnRzUmVxdWVzdBIRCglwYWdlX3NpemUYASABKAUSEgoKcGFnZV90b2tlbhgCIAEoCSJTChJMaXN0QWdlbnRzUmVzcG9uc2USJAoGYWdlbnRzGAEgAygLMhQuZmVkZXJhdGlvbi52MS5BZ2VudBIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiJwoTR2V0QWdlbnRDYXJkUmVxdWVzdBIQCghhZ2VudF9pZBgBIAEoCSI9ChRHZXRBZ2VudENhcmRSZXNwb25zZRIlCgRjYXJkGAEgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdCL9AQoXUmVnaXN0ZXJGcm9tQ2FyZFJlcXVlc3QSEAoIY2FyZF91cmwYASABKAkSDAoEbmFtZRgCIAEoCRIPCgd2ZXJzaW9uGAMgASgJEkIKBmxhYmVscxgEIAMoCzIyLmZlZGVyYXRpb24udjEuUmVnaXN0ZXJGcm9tQ2FyZFJlcXVlc3QuTGFiZWxzRW50cnkSLAoJbGVhc2VfdHRsGAUgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEhAKCGFnZW50X2lkGAYgASgJGi0KC0xhYmVsc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiuAEKGFJlZ2lzdGVyRnJvbUNhcmRSZXNwb25zZRIjCgVhZ2VudBgBIAEoCzIULmZlZGVyYXRpb24udjEuQWdlbnQSLAoJbGVhc2VfdHRsGAIgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEhAKCHBhc3Nwb3J0GAMgASgJEjcKE3Bhc3Nwb3J0X2V4cGlyZXNfYXQYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wMp0HCg9SZWdpc3RyeVNlcnZpY2USaAoIUmVnaXN0ZXISHi5mZWRlcmF0aW9uLnYxLlJlZ2lzdGVyUmVxdWVzdBofLmZlZGVyYXRpb24udjEuUmVnaXN0ZXJSZXNwb25zZSIbgtPkkwIVOgEqIhAvYWdlbnRzL3JlZ2lzdGVyEncKCUhlYXJ0YmVhdBIfLmZlZGVyYXRpb24udjEuSGVhcnRiZWF0UmVxdWVzdBogLmZlZGVyYXRpb24udjEuSGVhcnRiZWF0UmVzcG9uc2UiJ4LT5JMCIToBKiIcL2FnZW50cy97YWdlbnRfaWR9L2hlYXJ0YmVhdBJkCg9IZWFydGJlYXRTdHJlYW0SJS5mZWRlcmF0aW9uLnYxLkhlYXJ0YmVhdFN0cmVhbVJlcXVlc3QaJi5mZWRlcmF0aW9uLnYxLkhlYXJ0YmVhdFN0cmVhbVJlc3BvbnNlKAEwARJtCgpVbnJlZ2lzdGVyEiAuZmVkZXJhdGlvbi52MS5VbnJlZ2lzdGVyUmVxdWVzdBohLmZlZGVyYXRpb24udjEuVW5yZWdpc3RlclJlc3BvbnNlIhqC0+STAhQqEi9hZ2VudHMve2FnZW50X2lkfRJnCghHZXRBZ2VudBIeLmZlZGVyYXRpb24udjEuR2V0QWdlbnRSZXF1ZXN0Gh8uZmVkZXJhdGlvbi52MS5HZXRBZ2VudFJlc3BvbnNlIhqC0+STAhQSEi9hZ2VudHMve2FnZW50X2lkfRJiCgpMaXN0QWdlbnRzEiAuZmVkZXJhdGlvbi52MS5MaXN0QWdlbnRzUmVxdWVzdBohLmZlZGVyYXRpb24udjEuTGlzdEFnZW50c1Jlc3BvbnNlIg+C0+STAgkSBy9hZ2VudHMSeAoMR2V0QWdlbnRDYXJkEiIuZmVkZXJhdGlvbi52MS5HZXRBZ2VudENhcmRSZXF1ZXN0GiMuZmVkZXJhdGlvbi52MS5HZXRBZ2VudENhcmRSZXNwb25zZSIfgtPkkwIZEhcvYWdlbnRzL3thZ2VudF9pZH0vY2FyZBKKAQoQUmVnaXN0ZXJGcm9tQ2FyZBImLmZlZGVyYXRpb24udjEuUmVnaXN0ZXJGcm9tQ2FyZFJlcXVlc3QaJy5mZWRlcmF0aW9uLnYxLlJlZ2lzdGVyRnJvbUNhcmRSZXNwb25zZSIlgtPkkwIfOgEqIhovYWdlbnRzL3JlZ2lzdGVyLWZyb20tY2FyZEJ5Cidjb20uZ2l0aHViLmZlZGVyYXRpb25jb3JlLmZlZGVyYXRpb24udjFQAVpMZ2l0aHViLmNvbS9mZWRlcmF0aW9uLWNvcmUvZmVkZXJhdGlvbi1jb3JlL2dlbi9nby9mZWRlcmF0aW9uL3YxO2ZlZGVyYXRpb252MWIGcHJvdG8z", [file_federation_v1_agent, file_google_api_annotations, file_google_protobuf_duration, file_google_protobuf_struct, file_google_protobuf_timestamp]);
 
 /**
  * @generated from message federation.v1.RegisterRequest
@@ -177,6 +177,98 @@ export const HeartbeatResponseSchema: GenMessage<HeartbeatResponse> = /*@__PURE_
   messageDesc(file_federation_v1_registry_service, 3);
 
 /**
+ * HeartbeatStreamRequest is one heartbeat on a HeartbeatStream: the fields
+ * and rules of HeartbeatRequest.
+ *
+ * @generated from message federation.v1.HeartbeatStreamRequest
+ */
+export type HeartbeatStreamRequest = Message<"federation.v1.HeartbeatStreamRequest"> & {
+  /**
+   * @generated from field: string agent_id = 1;
+   */
+  agentId: string;
+
+  /**
+   * New status reported by the agent; UNSPECIFIED keeps the current one.
+   * Only HEALTHY, DEGRADED and DRAINING may be reported.
+   *
+   * @generated from field: federation.v1.AgentStatus status = 2;
+   */
+  status: AgentStatus;
+
+  /**
+   * Current load, 0 to 1.
+   *
+   * @generated from field: optional double load = 3;
+   */
+  load?: number | undefined;
+};
+
+/**
+ * Describes the message federation.v1.HeartbeatStreamRequest.
+ * Use `create(HeartbeatStreamRequestSchema)` to create a new message.
+ */
+export const HeartbeatStreamRequestSchema: GenMessage<HeartbeatStreamRequest> = /*@__PURE__*/
+  messageDesc(file_federation_v1_registry_service, 4);
+
+/**
+ * HeartbeatStreamResponse answers one HeartbeatStream request.
+ *
+ * @generated from message federation.v1.HeartbeatStreamResponse
+ */
+export type HeartbeatStreamResponse = Message<"federation.v1.HeartbeatStreamResponse"> & {
+  /**
+   * The agent the request named.
+   *
+   * @generated from field: string agent_id = 1;
+   */
+  agentId: string;
+
+  /**
+   * When the renewed lease ends.
+   *
+   * @generated from field: google.protobuf.Timestamp lease_expires_at = 2;
+   */
+  leaseExpiresAt?: Timestamp | undefined;
+
+  /**
+   * The agent's status, on the first answer for the agent on this stream
+   * and whenever it changed; UNSPECIFIED when it is unchanged.
+   *
+   * @generated from field: federation.v1.AgentStatus status = 3;
+   */
+  status: AgentStatus;
+
+  /**
+   * A passport, on the first answer for the agent on this stream and when
+   * it was renewed; empty otherwise (keep the one you have).
+   *
+   * @generated from field: string passport = 4;
+   */
+  passport: string;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp passport_expires_at = 5;
+   */
+  passportExpiresAt?: Timestamp | undefined;
+
+  /**
+   * The agent's lease TTL, on the first answer for the agent on this stream
+   * and when it changed (a new registration); absent otherwise.
+   *
+   * @generated from field: google.protobuf.Duration lease_ttl = 6;
+   */
+  leaseTtl?: Duration | undefined;
+};
+
+/**
+ * Describes the message federation.v1.HeartbeatStreamResponse.
+ * Use `create(HeartbeatStreamResponseSchema)` to create a new message.
+ */
+export const HeartbeatStreamResponseSchema: GenMessage<HeartbeatStreamResponse> = /*@__PURE__*/
+  messageDesc(file_federation_v1_registry_service, 5);
+
+/**
  * @generated from message federation.v1.UnregisterRequest
  */
 export type UnregisterRequest = Message<"federation.v1.UnregisterRequest"> & {
@@ -191,7 +283,7 @@ export type UnregisterRequest = Message<"federation.v1.UnregisterRequest"> & {
  * Use `create(UnregisterRequestSchema)` to create a new message.
  */
 export const UnregisterRequestSchema: GenMessage<UnregisterRequest> = /*@__PURE__*/
-  messageDesc(file_federation_v1_registry_service, 4);
+  messageDesc(file_federation_v1_registry_service, 6);
 
 /**
  * @generated from message federation.v1.UnregisterResponse
@@ -204,7 +296,7 @@ export type UnregisterResponse = Message<"federation.v1.UnregisterResponse"> & {
  * Use `create(UnregisterResponseSchema)` to create a new message.
  */
 export const UnregisterResponseSchema: GenMessage<UnregisterResponse> = /*@__PURE__*/
-  messageDesc(file_federation_v1_registry_service, 5);
+  messageDesc(file_federation_v1_registry_service, 7);
 
 /**
  * @generated from message federation.v1.GetAgentRequest
@@ -221,7 +313,7 @@ export type GetAgentRequest = Message<"federation.v1.GetAgentRequest"> & {
  * Use `create(GetAgentRequestSchema)` to create a new message.
  */
 export const GetAgentRequestSchema: GenMessage<GetAgentRequest> = /*@__PURE__*/
-  messageDesc(file_federation_v1_registry_service, 6);
+  messageDesc(file_federation_v1_registry_service, 8);
 
 /**
  * @generated from message federation.v1.GetAgentResponse
@@ -238,7 +330,7 @@ export type GetAgentResponse = Message<"federation.v1.GetAgentResponse"> & {
  * Use `create(GetAgentResponseSchema)` to create a new message.
  */
 export const GetAgentResponseSchema: GenMessage<GetAgentResponse> = /*@__PURE__*/
-  messageDesc(file_federation_v1_registry_service, 7);
+  messageDesc(file_federation_v1_registry_service, 9);
 
 /**
  * @generated from message federation.v1.ListAgentsRequest
@@ -264,7 +356,7 @@ export type ListAgentsRequest = Message<"federation.v1.ListAgentsRequest"> & {
  * Use `create(ListAgentsRequestSchema)` to create a new message.
  */
 export const ListAgentsRequestSchema: GenMessage<ListAgentsRequest> = /*@__PURE__*/
-  messageDesc(file_federation_v1_registry_service, 8);
+  messageDesc(file_federation_v1_registry_service, 10);
 
 /**
  * @generated from message federation.v1.ListAgentsResponse
@@ -288,7 +380,7 @@ export type ListAgentsResponse = Message<"federation.v1.ListAgentsResponse"> & {
  * Use `create(ListAgentsResponseSchema)` to create a new message.
  */
 export const ListAgentsResponseSchema: GenMessage<ListAgentsResponse> = /*@__PURE__*/
-  messageDesc(file_federation_v1_registry_service, 9);
+  messageDesc(file_federation_v1_registry_service, 11);
 
 /**
  * @generated from message federation.v1.GetAgentCardRequest
@@ -305,7 +397,7 @@ export type GetAgentCardRequest = Message<"federation.v1.GetAgentCardRequest"> &
  * Use `create(GetAgentCardRequestSchema)` to create a new message.
  */
 export const GetAgentCardRequestSchema: GenMessage<GetAgentCardRequest> = /*@__PURE__*/
-  messageDesc(file_federation_v1_registry_service, 10);
+  messageDesc(file_federation_v1_registry_service, 12);
 
 /**
  * @generated from message federation.v1.GetAgentCardResponse
@@ -325,7 +417,7 @@ export type GetAgentCardResponse = Message<"federation.v1.GetAgentCardResponse">
  * Use `create(GetAgentCardResponseSchema)` to create a new message.
  */
 export const GetAgentCardResponseSchema: GenMessage<GetAgentCardResponse> = /*@__PURE__*/
-  messageDesc(file_federation_v1_registry_service, 11);
+  messageDesc(file_federation_v1_registry_service, 13);
 
 /**
  * @generated from message federation.v1.RegisterFromCardRequest
@@ -375,7 +467,7 @@ export type RegisterFromCardRequest = Message<"federation.v1.RegisterFromCardReq
  * Use `create(RegisterFromCardRequestSchema)` to create a new message.
  */
 export const RegisterFromCardRequestSchema: GenMessage<RegisterFromCardRequest> = /*@__PURE__*/
-  messageDesc(file_federation_v1_registry_service, 12);
+  messageDesc(file_federation_v1_registry_service, 14);
 
 /**
  * @generated from message federation.v1.RegisterFromCardResponse
@@ -409,7 +501,7 @@ export type RegisterFromCardResponse = Message<"federation.v1.RegisterFromCardRe
  * Use `create(RegisterFromCardResponseSchema)` to create a new message.
  */
 export const RegisterFromCardResponseSchema: GenMessage<RegisterFromCardResponse> = /*@__PURE__*/
-  messageDesc(file_federation_v1_registry_service, 13);
+  messageDesc(file_federation_v1_registry_service, 15);
 
 /**
  * RegistryService is where agents register and keep their lease alive.
@@ -436,6 +528,27 @@ export const RegistryService: GenService<{
     methodKind: "unary";
     input: typeof HeartbeatRequestSchema;
     output: typeof HeartbeatResponseSchema;
+  },
+  /**
+   * HeartbeatStream renews leases over one long-lived stream, for agents
+   * that keep a connection (HTTP/2: gRPC, or Connect over HTTP/2; not on
+   * REST). Each request is one Heartbeat — the same validation, ownership
+   * rules, quotas (the tenant's and the agent's heartbeat rate) and lease
+   * rules — and each answer says only what changed (the passport only when
+   * it was renewed). Requests may name several agents of the caller's
+   * tenant. The stream lives while the credential that opened it is valid:
+   * when that token or passport expires the stream ends UNAUTHENTICATED,
+   * and the agent reopens it with the renewed passport it was sent. An
+   * error a unary Heartbeat would answer (INVALID_ARGUMENT naming the field,
+   * NOT_FOUND for an agent that must register again, PERMISSION_DENIED,
+   * RESOURCE_EXHAUSTED) ends the stream with that code.
+   *
+   * @generated from rpc federation.v1.RegistryService.HeartbeatStream
+   */
+  heartbeatStream: {
+    methodKind: "bidi_streaming";
+    input: typeof HeartbeatStreamRequestSchema;
+    output: typeof HeartbeatStreamResponseSchema;
   },
   /**
    * @generated from rpc federation.v1.RegistryService.Unregister

@@ -7,6 +7,7 @@ import {
   GetAgentResponseSchema,
   HeartbeatResponseSchema,
   type HeartbeatResponse,
+  HeartbeatStreamResponseSchema,
   ListAgentsResponseSchema,
   RegisterFromCardResponseSchema,
   RegisterResponseSchema,
@@ -16,12 +17,13 @@ import {
 import { agentCard } from "../../a2a/agent-card.js";
 import type { CardFetcher } from "../../a2a/card-fetch.js";
 import { registerRequestFromCard } from "../../a2a/card-import.js";
+import type { Clock } from "../../clock.js";
 import type { LeaseConfig } from "../../config.js";
 import { agentMessageOnce, toAgentMessage } from "../../registry/agent-message.js";
 import type { AgentRecord } from "../../registry/agent-record.js";
 import { withBase } from "../../message-hints.js";
 import type { Registry } from "../../registry/registry.js";
-import { principalKey } from "../../security/principal.js";
+import { principalKey, type Principal } from "../../security/principal.js";
 import type { IssuedToken, TokenIssuer } from "../../security/token-issuer.js";
 import { Memo } from "../message-encoding.js";
 import {
@@ -65,11 +67,26 @@ export interface CardSupport {
   readonly fetcher: CardFetcher;
 }
 
+/**
+ * What HeartbeatStream needs beyond a unary Heartbeat: each streamed
+ * heartbeat is counted as a call (the guard's quotas, the opening
+ * credential's expiry), and a clock to tell the time by.
+ */
+export interface StreamSupport {
+  readonly clock: Clock;
+  /** Throws (UNAUTHENTICATED, RESOURCE_EXHAUSTED) when this heartbeat may not be taken. */
+  heartbeat(principal: Principal, agentId: string, now: number): Promise<void>;
+}
+
+/** Agents one HeartbeatStream remembers what it last told (a stream naming more forgets the oldest: it is told again). */
+const STREAM_AGENTS = 10_000;
+
 export function registryService(
   registry: Registry,
   issuer: TokenIssuer,
   lease: LeaseConfig,
   cards: CardSupport,
+  streams: StreamSupport,
 ): ServiceImpl<typeof RegistryService> {
   /** Register's path, shared by RegisterFromCard: the registration, then its passport. */
   const registered = async (input: RegisterInput, ctx: HandlerContext) => {
@@ -100,6 +117,36 @@ export function registryService(
     async heartbeat(req, ctx) {
       const agent = await registry.heartbeat(parseHeartbeat(req), ctx.values.get(principalKey));
       return heartbeatAnswer(agent, await issuer.renewedPassport(agent));
+    },
+    /**
+     * Heartbeats over one stream: each request is a Heartbeat (same
+     * validation, ownership and quotas); each answer carries the lease's end
+     * and, only when they changed since this stream last said them, the
+     * status, the passport and the lease TTL. An error ends the stream.
+     */
+    async *heartbeatStream(requests, ctx) {
+      const principal = ctx.values.get(principalKey);
+      const told = new Map<string, { status: number; passport: string; leaseTtlMs: number }>();
+      for await (const req of requests) {
+        const input = parseHeartbeat(req);
+        await streams.heartbeat(principal, input.agentId, streams.clock.now());
+        const agent = await registry.heartbeat(input, principal);
+        const passport = await issuer.renewedPassport(agent);
+        const last = told.get(agent.id);
+        const answer = create(HeartbeatStreamResponseSchema, {
+          agentId: agent.id,
+          leaseExpiresAt: timestampFromMs(agent.leaseExpiresAt),
+        });
+        if (last?.status !== agent.status) answer.status = agent.status;
+        if (last?.passport !== passport.token) {
+          answer.passport = passport.token;
+          answer.passportExpiresAt = timestampFromMs(passport.expiresAt);
+        }
+        if (last?.leaseTtlMs !== agent.leaseTtlMs) answer.leaseTtl = durationFromMs(agent.leaseTtlMs);
+        if (!last && told.size >= STREAM_AGENTS) told.delete(told.keys().next().value!);
+        told.set(agent.id, { status: agent.status, passport: passport.token, leaseTtlMs: agent.leaseTtlMs });
+        yield answer;
+      }
     },
     async unregister(req, ctx) {
       await registry.unregister(parseAgentId(req), ctx.values.get(principalKey));
