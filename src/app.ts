@@ -34,6 +34,7 @@ import { noProbeObserver, noProbes, ProbeScheduler, type Probes } from "./health
 import { RedisLeaderLease, SoleProber } from "./health/probes-leader.js";
 import { noSlos, SloEngine, type Slos } from "./health/slo.js";
 import { noRemediation, PraetorianGuard, type Remediation } from "./health/remediation.js";
+import { AlertRedisConnection, RedisFiringAlerts, RedisRemediationLedger } from "./health/alert-state.js";
 import { HttpJsonClient } from "./dispatch/agent-clients.js";
 import { randomUUID } from "node:crypto";
 import { FederationServer } from "./transport/server.js";
@@ -329,8 +330,18 @@ export class App {
         })
       : noProbes;
     const sloLog = this.log.child({ component: "slo" });
+    // With Redis, firing alerts and the Guard's state outlive the leader (a successor adopts them).
+    const alertRedis = config.redis && config.slo.enabled ? new AlertRedisConnection(config.redis.url, sloLog) : undefined;
+    const alertTtlMs = Math.max(3_600_000, 2 * config.slo.slow.longMs, config.slo.remediation.cooldownMs);
     this.slo = config.slo.enabled
-      ? new SloEngine(config.slo, { bus: this.bus, clock: this.clock, log: sloLog, leadership, campaigns: !config.probes.enabled })
+      ? new SloEngine(config.slo, {
+          bus: this.bus,
+          clock: this.clock,
+          log: sloLog,
+          leadership,
+          campaigns: !config.probes.enabled,
+          firing: alertRedis && new RedisFiringAlerts(alertRedis, config.redis!.prefix, alertTtlMs),
+        })
       : noSlos;
     this.remediation =
       config.slo.enabled && config.slo.remediation.enabled
@@ -342,6 +353,7 @@ export class App {
             http: new HttpJsonClient({ max: 4, idleMs: 30_000 }),
             clock: this.clock,
             log: this.log.child({ component: "remediation" }),
+            ledger: alertRedis && new RedisRemediationLedger(alertRedis, config.redis!.prefix, config.slo.remediation.auditSize, alertTtlMs),
           })
         : noRemediation;
     this.probes.onResult((r) => this.slo.probed(r));

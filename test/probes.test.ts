@@ -7,6 +7,8 @@ import net from "node:net";
 import path from "node:path";
 import { afterAll, afterEach, describe, expect, it } from "vitest";
 import { ConfigError, loadConfig } from "../src/config.js";
+import { AddressGuard } from "../src/dispatch/address-guard.js";
+import { HttpProbeFailed, HttpProber, ProbeTimeout } from "../src/health/http-probe.js";
 import type { ProbeRound, ProbeState } from "../src/health/probes.js";
 import { getJson, postJson, registerBody, startApp, type TestApp } from "./support/app.js";
 import { openWs, type WsFeed } from "./support/feeds.js";
@@ -431,4 +433,129 @@ describe("a fleet of 2,000", () => {
     // Concurrently, not in sequence: the whole fleet within one interval.
     expect(round.durationMs).toBeLessThan(intervalMs);
   }, 50_000);
+});
+
+describe("HTTP probe on raw keep-alive sockets", () => {
+  const guard = new AddressGuard({ loopback: true, private: false });
+  const prober = (timeoutMs = 1_000) => {
+    const p = new HttpProber({ timeoutMs, freeSocketMs: 10_000, maxFreePerTarget: 8, userAgent: "federation-core-probe (test)" });
+    closers.push(() => p.close());
+    return p;
+  };
+  /** A node HTTP server counting connections and requests; `answer` writes each answer. */
+  async function server(answer: (req: http.IncomingMessage, res: http.ServerResponse) => void, opts: http.ServerOptions = {}) {
+    const counts = { connections: 0, requests: 0, userAgents: new Set<string>() };
+    const srv = http.createServer(opts, (req, res) => {
+      counts.requests++;
+      counts.userAgents.add(String(req.headers["user-agent"]));
+      answer(req, res);
+    });
+    srv.on("connection", () => counts.connections++);
+    const port = await listen(srv);
+    closers.push(closer(srv));
+    return { counts, target: await guard.pin(`http://127.0.0.1:${port}/execute`, 80) };
+  }
+
+  it("reuses one socket across answers with a length, chunked, empty and non-2xx", async () => {
+    let n = 0;
+    /** Resolves when the chunked answer's last chunk was written (the verdict comes with the first). */
+    let chunkedDone: Promise<void> = Promise.resolve();
+    const { counts, target } = await server((req, res) => {
+      expect(req.url).toBe("/health");
+      const i = n++ % 4;
+      if (i === 0) return void res.writeHead(200, { "content-length": "2" }).end("ok");
+      if (i === 1) {
+        res.writeHead(200); // no length: chunked, its end in a later read
+        res.write("o");
+        chunkedDone = new Promise((resolve) => setTimeout(() => res.end("k".repeat(5_000), () => resolve()), 5));
+        return;
+      }
+      if (i === 2) return void res.writeHead(204).end();
+      res.writeHead(503, { "content-type": "text/plain" }).end("busy");
+    });
+    const p = prober();
+    for (let round = 0; round < 3; round++) {
+      await p.probe(target, "/health");
+      await p.probe(target, "/health");
+      // The chunked body read to its end puts the socket back (the next probe would otherwise open another).
+      await chunkedDone;
+      await new Promise((r) => setTimeout(r, 20));
+      await p.probe(target, "/health");
+      const err = await p.probe(target, "/health").catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(HttpProbeFailed);
+      expect((err as Error).message).toBe("GET /health answered HTTP 503");
+    }
+    expect(counts.requests).toBe(12);
+    expect(counts.connections).toBe(1);
+    expect([...counts.userAgents]).toEqual(["federation-core-probe (test)"]);
+  });
+
+  it("opens a socket per probe when the agent closes after each answer, and passes a cut body", async () => {
+    const { counts, target } = await server((_req, res) => {
+      res.writeHead(200, { connection: "close" }).end("x".repeat(200_000));
+    });
+    const p = prober();
+    for (let i = 0; i < 5; i++) await p.probe(target, "/health");
+    expect(counts.connections).toBe(5);
+  });
+
+  it("tries a fresh socket once when a kept-alive one is closed as it is reused", async () => {
+    // Raw server: the first request on each connection is answered, the second closes it unanswered
+    // (the race of an agent ending an idle socket just as the next probe goes out).
+    let connections = 0;
+    const raw = net.createServer((socket) => {
+      connections++;
+      let requests = 0;
+      socket.on("data", (d) => {
+        if (!d.toString("latin1").includes("\r\n\r\n")) return;
+        if (++requests === 1) socket.write("HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok");
+        else socket.destroy();
+      });
+      socket.on("error", () => undefined);
+    });
+    const port = await listen(raw);
+    closers.push(closer(raw));
+    const target = await guard.pin(`http://127.0.0.1:${port}/`, 80);
+    const p = prober();
+    for (let i = 0; i < 4; i++) await p.probe(target, "/health");
+    expect(connections).toBe(4);
+    // A fresh socket closed unanswered is the agent's failure: no retry.
+    const silent = net.createServer((socket) => socket.on("data", () => socket.destroy()));
+    const silentPort = await listen(silent);
+    closers.push(closer(silent));
+    const err = (await p.probe(await guard.pin(`http://127.0.0.1:${silentPort}/`, 80), "/health").catch((e: unknown) => e)) as NodeJS.ErrnoException;
+    expect(err.code).toBe("ECONNRESET");
+  });
+
+  it("times out a black hole at its deadline, with one timer for all probes", async () => {
+    const hole = net.createServer((s) => s.on("error", () => undefined));
+    const port = await listen(hole);
+    closers.push(closer(hole));
+    const target = await guard.pin(`http://127.0.0.1:${port}/`, 80);
+    const p = prober(300);
+    const t0 = performance.now();
+    const errors = await Promise.all(Array.from({ length: 50 }, () => p.probe(target, "/health").catch((e: unknown) => e)));
+    const elapsed = performance.now() - t0;
+    for (const e of errors) expect(e).toBeInstanceOf(ProbeTimeout);
+    expect((errors[0] as Error).message).toBe("no answer within 300ms");
+    expect(elapsed).toBeGreaterThanOrEqual(295);
+    expect(elapsed).toBeLessThan(1_500);
+  });
+
+  it("ends a probe when its signal aborts, closing its socket", async () => {
+    let closed = 0;
+    const hung = net.createServer((s) => {
+      s.resume(); // reads (and drops) the request, so it sees the prober's close
+      s.on("close", () => closed++);
+      s.on("error", () => undefined);
+    });
+    const port = await listen(hung);
+    closers.push(closer(hung));
+    const p = prober(5_000);
+    const controller = new AbortController();
+    const pending = p.probe(await guard.pin(`http://127.0.0.1:${port}/`, 80), "/health", controller.signal).catch((e: unknown) => e);
+    setTimeout(() => controller.abort(new Error("round aborted")), 50);
+    expect(((await pending) as Error).message).toBe("round aborted");
+    await until("the socket closed", () => closed === 1, 2_000);
+  });
 });

@@ -51,6 +51,35 @@ describe("graceful shutdown", () => {
     c.close();
   });
 
+  it("ends 20 open WatchEvents streams at shutdown without a MaxListenersExceededWarning (each listens to the one shutdown signal)", async () => {
+    const warnings: string[] = [];
+    const onWarning = (w: Error) => warnings.push(w.name);
+    process.on("warning", onWarning);
+    const t = await startApp();
+    const c = grpcClients(t.port);
+    try {
+      const ended = Array.from({ length: 20 }, () => {
+        const stream = c.health.WatchEvents({}, bearer());
+        return new Promise<number>((resolve) => {
+          stream.on("data", () => undefined);
+          stream.on("error", (e: grpc.ServiceError) => resolve(e.code));
+          stream.on("status", (s: grpc.StatusObject) => resolve(s.code));
+        });
+      });
+      // Every stream is open (served) before shutdown starts.
+      const deadline = Date.now() + 5_000;
+      while (t.app.server.fastPath!.served < 20 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+      expect(t.app.server.fastPath!.served).toBe(20);
+      await t.close();
+      expect(await Promise.all(ended)).toEqual(Array(20).fill(grpc.status.UNAVAILABLE));
+      await new Promise((r) => setImmediate(r));
+      expect(warnings).not.toContain("MaxListenersExceededWarning");
+    } finally {
+      process.off("warning", onWarning);
+      c.close();
+    }
+  });
+
   it("drains and exits 0 on SIGTERM when run as a process", async () => {
     const root = path.resolve(import.meta.dirname, "..");
     const dataDir = mkdtempSync(path.join(os.tmpdir(), "fc-sigterm-"));

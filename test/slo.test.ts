@@ -5,6 +5,7 @@ import { AlertSeverity, AlertState } from "../gen/federation/v1/event_pb.js";
 import { AttemptOutcome } from "../gen/federation/v1/task_pb.js";
 import { ConfigError, loadConfig } from "../src/config.js";
 import { MemoryEventBus } from "../src/events/memory-event-bus.js";
+import { MemoryFiringAlerts, type FiringAlerts } from "../src/health/alert-state.js";
 import type { ProbeLeadership } from "../src/health/probes-leader.js";
 import type { ProbeOutcome } from "../src/health/probes.js";
 import { BucketRing, ringShape } from "../src/health/slo-window.js";
@@ -41,11 +42,10 @@ class Lease implements ProbeLeadership {
   async stop(): Promise<void> {}
 }
 
-function engine(env: Record<string, string> = {}, lease = new Lease()) {
-  const clock = new ManualClock();
+function engine(env: Record<string, string> = {}, lease = new Lease(), firing?: FiringAlerts, clock = new ManualClock()) {
   const bus = new MemoryEventBus(clock, 1_000);
   const config = loadConfig({ ...ENV, ...env }).slo;
-  const slo = new SloEngine(config, { bus, clock, log: pino({ level: "silent" }), leadership: lease, campaigns: false });
+  const slo = new SloEngine(config, { bus, clock, log: pino({ level: "silent" }), leadership: lease, campaigns: false, firing });
   const alerts: SloAlert[] = [];
   slo.onAlert((a) => alerts.push(a));
   const events: string[] = [];
@@ -64,6 +64,7 @@ function engine(env: Record<string, string> = {}, lease = new Lease()) {
   return { slo, clock, bus, alerts, events, probes, lease };
 }
 
+const fired_ = (alerts: SloAlert[]) => alerts.filter((a) => a.state === AlertState.FIRING);
 const fired = (alerts: SloAlert[], slo: string, severity: AlertSeverity) =>
   alerts.filter((a) => a.slo === slo && a.severity === severity && a.state === AlertState.FIRING);
 
@@ -186,6 +187,39 @@ describe("burn-rate alerts", () => {
     lease.leading = false;
     e.probes("a1", 1, "error");
     expect(e.slo.firing("t1")).toHaveLength(0);
+  });
+
+  it("a new leader adopts the alerts still firing: not fired again, resolved under their ids", () => {
+    // Two replicas' engines on one shared store of firing alerts (Redis in production).
+    const shared = new MemoryFiringAlerts();
+    const clock = new ManualClock();
+    const a = engine({}, new Lease(true), shared, clock);
+    a.probes("a1", 20, "error");
+    const fired = fired_(a.alerts);
+    expect(fired.map((x) => x.severity).sort()).toEqual([AlertSeverity.PAGE, AlertSeverity.TICKET]);
+    // A dies; B, which counted nothing of it, takes the lease over while a1 still fails.
+    const b = engine({}, new Lease(true), shared, clock);
+    b.probes("a1", 40, "error");
+    expect(b.alerts.filter((x) => x.state === AlertState.FIRING)).toEqual([]);
+    expect(b.slo.firing("t1").map((x) => x.alertId).sort()).toEqual(fired.map((x) => x.alertId).sort());
+    // a1 recovers: each alert resolves once, under the id A fired it with.
+    b.probes("a1", 200, "ok");
+    const resolved = b.alerts.filter((x) => x.state === AlertState.RESOLVED);
+    expect(resolved.map((x) => x.alertId).sort()).toEqual(fired.map((x) => x.alertId).sort());
+    expect(b.events.filter((e) => e.startsWith("FIRING"))).toEqual([]);
+    expect(shared.list().size).toBe(0);
+  });
+
+  it("resolves an adopted alert whose subject shows no evidence for its long window", () => {
+    const shared = new MemoryFiringAlerts();
+    const clock = new ManualClock();
+    const a = engine({}, new Lease(true), shared, clock);
+    a.probes("gone", 20, "error");
+    expect(fired_(a.alerts)).toHaveLength(2);
+    const b = engine({}, new Lease(true), shared, clock);
+    b.probes("other", 200, "ok");
+    expect(b.alerts.filter((x) => x.state === AlertState.RESOLVED).map((x) => x.alertId).sort()).toEqual(fired_(a.alerts).map((x) => x.alertId).sort());
+    expect(b.alerts.every((x) => x.subject === "gone" && x.message.endsWith("no evidence since this replica took the alert over"))).toBe(true);
   });
 
   it("tracks at most SLO_MAX_SUBJECTS, forgetting the least recently fed", () => {

@@ -3,8 +3,6 @@ import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-node";
 import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
-import http from "node:http";
-import https from "node:https";
 import { connect as netConnect } from "node:net";
 import { connect as tlsConnect } from "node:tls";
 import {
@@ -13,10 +11,10 @@ import {
   HealthCheckResponse_ServingStatus,
 } from "../../gen/grpc/health/v1/health_pb.js";
 import { DispatchRefused, type PinnedTarget } from "../dispatch/address-guard.js";
-import { ConnectionPool } from "../dispatch/connection-pool.js";
-import { checkConnectedAddress, oneShotAgent, pinnedKey, pinnedLookup, sni } from "../dispatch/pinned-connection.js";
+import { oneShotAgent, sni } from "../dispatch/pinned-connection.js";
 import { pinnedFetch } from "../dispatch/pinned-fetch.js";
 import { Transport, type AgentRecord } from "../registry/agent-record.js";
+import type { HttpProber } from "./http-probe.js";
 
 /** How one probe ended (the `outcome` label of federation_probes_total). */
 export type ProbeOutcome = "ok" | "timeout" | "error" | "missing_tool" | "refused";
@@ -42,8 +40,8 @@ export interface ProbeCall {
   /** HTTP/JSON and Connect agents: the path that answers 2xx. */
   readonly httpPath: string;
   readonly userAgent: string;
-  /** Keep-alive agents for HTTP probes (absent: a connection per probe). */
-  readonly httpAgents?: HttpProbeAgents;
+  /** HTTP probes' kept-alive sockets and deadlines. */
+  readonly http: HttpProber;
 }
 
 /** Resolves when the agent passed; throws (ProbeFailed, DispatchRefused, or any error) when not. */
@@ -51,78 +49,11 @@ export type TransportProbe = (call: ProbeCall) => Promise<void>;
 
 /** tools/list pages read at most (a server that pages forever fails within the timeout anyway). */
 const MAX_TOOL_PAGES = 20;
-/** A health body past this is cut (its status was the answer). */
-const MAX_HEALTH_BODY_BYTES = 64 * 1024;
 /** Bytes one MCP answer may have: a tools/list with schemas is large, not unbounded. */
 const MAX_MCP_RESPONSE_BYTES = 8 * 1024 * 1024;
 
-/**
- * Keep-alive agents for HTTP probes, one per pinned target (the checked
- * address is part of the key, as in dispatch's pool). A free socket lives
- * `freeSocketMs` — longer than a probe interval, so the next round's probe
- * of the same agent finds it open when the agent keeps idle connections
- * that long — and an agent unused that long is closed. A new connection
- * per probe was most of a probe's CPU (bench: --only=health).
- */
-export class HttpProbeAgents {
-  private readonly pool: ConnectionPool<http.Agent>;
-
-  constructor(
-    private readonly freeSocketMs: number,
-    max = 10_000,
-  ) {
-    this.pool = new ConnectionPool({ max, idleMs: freeSocketMs, close: (a) => a.destroy() });
-  }
-
-  with<R>(t: PinnedTarget, use: (agent: http.Agent) => Promise<R>): Promise<R> {
-    return this.pool.with(pinnedKey(t), () => this.open(t), use);
-  }
-
-  close(): void {
-    this.pool.close();
-  }
-
-  private open(t: PinnedTarget): http.Agent {
-    const opts = { keepAlive: true, timeout: this.freeSocketMs, scheduling: "lifo" as const, lookup: pinnedLookup(t), servername: sni(t) };
-    return t.url.protocol === "https:" ? new https.Agent(opts) : new http.Agent(opts);
-  }
-}
-
-/** HTTP/JSON and Connect: GET the health path on the endpoint's origin; any 2xx passes. */
-export const probeHttp: TransportProbe = (c) => (c.httpAgents ? c.httpAgents.with(c.target, (agent) => getHealth(c, agent)) : getHealth(c, false));
-
-function getHealth(c: ProbeCall, agent: http.Agent | false): Promise<void> {
-  return new Promise<void>((resolve, reject) => {
-    const t = c.target;
-    const secure = t.url.protocol === "https:";
-    const req = (secure ? https : http).request({
-      protocol: secure ? "https:" : "http:",
-      hostname: t.hostname,
-      port: t.port,
-      path: c.httpPath,
-      method: "GET",
-      agent,
-      lookup: pinnedLookup(t),
-      servername: sni(t),
-      signal: c.signal,
-      headers: { host: t.url.host, "user-agent": c.userAgent, accept: "*/*" },
-    });
-    checkConnectedAddress(req, t, reject);
-    req.on("error", reject);
-    req.on("response", (res) => {
-      const status = res.statusCode ?? 0;
-      // The status is the verdict; the body is drained, not waited for (a
-      // kept-alive socket goes back to its agent once it is read), and cut
-      // (its socket destroyed) if it runs on.
-      let bytes = 0;
-      res.on("data", (chunk: Buffer) => void ((bytes += chunk.length) > MAX_HEALTH_BODY_BYTES && res.destroy()));
-      res.on("error", () => undefined);
-      if (status >= 200 && status < 300) resolve();
-      else reject(new ProbeFailed("error", `GET ${c.httpPath} answered HTTP ${status}`));
-    });
-    req.end();
-  });
-}
+/** HTTP/JSON and Connect: GET the health path on the endpoint's origin; any 2xx passes (raw keep-alive sockets: http-probe.ts). */
+export const probeHttp: TransportProbe = (c) => c.http.probe(c.target, c.httpPath, c.signal);
 
 /** gRPC: grpc.health.v1.Health/Check for the whole server (service ""), over one HTTP/2 connection to the pinned address. */
 export const probeGrpc: TransportProbe = async (c) => {

@@ -4,10 +4,11 @@ import { DispatchRefused, type AddressGuard, type PinnedTarget } from "../dispat
 import type { EventBus, EventType } from "../events/event-bus.js";
 import type { Logger } from "../logger.js";
 import { agentMessageOnce } from "../registry/agent-message.js";
-import { AgentStatus, patched, type AgentRecord } from "../registry/agent-record.js";
+import { AgentStatus, patched, Transport, type AgentRecord } from "../registry/agent-record.js";
 import type { AgentStore } from "../registry/agent-store.js";
 import type { ProbeLeadership } from "./probes-leader.js";
-import { HttpProbeAgents, ProbeFailed, TRANSPORT_PROBES, transportLabel, type ProbeOutcome } from "./probes-transports.js";
+import { HttpProbeFailed, HttpProber, ProbeTimeout } from "./http-probe.js";
+import { ProbeFailed, TRANSPORT_PROBES, transportLabel, type ProbeOutcome } from "./probes-transports.js";
 
 export type { ProbeOutcome } from "./probes-transports.js";
 
@@ -99,10 +100,6 @@ const PROBED_STATUSES: ReadonlySet<AgentStatus> = new Set([AgentStatus.HEALTHY, 
 /** Worst probes a round keeps (telemetry's bound). */
 export const ROUND_WORST = 10;
 
-class ProbeTimeout extends Error {
-  override name = "TimeoutError";
-}
-
 /**
  * Capability probes: every interval (jittered), each HEALTHY or DEGRADED
  * agent is asked over its own transport whether it does what it
@@ -131,8 +128,8 @@ export class ProbeScheduler implements Probes {
   private readonly userAgent: string;
   /** Agents a previous leader degraded (read when this replica starts leading). */
   private inherited = new Set<string>();
-  /** Kept alive across rounds: a socket outlives an interval and its jitter. */
-  private readonly httpAgents: HttpProbeAgents;
+  /** HTTP probes' sockets, kept alive across rounds (a socket outlives an interval and its jitter), and their deadlines. */
+  private readonly http: HttpProber;
   /**
    * Checked targets of endpoints whose host is an IP literal, by URL: the
    * guard's verdict on a literal cannot change (no DNS; the rules are
@@ -148,7 +145,12 @@ export class ProbeScheduler implements Probes {
     private readonly deps: ProbeDeps,
   ) {
     this.userAgent = `federation-core-probe (${deps.replicaId})`;
-    this.httpAgents = new HttpProbeAgents(Math.round(2 * config.intervalMs));
+    this.http = new HttpProber({
+      timeoutMs: config.timeoutMs,
+      freeSocketMs: Math.round(2 * config.intervalMs),
+      maxFreePerTarget: config.concurrency,
+      userAgent: this.userAgent,
+    });
   }
 
   start(): void {
@@ -157,7 +159,7 @@ export class ProbeScheduler implements Probes {
       if (leading) this.schedule(Math.random() * JITTER * this.config.intervalMs);
       else {
         this.round?.abort();
-        this.httpAgents.close();
+        this.http.close();
         // Another replica probes now: what this one counted goes stale.
         this.states.clear();
       }
@@ -169,7 +171,7 @@ export class ProbeScheduler implements Probes {
     clearTimeout(this.timer);
     this.round?.abort();
     await Promise.all([this.deps.leadership.stop(), this.running]);
-    this.httpAgents.close();
+    this.http.close();
   }
 
   onRound(listener: (round: ProbeRound) => void): () => void {
@@ -210,6 +212,7 @@ export class ProbeScheduler implements Probes {
     this.round = controller;
     controller.signal.addEventListener("abort", () => {
       for (const c of this.inFlight) c.abort(controller.signal.reason);
+      this.http.abortAll(controller.signal.reason as Error);
     });
     const started = performance.now();
     const outcomes: Record<ProbeOutcome, number> = { ok: 0, timeout: 0, error: 0, missing_tool: 0, refused: 0 };
@@ -284,52 +287,31 @@ export class ProbeScheduler implements Probes {
 
   /** One probe, judged; undefined when the round was aborted under it (no verdict). */
   private async probe(agent: AgentRecord, roundSignal: AbortSignal): Promise<ProbeResult | undefined> {
-    const probe = TRANSPORT_PROBES.get(agent.endpoint.transport)!;
-    const controller = new AbortController();
-    const timer = setTimeout(() => controller.abort(new ProbeTimeout(`no answer within ${this.config.timeoutMs}ms`)), this.config.timeoutMs);
-    timer.unref();
     if (roundSignal.aborted) return undefined;
-    this.inFlight.add(controller);
-    const signal = controller.signal;
-    // Whatever a transport's client does with the signal, the probe ends when it fires.
-    const aborted = new Promise<never>((_, reject) => signal.addEventListener("abort", () => reject(signal.reason), { once: true }));
-    aborted.catch(() => undefined);
     const t0 = performance.now();
-    let outcome: ProbeOutcome = "ok";
-    let detail = "";
-    try {
-      const cached = this.pinned.get(agent.endpoint.url);
-      if (cached) this.pinning.set(agent.endpoint.url, cached);
-      const target = cached ?? (await Promise.race([this.pin(agent.endpoint.url), aborted]));
-      await Promise.race([
-        probe({ agent, target, signal, timeoutMs: this.config.timeoutMs, httpPath: this.config.httpPath, userAgent: this.userAgent, httpAgents: this.httpAgents }),
-        aborted,
-      ]);
-    } catch (err) {
-      if (roundSignal.aborted) return undefined;
-      if (signal.reason instanceof ProbeTimeout) {
-        outcome = "timeout";
-        detail = signal.reason.message;
-      } else if (err instanceof DispatchRefused) {
-        outcome = "refused";
-        detail = err.message;
-      } else if (err instanceof ProbeFailed) {
-        outcome = err.outcome;
-        detail = err.message;
-      } else {
-        outcome = "error";
-        const e = err as NodeJS.ErrnoException;
-        detail = `${e?.code ?? ""} ${e?.message ?? String(err)}`.trim().slice(0, 300);
+    let verdict: [ProbeOutcome, string] = ["ok", ""];
+    const cached = this.pinned.get(agent.endpoint.url);
+    if (cached) this.pinning.set(agent.endpoint.url, cached);
+    const transport = agent.endpoint.transport;
+    if (cached && (transport === Transport.HTTP_JSON || transport === Transport.CONNECT)) {
+      // The common case, without a controller, timer or race of its own: the prober keeps the deadline.
+      try {
+        await this.http.probe(cached, this.config.httpPath);
+      } catch (err) {
+        if (roundSignal.aborted) return undefined;
+        verdict = classify(err, undefined);
       }
-    } finally {
-      clearTimeout(timer);
-      this.inFlight.delete(controller);
+    } else {
+      const v = await this.probeWithSignal(agent, cached, roundSignal);
+      if (!v) return undefined;
+      verdict = v;
     }
+    const [outcome, detail] = verdict;
     const latencyMs = performance.now() - t0;
-    const transport = transportLabel(agent.endpoint.transport);
-    this.deps.observer.observe(transport, outcome, latencyMs / 1000);
-    await this.judge(agent, transport, outcome, latencyMs, detail);
-    const result: ProbeResult = { agent, transport, outcome, latencyMs, detail };
+    const label = transportLabel(transport);
+    this.deps.observer.observe(label, outcome, latencyMs / 1000);
+    await this.judge(agent, label, outcome, latencyMs, detail);
+    const result: ProbeResult = { agent, transport: label, outcome, latencyMs, detail };
     for (const l of this.resultListeners) {
       try {
         l(result);
@@ -338,6 +320,32 @@ export class ProbeScheduler implements Probes {
       }
     }
     return result;
+  }
+
+  /** Any transport, a name to resolve: the probe's own signal ends it at its timeout, whatever its client does. */
+  private async probeWithSignal(agent: AgentRecord, cached: PinnedTarget | undefined, roundSignal: AbortSignal): Promise<[ProbeOutcome, string] | undefined> {
+    const probe = TRANSPORT_PROBES.get(agent.endpoint.transport)!;
+    const controller = new AbortController();
+    const timer = setTimeout(() => controller.abort(new ProbeTimeout(`no answer within ${this.config.timeoutMs}ms`)), this.config.timeoutMs);
+    timer.unref();
+    this.inFlight.add(controller);
+    const signal = controller.signal;
+    const aborted = new Promise<never>((_, reject) => signal.addEventListener("abort", () => reject(signal.reason), { once: true }));
+    aborted.catch(() => undefined);
+    try {
+      const target = cached ?? (await Promise.race([this.pin(agent.endpoint.url), aborted]));
+      await Promise.race([
+        probe({ agent, target, signal, timeoutMs: this.config.timeoutMs, httpPath: this.config.httpPath, userAgent: this.userAgent, http: this.http }),
+        aborted,
+      ]);
+      return ["ok", ""];
+    } catch (err) {
+      if (roundSignal.aborted) return undefined;
+      return classify(err, signal);
+    } finally {
+      clearTimeout(timer);
+      this.inFlight.delete(controller);
+    }
   }
 
   private async pin(url: string): Promise<PinnedTarget> {
@@ -432,6 +440,17 @@ export class ProbeScheduler implements Probes {
       this.deps.log.error({ err, type, agentId: agent.id }, "event publish failed");
     }
   }
+}
+
+/** A failed probe's outcome and why. */
+function classify(err: unknown, signal: AbortSignal | undefined): [ProbeOutcome, string] {
+  if (signal?.reason instanceof ProbeTimeout) return ["timeout", signal.reason.message];
+  if (err instanceof ProbeTimeout) return ["timeout", err.message];
+  if (err instanceof DispatchRefused) return ["refused", err.message];
+  if (err instanceof ProbeFailed) return [err.outcome, err.message];
+  if (err instanceof HttpProbeFailed) return ["error", err.message];
+  const e = err as NodeJS.ErrnoException;
+  return ["error", `${e?.code ?? ""} ${e?.message ?? String(err)}`.trim().slice(0, 300)];
 }
 
 /** Nearest-rank percentile of sorted values (0 when empty). */

@@ -12,6 +12,7 @@ import type { EventBus } from "../events/event-bus.js";
 import type { Logger } from "../logger.js";
 import type { Router } from "../router/router.js";
 import type { RouteInput } from "../validation/requests.js";
+import { MemoryRemediationLedger, type RemediationLedger } from "./alert-state.js";
 import { alertEvent, fmtMs, type SloAlert } from "./slo.js";
 
 /** The capability a Guard offers. */
@@ -38,13 +39,13 @@ export interface Remediation {
   /** Acts on an alert (FIRING only); never throws, never waits for the Guard. */
   handle(alert: SloAlert): void;
   /** The tenant's audit trail, newest first. */
-  list(tenant: string, limit: number): readonly RemediationRecord[];
+  list(tenant: string, limit: number): Promise<readonly RemediationRecord[]>;
   /** Aborts remediations in flight (they end ESCALATED: shutting down). */
   stop(): void;
 }
 
 /** REMEDIATION=off (or SLO=off): alerts are events only. */
-export const noRemediation: Remediation = { handle: () => undefined, list: () => [], stop: () => undefined };
+export const noRemediation: Remediation = { handle: () => undefined, list: async () => [], stop: () => undefined };
 
 export interface RemediationDeps {
   readonly router: Router;
@@ -56,13 +57,13 @@ export interface RemediationDeps {
   readonly http: HttpJsonClient;
   readonly clock: Clock;
   readonly log: Logger;
+  /** Dedup, cooldown, rate and the audit trail (absent: this process's memory). */
+  readonly ledger?: RemediationLedger;
 }
 
 const DEFAULT_PORT: Readonly<Record<string, number>> = { "http:": 80, "https:": 443 };
 /** A webhook's answer is read up to this. */
 const MAX_WEBHOOK_ANSWER = 64 * 1024;
-/** Subjects whose cooldown is remembered at most (expired ones are dropped first). */
-const MAX_COOLDOWNS = 10_000;
 
 /**
  * The Praetorian Guard: a firing SLO alert becomes a remediation task,
@@ -76,28 +77,40 @@ const MAX_COOLDOWNS = 10_000;
  * sent. A remediation that fails — or that nobody could take, or that the
  * rate bound held back — is not retried: it escalates
  * (health.remediation_escalated) for a human. Every step is in the audit
- * trail (GET /health/remediations).
+ * trail (GET /health/remediations). Dedup, cooldown, rate and the trail
+ * are a RemediationLedger (alert-state.ts): with Redis, shared by the
+ * replicas, so a new leader neither remediates again within the cooldown
+ * nor loses its predecessor's trail.
  */
 export class PraetorianGuard implements Remediation {
-  /** Oldest first, at most auditSize. */
-  private readonly trail: RemediationRecord[] = [];
-  /** Alerts already acted on (bounded: insertion order, oldest dropped). */
-  private readonly handled = new Set<string>();
-  /** When each subject was last remediated (epoch ms). */
-  private readonly lastSent = new Map<string, number>();
-  /** Send times of the last minute (at most maxPerMinute). */
-  private readonly sends: number[] = [];
   private readonly stopping = new AbortController();
+  private readonly ledger: RemediationLedger;
 
   constructor(
     private readonly config: RemediationConfig,
     private readonly deps: RemediationDeps,
-  ) {}
+  ) {
+    this.ledger = deps.ledger ?? new MemoryRemediationLedger(config.auditSize);
+  }
 
   handle(alert: SloAlert): void {
-    if (alert.state !== AlertState.FIRING || this.handled.has(alert.alertId)) return;
-    this.handled.add(alert.alertId);
-    if (this.handled.size > this.config.auditSize * 2) this.handled.delete(this.handled.values().next().value!);
+    if (alert.state !== AlertState.FIRING) return;
+    void this.admit(alert).catch((err: unknown) => this.deps.log.error({ err }, "remediation failed unexpectedly"));
+  }
+
+  list(tenant: string, limit: number): Promise<readonly RemediationRecord[]> {
+    return this.ledger.list(tenant, limit);
+  }
+
+  stop(): void {
+    this.stopping.abort(new ConnectError("shutting down", Code.Unavailable));
+    this.deps.http.close();
+    // Remediations aborted just now still write their ESCALATED entry.
+    setTimeout(() => this.ledger.close(), 500).unref();
+  }
+
+  /** Dedup, cooldown and rate in one step of the ledger (shared by the replicas with Redis), then the send. */
+  private async admit(alert: SloAlert): Promise<void> {
     const now = this.deps.clock.now();
     const record: RemediationRecord = {
       remediationId: `rem-${randomUUID()}`,
@@ -111,45 +124,42 @@ export class PraetorianGuard implements Remediation {
       detail: "",
       result: undefined,
     };
-    this.keep(record);
-    const subject = `${alert.tenant}\u0000${alert.kind}\u0000${alert.subject}`;
-    const last = this.lastSent.get(subject);
-    if (last !== undefined && now - last < this.config.cooldownMs) {
-      record.status = RemediationStatus.SUPPRESSED;
-      record.finishedAt = now;
-      record.detail = `cooldown: ${alert.kind} ${alert.subject} was remediated ${fmtMs(now - last)} ago (REMEDIATION_COOLDOWN ${fmtMs(this.config.cooldownMs)})`;
-      return;
+    let verdict;
+    try {
+      verdict = await this.ledger.admit({
+        alertId: alert.alertId,
+        subject: `${alert.tenant}\u0000${alert.kind}\u0000${alert.subject}`,
+        remediationId: record.remediationId,
+        now,
+        cooldownMs: this.config.cooldownMs,
+        maxPerMinute: this.config.maxPerMinute,
+      });
+    } catch (err) {
+      // Unknown whether another replica acted on it: a human looks (no retry).
+      return this.escalate(record, `not sent: the remediation state did not answer (${(err as Error).message})`, true);
     }
-    while (this.sends.length > 0 && this.sends[0]! <= now - 60_000) this.sends.shift();
-    if (this.sends.length >= this.config.maxPerMinute) {
-      void this.escalate(record, `not sent: ${this.config.maxPerMinute} remediations in the last minute (REMEDIATION_MAX_PER_MINUTE)`);
-      return;
+    switch (verdict.kind) {
+      case "duplicate":
+        return;
+      case "cooldown":
+        record.status = RemediationStatus.SUPPRESSED;
+        record.finishedAt = now;
+        record.detail = `cooldown: ${alert.kind} ${alert.subject} was remediated ${fmtMs(now - verdict.last)} ago (REMEDIATION_COOLDOWN ${fmtMs(this.config.cooldownMs)})`;
+        return this.save(record, true);
+      case "rate":
+        return this.escalate(record, `not sent: ${this.config.maxPerMinute} remediations in the last minute (REMEDIATION_MAX_PER_MINUTE)`, true);
+      case "send":
+        await this.save(record, true);
+        return this.run(record);
     }
-    this.sends.push(now);
-    if (this.lastSent.size >= MAX_COOLDOWNS) {
-      for (const [k, t] of this.lastSent) if (now - t >= this.config.cooldownMs) this.lastSent.delete(k);
-      if (this.lastSent.size >= MAX_COOLDOWNS) this.lastSent.delete(this.lastSent.keys().next().value!);
-    }
-    this.lastSent.set(subject, now);
-    void this.run(record).catch((err: unknown) => this.deps.log.error({ err }, "remediation failed unexpectedly"));
   }
 
-  list(tenant: string, limit: number): RemediationRecord[] {
-    const out: RemediationRecord[] = [];
-    for (let i = this.trail.length - 1; i >= 0 && out.length < limit; i--) {
-      if (this.trail[i]!.alert.tenant === tenant) out.push(this.trail[i]!);
+  private async save(record: RemediationRecord, isNew = false): Promise<void> {
+    try {
+      await this.ledger.save(record, isNew);
+    } catch (err) {
+      this.deps.log.warn({ err, remediationId: record.remediationId }, "remediation audit entry not saved");
     }
-    return out;
-  }
-
-  stop(): void {
-    this.stopping.abort(new ConnectError("shutting down", Code.Unavailable));
-    this.deps.http.close();
-  }
-
-  private keep(record: RemediationRecord): void {
-    this.trail.push(record);
-    if (this.trail.length > this.config.auditSize) this.trail.shift();
   }
 
   /** To a Guard of the tenant; to the webhook when none can take it; else escalated. */
@@ -184,7 +194,7 @@ export class PraetorianGuard implements Remediation {
       const call = { signal: this.stopping.signal, timeoutMs: this.config.timeoutMs };
       const answer = await this.deps.dispatcher.dispatch(decision, input, alert.tenant, call);
       record.target = answer.agent.id;
-      this.succeeded(record, answer.result);
+      await this.succeeded(record, answer.result);
     } catch (err) {
       await this.escalate(record, `the Guard failed: ${err instanceof ConnectError ? err.rawMessage : (err as Error).message}`);
     }
@@ -209,28 +219,31 @@ export class PraetorianGuard implements Remediation {
         signal,
         maxResponseBytes: MAX_WEBHOOK_ANSWER,
       });
-      this.succeeded(record, answer.result);
+      await this.succeeded(record, answer.result);
     } catch (err) {
       await this.escalate(record, `the webhook failed: ${err instanceof ConnectError ? err.rawMessage : (err as Error).message}`);
     }
   }
 
-  private succeeded(record: RemediationRecord, result: JsonObject | undefined): void {
+  private async succeeded(record: RemediationRecord, result: JsonObject | undefined): Promise<void> {
     record.status = RemediationStatus.SUCCEEDED;
     record.finishedAt = this.deps.clock.now();
     record.result = result;
+    await this.save(record);
     this.deps.log.info({ remediationId: record.remediationId, alertId: record.alert.alertId, target: record.target }, "remediation succeeded");
   }
 
   private async dispatched(record: RemediationRecord): Promise<void> {
+    await this.save(record);
     const message = `remediation ${record.remediationId} of alert ${record.alert.alertId} sent to ${record.targetKind} ${record.target}`;
     await this.publish("health.remediation_dispatched", record, message);
   }
 
-  private async escalate(record: RemediationRecord, why: string): Promise<void> {
+  private async escalate(record: RemediationRecord, why: string, isNew = false): Promise<void> {
     record.status = RemediationStatus.ESCALATED;
     record.finishedAt = this.deps.clock.now();
     record.detail = why.slice(0, 1_000);
+    await this.save(record, isNew);
     this.deps.log.warn({ remediationId: record.remediationId, alertId: record.alert.alertId }, `remediation escalated: ${record.detail}`);
     const message = `remediation ${record.remediationId} of alert ${record.alert.alertId} escalated: ${record.detail}`;
     await this.publish("health.remediation_escalated", record, message);

@@ -7,6 +7,7 @@ import type { Clock } from "../clock.js";
 import type { BurnWindows, SloConfig } from "../config.js";
 import type { EventBus, EventInput, PublishedEvent, Subscription } from "../events/event-bus.js";
 import type { Logger } from "../logger.js";
+import { MemoryFiringAlerts, type FiringAlerts } from "./alert-state.js";
 import type { ProbeLeadership } from "./probes-leader.js";
 import type { ProbeResult } from "./probes.js";
 import { BucketRing, ringShape, type WindowCounts } from "./slo-window.js";
@@ -132,6 +133,8 @@ export interface SloDeps {
   readonly leadership: ProbeLeadership;
   /** The probe scheduler campaigns with the lease; without probes the engine does (and gives it up on stop). */
   readonly campaigns: boolean;
+  /** The firing alerts as the replicas share them (Redis); absent: this process's memory. */
+  readonly firing?: FiringAlerts;
 }
 
 interface Subject {
@@ -210,11 +213,16 @@ export class SloEngine implements Slos {
   private evaluated = false;
   private timer: NodeJS.Timeout | undefined;
   private subscription: Subscription | undefined;
+  private readonly store: FiringAlerts;
+  /** Since this replica leads, it holds the alerts its predecessors left firing (epoch ms of adoption; undefined: not yet). */
+  private adoptedAt: number | undefined;
+  private adopting = false;
 
   constructor(
     private readonly config: SloConfig,
     private readonly deps: SloDeps,
   ) {
+    this.store = deps.firing ?? new MemoryFiringAlerts();
     this.objectives = [
       { suffix: "availability", target: config.availabilityTarget, bad: (c) => c.errors, total: (c) => c.total },
       { suffix: "latency", target: config.latencyTarget, bad: (c) => c.slow, total: (c) => c.total - c.errors },
@@ -245,6 +253,7 @@ export class SloEngine implements Slos {
   async stop(): Promise<void> {
     clearInterval(this.timer);
     this.subscription?.close();
+    this.store.close();
     if (this.deps.campaigns) await this.deps.leadership.stop();
   }
 
@@ -307,6 +316,9 @@ export class SloEngine implements Slos {
     if (!leading) {
       this.alerts.clear();
       this.clearing.clear();
+      this.adoptedAt = undefined;
+    } else if (this.adoptedAt === undefined && !this.adopt(now)) {
+      return;
     }
     const gauges = new Map<string, number>();
     const sums = this.windows.map(() => ({ total: 0, errors: 0, slow: 0 }));
@@ -344,9 +356,53 @@ export class SloEngine implements Slos {
         }
       }
     }
+    if (leading) this.orphans(now);
     this.burnGauges = gauges;
     this.worst = worst;
     this.evaluated = true;
+  }
+
+  /**
+   * A new leader takes over the alerts still firing (another replica fired
+   * them, or this one before it lost the lease): same ids, not fired again,
+   * resolved under those ids. True once adopted; the shared store is read
+   * asynchronously, and nothing is alerted until it answered.
+   */
+  private adopt(now: number): boolean {
+    const take = (stored: ReadonlyMap<string, SloAlert>) => {
+      for (const [key, alert] of stored) if (!this.alerts.has(key)) this.alerts.set(key, alert);
+      this.adoptedAt = now;
+      if (stored.size > 0) this.deps.log.info({ alerts: stored.size }, "SLO alerts still firing adopted from the previous leader");
+    };
+    const listed = this.store.list();
+    if (!(listed instanceof Promise)) {
+      take(listed);
+      return true;
+    }
+    if (!this.adopting) {
+      this.adopting = true;
+      listed
+        .then((stored) => {
+          if (this.deps.leadership.leading) take(stored);
+        })
+        .catch((err: unknown) => this.deps.log.warn({ err }, "firing SLO alerts not read; alerting waits"))
+        .finally(() => (this.adopting = false));
+    }
+    return false;
+  }
+
+  /**
+   * Adopted alerts about a subject this replica has had no evidence of for
+   * a whole long window resolve (the agent went away with the old leader's
+   * knowledge of it); the firing set in the shared store is kept alive.
+   */
+  private orphans(now: number): void {
+    if (this.alerts.size === 0) return;
+    this.store.touch();
+    for (const [key, a] of this.alerts) {
+      if (this.subjects.has(keyOf(a.kind, a.tenant, a.subject))) continue;
+      if (now - (this.adoptedAt ?? now) >= a.longWindowMs) this.resolve(key, a, 0, 0, "resolved: no evidence since this replica took the alert over");
+    }
   }
 
   summary(): SloSummary | undefined {
@@ -457,12 +513,18 @@ export class SloEngine implements Slos {
         `${fmtMs(p.w.shortMs)} (threshold ${p.w.burnRate}×, objective ${o.target}): ${what} over ${fmtMs(p.w.longMs)}`,
     };
     this.alerts.set(key, alert);
+    this.persist(this.store.put(key, alert));
     this.emit(alert);
+  }
+
+  private persist(write: Promise<void>): void {
+    write.catch((err: unknown) => this.deps.log.warn({ err }, "firing SLO alert not saved to the shared store"));
   }
 
   private resolve(key: string, firing: SloAlert, lb: number, sb: number, why: string): void {
     this.alerts.delete(key);
     this.clearing.delete(key);
+    this.persist(this.store.delete(key));
     this.emit({
       ...firing,
       state: AlertState.RESOLVED,

@@ -79,7 +79,8 @@ export class RequestGuard {
       throw errors.unauthenticated("the credential that opened this stream expired: reopen it with the renewed passport");
     }
     const tenant = principal.tenant;
-    return this.limits.tenant(tenant).then(() => this.limits.agentHeartbeat(tenant, agentId));
+    const quota = this.limits.tenant(tenant);
+    return quota ? quota.then(() => this.limits.agentHeartbeat(tenant, agentId)) : this.limits.agentHeartbeat(tenant, agentId);
   }
 
   private authenticate(call: GuardedCall): Principal | Promise<Principal> {

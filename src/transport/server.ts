@@ -1,4 +1,5 @@
 import { randomUUID } from "node:crypto";
+import { setMaxListeners } from "node:events";
 import http from "node:http";
 import http2 from "node:http2";
 import type net from "node:net";
@@ -82,6 +83,9 @@ export class FederationServer {
   readonly fastPath: GrpcFastPath | undefined;
 
   constructor(private readonly opts: ServerOptions) {
+    // Every call in flight that reads its AbortSignal listens here until it
+    // ends (call-context.ts): as many listeners as calls, not a leak.
+    setMaxListeners(0, this.shutdown.signal);
     const pipeline = (this.pipeline = opts.pipeline);
     const limits = opts.connections;
     this.gate = new ConnectionGate(limits);

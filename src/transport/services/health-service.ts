@@ -69,8 +69,8 @@ export function healthService(
         yield create(WatchFleetHealthResponseSchema, { fleet: sent });
       }
     },
-    listRemediations(req, ctx) {
-      const trail = monitor.remediation.list(ctx.values.get(principalKey).tenant, req.limit || REMEDIATIONS_DEFAULT);
+    async listRemediations(req, ctx) {
+      const trail = await monitor.remediation.list(ctx.values.get(principalKey).tenant, req.limit || REMEDIATIONS_DEFAULT);
       return create(ListRemediationsResponseSchema, {
         remediations: trail.map((r) => ({
           remediationId: r.remediationId,
