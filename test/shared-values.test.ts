@@ -6,7 +6,7 @@ import { loadConfig } from "../src/config.js";
 import { MemoryEventBus } from "../src/events/memory-event-bus.js";
 import { MemoryAgentStore } from "../src/registry/memory-agent-store.js";
 import { Registry } from "../src/registry/registry.js";
-import { SharedValues } from "../src/registry/shared-values.js";
+import { SharedValues, toolContentHash } from "../src/registry/shared-values.js";
 import type { Principal } from "../src/security/principal.js";
 import { parseRegister } from "../src/validation/requests.js";
 import { ManualClock } from "./support/manual-clock.js";
@@ -52,6 +52,26 @@ describe("shared record values", () => {
     ]);
     expect(b.tools).toEqual([{ name: "summarize_text", description: "Summarizes text", inputSchema: schema }]);
     expect(b.labels).toEqual({ zone: "eu-1" });
+  });
+
+  it("shares whole lists too, so what is derived per list (passport capability hash, messages, catalog words) is computed once per kind", async () => {
+    const registry = newRegistry();
+    const a = await registry.register(replica(), t1);
+    const b = await registry.register(replica(), t2);
+    expect(b.capabilities).toBe(a.capabilities);
+    expect(b.tools).toBe(a.tools);
+    expect(Object.isFrozen(a.capabilities) && Object.isFrozen(a.tools)).toBe(true);
+    // A list that differs in one item is another list, whose equal items are still shared.
+    const c = await registry.register(replica({ capabilities: [{ name: "summarize", tags: ["en", "fast"] }] }), t1);
+    expect(c.capabilities).not.toBe(a.capabilities);
+    expect(c.capabilities[0]).toBe(a.capabilities[0]);
+    // Schemas with their keys in another order: other values here, one tool to the catalog (canonical content hash).
+    const shared = new SharedValues();
+    const [x] = shared.tools([{ name: "t", description: "d", inputSchema: { type: "object", required: ["q"] } }]);
+    const [y] = shared.tools([{ name: "t", description: "d", inputSchema: { required: ["q"], type: "object" } }]);
+    expect(y).not.toBe(x);
+    expect(toolContentHash(y!)).toBe(toolContentHash(x!));
+    expect(toolContentHash(shared.tools([{ name: "t", description: "d2", inputSchema: x!.inputSchema }])[0]!)).not.toBe(toolContentHash(x!));
   });
 
   it("keeps different values apart and shares only what is equal", async () => {

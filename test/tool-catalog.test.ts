@@ -117,6 +117,47 @@ describe("tool catalog (issue 20)", () => {
     expect(search(c, "t1", "blue", { capabilities: ["beta"] }).entries.map((e) => e.providerCount)).toEqual([1]);
   });
 
+  it("property: a tool is found by each capability and tag word of its live providers, and by no other, while agents that share one capabilities list come and go", () => {
+    // Words two edits apart and no one a prefix of another, so neither prefix nor typo matching can mix them up.
+    const WORDS = ["alpha", "bravo", "charlie", "delta", "foxtrot", "golf"];
+    // Capability lists are shared objects, as SharedValues hands them out: a list's words are indexed once for all its agents' tools.
+    const lists = [
+      [{ name: "alpha", tags: ["bravo"] }],
+      [{ name: "charlie", tags: [] }, { name: "delta", tags: ["bravo", "foxtrot"] }],
+      [{ name: "golf", tags: ["alpha"] }],
+    ];
+    const tools = Array.from({ length: 4 }, (_, i) => tool(`t_${i}`, `tool ${i}`));
+    const op = fc.record({ agent: fc.integer({ min: 0, max: 5 }), list: fc.integer({ min: 0, max: 2 }), tools: fc.subarray([0, 1, 2, 3], { minLength: 1 }), remove: fc.boolean() });
+    fc.assert(
+      fc.property(fc.array(op, { minLength: 1, maxLength: 40 }), (ops) => {
+        const c = new ToolCatalog();
+        const live = new Map<string, AgentRecord>();
+        let rev = 0;
+        for (const o of ops) {
+          const id = `a${o.agent}`;
+          const before = live.get(id);
+          if (o.remove) {
+            if (!before) continue;
+            c.apply(before, undefined);
+            live.delete(id);
+            continue;
+          }
+          const after = { ...agent(id, { tools: o.tools.map((k) => tools[k]!) }), capabilities: lists[o.list]!, revision: ++rev };
+          c.apply(before, after);
+          live.set(id, after);
+          for (const w of WORDS) {
+            const expected = new Set<string>();
+            for (const a of live.values()) {
+              if (a.capabilities.some((cap) => cap.name === w || cap.tags.includes(w))) for (const t of a.tools) expected.add(t.name);
+            }
+            expect(new Set(search(c, "t1", w).entries.map((e) => e.tool.name))).toEqual(expected);
+          }
+        }
+      }),
+      { numRuns: 150 },
+    );
+  });
+
   it("property: every tool is findable by its exact name and each description word; removed agents' tools and tools without providers disappear; other tenants' tools never show, not even in counts", async () => {
     const word = fc.stringMatching(/^[a-z]{3,9}$/);
     const toolArb = fc.record({ name: fc.tuple(word, word).map(([a, b]) => `${a}_${b}`), description: fc.array(word, { minLength: 1, maxLength: 4 }).map((w) => w.join(" ")) });

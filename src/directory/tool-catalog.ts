@@ -1,7 +1,7 @@
-import MiniSearch from "minisearch";
+import SearchableMap from "minisearch/SearchableMap";
 import { LRUCache } from "lru-cache";
 import { AgentStatus, type AgentRecord, type ToolRecord } from "../registry/agent-record.js";
-import type { CatalogEntry, ToolQuery } from "../registry/agent-store.js";
+import type { CatalogEntry, ToolKey, ToolQuery } from "../registry/agent-store.js";
 import { toolContentHash } from "../registry/shared-values.js";
 
 /** Index scope of shared agents, beside one scope per tenant (no tenant can be named this). */
@@ -34,45 +34,149 @@ interface Facets {
   readonly tags: Map<string, number>;
   readonly labels: Map<string, number>;
   /** The words of caps and tags (see facetWords), until they change. */
-  words: { caps: string; tags: string } | undefined;
+  words: FacetWords | undefined;
+}
+
+/** The words of an entry's providers' capability names and tags (" a b "), one object per set of providers' capabilities (see facetWords). */
+interface FacetWords {
+  readonly caps: string;
+  readonly tags: string;
+}
+
+/** One word of a scope's index: the entries that hold it themselves, and the facet groups that hold it. */
+interface Posting {
+  readonly entries: Set<Entry>;
+  readonly groups: Set<FacetGroup>;
+  /** Entries that hold the word through a group (the sum of its groups' sizes). */
+  viaGroups: number;
+}
+
+/** The entries whose facet words are one object, and that object's words' postings. */
+interface FacetGroup {
+  readonly words: FacetWords;
+  readonly entries: Set<Entry>;
+  readonly postings: readonly Posting[];
 }
 
 /**
- * The scope's full-text index: one document (the entry itself) per entry,
- * one field holding all its words, nothing stored. It finds candidates —
- * prefix and fuzzy matching over its term tree — and relevance is computed
- * from the query and the entry alone (see relevance()).
+ * The scope's full-text index: from each word (in a term tree, for prefix
+ * and fuzzy matching) to the entries that hold it. It finds candidates;
+ * relevance is computed from the query and the entry alone (see
+ * relevance()). An entry's own words (name, description) are indexed per
+ * entry; its capability and tag words are the same for every tool of one
+ * agent (and for agents registered alike), so they are indexed once per
+ * facet group (facetWords' object) and an entry joins its group: a new
+ * agent's tool costs its own few words, not the ~30 words of its
+ * capabilities again (that was most of a registration's catalog work, and
+ * most of the index's memory, when each tool was a minisearch document).
  */
-class CatalogIndex extends MiniSearch<Entry> {
-  constructor(text: (e: Entry) => string) {
-    super({
-      fields: ["text"],
-      idField: "id",
-      extractField: (e, field) => (field === "id" ? e : text(e)),
-      tokenize: splitSpaces,
-      processTerm: (t) => t || null,
-    });
+class CatalogIndex {
+  private readonly tree = new SearchableMap<Posting>();
+  private readonly postings = new Map<string, Posting>();
+  private readonly groups = new Map<FacetWords, FacetGroup>();
+  /** Each indexed entry's group, as it was when indexed (its facets may have changed since). */
+  private readonly groupOf = new Map<Entry, FacetGroup>();
+
+  constructor(private readonly facets: (e: Entry) => FacetWords) {}
+
+  add(e: Entry): void {
+    if (this.groupOf.has(e)) return;
+    for (const words of [e.nameWords, e.descWords]) {
+      for (const w of words.split(" ")) if (w !== "") this.posting(w).entries.add(e);
+    }
+    const f = this.facets(e);
+    let group = this.groups.get(f);
+    if (!group) {
+      const postings = new Set<Posting>();
+      for (const words of [f.caps, f.tags]) for (const w of words.split(" ")) if (w !== "") postings.add(this.posting(w));
+      group = { words: f, entries: new Set(), postings: [...postings] };
+      for (const p of group.postings) p.groups.add(group);
+      this.groups.set(f, group);
+    }
+    group.entries.add(e);
+    for (const p of group.postings) p.viaGroups++;
+    this.groupOf.set(e, group);
   }
 
-  /** How many entries hold `term` as a whole word (discarded ones included until vacuumed): the cost of searching it. */
+  discard(e: Entry): void {
+    const group = this.groupOf.get(e);
+    if (!group) return;
+    this.groupOf.delete(e);
+    for (const words of [e.nameWords, e.descWords]) {
+      for (const w of words.split(" ")) {
+        const p = w === "" ? undefined : this.postings.get(w);
+        if (p && p.entries.delete(e)) this.dropIfEmpty(w, p);
+      }
+    }
+    group.entries.delete(e);
+    for (const p of group.postings) p.viaGroups--;
+    if (group.entries.size > 0) return;
+    this.groups.delete(group.words);
+    for (const p of group.postings) p.groups.delete(group);
+    for (const words of [group.words.caps, group.words.tags]) {
+      for (const w of words.split(" ")) {
+        const p = w === "" ? undefined : this.postings.get(w);
+        if (p) this.dropIfEmpty(w, p);
+      }
+    }
+  }
+
+  /** The entry's words or facets changed: indexed again. */
+  replace(e: Entry): void {
+    this.discard(e);
+    this.add(e);
+  }
+
+  /** The entries holding a word that begins with `term`, or (`typos`) one edit away from it. */
+  matching(term: string, typos: boolean): Entry[] {
+    const found = new Set<Entry>();
+    const take = (p: Posting) => {
+      for (const e of p.entries) found.add(e);
+      for (const g of p.groups) for (const e of g.entries) found.add(e);
+    };
+    for (const p of this.tree.atPrefix(term).values()) take(p);
+    if (typos) for (const [p] of this.tree.fuzzyGet(term, 1).values()) take(p);
+    return [...found];
+  }
+
+  /** How many entries hold `term` as a whole word (one holding it twice, itself and through its group, counts twice): the cost of searching it. */
   documentFrequency(term: string): number {
-    return this._index.get(term)?.get(0)?.size ?? 0;
+    const p = this.postings.get(term);
+    return p ? p.entries.size + p.viaGroups : 0;
   }
 
-  /** How many (entry, word) matches `term` has as a prefix, counted up to `limit` (a walk of at most that many). */
+  /** How many (entry, word) matches `term` has as a prefix, counted up to `limit` (a walk of at most that many words). */
   prefixFrequency(term: string, limit: number): number {
     let n = 0;
-    for (const data of this._index.atPrefix(term).values()) {
-      n += data.get(0)?.size ?? 0;
+    for (const p of this.tree.atPrefix(term).values()) {
+      n += p.entries.size + p.viaGroups;
       if (n >= limit) return limit;
     }
     return n;
+  }
+
+  private posting(w: string): Posting {
+    let p = this.postings.get(w);
+    if (!p) {
+      p = { entries: new Set(), groups: new Set(), viaGroups: 0 };
+      this.postings.set(w, p);
+      this.tree.set(w, p);
+    }
+    return p;
+  }
+
+  private dropIfEmpty(w: string, p: Posting): void {
+    if (p.entries.size > 0 || p.groups.size > 0) return;
+    this.postings.delete(w);
+    this.tree.delete(w);
   }
 }
 
 class CatalogScope {
   readonly entries = new Map<string, Entry>();
   readonly sorted = new SortedEntries();
+  /** The scope's agents that offer at least one tool, in id order (the per-agent view walks them). */
+  readonly agentIds = new SortedIds();
   readonly index: CatalogIndex;
   /** Bumped whenever which entries match a query, or their order, may have changed. */
   version = 0;
@@ -81,9 +185,9 @@ class CatalogScope {
 
   constructor(
     readonly name: string,
-    text: (e: Entry) => string,
+    facets: (e: Entry) => FacetWords,
   ) {
-    this.index = new CatalogIndex(text);
+    this.index = new CatalogIndex(facets);
   }
 }
 
@@ -157,17 +261,24 @@ export class ToolCatalog {
   private readonly scopes = new Map<string, CatalogScope>();
   private readonly agents = new Map<string, AgentRecord>();
   private readonly results = new LRUCache<string, Hit[]>({ max: 512 });
+  /** The per-agent view's matching entries, by everything that decides them (see rowEntries). */
+  private readonly rowMatches = new LRUCache<string, Entry[]>({ max: 256 });
   /** Answered pages, by everything that decides them (scope versions included): a repeated request is a lookup. */
   private readonly pages: LRUCache<string, CatalogPage> | undefined;
-  private readonly text = (e: Entry) => {
-    const f = this.facetWords(e);
-    return `${e.nameWords}${e.descWords}${f.caps}${f.tags}`;
-  };
+  private readonly facets = (e: Entry) => this.facetWords(e);
 
-  /** `pageCache`: how many answered pages to keep (0: none, so every page is computed — what the benchmark's page rows measure). */
-  constructor(opts: { readonly pageCache?: number } = {}) {
+  /** Rows a filtered per-agent page looks at before it merges (undefined: WALK_BUDGET and WALK_BUDGET_PER_ROW). */
+  private readonly walkBudget: number | undefined;
+
+  /**
+   * `pageCache`: how many answered pages to keep (0: none, so every page is
+   * computed — what the benchmark's page rows measure). `walkBudget`: see
+   * perAgent (tests set it low to take both of its ways on a small fleet).
+   */
+  constructor(opts: { readonly pageCache?: number; readonly walkBudget?: number } = {}) {
     const max = opts.pageCache ?? 1_024;
     this.pages = max > 0 ? new LRUCache<string, CatalogPage>({ max }) : undefined;
+    this.walkBudget = opts.walkBudget;
   }
 
   /** An agent was added (before undefined), changed, or removed (after undefined). */
@@ -262,41 +373,97 @@ export class ToolCatalog {
 
   /**
    * The per-agent view: (agent, tool) rows in (agent id, tool name) order
-   * after `q.after`, for the tools that match. A k-way merge of the matching
-   * entries' sorted provider lists, each entered by binary search: a page
-   * costs the page and the number of matching distinct tools, not the fleet.
+   * after `q.after`, for the tools that match: `q.name` exactly, and each
+   * word of `q.text` the start of a word of the tool's name or description
+   * (the MongoDB store's semantics; a text of no words filters nothing).
+   * Walks the view's agents in id order from the cursor (each scope keeps
+   * the ids of its agents with tools, sorted): a page costs the page plus
+   * a binary search, whatever the fleet. A filter that leaves few rows
+   * would make that walk long, so it stops after a budget and merges the
+   * matching entries' sorted provider lists from where it stopped (a k-way
+   * merge, each entered by binary search): then the page costs the
+   * matching distinct tools, which a selective filter keeps few.
    */
   perAgent(q: ToolQuery): CatalogEntry[] {
     const own = this.scopes.get(q.tenant);
     const shared = this.scopes.get(SHARED);
-    let ids: Iterable<string>;
-    if (q.text.trim() !== "") {
-      const hits = this.cachedMatches({ tenant: q.tenant, capabilities: [], tags: [], labels: [], healthyOnly: false }, own, shared, q.text.trim());
-      ids = hits.filter((h) => q.name === "" || h.entry.tool.name === q.name).map((h) => h.entry.id);
-    } else if (q.name !== "") {
-      const found = new Set<string>();
-      for (const scope of [own, shared]) {
-        if (!scope) continue;
-        for (const e of scope.sorted.from(q.name, "", true)) {
-          if (e.tool.name !== q.name) break;
-          found.add(e.id);
-        }
-      }
-      ids = found;
-    } else {
-      ids = new Set([...(own?.entries.keys() ?? []), ...(shared?.entries.keys() ?? [])]);
-    }
-    const afterAgent = q.after?.agentId ?? "";
-    const heap = new MergeHeap();
-    for (const id of ids) {
-      for (const entry of [own?.entries.get(id), shared?.entries.get(id)]) {
-        if (!entry) continue;
-        const list = providerList(entry);
-        const at = afterAgent === "" ? 0 : lowerBound(list, afterAgent);
-        if (at < list.length) heap.push({ list, at, entry });
-      }
-    }
+    const terms = tokenizeQuery(q.text);
+    const filtered = q.name !== "" || terms.length > 0;
     const out: CatalogEntry[] = [];
+    const budget = !filtered ? Infinity : (this.walkBudget ?? WALK_BUDGET + WALK_BUDGET_PER_ROW * q.limit);
+    // Few entries may match (counted cheaply, up to the budget): merging them costs less than walking.
+    if (filtered && this.fewEntries(q.name, terms, own, shared, budget)) {
+      this.mergeProviders(q, own, shared, terms, q.after ?? { agentId: "", toolName: "" }, out);
+      return out;
+    }
+    const stopped = this.walkAgents(q, own, shared, terms, out, budget);
+    if (stopped === undefined || out.length >= q.limit) return out;
+    this.mergeProviders(q, own, shared, terms, stopped, out);
+    return out;
+  }
+
+  /**
+   * Appends matching rows after `q.after` to `out`, agent by agent, until
+   * the page is full or the view ends (undefined), or `budget` rows were
+   * looked at: the position of the last one looked at.
+   */
+  private walkAgents(
+    q: ToolQuery,
+    own: CatalogScope | undefined,
+    shared: CatalogScope | undefined,
+    terms: readonly string[],
+    out: CatalogEntry[],
+    budget: number,
+  ): ToolKey | undefined {
+    const afterAgent = q.after?.agentId ?? "";
+    const a = own ? own.agentIds.from(afterAgent) : [][Symbol.iterator]();
+    const b = shared ? shared.agentIds.from(afterAgent) : [][Symbol.iterator]();
+    let x = a.next();
+    let y = b.next();
+    let looked = 0;
+    while (!x.done || !y.done) {
+      let id: string;
+      if (y.done || (!x.done && x.value < y.value)) {
+        id = x.value!;
+        x = a.next();
+      } else if (x.done || y.value < x.value) {
+        id = y.value;
+        y = b.next();
+      } else {
+        // The tenant's own shared agent: in both scopes, one agent.
+        id = x.value;
+        x = a.next();
+        y = b.next();
+      }
+      const agent = this.agents.get(id)!;
+      for (const tool of byName(agent.tools)) {
+        if (q.after && id === q.after.agentId && tool.name <= q.after.toolName) continue;
+        const toolId = toolContentHash(tool);
+        if (rowMatches(q.name, terms, tool, own?.entries.get(toolId) ?? shared?.entries.get(toolId))) {
+          out.push({ agentId: id, agentName: agent.name, tool, toolId });
+          if (out.length >= q.limit) return undefined;
+        }
+        if (++looked >= budget) return { agentId: id, toolName: tool.name };
+      }
+    }
+    return undefined;
+  }
+
+  /** Appends matching rows after `from` to `out` until the page is full: a k-way merge of the matching entries' provider lists. */
+  private mergeProviders(
+    q: ToolQuery,
+    own: CatalogScope | undefined,
+    shared: CatalogScope | undefined,
+    terms: readonly string[],
+    from: ToolKey,
+    out: CatalogEntry[],
+  ): void {
+    const heap = new MergeHeap();
+    for (const entry of this.rowEntries(q.name, terms, own, shared)) {
+      const list = providerList(entry);
+      const at = lowerBound(list, from.agentId);
+      if (at < list.length) heap.push({ list, at, entry });
+    }
     let lastAgent = "";
     let lastTool = "";
     while (out.length < q.limit) {
@@ -305,14 +472,60 @@ export class ToolCatalog {
       const agentId = top.list[top.at]!;
       const toolName = top.entry.tool.name;
       if (top.at + 1 < top.list.length) heap.push({ ...top, at: top.at + 1 });
-      if (q.after && agentId === q.after.agentId && toolName <= q.after.toolName) continue;
+      if (agentId === from.agentId && toolName <= from.toolName) continue;
       // The tenant's own shared agents are in both scopes: one row.
       if (agentId === lastAgent && toolName === lastTool) continue;
       lastAgent = agentId;
       lastTool = toolName;
       out.push({ agentId, agentName: this.agents.get(agentId)?.name ?? "", tool: top.entry.tool, toolId: top.entry.id });
     }
-    return out;
+  }
+
+  /**
+   * Whether at most `cap` entries may match: the fewest index matches of a
+   * query word as a prefix (a bounded walk of the index's term tree), or
+   * the entries of the name (a bounded walk of the sorted entries).
+   */
+  private fewEntries(name: string, terms: readonly string[], own: CatalogScope | undefined, shared: CatalogScope | undefined, cap: number): boolean {
+    const scopes = [own, shared].filter((x): x is CatalogScope => x !== undefined);
+    if (terms.length > 0) {
+      for (const t of terms) {
+        let n = 0;
+        for (const scope of scopes) n += scope.index.prefixFrequency(t, cap + 1);
+        if (n <= cap) return true;
+      }
+      return false;
+    }
+    let n = 0;
+    for (const scope of scopes) {
+      for (const e of scope.sorted.from(name, "", true)) {
+        if (e.tool.name !== name) break;
+        if (++n > cap) return false;
+      }
+    }
+    return true;
+  }
+
+  /** The entries of both scopes whose rows match (an entry of each scope: the merge reads both provider lists), remembered until either scope changes. */
+  private rowEntries(name: string, terms: readonly string[], own: CatalogScope | undefined, shared: CatalogScope | undefined): Entry[] {
+    const key = [own?.name ?? "", own?.version ?? -1, shared?.version ?? -1, name, terms.join(" ")].join("\u0000");
+    let found = this.rowMatches.get(key);
+    if (found) return found;
+    found = [];
+    for (const scope of [own, shared]) {
+      if (!scope) continue;
+      if (terms.length === 0) {
+        for (const e of scope.sorted.from(name, "", true)) {
+          if (e.tool.name !== name) break;
+          found.push(e);
+        }
+        continue;
+      }
+      // The index holds every word of an entry (capabilities' and tags' too): its matches of one word are a superset.
+      for (const e of candidates(scope.index, terms, NONE)) if (rowMatches(name, terms, e.tool, e)) found.push(e);
+    }
+    this.rowMatches.set(key, found);
+    return found;
   }
 
   /** Distinct entries the tenant sees (for tests and the bench). */
@@ -433,7 +646,7 @@ export class ToolCatalog {
   }
 
   /** The words of an entry's providers' capability names and tags (" a b "). */
-  private facetWords(e: Entry): { caps: string; tags: string } {
+  private facetWords(e: Entry): FacetWords {
     if (e.facets) {
       if (!e.facets.words) {
         let caps = "";
@@ -447,12 +660,13 @@ export class ToolCatalog {
     const caps = this.agents.get(e.providers as string)?.capabilities ?? [];
     let words = capabilityWords.get(caps);
     if (!words) {
-      words = { caps: "", tags: "" };
+      let capWords = "";
+      let tagWords = "";
       for (const c of caps) {
-        words.caps += wordsOf(c.name);
-        for (const t of c.tags) words.tags += wordsOf(t);
+        capWords += wordsOf(c.name);
+        for (const t of c.tags) tagWords += wordsOf(t);
       }
-      capabilityWords.set(caps, words);
+      capabilityWords.set(caps, (words = { caps: capWords, tags: tagWords }));
     }
     return words;
   }
@@ -479,7 +693,7 @@ export class ToolCatalog {
 
   private scope(name: string): CatalogScope {
     let s = this.scopes.get(name);
-    if (!s) this.scopes.set(name, (s = new CatalogScope(name, this.text)));
+    if (!s) this.scopes.set(name, (s = new CatalogScope(name, this.facets)));
     return s;
   }
 
@@ -487,6 +701,7 @@ export class ToolCatalog {
     const healthy = a.status === AgentStatus.HEALTHY ? 1 : 0;
     for (const scope of this.scopesOf(a)) {
       scope.version++;
+      if (a.tools.length > 0) scope.agentIds.insert(a.id);
       for (const tool of distinctTools(a.tools)) {
         const id = toolContentHash(tool);
         let entry = scope.entries.get(id);
@@ -540,6 +755,7 @@ export class ToolCatalog {
     const healthy = a.status === AgentStatus.HEALTHY ? 1 : 0;
     for (const scope of this.scopesOf(a)) {
       scope.version++;
+      scope.agentIds.delete(a.id);
       for (const tool of distinctTools(a.tools)) {
         const id = toolContentHash(tool);
         const entry = scope.entries.get(id);
@@ -607,8 +823,34 @@ export class ToolCatalog {
 
 const NONE: ReadonlySet<string> = new Set();
 
+/**
+ * Rows a filtered per-agent page looks at before it merges the matching
+ * entries' provider lists instead: a filter that matches a fair share of
+ * the rows fills the page within it; one that matches few has few entries.
+ */
+const WALK_BUDGET = 512;
+const WALK_BUDGET_PER_ROW = 8;
+
+/** Whether a tool is a row of a per-agent query: its name, and each word the start of a word of its name or description. */
+function rowMatches(name: string, terms: readonly string[], tool: ToolRecord, e: Entry | undefined): boolean {
+  if (name !== "" && tool.name !== name) return false;
+  if (terms.length === 0) return true;
+  const nameWords = e?.nameWords ?? wordsOf(tool.name);
+  const descWords = e?.descWords ?? words(tool.description);
+  for (const t of terms) if (nameWords.indexOf(` ${t}`) < 0 && descWords.indexOf(` ${t}`) < 0) return false;
+  return true;
+}
+
+/** An agent's tools in name order (validation keeps names unique per agent). */
+function byName(tools: readonly ToolRecord[]): readonly ToolRecord[] {
+  for (let i = 1; i < tools.length; i++) {
+    if (tools[i - 1]!.name > tools[i]!.name) return [...tools].sort((x, y) => (x.name < y.name ? -1 : x.name > y.name ? 1 : 0));
+  }
+  return tools;
+}
+
 /** facetWords() of single-provider entries, by the provider's capabilities (shared by its tools, gone with the record). */
-const capabilityWords = new WeakMap<readonly object[], { caps: string; tags: string }>();
+const capabilityWords = new WeakMap<readonly object[], FacetWords>();
 
 /**
  * The entries that may match every word: the index's matches of the word
@@ -640,7 +882,7 @@ function candidates(index: CatalogIndex, terms: readonly string[], fuzzy: Readon
   // Every word fuzzy (or very common): the longest.
   if (!found) driver = terms.reduce((a, b) => (b.length > a.length ? b : a));
   const typos = fuzzy.has(driver) && driver.length >= 3;
-  return index.search(driver, { tokenize: single, processTerm: same, prefix: true, fuzzy: typos ? 1 : false }).map((r) => r.id as Entry);
+  return index.matching(driver, typos);
 }
 
 /** How well `term` matches a word of `words` (" a b "): 1 itself, 0.5 as a prefix, else 0. */
@@ -748,18 +990,6 @@ function wordsOf(text: string): string {
   let w = knownWords.get(text);
   if (w === undefined) knownWords.set(text, (w = words(text)));
   return w;
-}
-
-function splitSpaces(text: string): string[] {
-  return text.split(" ");
-}
-
-function single(text: string): string[] {
-  return [text];
-}
-
-function same(term: string): string {
-  return term;
 }
 
 /**
@@ -885,6 +1115,59 @@ class SortedEntries {
     while (lo < hi) {
       const mid = (lo + hi) >>> 1;
       if (compareKey(block[mid]!, name, id) < 0) lo = mid + 1;
+      else hi = mid;
+    }
+    return lo;
+  }
+}
+
+/** Ids in order, as a list of blocks of at most BLOCK (as SortedEntries). */
+class SortedIds {
+  private readonly blocks: string[][] = [];
+
+  insert(id: string): void {
+    if (this.blocks.length === 0) {
+      this.blocks.push([id]);
+      return;
+    }
+    const b = Math.min(this.blockOf(id), this.blocks.length - 1);
+    const block = this.blocks[b]!;
+    const i = lowerBound(block, id);
+    if (block[i] === id) return;
+    block.splice(i, 0, id);
+    if (block.length > BLOCK) this.blocks.splice(b + 1, 0, block.splice(BLOCK >> 1));
+  }
+
+  delete(id: string): void {
+    const b = this.blockOf(id);
+    const block = this.blocks[b];
+    if (!block) return;
+    const i = lowerBound(block, id);
+    if (block[i] !== id) return;
+    block.splice(i, 1);
+    if (block.length === 0) this.blocks.splice(b, 1);
+  }
+
+  /** Ids from `id` on (itself included). */
+  *from(id: string): Generator<string, undefined, undefined> {
+    let b = this.blockOf(id);
+    if (b >= this.blocks.length) return;
+    let i = lowerBound(this.blocks[b]!, id);
+    for (; b < this.blocks.length; b++, i = 0) {
+      const block = this.blocks[b]!;
+      for (; i < block.length; i++) yield block[i]!;
+    }
+    return undefined;
+  }
+
+  /** The first block whose last id is at or after `id`; blocks.length when none. */
+  private blockOf(id: string): number {
+    let lo = 0;
+    let hi = this.blocks.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      const block = this.blocks[mid]!;
+      if (block[block.length - 1]! < id) lo = mid + 1;
       else hi = mid;
     }
     return lo;

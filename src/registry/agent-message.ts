@@ -33,10 +33,15 @@ export function toAgentMessage(a: AgentRecord): Agent {
 
 /**
  * The same, not cached: for answers to writes and for events, whose record
- * the next heartbeat replaces anyway.
+ * the next heartbeat replaces anyway. The last one built is kept: a write's
+ * event and its answer carry the same record, so it is built once.
  */
+let last: { readonly of: AgentRecord; readonly message: Agent } | undefined;
 export function agentMessageOnce(a: AgentRecord): Agent {
-  return cache.get(a) ?? build(a);
+  const known = cache.get(a) ?? (last?.of === a ? last.message : undefined);
+  if (known) return known;
+  last = { of: a, message: build(a) };
+  return last.message;
 }
 
 /**

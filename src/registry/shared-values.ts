@@ -12,9 +12,11 @@ import type { CapabilityRecord, ToolRecord } from "./agent-record.js";
  * Records are never mutated, so equal parts can be one frozen value.
  *
  * Bounded, least recently used out: unique values cost the pools at most
- * their size and only go unshared. Tools are keyed by a SHA-256 of their
- * content (a description or schema can be long), so a key never holds a
- * second copy of what it names and two different tools cannot collide.
+ * their size and only go unshared. Tools and schemas are keyed by a
+ * SHA-256 of their JSON (a description or schema can be long), so a key
+ * never holds a second copy of what it names and two different tools
+ * cannot collide. Lists are shared as well as their items, so what is
+ * cached per list (by identity, elsewhere) is computed once per kind.
  */
 export class SharedValues {
   private readonly strings = new LRUCache<string, string>({ max: 50_000 });
@@ -27,25 +29,43 @@ export class SharedValues {
     return s;
   }
 
-  capabilities(caps: readonly CapabilityRecord[]): CapabilityRecord[] {
-    return caps.map((c) =>
-      this.object(`c${JSON.stringify([c.name, c.tags])}`, () => ({
-        name: this.string(c.name),
-        tags: Object.freeze(c.tags.map((t) => this.string(t))),
-      })),
+  /**
+   * The list itself is shared too (agents of one kind register the same
+   * capabilities): what is cached per list — the passport's capability
+   * hash, the capabilities' messages, the catalog's capability words — is
+   * then computed once per kind, not per registration.
+   */
+  capabilities(caps: readonly CapabilityRecord[]): readonly CapabilityRecord[] {
+    const key = `C${JSON.stringify(caps.map((c) => [c.name, c.tags]))}`;
+    return this.object(key, () =>
+      caps.map((c) =>
+        this.object(`c${JSON.stringify([c.name, c.tags])}`, () => ({
+          name: this.string(c.name),
+          tags: Object.freeze(c.tags.map((t) => this.string(t))),
+        })),
+      ),
     );
   }
 
-  tools(tools: readonly ToolRecord[]): ToolRecord[] {
-    return tools.map((t) => {
-      const schema = t.inputSchema === undefined ? "" : JSON.stringify(t.inputSchema);
-      const key = `t${toolContentHash(t)}`;
-      return this.object(key, () => ({
-        name: this.string(t.name),
-        description: t.description,
-        inputSchema: t.inputSchema === undefined ? undefined : this.schema(schema, t.inputSchema),
-      }));
-    });
+  /**
+   * Tools and lists of tools, keyed by a SHA-256 of their JSON as received
+   * (cheap: the native JSON.stringify, no canonical form). Two tools equal
+   * but for their schema's key order are two values here, and one entry in
+   * the catalog, whose identity is the canonical toolContentHash — computed
+   * once per shared tool, on first use.
+   */
+  tools(tools: readonly ToolRecord[]): readonly ToolRecord[] {
+    const json = tools.map((t) => JSON.stringify([t.name, t.description, t.inputSchema ?? null]));
+    const key = `T${hash("sha256", `[${json.join(",")}]`, "base64")}`;
+    return this.object(key, () =>
+      tools.map((t, i) =>
+        this.object(`t${hash("sha256", json[i]!, "base64")}`, () => ({
+          name: this.string(t.name),
+          description: t.description,
+          inputSchema: t.inputSchema === undefined ? undefined : this.schema(t.inputSchema),
+        })),
+      ),
+    );
   }
 
   labels(labels: Readonly<Record<string, string>>): Readonly<Record<string, string>> {
@@ -54,8 +74,8 @@ export class SharedValues {
     );
   }
 
-  private schema(text: string, value: JsonObject): JsonObject {
-    return this.object(`s${hash("sha256", text, "base64")}`, () => value);
+  private schema(value: JsonObject): JsonObject {
+    return this.object(`s${hash("sha256", JSON.stringify(value), "base64")}`, () => value);
   }
 
   private object<T extends object>(key: string, make: () => T): T {
@@ -87,9 +107,18 @@ const toolHashes = new WeakMap<ToolRecord, string>();
 export function toolContentHash(t: ToolRecord): string {
   let h = toolHashes.get(t);
   if (h === undefined) {
-    const schema = t.inputSchema === undefined ? "" : canonicalize(t.inputSchema)!;
+    const schema = t.inputSchema === undefined ? "" : canonicalSchema(t.inputSchema);
     h = hash("sha256", JSON.stringify([t.name, t.description, schema]), "base64url");
     toolHashes.set(t, h);
   }
   return h;
+}
+
+const canonicalSchemas = new WeakMap<JsonObject, string>();
+
+/** RFC 8785 JSON of a schema, remembered per schema object (tools registered alike share theirs, see SharedValues). */
+function canonicalSchema(schema: JsonObject): string {
+  let text = canonicalSchemas.get(schema);
+  if (text === undefined) canonicalSchemas.set(schema, (text = canonicalize(schema)!));
+  return text;
 }
