@@ -1462,10 +1462,12 @@ async function federationBench(): Promise<void> {
       name, version: "1.0.0", endpoint: { url: "grpc://127.0.0.1:50051", transport: "TRANSPORT_GRPC" }, capabilities,
       tools: [{ name: `${name}_tool`, description: `the tool of ${name}`, inputSchema: { type: "object" } }], leaseTtl: "3600s",
     }, { ...admin, authorization: `Bearer ${svc.token}` });
+  const peerTokens = new Map<Service, string>();
   try {
     for (const [svc, tag] of [[p1, "p1"], [p2, "p2"]] as const) {
       for (let i = 0; i < 20; i++) await register(svc, `${tag}-agent-${i}`, caps(i % 4));
       const { token } = await post(`${svc.url}/admin/tokens`, { tenant: "default", scopes: ["agents:read"], ttl: "3600s" });
+      peerTokens.set(svc, token);
       await post(`${a.url}/federation/peers`, { peerId: tag, url: svc.url, token, tenants: ["*"] });
     }
     // As many capabilities as the remote ones (50), so both answers weigh the same.
@@ -1500,7 +1502,7 @@ async function federationBench(): Promise<void> {
       note: `goal ≥ 0.8; autocannon 16 conns; ${cpuNote(medianOf(cpu.cached))}`,
     });
 
-    // (b) Cold: each capability asked once through A, and of both peers directly at the same moment.
+    // (b) Cold: each capability asked once through A, and of both peers directly as A asks them.
     const timed = async (url: string, headers: Record<string, string>) => {
       const t0 = performance.now();
       const res = await fetch(url, { headers });
@@ -1508,25 +1510,58 @@ async function federationBench(): Promise<void> {
       if (!res.ok) throw new Error(`GET ${url}: ${res.status}`);
       return performance.now() - t0;
     };
-    const peerQuery = (svc: Service, cap: string) => `${svc.url}/agents/discover?capabilities=${cap}&limit=10`;
+    const { execFileSync } = await import("node:child_process");
+    const { createClient } = await import("@connectrpc/connect");
+    const { createGrpcTransport, Http2SessionManager } = await import("@connectrpc/connect-node");
+    const { DirectoryService } = await import("../gen/federation/v1/directory_service_pb.js");
+    const { FederationScope } = await import("../gen/federation/v1/origin_pb.js");
+    const asA = (svc: Service) => {
+      const sessions = new Http2SessionManager(svc.url);
+      const client = createClient(DirectoryService, createGrpcTransport({ baseUrl: svc.url, sessionManager: sessions, acceptCompression: [] }));
+      // What A sends (federation.ts, core-peer-client.ts): its token, one hop, its instance id visited.
+      const headers = { authorization: `Bearer ${peerTokens.get(svc)}`, "x-federation-hops": "1", "x-federation-visited": "bench-a" };
+      const ask = async (cap: string) => {
+        const t0 = performance.now();
+        const res = await client.discover({ capabilities: [cap], limit: 10, scope: FederationScope.FEDERATED }, { headers });
+        if (res.agents.length !== 5) throw new Error(`peer answered ${res.agents.length} agents for ${cap}, not its 5`);
+        return performance.now() - t0;
+      };
+      return { ask, close: () => sessions.abort() };
+    };
+    const direct = [asA(p1), asA(p2)];
+    await Promise.all(direct.map((d) => d.ask("local.cap").catch(() => 0))); // the sessions connected
+    if (hasTaskset) execFileSync("taskset", ["-a", "-p", "-c", "1", String(a.child.pid)], { stdio: "ignore" });
     const aTimes: number[] = [];
     const peerTimes: number[] = [];
+    const peersNow = async (cap: string) => peerTimes.push(Math.max(...(await Promise.all(direct.map((d) => d.ask(cap))))));
+    let aCpuMs = 0;
     for (let i = 1; i <= colds; i++) {
       const cap = `c${i}`;
-      const [t1, t2] = await Promise.all([timed(peerQuery(p1, cap), { authorization: `Bearer ${p1.token}` }), timed(peerQuery(p2, cap), { authorization: `Bearer ${p2.token}` })]);
-      peerTimes.push(Math.max(t1, t2));
+      if (i % 2 === 0) await peersNow(cap);
+      const cpuBefore = a.cpuMs();
       aTimes.push(await timed(`${a.url}/agents/discover?capabilities=${cap}&limit=10&scope=FEDERATION_SCOPE_FEDERATED`, bearer));
+      await new Promise((r) => setTimeout(r, 2)); // A's after-answer work (the cache's encoding) counted with its call
+      aCpuMs += a.cpuMs() - cpuBefore;
+      if (i % 2 === 1) await peersNow(cap);
     }
+    for (const d of direct) d.close();
     aTimes.sort((x, y) => x - y);
     peerTimes.sort((x, y) => x - y);
     const p50 = (v: number[]) => percentile(v, 50);
-    add({ scenario: "slower of 2 peers' Discover, asked directly", p50Ms: p50(peerTimes), p99Ms: percentile(peerTimes, 99), note: `${colds} sequential pairs` });
+    add({
+      scenario: "slower of 2 peers' Discover, asked directly as A asks them (gRPC, h2)",
+      p50Ms: p50(peerTimes),
+      p99Ms: percentile(peerTimes, 99),
+      note: `${colds} pairs, both peers at once, alternating with A's call; peers on CPU 0`,
+    });
     add({
       scenario: "cold federated Discover across 2 live peers (cache miss)",
       p50Ms: p50(aTimes),
       p99Ms: percentile(aTimes, 99),
       limit: "slower peer",
-      note: `goal ≤ +5 ms at p50: +${(p50(aTimes) - p50(peerTimes)).toFixed(2)} ms; includes A's own REST handling and local lookup; all 3 services on one core`,
+      note:
+        `goal ≤ +5 ms at p50: +${(p50(aTimes) - p50(peerTimes)).toFixed(2)} ms; REST GET to A, includes A's own REST handling and local lookup; ` +
+        `A on CPU 1, the peers on CPU 0; A's CPU ≈ ${Math.round((aCpuMs * 1000) / colds)} µs/call`,
     });
   } finally {
     await Promise.all([a.stop(), p1.stop(), p2.stop()]);

@@ -215,6 +215,7 @@ export class App {
       this.bus,
     );
     this.directory.federation = this.federation;
+    this.dispatcher.remote = this.federation;
     this.health = new HealthMonitor(
       this.store,
       [
@@ -255,7 +256,7 @@ export class App {
         }),
       },
       { service: DirectoryService, impl: directoryService(this.directory, security.signer, security.keys) },
-      { service: RouterService, impl: routerService(this.router, this.dispatcher) },
+      { service: RouterService, impl: routerService(this.router, this.dispatcher, this.federation) },
       {
         service: HealthService,
         impl: healthService(this.health, grpcFeed, VERSION, config.fleetWatchIntervalMs),
@@ -288,7 +289,14 @@ export class App {
           routePaths: [bridgeRoute.path, "/metrics", "/mcp", "/.well-known/agent-card.json"],
         })
       : undefined;
-    const tools = new FederatedTools({ directory: this.directory, store: this.store, router: this.router, dispatcher: this.dispatcher, clock: this.clock });
+    const tools = new FederatedTools({
+      directory: this.directory,
+      store: this.store,
+      router: this.router,
+      dispatcher: this.dispatcher,
+      clock: this.clock,
+      peers: () => this.federation.list(),
+    });
     const mcpLog = this.log.child({ component: "mcp" });
     this.mcp = new McpEndpoint(
       tools,

@@ -136,6 +136,35 @@ describe("fedctl", { timeout: 30_000 }, () => {
     expect(decision.taskId).not.toBe("");
   });
 
+  it("route --scope federated|auto|local: a capability only a peer offers is routed to the peer's agent, never with local", async () => {
+    const far = await startApp();
+    try {
+      const reg = await postJson(`${far.url}/agents/register`, registerBody({ name: "cli-far", capabilities: [{ name: "cli.far.only" }] }));
+      expect(reg.status, JSON.stringify(reg.json)).toBe(200);
+      const minted = await postJson(`${far.url}/admin/tokens`, { tenant: "default", scopes: ["agents:read", "route"], ttl: "600s" });
+      const added = await postJson(`${t.url}/federation/peers`, { peerId: "far", url: far.url, token: minted.json.token, tenants: ["*"] });
+      expect(added.status, JSON.stringify(added.json)).toBe(200);
+      for (const scope of ["federated", "auto"]) {
+        const routed = await fedctl(t, ["route", "cli.far.only", "--scope", scope, "--json"]);
+        expect(routed.stderr, scope).toBe("");
+        expect(routed.code).toBe(0);
+        expect(JSON.parse(routed.stdout).agent).toMatchObject({ id: reg.json.agent.id, origin: { peerId: "far", peerUrl: far.url } });
+      }
+      const shown = await fedctl(t, ["route", "cli.far.only", "--scope", "auto"]);
+      expect(shown.code).toBe(0);
+      expect(shown.stdout).toContain(`origin  peer far (${far.url}), its id there ${reg.json.agent.id}`);
+      const local = await fedctl(t, ["route", "cli.far.only", "--scope", "local"]);
+      expect(local.code).toBe(1);
+      expect(local.stderr).toMatch(/FAILED_PRECONDITION.*cli\.far\.only/);
+      const bad = await fedctl(t, ["route", "cli.far.only", "--scope", "everywhere"]);
+      expect(bad.code).toBe(2);
+      expect(bad.stderr).toMatch(/"everywhere" is not one of local, federated, auto/);
+    } finally {
+      await fetch(`${t.url}/federation/peers/far`, { method: "DELETE", headers: { authorization: `Bearer ${ADMIN_TOKEN}` } });
+      await far.close();
+    }
+  });
+
   it("registers every agent of a multi-document file, one JSON line each", async () => {
     const run = await fedctl(t, ["register", fixture("fleet.yaml"), fixture("watched-agent.json"), "--json"]);
     expect(run.stderr).toBe("");

@@ -1,7 +1,7 @@
 import { base64url, createRemoteJWKSet, decodeJwt, decodeProtectedHeader, jwtVerify } from "jose";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import { loadConfig } from "../src/config.js";
-import { AddressGuard, systemLookup, type Lookup } from "../src/dispatch/address-guard.js";
+import { AddressGuard, PIN_CACHE_MS, systemLookup, type Lookup } from "../src/dispatch/address-guard.js";
 import { MemoryTaskStore } from "../src/dispatch/task-store.js";
 import { ADMIN_TOKEN, getJson, postJson, registerBody, startApp, type TestApp } from "./support/app.js";
 import { killAgents, startAgent } from "./support/dispatch-agents.js";
@@ -531,6 +531,38 @@ describe("AddressGuard", () => {
     const g = new AddressGuard({ loopback: true, private: false }, async (h) => (seen.push(h), [{ address: "127.0.0.2", family: 4 }]));
     expect(await g.pin("https://svc.example/", 443)).toMatchObject({ address: "127.0.0.2", port: 443, hostname: "svc.example" });
     expect(seen).toEqual(["svc.example"]);
+  });
+
+  it("reuses a checked target: an IP literal's for good, a name's for PIN_CACHE_MS, then resolves and checks again; refusals are not kept", async () => {
+    let answer = "127.0.0.2";
+    const seen: string[] = [];
+    const g = new AddressGuard({ loopback: true, private: false }, async (h) => (seen.push(h), [{ address: answer, family: 4 }]));
+    const now = vi.spyOn(Date, "now");
+    try {
+      now.mockReturnValue(1_000_000);
+      expect(g.cached("http://svc.example:81/x", 80)).toBeUndefined();
+      const first = await g.pin("http://svc.example:81/x", 80);
+      expect(g.cached("http://svc.example:81/x", 80)).toBe(first);
+      // Another default port is another key (the URL alone does not say it).
+      expect(g.cached("http://svc.example:81/x", 443)).toBeUndefined();
+      now.mockReturnValue(1_000_000 + PIN_CACHE_MS - 1);
+      expect(g.cached("http://svc.example:81/x", 80)).toBe(first);
+      // The name now resolves to metadata: once the pin is stale, the new answer is checked and refused.
+      answer = "169.254.169.254";
+      now.mockReturnValue(1_000_000 + PIN_CACHE_MS);
+      expect(g.cached("http://svc.example:81/x", 80)).toBeUndefined();
+      await expect(g.pin("http://svc.example:81/x", 80)).rejects.toThrow(/cloud metadata/);
+      expect(g.cached("http://svc.example:81/x", 80)).toBeUndefined();
+      expect(seen).toEqual(["svc.example", "svc.example"]);
+      // A literal: kept however long.
+      const literal = await g.pin("http://127.0.0.3:9/", 80);
+      now.mockReturnValue(1e13);
+      expect(g.cached("http://127.0.0.3:9/", 80)).toBe(literal);
+      await expect(g.pin("http://169.254.169.254/", 80)).rejects.toThrow(/cloud metadata/);
+      expect(g.cached("http://169.254.169.254/", 80)).toBeUndefined();
+    } finally {
+      now.mockRestore();
+    }
   });
 });
 

@@ -40,7 +40,17 @@ function answer(mode: Mode): Uint8Array {
   return toBinary(DiscoverResponseSchema, create(DiscoverResponseSchema, { agents }));
 }
 
-/** An h2c front for a Federation Core: relays every request, except Discover while `mode` says otherwise. */
+/** One gRPC message frame: not compressed, its length, the message. */
+function grpcFrame(message: Uint8Array): Buffer {
+  const head = Buffer.alloc(5);
+  head.writeUInt32BE(message.byteLength, 1);
+  return Buffer.concat([head, message]);
+}
+
+/**
+ * An h2c front for a Federation Core: relays every request (trailers too:
+ * federated reads are gRPC), except Discover while `mode` says otherwise.
+ */
 async function tamperingFront(targetUrl: string) {
   const upstream = http2.connect(targetUrl);
   upstream.on("error", () => undefined);
@@ -54,18 +64,24 @@ async function tamperingFront(targetUrl: string) {
     if (isDiscover) state.discovers++;
     if (isDiscover && state.mode !== "relay") {
       stream.resume();
-      stream.respond({ ":status": 200, "content-type": "application/proto" });
-      stream.end(Buffer.from(answer(state.mode)));
+      stream.respond({ ":status": 200, "content-type": "application/grpc+proto" }, { waitForTrailers: true });
+      stream.on("wantTrailers", () => stream.sendTrailers({ "grpc-status": "0" }));
+      stream.end(grpcFrame(answer(state.mode)));
       return;
     }
     const forwarded: http2.OutgoingHttpHeaders = {};
     for (const [k, v] of Object.entries(headers)) if (k !== ":authority" && k !== ":scheme") forwarded[k] = v;
     const req = upstream.request(forwarded);
     req.on("error", () => stream.destroy());
+    let trailers: http2.OutgoingHttpHeaders | undefined;
+    req.on("trailers", (t) => (trailers = Object.fromEntries(Object.entries(t).filter(([k]) => !k.startsWith(":"))) as http2.OutgoingHttpHeaders));
     req.on("response", (h) => {
       const out: http2.OutgoingHttpHeaders = {};
       for (const [k, v] of Object.entries(h)) if (!k.startsWith(":") || k === ":status") out[k] = v;
-      stream.respond(out);
+      // gRPC answers end with trailers (they arrive before the body ends); Connect and REST ones have none.
+      const grpc = String(h["content-type"] ?? "").startsWith("application/grpc");
+      stream.respond(out, { waitForTrailers: grpc });
+      if (grpc) stream.on("wantTrailers", () => stream.sendTrailers(trailers ?? {}));
       req.pipe(stream);
     });
     stream.pipe(req);

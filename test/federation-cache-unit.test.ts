@@ -75,3 +75,37 @@ describe("RemoteCache", () => {
 });
 
 class ClockOf extends ManualClock {}
+
+describe("federated Discover answers", () => {
+  it("are built once while the local answer and the remote agents (from the cache) stay the same, and again when either changes", async () => {
+    const { create } = await import("@bufbuild/protobuf");
+    const { createContextValues } = await import("@connectrpc/connect");
+    const { AgentSchema } = await import("../gen/federation/v1/agent_pb.js");
+    const { DiscoverRequestSchema } = await import("../gen/federation/v1/directory_service_pb.js");
+    const { FederationScope } = await import("../gen/federation/v1/origin_pb.js");
+    const { directoryService } = await import("../src/transport/services/directory-service.js");
+    const { principalKey } = await import("../src/security/principal.js");
+    // The remote cache hands out the same decoded messages while its entry holds; a refresh, new ones.
+    let remote = [create(AgentSchema, { id: "r1", name: "remote-1" })];
+    // The store hands out the same (here: empty) answer while nothing changed here.
+    let local: never[] = [];
+    const directory = {
+      discover: async () => local,
+      federation: { instanceId: "fed-x", remoteWanted: () => 10, discover: async () => [...remote], searchTools: async () => [] },
+    };
+    const service = directoryService(directory as never, {} as never, {} as never, {} as never);
+    const values = createContextValues().set(principalKey, { tenant: "default" } as never);
+    const ctx = { values, requestHeader: new Headers(), signal: new AbortController().signal, timeoutMs: () => undefined } as never;
+    const ask = () => service.discover!(create(DiscoverRequestSchema, { capabilities: ["x"], scope: FederationScope.FEDERATED }), ctx) as Promise<any>;
+    const first = await ask();
+    expect(first.agents.map((a: any) => a.id)).toEqual(["r1"]);
+    expect(await ask()).toBe(first);
+    remote = [create(AgentSchema, { id: "r2", name: "remote-2" })];
+    const changed = await ask();
+    expect(changed).not.toBe(first);
+    expect(changed.agents.map((a: any) => a.id)).toEqual(["r2"]);
+    expect(await ask()).toBe(changed);
+    local = [];
+    expect(await ask()).not.toBe(changed);
+  });
+});

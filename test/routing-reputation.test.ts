@@ -4,6 +4,7 @@ import { RouteStrategy } from "../gen/federation/v1/router_service_pb.js";
 import { MemoryEventBus } from "../src/events/memory-event-bus.js";
 import { MemoryAgentStore } from "../src/registry/memory-agent-store.js";
 import { Router } from "../src/router/router.js";
+import { Reputation } from "../src/router/reputation.js";
 import { AttemptOutcome } from "../gen/federation/v1/task_pb.js";
 import { agent } from "./contracts/agent-store.contract.js";
 import { ManualClock } from "./support/manual-clock.js";
@@ -22,6 +23,26 @@ async function fleet(n: number, clock: ManualClock) {
 }
 
 describe("strategies and reputation in-process", () => {
+  it("latency percentiles are those of the last 64 samples, per agent and per agent × capability", () => {
+    const rep = new Reputation({ halfLifeMs: 1e12 });
+    const all: number[] = [];
+    for (let i = 0; i < 200; i++) {
+      // Repeats and a spread, so evictions meet equal values.
+      const ms = ((i * 37) % 101) + (i % 7 === 0 ? 500 : 0);
+      all.push(ms);
+      rep.record("a", ["code"], { success: true, latencyMs: ms }, 1_000);
+      const last = all.slice(-64).sort((x, y) => x - y);
+      const p = (q: number) => last[Math.min(last.length - 1, Math.ceil(q * last.length) - 1)];
+      for (const cap of [undefined, "code"]) {
+        const s = rep.standing("a", cap, 1_000);
+        expect([s.latencyP95Ms, s.latencyP99Ms]).toEqual([p(0.95), p(0.99)]);
+      }
+    }
+    // Another capability on the same agent has no evidence of its own: the agent's is used.
+    expect(rep.standing("a", "other", 1_000).evidence).toBeCloseTo(200, 6);
+    expect(rep.standing("b", "code", 1_000)).toMatchObject({ quality: 1, latency: 1, uptime: 1, evidence: 0 });
+  });
+
   it("p2c spreads load: ten equal agents, none over twice its fair share in 1,000 routes", async () => {
     const clock = new ManualClock();
     const { store, bus } = await fleet(10, clock);

@@ -17,6 +17,11 @@ export type Lookup = (hostname: string) => Promise<readonly ResolvedAddress[]>;
 export const systemLookup: Lookup = async (hostname) =>
   (await dnsLookup(hostname, { all: true, verbatim: true })).map((a) => ({ address: a.address, family: a.family === 6 ? 6 : 4 }));
 
+/** How long a host name's checked address is reused before it is resolved and checked again. */
+export const PIN_CACHE_MS = 5_000;
+/** Endpoints whose checked target is kept. */
+const MAX_PINS = 4_096;
+
 /** Dispatch was not attempted: the message names the rule. Nothing was sent. */
 export class DispatchRefused extends Error {
   override name = "DispatchRefused";
@@ -107,10 +112,27 @@ function embeddedIpv4(address: string): string | undefined {
  * a DNS answer that changes between check and connect changes nothing.
  */
 export class AddressGuard {
+  /**
+   * Checked targets by endpoint URL and default port: an IP literal's for
+   * good, a name's for PIN_CACHE_MS (an attempt still connects only to the
+   * checked address; a DNS change is seen within that time). Bounded.
+   */
+  private readonly pins = new Map<string, { readonly target: PinnedTarget; readonly until: number }>();
+
   constructor(
     private readonly allow: { readonly loopback: boolean; readonly private: boolean },
     private readonly lookup: Lookup = systemLookup,
   ) {}
+
+  /** The target `pin` checked for this URL lately, without resolving or checking again; undefined: call `pin`. */
+  cached(endpointUrl: string, defaultPort: number): PinnedTarget | undefined {
+    const key = `${defaultPort} ${endpointUrl}`;
+    const hit = this.pins.get(key);
+    if (!hit) return undefined;
+    if (hit.until > Date.now()) return hit.target;
+    this.pins.delete(key);
+    return undefined;
+  }
 
   /** The rule that refuses this IP address, or undefined when it may be dispatched to. */
   refusal(address: string): string | undefined {
@@ -161,6 +183,9 @@ export class AddressGuard {
       if (why) throw new DispatchRefused(literal !== 0 ? `dispatch refused: ${why}` : `dispatch refused: "${hostname}" resolves to ${why}`);
     }
     const first = answers[0]!;
-    return { url, hostname, address: first.address, family: first.family, port };
+    const target: PinnedTarget = { url, hostname, address: first.address, family: first.family, port };
+    if (this.pins.size >= MAX_PINS) this.pins.delete(this.pins.keys().next().value!);
+    this.pins.set(`${defaultPort} ${endpointUrl}`, { target, until: literal !== 0 ? Infinity : Date.now() + PIN_CACHE_MS });
+    return target;
   }
 }

@@ -18,6 +18,9 @@ import { McpAgentClient } from "./mcp-client.js";
 import { ignoreOutcomes, type OutcomeSink } from "./outcomes.js";
 import type { SpanContext } from "@opentelemetry/api";
 import type { RouteTickets } from "./route-ticket.js";
+import { FIRST_HOP, type HopState } from "../federation/hop-headers.js";
+import { isRemoteAgent } from "../federation/remote-agents.js";
+import { noRemoteDispatch, type RemoteDispatch } from "./remote-dispatch.js";
 import type { AttemptRecord, TaskRecord, TaskStore } from "./task-store.js";
 
 /** What Route answers besides the decision. */
@@ -29,6 +32,44 @@ export interface TaskAnswer {
   readonly attempts: readonly AttemptRecord[];
   readonly result: JsonObject | undefined;
 }
+
+/** What a dispatch is given by its Route call. */
+export interface DispatchCall {
+  readonly signal?: AbortSignal;
+  readonly timeoutMs?: number;
+  readonly async?: boolean;
+  readonly trace?: SpanContext;
+  /** The Route's hop headers, passed on when a remote agent's home federation is asked. */
+  readonly hop?: HopState;
+}
+
+/**
+ * An attempt's signal: aborts with a TimeoutError after `ms`, or with the
+ * caller's reason when `caller` aborts. One controller and one timer,
+ * cleared by done() — AbortSignal.any with AbortSignal.timeout cost a weak
+ * reference, a finalizer and a timer per attempt that outlived it.
+ */
+function attemptSignal(caller: AbortSignal | undefined, ms: number): { readonly signal: AbortSignal; done(): void } {
+  const c = new AbortController();
+  if (caller?.aborted) {
+    c.abort(caller.reason);
+    return { signal: c.signal, done() {} };
+  }
+  const onCaller = () => c.abort(caller!.reason);
+  caller?.addEventListener("abort", onCaller, { once: true });
+  const timer = setTimeout(() => c.abort(new DOMException(`no answer within ${ms}ms`, "TimeoutError")), ms);
+  timer.unref(); // as AbortSignal.timeout's: a pending attempt does not hold the process open
+  return {
+    signal: c.signal,
+    done() {
+      clearTimeout(timer);
+      caller?.removeEventListener("abort", onCaller);
+    },
+  };
+}
+
+/** A task not dispatched has no attempts (shared: nobody mutates it). */
+const NO_ATTEMPTS: readonly AttemptRecord[] = Object.freeze([]);
 
 /** The port a URL without one means. */
 const DEFAULT_PORT: Record<string, number> = { "http:": 80, "https:": 443, "grpc:": 80, "grpcs:": 443 };
@@ -61,6 +102,8 @@ export class Dispatcher {
   readonly mcp: McpAgentClient;
   /** The transports dispatch speaks. */
   private readonly clients: Partial<Record<Transport, AgentClient>>;
+  /** Remote agents (with an origin) go through their home federation (app.ts sets the Federation). */
+  remote: RemoteDispatch = noRemoteDispatch;
 
   constructor(
     private readonly config: DispatchConfig,
@@ -87,13 +130,21 @@ export class Dispatcher {
   async routed(d: RouteDecision, input: RouteInput, tenant: string): Promise<TaskAnswer> {
     const ticket = await this.tickets.issue({ taskId: d.routeId, tenant, capabilities: input.capabilities, agentId: d.agent.id });
     const now = this.clock.now();
+    // Written out (no spread of a blank record): one object per routed task, kept for GetTask.
     this.tasks.put({
-      ...this.blank(d.routeId, tenant, input, now),
+      taskId: d.routeId,
+      tenant,
+      capabilities: input.capabilities,
       status: TaskStatus.ROUTED,
       agentId: d.agent.id,
+      attempts: NO_ATTEMPTS,
+      result: undefined,
+      resultBytes: 0,
+      error: "",
+      createdAt: now,
       finishedAt: now,
     });
-    return { taskId: d.routeId, ticket, agent: d.agent, attempts: [], result: undefined };
+    return { taskId: d.routeId, ticket, agent: d.agent, attempts: NO_ATTEMPTS, result: undefined };
   }
 
   /**
@@ -101,11 +152,11 @@ export class Dispatcher {
    * the outcome is on the feed (task.completed carries the result) and in
    * GetTask. The dispatch runs on without the call, bounded by its own budget.
    */
-  async start(d: RouteDecision, input: RouteInput, tenant: string, trace?: SpanContext): Promise<TaskAnswer> {
+  async start(d: RouteDecision, input: RouteInput, tenant: string, trace?: SpanContext, hop: HopState = FIRST_HOP): Promise<TaskAnswer> {
     const ticket = await this.tickets.issue({ taskId: d.routeId, tenant, capabilities: input.capabilities, agentId: d.agent.id });
     const stop = new AbortController();
     this.inFlight.add(stop);
-    this.dispatch(d, input, tenant, { signal: stop.signal, async: true, trace })
+    this.dispatch(d, input, tenant, { signal: stop.signal, async: true, trace, hop })
       .catch(() => {}) // its end is on the feed and in the task store
       .finally(() => this.inFlight.delete(stop));
     return { taskId: d.routeId, ticket, agent: d.agent, attempts: [], result: undefined };
@@ -134,7 +185,7 @@ export class Dispatcher {
     d: RouteDecision,
     input: RouteInput,
     tenant: string,
-    call: { readonly signal?: AbortSignal; readonly timeoutMs?: number; readonly async?: boolean; readonly trace?: SpanContext } = {},
+    call: DispatchCall = {},
   ): Promise<TaskAnswer> {
     const taskId = d.routeId;
     // The Route call's span, for the agents and the task events (async dispatches keep it after the call has answered).
@@ -150,7 +201,7 @@ export class Dispatcher {
     d: RouteDecision,
     input: RouteInput,
     tenant: string,
-    call: { readonly signal?: AbortSignal; readonly timeoutMs?: number; readonly async?: boolean; readonly trace?: SpanContext },
+    call: DispatchCall,
   ): Promise<TaskAnswer> {
     const taskId = d.routeId;
     const started = this.clock.now();
@@ -180,31 +231,56 @@ export class Dispatcher {
       let detail = "";
       let result: JsonObject | undefined;
       let bytes = 0;
+      /** Who answered: a remote attempt names the home federation's agent that served it. */
+      let served = agent;
       try {
-        const client = this.clients[agent.endpoint.transport];
-        if (!client) {
-          throw new DispatchRefused(
-            `dispatch refused: agent transport ${Transport[agent.endpoint.transport]} is not dispatched (HTTP_JSON, GRPC and MCP_STREAMABLE_HTTP are)`,
+        if (isRemoteAgent(agent)) {
+          const signal = call.signal ? AbortSignal.any([call.signal, AbortSignal.timeout(attemptMs)]) : AbortSignal.timeout(attemptMs);
+          const relayed = await this.remote.execute(
+            agent,
+            {
+              taskId,
+              tenant,
+              capabilities: input.capabilities,
+              payload: input.task,
+              ticket,
+              timeoutMs: attemptMs,
+              signal,
+              maxResponseBytes: this.config.maxResponseBytes,
+              trace: call.trace,
+            },
+            call.hop ?? FIRST_HOP,
           );
+          ({ result, bytes, servedBy: served, detail } = relayed);
+        } else {
+          const client = this.clients[agent.endpoint.transport];
+          if (!client) {
+            throw new DispatchRefused(
+              `dispatch refused: agent transport ${Transport[agent.endpoint.transport]} is not dispatched (HTTP_JSON, GRPC and MCP_STREAMABLE_HTTP are)`,
+            );
+          }
+          const url = agent.endpoint.url;
+          const port = DEFAULT_PORT[url.slice(0, url.indexOf(":") + 1)] ?? 80;
+          const target = this.guard.cached(url, port) ?? (await this.guard.pin(url, port));
+          const timer = attemptSignal(call.signal, attemptMs);
+          try {
+            const answer = await client(target, {
+              taskId,
+              tenant,
+              capabilities: input.capabilities,
+              payload: input.task,
+              ticket,
+              timeoutMs: attemptMs,
+              signal: timer.signal,
+              maxResponseBytes: this.config.maxResponseBytes,
+              trace: call.trace,
+            });
+            result = answer.result;
+            bytes = answer.bytes;
+          } finally {
+            timer.done();
+          }
         }
-        const protocol = agent.endpoint.url.slice(0, agent.endpoint.url.indexOf(":") + 1);
-        const target = await this.guard.pin(agent.endpoint.url, DEFAULT_PORT[protocol] ?? 80);
-        const signal = call.signal
-          ? AbortSignal.any([call.signal, AbortSignal.timeout(attemptMs)])
-          : AbortSignal.timeout(attemptMs);
-        const answer = await client(target, {
-          taskId,
-          tenant,
-          capabilities: input.capabilities,
-          payload: input.task,
-          ticket,
-          timeoutMs: attemptMs,
-          signal,
-          maxResponseBytes: this.config.maxResponseBytes,
-          trace: call.trace,
-        });
-        result = answer.result;
-        bytes = answer.bytes;
       } catch (err) {
         if (err instanceof DispatchRefused) {
           outcome = AttemptOutcome.REFUSED;
@@ -224,9 +300,9 @@ export class Dispatcher {
         detail = (err as Error).message;
       }
       const latencyMs = performance.now() - t0;
-      const record: AttemptRecord = { attempt, agentId: agent.id, outcome, latencyMs, detail };
+      const record: AttemptRecord = { attempt, agentId: served.id, outcome, latencyMs, detail };
       attempts.push(record);
-      this.report(tenant, taskId, input.capabilities, record, bytes);
+      this.report(tenant, taskId, input.capabilities, record, bytes, served.tenant);
       await this.publish("task.dispatched", tenant, taskId, input.capabilities, record);
       budgetSpent = outcome === AttemptOutcome.TIMEOUT && attemptMs >= left;
       if (outcome !== AttemptOutcome.OK) {
@@ -236,7 +312,7 @@ export class Dispatcher {
         this.tasks.put({
           ...base,
           status: TaskStatus.COMPLETED,
-          agentId: agent.id,
+          agentId: served.id,
           attempts,
           result,
           resultBytes: bytes,
@@ -244,7 +320,7 @@ export class Dispatcher {
         });
         const forFeed = call.async && result && bytes <= MAX_EVENT_RESULT_BYTES ? result : undefined;
         await this.publish("task.completed", tenant, taskId, input.capabilities, record, record.detail, forFeed);
-        return { taskId, ticket, agent, attempts, result };
+        return { taskId, ticket, agent: served, attempts, result };
       }
     }
 
@@ -297,12 +373,13 @@ export class Dispatcher {
     this.tasks.put({ ...base, status: TaskStatus.FAILED, agentId, attempts, error, finishedAt: this.clock.now() });
   }
 
-  private report(tenant: string, taskId: string, capabilities: readonly string[], a: AttemptRecord, bytes: number): void {
+  private report(tenant: string, taskId: string, capabilities: readonly string[], a: AttemptRecord, bytes: number, agentTenant: string): void {
     try {
       (this.opts.outcomes ?? ignoreOutcomes).attemptFinished({
         taskId,
         tenant,
         agentId: a.agentId,
+        agentTenant,
         capabilities,
         attempt: a.attempt,
         outcome: a.outcome,

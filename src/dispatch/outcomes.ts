@@ -3,8 +3,11 @@ import type { AttemptOutcome } from "../../gen/federation/v1/task_pb.js";
 /** One dispatch attempt as it ended. */
 export interface AttemptReport {
   readonly taskId: string;
+  /** The caller's tenant. */
   readonly tenant: string;
   readonly agentId: string;
+  /** The agent's own tenant (another one's for a shared agent): its breaker events go there. */
+  readonly agentTenant?: string;
   readonly capabilities: readonly string[];
   /** 1 for the first attempt. */
   readonly attempt: number;

@@ -1,13 +1,25 @@
 import { toJson } from "@bufbuild/protobuf";
 import { Code, ConnectError, createClient, type Client } from "@connectrpc/connect";
-import { createConnectTransport, Http2SessionManager } from "@connectrpc/connect-node";
+import { createConnectTransport, createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-node";
 import type { JSONWebKeySet } from "jose";
 import type { Agent } from "../../gen/federation/v1/agent_pb.js";
 import { DirectoryService, ManifestSchema, type ToolEntry } from "../../gen/federation/v1/directory_service_pb.js";
 import { PeerProblem } from "../../gen/federation/v1/event_pb.js";
+import { durationFromMs } from "@bufbuild/protobuf/wkt";
+import { FederationScope } from "../../gen/federation/v1/origin_pb.js";
+import { RouterService, type RouteResponse } from "../../gen/federation/v1/router_service_pb.js";
 import { verifyManifest } from "../security/manifest-signer.js";
-import { INSTANCE_HEADER, isInstanceId } from "./hop-headers.js";
-import { NoisyAnswer, PeerCheckFailed, type PeerCall, type PeerClient, type PeerIdentity, type RemoteDiscover, type RemoteSearch } from "./peer-client.js";
+import { INSTANCE_HEADER, TICKET_HEADER, isInstanceId } from "./hop-headers.js";
+import {
+  NoisyAnswer,
+  PeerCheckFailed,
+  type PeerCall,
+  type PeerClient,
+  type PeerIdentity,
+  type RemoteDiscover,
+  type RemoteRoute,
+  type RemoteSearch,
+} from "./peer-client.js";
 import type { PeerSpec } from "./peer-spec.js";
 
 /** Largest answer read from a peer (a full manifest of 10k agents fits). */
@@ -15,8 +27,9 @@ const READ_MAX_BYTES = 32 * 1024 * 1024;
 
 /**
  * Another Federation Core, spoken to with our own generated DirectoryService
- * client: the Connect protocol, binary, over one HTTP/2 session per peer
- * (h2c for http://). Every request carries the token the peer minted for
+ * client over one HTTP/2 session per peer (h2c for http://): federated reads
+ * (Discover, SearchTools) in gRPC, the checks (JWKS, manifest) and forwarded
+ * Routes in the Connect protocol, binary. Every request carries the token the peer minted for
  * us; the peer scopes its answers to that token's tenant.
  */
 export class CorePeerClient implements PeerClient {
@@ -24,16 +37,38 @@ export class CorePeerClient implements PeerClient {
   private readonly client: Client<typeof DirectoryService>;
   /** The same session, reading answers to federated reads of `maxAnswerBytes` at most. */
   private readonly reads: Client<typeof DirectoryService>;
+  /** Forwarded Routes (cross-federation dispatch), on the same session. */
+  private readonly router: Client<typeof RouterService>;
 
   constructor(
     private readonly spec: PeerSpec,
     maxAnswerBytes = READ_MAX_BYTES,
   ) {
     this.sessions = new Http2SessionManager(spec.url, { idleConnectionTimeoutMs: 60_000 });
+    // No gzip asked for: a peer's answers (at most FEDERATION_MAX_ANSWER_BYTES) are small next to
+    // what compressing them there and inflating them here adds to every cold federated read.
     const transport = (readMaxBytes: number) =>
-      createConnectTransport({ baseUrl: spec.url, httpVersion: "2", useBinaryFormat: true, sessionManager: this.sessions, readMaxBytes });
+      createConnectTransport({
+        baseUrl: spec.url,
+        httpVersion: "2",
+        useBinaryFormat: true,
+        sessionManager: this.sessions,
+        readMaxBytes,
+        acceptCompression: [],
+      });
     this.client = createClient(DirectoryService, transport(READ_MAX_BYTES));
-    this.reads = createClient(DirectoryService, transport(Math.min(maxAnswerBytes, READ_MAX_BYTES)));
+    // Federated reads over gRPC on the same session: a peer serves a gRPC Discover on its lean path
+    // at well under half the CPU of a Connect one (bench/run.ts --only=federation, the cold row).
+    this.reads = createClient(
+      DirectoryService,
+      createGrpcTransport({
+        baseUrl: spec.url,
+        sessionManager: this.sessions,
+        readMaxBytes: Math.min(maxAnswerBytes, READ_MAX_BYTES),
+        acceptCompression: [],
+      }),
+    );
+    this.router = createClient(RouterService, transport(READ_MAX_BYTES));
   }
 
   /**
@@ -80,7 +115,7 @@ export class CorePeerClient implements PeerClient {
         `its manifest signature (key "${answer.keyId.slice(0, 64)}") does not verify against its JWKS at /.well-known/jwks.json`,
       );
     }
-    return { instanceId: isInstanceId(instanceId) ? instanceId : "", keyId: answer.keyId };
+    return { instanceId: isInstanceId(instanceId) ? instanceId : "", keyId: answer.keyId, jwks };
   }
 
   async discover(q: RemoteDiscover, call: PeerCall): Promise<Agent[]> {
@@ -108,6 +143,21 @@ export class CorePeerClient implements PeerClient {
       { signal: call.signal, timeoutMs: call.timeoutMs, headers: { ...this.auth(), ...call.hopHeaders } },
     ).catch(oversized);
     return res.tools;
+  }
+
+  async route(q: RemoteRoute, call: PeerCall): Promise<RouteResponse> {
+    return this.router.route(
+      {
+        capabilities: [...q.capabilities],
+        task: q.task,
+        dispatch: true,
+        taskId: q.taskId,
+        timeout: durationFromMs(q.timeoutMs),
+        strategy: q.strategy,
+        scope: FederationScope.LOCAL,
+      },
+      { signal: call.signal, timeoutMs: call.timeoutMs, headers: { ...this.auth(), ...call.hopHeaders, [TICKET_HEADER]: q.ticket } },
+    );
   }
 
   close(): void {

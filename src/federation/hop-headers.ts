@@ -10,6 +10,13 @@
  */
 export const HOPS_HEADER = "x-federation-hops";
 export const VISITED_HEADER = "x-federation-visited";
+/**
+ * A forwarded Route (cross-federation dispatch) carries the route ticket
+ * the forwarding federation issued for the task (a compact JWS, kid on its
+ * JWKS; aud the remote agent's key there, "<peer id>/<agent id>"): the home
+ * federation may check where the task came from. It is not logged.
+ */
+export const TICKET_HEADER = "x-federation-ticket";
 /** Sent on GetManifest answers, so a peer learns which instance id is ours. */
 export const INSTANCE_HEADER = "x-federation-instance";
 
@@ -26,8 +33,17 @@ export interface HopState {
 
 export const FIRST_HOP: HopState = Object.freeze({ hops: 0, visited: Object.freeze([]) as readonly string[] });
 
+/**
+ * The hop state of a call: read by name from the lean path's and REST's
+ * raw headers when the context has them (transport/call-context.ts), so
+ * no Headers object is built; else from connect's Headers.
+ */
+export function hopsOf(ctx: { readonly requestHeader: Headers }): HopState {
+  return readHops((ctx as { readonly rawHeader?: Pick<Headers, "get"> }).rawHeader ?? ctx.requestHeader);
+}
+
 /** Reads the headers of an incoming request; a malformed hop count counts as past any limit. */
-export function readHops(headers: Headers): HopState {
+export function readHops(headers: Pick<Headers, "get">): HopState {
   const rawHops = headers.get(HOPS_HEADER);
   const rawVisited = headers.get(VISITED_HEADER);
   if (rawHops === null && rawVisited === null) return FIRST_HOP;

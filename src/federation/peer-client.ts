@@ -1,4 +1,7 @@
+import type { JsonObject } from "@bufbuild/protobuf";
+import type { JSONWebKeySet } from "jose";
 import type { Agent } from "../../gen/federation/v1/agent_pb.js";
+import type { RouteResponse, RouteStrategy } from "../../gen/federation/v1/router_service_pb.js";
 import type { ToolEntry } from "../../gen/federation/v1/directory_service_pb.js";
 import type { FederationScope } from "../../gen/federation/v1/origin_pb.js";
 import type { AgentStatus } from "../../gen/federation/v1/agent_pb.js";
@@ -17,6 +20,12 @@ export interface PeerClient {
   verify(signal: AbortSignal): Promise<PeerIdentity>;
   discover(q: RemoteDiscover, call: PeerCall): Promise<Agent[]>;
   searchTools(q: RemoteSearch, call: PeerCall): Promise<ToolEntry[]>;
+  /**
+   * Forwards a Route with dispatch to the peer (its own agents only): only
+   * a Federation Core can; an MCP registry's agents are not routed to.
+   * Throws the peer's ConnectError as it came.
+   */
+  route?(q: RemoteRoute, call: PeerCall): Promise<RouteResponse>;
   /** Lets go of pooled connections. */
   close(): void;
 }
@@ -26,6 +35,8 @@ export interface PeerIdentity {
   readonly instanceId: string;
   /** The key that signed its manifest ("" for an MCP registry). */
   readonly keyId: string;
+  /** Its JWKS as read for the check (a Federation Core): forwarded Routes' tickets are verified against it. */
+  readonly jwks?: JSONWebKeySet;
 }
 
 /** One request to one peer. */
@@ -55,6 +66,19 @@ export interface RemoteSearch {
   readonly limit: number;
   readonly providerPageSize: number;
   readonly scope: FederationScope;
+}
+
+/** A task forwarded to its home federation (RouterService/Route, dispatch, scope LOCAL). */
+export interface RemoteRoute {
+  readonly capabilities: readonly string[];
+  readonly task: JsonObject | undefined;
+  /** Ours: the home federation's task has the same id (its agents deduplicate on it). */
+  readonly taskId: string;
+  /** The dispatch budget the home federation gets (RouteRequest.timeout), a little under our own. */
+  readonly timeoutMs: number;
+  readonly strategy: RouteStrategy;
+  /** Our route ticket for the task, sent as x-federation-ticket. */
+  readonly ticket: string;
 }
 
 /**

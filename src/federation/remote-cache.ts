@@ -39,6 +39,21 @@ export const noSharedCache: SharedCache = {
 /** Asks the peer again (outside any caller's request) for the answer of a key, encoded. */
 export type Refresher = () => Promise<Uint8Array>;
 
+/**
+ * An answer loaded for a caller, handed back as it is (decoded, stamped)
+ * and encoded for the cache only after the caller's answer has gone.
+ */
+export interface LoadedAnswer<T> {
+  readonly items: readonly T[];
+  encode(): Uint8Array;
+  /**
+   * Encoded (and stored) only once this settles: a federated read passes
+   * its whole fan-out, so one peer's answer is not encoded while the read
+   * still waits for another's (the merged answer goes out first).
+   */
+  readonly after?: Promise<unknown>;
+}
+
 /** Counters since start, and what is held now. */
 export interface RemoteCacheStats {
   /** Fresh answers served from this process's memory. */
@@ -170,7 +185,13 @@ export class RemoteCache {
    * which is stored. `load` throws for an answer that must not be cached
    * (a failure, a noisy answer): nothing is stored then.
    */
-  async read<T>(key: string, peerId: string, load: () => Promise<Uint8Array>, refresh: Refresher, decode: (bytes: Uint8Array) => T[]): Promise<readonly T[]> {
+  async read<T>(
+    key: string,
+    peerId: string,
+    load: () => Promise<Uint8Array | LoadedAnswer<T>>,
+    refresh: Refresher,
+    decode: (bytes: Uint8Array) => T[],
+  ): Promise<readonly T[]> {
     const now = this.clock.now();
     const e = this.lru.get(key);
     if (e) {
@@ -189,9 +210,22 @@ export class RemoteCache {
     const shared = await this.fromShared(key, peerId, refresh, now);
     if (shared) return decode(shared.bytes);
     this.stats.misses++;
-    const bytes = await load();
-    this.store(key, peerId, bytes, refresh, 1);
-    return decode(bytes);
+    const loaded = await load();
+    if (loaded instanceof Uint8Array) {
+      this.store(key, peerId, loaded, refresh, 1);
+      return decode(loaded);
+    }
+    // Encoding is not on the caller's path (a cold read waits for the slowest peer already).
+    const store = () => {
+      try {
+        this.store(key, peerId, loaded.encode(), refresh, 1, this.clock.now(), loaded.items);
+      } catch (err) {
+        this.log.warn({ peer: peerId, err: (err as Error).message }, "a remote answer was not cached");
+      }
+    };
+    if (loaded.after) void loaded.after.then(() => setImmediate(store));
+    else setImmediate(store);
+    return loaded.items;
   }
 
   /**
@@ -251,9 +285,17 @@ export class RemoteCache {
     e.usedAt = now;
   }
 
-  private store(key: string, peerId: string, bytes: Uint8Array, refresh: Refresher, heat: number, usedAt = this.clock.now()): void {
+  private store(
+    key: string,
+    peerId: string,
+    bytes: Uint8Array,
+    refresh: Refresher,
+    heat: number,
+    usedAt = this.clock.now(),
+    items?: readonly unknown[],
+  ): void {
     const freshUntil = this.clock.now() + this.opts.ttlMs;
-    this.lru.set(key, { bytes, freshUntil, peerId, refresh, heat, usedAt });
+    this.lru.set(key, { bytes, items, freshUntil, peerId, refresh, heat, usedAt });
     const framed = new Uint8Array(HEADER_BYTES + bytes.byteLength);
     new DataView(framed.buffer).setFloat64(0, freshUntil);
     framed.set(bytes, HEADER_BYTES);

@@ -1,5 +1,6 @@
 import { createHash } from "node:crypto";
 import CircuitBreaker from "opossum";
+import { createLocalJWKSet } from "jose";
 import { create } from "@bufbuild/protobuf";
 import { durationFromMs, timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { CircuitState, PeerProblem } from "../../gen/federation/v1/event_pb.js";
@@ -52,6 +53,8 @@ export class RemotePeer {
   verifiedAt = 0;
   lastContactAt = 0;
   lastError = "";
+  /** Its JWKS (from its last good check), for the tickets of the Routes it forwards to us. */
+  ticketKeys: ReturnType<typeof createLocalJWKSet> | undefined;
   requests = 0;
   failures = 0;
   private okWeight = 0;
@@ -63,6 +66,8 @@ export class RemotePeer {
   private isolated = false;
   /** A hash of its token, for cache keys (the peer answers as that token's tenant). */
   readonly tokenHash: string;
+  /** Its part of remote-cache keys: a hash of its id, URL and token hash. */
+  readonly cacheId: string;
   /** Problems counted against it, by PeerProblem. */
   readonly problems = new Map<PeerProblem, number>();
   private readonly breaker: CircuitBreaker<[() => Promise<unknown>], unknown>;
@@ -76,6 +81,7 @@ export class RemotePeer {
   ) {
     this.status = spec.kind === "mcp-registry" ? PeerStatus.ACTIVE : PeerStatus.PENDING;
     this.tokenHash = createHash("sha256").update(spec.token).digest("base64url");
+    this.cacheId = createHash("sha256").update(JSON.stringify([spec.id, spec.url, this.tokenHash])).digest("base64url");
     this.breaker = new CircuitBreaker(async (work: () => Promise<unknown>) => work(), {
       timeout: false, // the federated read's deadline aborts the request itself
       errorThresholdPercentage: opts.errorThresholdPercentage,
@@ -153,6 +159,7 @@ export class RemotePeer {
     this.status = PeerStatus.ACTIVE;
     this.instanceId = identity.instanceId;
     this.keyId = identity.keyId;
+    if (identity.jwks) this.ticketKeys = createLocalJWKSet(identity.jwks);
     this.verifiedAt = this.lastContactAt = this.clock.now();
     this.lastError = "";
   }

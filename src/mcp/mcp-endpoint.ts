@@ -21,7 +21,7 @@ import type { HttpRoute } from "../transport/http-routes.js";
 import type { NodeRequest, NodeResponse } from "../transport/node-types.js";
 import type { Call } from "../transport/pipeline.js";
 import type { CatalogWatch } from "./catalog-watch.js";
-import type { FederatedTools } from "./federated-tools.js";
+import { LIST_SCOPES, type FederatedTools, type ListScope } from "./federated-tools.js";
 
 export interface McpEndpointOptions extends McpConfig {
   /** The server's name in `initialize` (FEDERATION_NAME) and its version. */
@@ -47,6 +47,8 @@ interface Session {
 interface RequestContext {
   readonly principal: Principal;
   readonly trace: SpanContext | undefined;
+  /** tools/list's catalog: from the request URL's `scope` (`/mcp?scope=federated`); local by default. */
+  readonly scope: ListScope;
 }
 
 /**
@@ -61,6 +63,8 @@ interface RequestContext {
  * answered 404, as an unknown session is. Sessions are bounded in number
  * (an initialize past MCP_MAX_SESSIONS is refused with 503, after idle
  * ones are closed) and in idle time (MCP_SESSION_IDLE without a request).
+ * The request URL's `scope` (`/mcp?scope=federated|auto|local`) says
+ * which catalog tools/list reads (see FederatedTools.list).
  */
 export class McpEndpoint {
   private readonly sessions = new Map<string, Session>();
@@ -97,6 +101,10 @@ export class McpEndpoint {
 
   private async handle(req: NodeRequest, res: NodeResponse, call: Call): Promise<void> {
     const principal = call.principal!;
+    const scope = scopeOf(req.url);
+    if (scope === undefined) {
+      return refuse(res, call, 400, Code.InvalidArgument, ErrorCode.InvalidRequest, `scope: must be one of ${Object.keys(LIST_SCOPES).join(", ")} (the /mcp URL's query)`);
+    }
     let body: unknown;
     let raw: Buffer | undefined;
     if (req.method === "POST") {
@@ -115,7 +123,7 @@ export class McpEndpoint {
       if (!s || s.tenant !== principal.tenant || s.subject !== principal.subject) {
         return refuse(res, call, 404, Code.NotFound, -32001, "Session not found");
       }
-      return this.serve(s, req, res, call, body, raw);
+      return this.serve(s, req, res, call, body, raw, scope);
     }
     if (req.method !== "POST" || !isInitializeRequest(body)) {
       return refuse(res, call, 400, Code.InvalidArgument, -32000, "Bad Request: no Mcp-Session-Id header, and not an initialize request");
@@ -131,14 +139,22 @@ export class McpEndpoint {
     }
     this.opening++;
     try {
-      await this.open(principal, req, res, call, body, raw);
+      await this.open(principal, req, res, call, body, raw, scope);
     } finally {
       this.opening--;
     }
   }
 
   /** A new session: an SDK server with the catalog's handlers, then the initialize request through its transport. */
-  private async open(principal: Principal, req: NodeRequest, res: NodeResponse, call: Call, body: unknown, raw: Buffer | undefined): Promise<void> {
+  private async open(
+    principal: Principal,
+    req: NodeRequest,
+    res: NodeResponse,
+    call: Call,
+    body: unknown,
+    raw: Buffer | undefined,
+    scope: ListScope,
+  ): Promise<void> {
     const server = new McpServer(
       { name: this.opts.name, version: this.opts.version },
       {
@@ -151,13 +167,16 @@ export class McpEndpoint {
       if (!ctx) throw new McpError(ErrorCode.InternalError, "request outside the pipeline");
       return ctx;
     };
-    server.server.setRequestHandler(ListToolsRequestSchema, (r, extra) => this.tools.list(contextOf(extra).principal.tenant, r.params?.cursor));
+    server.server.setRequestHandler(ListToolsRequestSchema, (r, extra) => {
+      const ctx = contextOf(extra);
+      return this.tools.list(ctx.principal.tenant, r.params?.cursor, { scope: ctx.scope, signal: extra.signal });
+    });
     server.server.setRequestHandler(CallToolRequestSchema, (r, extra) => {
       const ctx = contextOf(extra);
       const p = ctx.principal;
       const needed = routePolicy["/mcp tools/call"];
       if (!p.scopes.has(needed) && !p.scopes.has("admin")) throw new McpError(ErrorCode.InvalidRequest, `tools/call requires scope "${needed}"`);
-      return this.tools.call(p.tenant, r.params.name, r.params.arguments, { signal: extra.signal, trace: ctx.trace });
+      return this.tools.call(p.tenant, r.params.name, r.params.arguments, { signal: extra.signal, trace: ctx.trace, scope: ctx.scope });
     });
     const transport = new StreamableHTTPServerTransport({
       sessionIdGenerator: () => randomUUID(),
@@ -174,7 +193,7 @@ export class McpEndpoint {
     };
     transport.onerror = (err) => this.log.debug({ err }, "mcp transport error");
     await server.connect(transport);
-    await this.handleRequest(transport, req, res, call, body, raw);
+    await this.handleRequest(transport, req, res, call, body, raw, scope);
     const s = transport.sessionId ? this.sessions.get(transport.sessionId) : undefined;
     if (s) {
       s.active--;
@@ -185,15 +204,15 @@ export class McpEndpoint {
     }
   }
 
-  private async serve(s: Session, req: NodeRequest, res: NodeResponse, call: Call, body: unknown, raw: Buffer | undefined): Promise<void> {
+  private async serve(s: Session, req: NodeRequest, res: NodeResponse, call: Call, body: unknown, raw: Buffer | undefined, scope: ListScope): Promise<void> {
     s.lastUsed = Date.now();
     // The GET stream (server notifications) stays open as long as the
     // client likes: it is not a request in flight, so it does not keep the
     // session from idling out.
-    if (req.method === "GET") return this.handleRequest(s.transport, req, res, call, body, raw);
+    if (req.method === "GET") return this.handleRequest(s.transport, req, res, call, body, raw, scope);
     s.active++;
     try {
-      await this.handleRequest(s.transport, req, res, call, body, raw);
+      await this.handleRequest(s.transport, req, res, call, body, raw, scope);
     } finally {
       s.active--;
       s.lastUsed = Date.now();
@@ -207,9 +226,10 @@ export class McpEndpoint {
     call: Call,
     body: unknown,
     raw: Buffer | undefined,
+    scope: ListScope,
   ): Promise<void> {
     const r = req as IncomingMessage & { auth?: AuthInfo; rawBody?: Buffer };
-    const context: RequestContext = { principal: call.principal!, trace: call.trace };
+    const context: RequestContext = { principal: call.principal!, trace: call.trace, scope };
     r.auth = { token: "", clientId: context.principal.subject, scopes: [...context.principal.scopes], extra: { federation: context } };
     // The body is read already: the SDK's request adapter takes it from here.
     if (raw) r.rawBody = raw;
@@ -234,6 +254,15 @@ export class McpEndpoint {
     this.sessions.delete(id);
     s.unwatch();
   }
+}
+
+/** The request URL's `scope` (local when absent), or undefined for a value that is none of LIST_SCOPES. */
+function scopeOf(url: string | undefined): ListScope | undefined {
+  const q = url?.indexOf("?") ?? -1;
+  if (q < 0) return LIST_SCOPES.local;
+  const values = new URLSearchParams(url!.slice(q + 1)).getAll("scope");
+  if (values.length === 0) return LIST_SCOPES.local;
+  return values.length === 1 && Object.hasOwn(LIST_SCOPES, values[0]!) ? LIST_SCOPES[values[0]!] : undefined;
 }
 
 /** The body, or undefined when it is larger than `max`. */

@@ -251,7 +251,8 @@ export class MemoryAgentStore implements AgentStore {
       const agent = this.agents.get(entry.id)!;
       // The tenant's own shared agents are in both scopes: read them once.
       if (!takeOwn && agent.tenant === tenant) continue;
-      if (capabilities.every((c) => agent.capabilities.some((a) => a.name === c))) yield agent;
+      // The list walked is one capability's; the others are checked here (no closures per agent: this is Route's hot loop).
+      if (capabilities.length === 1 || offersAll(agent, capabilities)) yield agent;
     }
   }
 
@@ -367,6 +368,15 @@ function sameCatalogEntry(a: AgentRecord, b: AgentRecord): boolean {
     a.leaseTtlMs === b.leaseTtlMs &&
     a.registeredAt === b.registeredAt
   );
+}
+
+/** The agent offers every one of the capabilities. */
+function offersAll(agent: AgentRecord, capabilities: readonly string[]): boolean {
+  outer: for (const c of capabilities) {
+    for (const a of agent.capabilities) if (a.name === c) continue outer;
+    return false;
+  }
+  return true;
 }
 
 /** Route order: higher ceiling first, then id. */

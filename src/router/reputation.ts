@@ -57,7 +57,7 @@ export interface Standing extends Factors {
 const SAMPLES = 64;
 /** EWMA weight of a new latency sample. */
 const ALPHA = 0.2;
-/** Keys (agents, agent × capability) kept; the oldest written go first. */
+/** Stats entries (agents, agent × capability) kept; the agents written first go first. */
 const MAX_KEYS = 100_000;
 /** Status transitions kept per agent for uptime. */
 const MAX_TRANSITIONS = 32;
@@ -69,7 +69,9 @@ class Stats {
   ewma = 0;
   p95 = 0;
   p99 = 0;
+  /** The last SAMPLES latencies, oldest first, and the same sorted (kept so, not sorted per outcome). */
   readonly samples: number[] = [];
+  private readonly sorted: number[] = [];
   constructor(public at: number) {}
 
   decay(now: number, halfLifeMs: number): void {
@@ -106,15 +108,32 @@ class Stats {
 
   private sample(ms: number): void {
     this.ewma = this.samples.length === 0 ? ms : this.ewma + ALPHA * (ms - this.ewma);
-    if (this.samples.length >= SAMPLES) this.samples.shift();
+    if (this.samples.length >= SAMPLES) {
+      const at = lowerBound(this.sorted, this.samples.shift()!);
+      // (A value lowerBound cannot place, NaN, drops the largest: the arrays stay the same length.)
+      this.sorted.splice(at < this.sorted.length ? at : this.sorted.length - 1, 1);
+    }
     this.samples.push(ms);
+    this.sorted.splice(lowerBound(this.sorted, ms), 0, ms);
   }
 
   private percentiles(): void {
-    const sorted = [...this.samples].sort((a, b) => a - b);
+    const sorted = this.sorted;
     this.p95 = sorted[Math.min(sorted.length - 1, Math.ceil(0.95 * sorted.length) - 1)]!;
     this.p99 = sorted[Math.min(sorted.length - 1, Math.ceil(0.99 * sorted.length) - 1)]!;
   }
+}
+
+/** The first index of `sorted` whose value is not below `x`. */
+function lowerBound(sorted: readonly number[], x: number): number {
+  let lo = 0;
+  let hi = sorted.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1;
+    if (sorted[mid]! < x) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
 }
 
 /** Routable (true) or not (false) since `at`. */
@@ -123,13 +142,31 @@ interface Transition {
   readonly up: boolean;
 }
 
+/** An agent's evidence: its own, and per capability (the tasks' capabilities on it). */
+class AgentStats {
+  own: Stats | undefined = undefined;
+  byCapability: Map<string, Stats> | undefined = undefined;
+  /** Stats entries held (own and per capability), for the store's bound. */
+  count = 0;
+}
+
 export class Reputation {
   private readonly opts: ReputationOptions;
-  private readonly stats = new Map<string, Stats>();
+  /**
+   * Per agent, then per capability: a decision looks an agent up by its id
+   * and the capability by name, with no key string built per lookup.
+   */
+  private readonly stats = new Map<string, AgentStats>();
+  /** Stats entries held in all; past MAX_KEYS the agent written first goes. */
+  private statsCount = 0;
   private readonly history = new Map<string, Transition[]>();
   /** The fleet's typical latency: an EWMA over every outcome's latency (the latency prior). */
   private fleetLatency = 0;
   private fleetSeen = false;
+  /** factors()' answer, kept here so scoring a candidate allocates nothing. */
+  private quality = 1;
+  private latency = 1;
+  private uptimeShare = 1;
 
   constructor(opts: Partial<ReputationOptions> = {}) {
     this.opts = { ...defaultReputation, ...opts };
@@ -137,8 +174,8 @@ export class Reputation {
 
   /** Records an outcome for the agent and for each of the task's capabilities on it. */
   record(agentId: string, capabilities: readonly string[], o: Outcome, now: number): void {
-    this.touch(agentId, now).add(o);
-    for (const c of capabilities) this.touch(key(agentId, c), now).add(o);
+    this.touch(agentId, undefined, now).add(o);
+    for (const c of capabilities) this.touch(agentId, c, now).add(o);
     if (o.latencyMs !== undefined) {
       this.fleetLatency = this.fleetSeen ? this.fleetLatency + 0.05 * (o.latencyMs - this.fleetLatency) : o.latencyMs;
       this.fleetSeen = true;
@@ -155,8 +192,8 @@ export class Reputation {
     let sum = 0;
     let n = 0;
     for (const s of summaries) {
-      this.touch(s.agentId, at).merge(s, at, this.opts.halfLifeMs);
-      for (const c of s.capabilities) this.touch(key(s.agentId, c), at).merge(s, at, this.opts.halfLifeMs);
+      this.touch(s.agentId, undefined, at).merge(s, at, this.opts.halfLifeMs);
+      for (const c of s.capabilities) this.touch(s.agentId, c, at).merge(s, at, this.opts.halfLifeMs);
       for (const ms of s.latencies) sum += ms;
       n += s.latencies.length;
     }
@@ -193,10 +230,10 @@ export class Reputation {
    */
   factor(agentId: string, capability: string | undefined, now: number): number {
     const s = this.pick(agentId, capability);
-    const h = this.history.get(agentId);
+    const h = this.history.size === 0 ? undefined : this.history.get(agentId);
     if (!s && !h) return 1;
-    const f = this.factors(s, h, now);
-    return f.quality * f.latency * f.uptime;
+    this.factors(s, h, now);
+    return this.quality * this.latency * this.uptimeShare;
   }
 
   /** The latency EWMA behind the estimates (agent × capability where it has evidence); undefined without latency evidence. */
@@ -207,25 +244,32 @@ export class Reputation {
 
   standing(agentId: string, capability: string | undefined, now: number): Standing {
     const s = this.pick(agentId, capability);
-    const f = this.factors(s, this.history.get(agentId), now);
+    this.factors(s, this.history.size === 0 ? undefined : this.history.get(agentId), now);
+    const timed = s !== undefined && s.latencyWeight > 0;
     return {
-      ...f,
-      latencyEwmaMs: s?.latencyWeight ? s.ewma : 0,
-      latencyP95Ms: s?.latencyWeight ? s.p95 : 0,
-      latencyP99Ms: s?.latencyWeight ? s.p99 : 0,
+      quality: this.quality,
+      latency: this.latency,
+      uptime: this.uptimeShare,
+      latencyEwmaMs: timed ? s.ewma : 0,
+      latencyP95Ms: timed ? s.p95 : 0,
+      latencyP99Ms: timed ? s.p99 : 0,
       evidence: s?.weight ?? 0,
     };
   }
 
   private pick(agentId: string, capability: string | undefined): Stats | undefined {
-    if (capability !== undefined) {
-      const c = this.stats.get(key(agentId, capability));
+    if (this.stats.size === 0) return undefined;
+    const a = this.stats.get(agentId);
+    if (!a) return undefined;
+    if (capability !== undefined && a.byCapability) {
+      const c = a.byCapability.get(capability);
       if (c && c.weight >= 1) return c;
     }
-    return this.stats.get(agentId);
+    return a.own;
   }
 
-  private factors(s: Stats | undefined, h: Transition[] | undefined, now: number): Factors {
+  /** Sets quality, latency and uptimeShare. */
+  private factors(s: Stats | undefined, h: Transition[] | undefined, now: number): void {
     let quality = 1;
     let latency = 1;
     if (s) {
@@ -240,7 +284,9 @@ export class Reputation {
         latency = Math.min(1, (typical + slack) / (estimate + slack));
       }
     }
-    return { quality, latency, uptime: h ? this.uptime(h, now) : 1 };
+    this.quality = quality;
+    this.latency = latency;
+    this.uptimeShare = h ? this.uptime(h, now) : 1;
   }
 
   private uptime(h: Transition[], now: number): number {
@@ -255,18 +301,29 @@ export class Reputation {
     return Math.max(0, 1 - down / this.opts.uptimeWindowMs);
   }
 
-  private touch(k: string, now: number): Stats {
-    let s = this.stats.get(k);
+  /** The agent's stats (capability undefined) or the agent × capability's, made when missing, decayed to now. */
+  private touch(agentId: string, capability: string | undefined, now: number): Stats {
+    let a = this.stats.get(agentId);
+    if (!a) {
+      a = new AgentStats();
+      this.stats.set(agentId, a);
+    }
+    let s = capability === undefined ? a.own : a.byCapability?.get(capability);
     if (!s) {
-      if (this.stats.size >= MAX_KEYS) this.stats.delete(this.stats.keys().next().value!);
       s = new Stats(now);
-      this.stats.set(k, s);
+      if (capability === undefined) a.own = s;
+      else (a.byCapability ??= new Map()).set(capability, s);
+      a.count++;
+      this.statsCount++;
+      // Bounded: the agents written first go (never the one being written).
+      while (this.statsCount > MAX_KEYS) {
+        const [oldest, old] = this.stats.entries().next().value!;
+        if (old === a) break;
+        this.stats.delete(oldest);
+        this.statsCount -= old.count;
+      }
     }
     s.decay(now, this.opts.halfLifeMs);
     return s;
   }
-}
-
-function key(agentId: string, capability: string): string {
-  return `${agentId}\u0000${capability}`;
 }

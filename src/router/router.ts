@@ -3,7 +3,7 @@ import type { Clock } from "../clock.js";
 import { errors } from "../errors.js";
 import type { EventBus } from "../events/event-bus.js";
 import type { Logger } from "../logger.js";
-import { AgentStatus, ROUTABLE_STATUSES, routeCeiling, routeScore, type AgentRecord } from "../registry/agent-record.js";
+import { AgentStatus, routeCeiling, routeScore, type AgentRecord } from "../registry/agent-record.js";
 import type { AgentStore } from "../registry/agent-store.js";
 import type { RouteHintInput, RouteInput } from "../validation/requests.js";
 import { noCounters, type Counters } from "../health/telemetry.js";
@@ -111,6 +111,11 @@ const MAX_SCORED_HINTED = 1_000;
 export const REMOTE_FACTOR = 0.5;
 /** Preferred labels: an agent carrying none scores this share of one carrying all. */
 const LABELS_FLOOR = 0.5;
+
+const NO_AGENTS: readonly AgentRecord[] = [];
+
+/** Remote agents for a Route: given, or fetched only when no local agent can serve (scope AUTO). */
+export type RemoteAgents = readonly AgentRecord[] | (() => Promise<readonly AgentRecord[]>);
 
 /** Remote agents carry their origin (part 7, federation); local records have none. */
 function isRemote(agent: AgentRecord): boolean {
@@ -220,11 +225,8 @@ export class Router {
     const success = r.outcome === AttemptOutcome.OK;
     const sent = r.outcome !== AttemptOutcome.REFUSED && r.outcome !== AttemptOutcome.UNREACHABLE;
     this.sync.record(r.agentId, r.capabilities, { success, latencyMs: sent ? r.latencyMs : undefined }, this.clock.now());
-    this.breakers.record(r.agentId, this.tenants.get(r.agentId) ?? r.tenant, success, AttemptOutcome[r.outcome]);
+    this.breakers.record(r.agentId, r.agentTenant ?? r.tenant, success, AttemptOutcome[r.outcome]);
   }
-
-  /** Agent id → its tenant, for the breaker events of agents routed to (bounded). */
-  private readonly tenants = new Map<string, string>();
 
   private breakdown(c: Candidate, capability: string | undefined, now: number): Breakdown {
     const state = this.breakers.state(c.agent.id);
@@ -248,10 +250,16 @@ export class Router {
     };
   }
 
-  /** Routes among the caller tenant's agents and shared ones. */
-  async route(input: RouteInput, tenant: string): Promise<RouteDecision> {
+  /**
+   * Routes among the caller tenant's agents and shared ones, and the remote
+   * agents given (scope FEDERATED or AUTO: records with an origin, keyed
+   * "<peer id>/<id there>"), which are scored alike with locality ×0.5.
+   * `remote` as a function (scope AUTO) is asked only when no local agent
+   * can serve, after the one read of the local ones.
+   */
+  async route(input: RouteInput, tenant: string, remote: RemoteAgents = NO_AGENTS): Promise<RouteDecision> {
     const now = this.clock.now();
-    let { top, near, read, slow, fallback, skippedSlow } = await this.bestCandidates(input, tenant, now);
+    let { top, near, read, slow, fallback, skippedSlow } = await this.bestCandidates(input, tenant, now, remote);
     if (top.length === 0 && !slow && !fallback) {
       this.counters.count("route_failures");
       throw await this.explainNoCandidate(input.capabilities, tenant);
@@ -300,7 +308,7 @@ export class Router {
       `${how} of ${read} capable agent(s) read: score ${chosen.score.toFixed(3)} = capacity ${b.capacity.toFixed(3)} ` +
       `(load ${chosen.agent.load.toFixed(2)}, ${AgentStatus[chosen.agent.status]}) × quality ${b.quality.toFixed(3)} ` +
       `× latency ${b.latency.toFixed(3)} × uptime ${b.uptime.toFixed(3)}${hinted}${note}${contextNote}`;
-    await this.commit(tenant, routeId, shown, input.capabilities);
+    this.committed(tenant, routeId, shown, input.capabilities, now);
     return {
       routeId,
       agent: chosen.agent,
@@ -342,22 +350,20 @@ export class Router {
   /**
    * The first of `ranked` takes the task: it gets the half-open trial if
    * pending, becomes the most recently routed (the tie-break), and
-   * task.routed is published. The agents' tenants are kept for the breaker
-   * events their outcomes may cause.
+   * task.routed is published.
    */
   async commit(tenant: string, routeId: string, ranked: readonly Candidate[], capabilities: readonly string[]): Promise<void> {
+    this.committed(tenant, routeId, ranked, capabilities, this.clock.now());
+  }
+
+  /** commit without a promise to wait for: a bus accepts an event synchronously (publish never waits on a backend). */
+  private committed(tenant: string, routeId: string, ranked: readonly Candidate[], capabilities: readonly string[], now: number): void {
     const chosen = ranked[0];
     if (!chosen) return;
-    const now = this.clock.now();
     if (chosen.trial) this.breakers.takeTrial(chosen.agent.id, now);
     this.remember(chosen.agent.id, now);
-    for (const c of ranked.slice(0, MAX_CANDIDATES_SHOWN)) {
-      this.tenants.delete(c.agent.id);
-      this.tenants.set(c.agent.id, c.agent.tenant);
-    }
-    while (this.tenants.size > 100_000) this.tenants.delete(this.tenants.keys().next().value!);
-    try {
-      await this.bus.publish({
+    this.bus
+      .publish({
         type: "task.routed",
         tenant,
         agentId: chosen.agent.id,
@@ -365,10 +371,8 @@ export class Router {
           case: "taskRouted",
           value: { routeId, capabilities: [...capabilities], score: chosen.score },
         },
-      });
-    } catch (err) {
-      this.log.error({ err }, "event publish failed");
-    }
+      })
+      .catch((err: unknown) => this.log.error({ err }, "event publish failed"));
   }
 
   /** The agent scored, or undefined when it cannot take work now. */
@@ -380,7 +384,7 @@ export class Router {
     hint: RouteHintInput | undefined,
   ): { candidate: Candidate; open: boolean } | undefined {
     if (agent.tenant !== tenant && !agent.shared) return undefined;
-    if (!ROUTABLE_STATUSES.includes(agent.status) || agent.leaseExpiresAt <= now) return undefined;
+    if ((agent.status !== AgentStatus.HEALTHY && agent.status !== AgentStatus.DEGRADED) || agent.leaseExpiresAt <= now) return undefined;
     const capacity = routeScore(agent, now);
     const admission = this.breakers.admits(agent.id, now);
     const locality = isRemote(agent) ? REMOTE_FACTOR : 1;
@@ -420,12 +424,15 @@ export class Router {
       top = later[i++]!;
       near = top.filter((c) => top[0]!.score - c.score <= TIE);
     }
-    // The tiers after the one chosen from (no Array.prototype.flat: it is slow on the hot path).
-    const rest: Candidate[] = [];
-    for (; i < later.length; i++) for (const c of later[i]!) rest.push(c);
-    const trial = top.find((c) => c.trial) ?? near.find((c) => c.trial);
+    let trial: Candidate | undefined;
+    for (const c of top) if (c.trial && !trial) trial = c;
+    if (!trial) for (const c of near) if (c.trial && !trial) trial = c;
     const [chosen, how] = trial ? [trial, "half-open circuit trial"] : this.choose(strategy ?? RouteStrategy.UNSPECIFIED, top, near, capabilities);
-    return { ranked: [chosen, ...top.filter((c) => c !== chosen), ...rest], how };
+    // The chosen one, the rest of its tier, then the tiers after it (no spreads or flat on the hot path).
+    const ranked: Candidate[] = [chosen];
+    for (const c of top) if (c !== chosen) ranked.push(c);
+    for (; i < later.length; i++) for (const c of later[i]!) ranked.push(c);
+    return { ranked, how };
   }
 
   /**
@@ -433,7 +440,7 @@ export class Router {
    * come within TIE of the best score nor enter the top ten. `top` is the
    * exact top ten by score (best first), `near` every agent within TIE of the best.
    */
-  private async bestCandidates(input: RouteInput, tenant: string, now: number) {
+  private async bestCandidates(input: RouteInput, tenant: string, now: number, remoteAgents: RemoteAgents) {
     const top: Candidate[] = [];
     let near: Candidate[] = [];
     let best = -Infinity;
@@ -444,25 +451,27 @@ export class Router {
     const capability = input.capabilities.length === 1 ? input.capabilities[0] : undefined;
     const hint = input.hint;
     const maxRead = hint?.preferredLabels.length ? MAX_SCORED_HINTED : MAX_SCORED;
-    for await (const agent of this.store.routable(tenant, input.capabilities)) {
+    const excluded = input.excludeAgentIds.size > 0 ? input.excludeAgentIds : undefined;
+    /** Reads one agent; false: stop, nobody later can matter. */
+    const offer = (agent: AgentRecord): boolean => {
       const tenth = top.length < MAX_CANDIDATES_SHOWN ? -Infinity : top[MAX_CANDIDATES_SHOWN - 1]!.score;
       const ceiling = routeCeiling(agent);
-      if (ceiling < Math.min(best - TIE, tenth) || read >= maxRead) break;
+      if (ceiling < Math.min(best - TIE, tenth) || read >= maxRead) return false;
       // Enough ties in hand, and nobody later can beat them by more than a tie.
-      if (near.length >= MAX_TIED && ceiling - best <= TIE) break;
+      if (near.length >= MAX_TIED && ceiling - best <= TIE) return false;
       read++;
-      if (input.excludeAgentIds.has(agent.id)) continue;
+      if (excluded?.has(agent.id)) return true;
       const s = this.candidate(tenant, agent, capability, now, hint);
-      if (!s) continue;
+      if (!s) return true;
       const c = s.candidate;
       if (s.open) {
         if (!fallback || c.score > fallback.score) fallback = c;
-        continue;
+        return true;
       }
       if (c.slow) {
         skippedSlow++;
         if (!slow || c.score > slow.score) slow = c;
-        continue;
+        return true;
       }
       let at = top.length;
       while (at > 0 && top[at - 1]!.score < c.score) at--;
@@ -470,10 +479,26 @@ export class Router {
       if (top.length > MAX_CANDIDATES_SHOWN) top.pop();
       if (c.score > best) {
         best = c.score;
-        near = near.filter((n) => best - n.score <= TIE);
+        // In place: a new best drops the ties it no longer has.
+        let kept = 0;
+        for (const n of near) if (best - n.score <= TIE) near[kept++] = n;
+        near.length = kept;
       }
       if (best - c.score <= TIE) near.push(c);
+      return true;
+    };
+    const agents = this.store.routable(tenant, input.capabilities);
+    // The memory store's walk is synchronous: read it without a promise per agent (for await made one each).
+    if (Symbol.iterator in agents) {
+      for (const agent of agents) if (!offer(agent)) break;
+    } else {
+      for await (const agent of agents) if (!offer(agent)) break;
     }
+    // Remote agents (scope FEDERATED / AUTO; a handful, in no order): each offered; one that cannot matter is skipped, not a stop.
+    // AUTO's are fetched only when nothing local could serve (what would otherwise fail the Route).
+    const remote =
+      typeof remoteAgents !== "function" ? remoteAgents : top.length === 0 && !slow && !fallback ? await remoteAgents() : NO_AGENTS;
+    for (const agent of remote) offer(agent);
     return { top, near, read, slow, fallback, skippedSlow };
   }
 
@@ -485,8 +510,11 @@ export class Router {
       for (const c of near) chosen = lru(chosen, c);
       return [chosen, "best"];
     }
-    const best = top[0]!.score;
-    const pool = [...new Set([...top, ...near])].filter((c) => c.score >= POOL_FLOOR * best);
+    const floor = POOL_FLOOR * top[0]!.score;
+    // top ∪ near (near may repeat some of top), at least the floor.
+    const pool: Candidate[] = [];
+    for (const c of top) if (c.score >= floor) pool.push(c);
+    for (const c of near) if (c.score >= floor && !top.includes(c)) pool.push(c);
     if (strategy === RouteStrategy.ROUND_ROBIN) {
       const key = capabilities.join("\u0000");
       const last = this.roundRobin.get(key) ?? "";
@@ -504,11 +532,21 @@ export class Router {
     }
     // p2c: the least recently routed of the pool and a random other; the
     // higher score wins, a tie (within TIE) going to the least recently routed.
-    let first = pool[0]!;
-    for (const c of pool) first = lru(first, c);
+    let at = 0;
+    let oldest = this.lastRouted.get(pool[0]!.agent.id) ?? 0;
+    for (let k = 1; k < pool.length; k++) {
+      const last = this.lastRouted.get(pool[k]!.agent.id) ?? 0;
+      if (last < oldest) {
+        oldest = last;
+        at = k;
+      }
+    }
+    const first = pool[at]!;
     if (pool.length === 1) return [first, "p2c"];
-    const others = pool.filter((c) => c !== first);
-    const second = others[Math.min(others.length - 1, Math.floor(this.random() * others.length))]!;
+    // A random one of the others (the pool without `first`, in order).
+    let other = Math.min(pool.length - 2, Math.floor(this.random() * (pool.length - 1)));
+    if (other >= at) other++;
+    const second = pool[other]!;
     return [second.score - first.score > TIE ? second : first, "p2c"];
   }
 

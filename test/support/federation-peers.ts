@@ -2,12 +2,13 @@ import http2 from "node:http2";
 import net from "node:net";
 import { getJson, postJson, registerBody } from "./app.js";
 
-/** Registers an agent with one capability and one tool on a running service; returns its id. */
-export async function registerAgent(url: string, name: string, capability: string, tool: string, auth?: string): Promise<string> {
+/** Registers an agent with one capability and one tool on a running service (at `endpoint`, an HTTP/JSON agent, when given); returns its id. */
+export async function registerAgent(url: string, name: string, capability: string, tool: string, auth?: string, endpoint?: string): Promise<string> {
   const res = await postJson(
     `${url}/agents/register`,
     registerBody({
       name,
+      ...(endpoint ? { endpoint: { url: endpoint, transport: "TRANSPORT_HTTP_JSON" } } : {}),
       capabilities: [{ name: capability, tags: ["fed"] }],
       tools: [{ name: tool, description: `${tool} of ${name}`, inputSchema: { type: "object" } }],
       leaseTtl: "600s",
@@ -69,7 +70,8 @@ export async function relay(targetPort: number): Promise<{ url: string; silent: 
 
 /**
  * An h2c front for a Federation Core that answers one Connect method itself
- * (`path` → a binary body) and relays every other request to the service.
+ * (`path` → a binary body) and relays every other request (gRPC ones with
+ * their trailers) to the service.
  */
 export async function h2Front(targetUrl: string, path: string, body: Uint8Array): Promise<{ url: string; close(): Promise<void> }> {
   const upstream = http2.connect(targetUrl);
@@ -88,10 +90,16 @@ export async function h2Front(targetUrl: string, path: string, body: Uint8Array)
     for (const [k, v] of Object.entries(headers)) if (k !== ":authority" && k !== ":scheme") forwarded[k] = v;
     const req = upstream.request(forwarded);
     req.on("error", () => stream.destroy());
+    // Trailers relayed too: federated reads are gRPC.
+    let trailers: http2.OutgoingHttpHeaders | undefined;
+    req.on("trailers", (t) => (trailers = Object.fromEntries(Object.entries(t).filter(([k]) => !k.startsWith(":"))) as http2.OutgoingHttpHeaders));
     req.on("response", (h) => {
       const out: http2.OutgoingHttpHeaders = {};
       for (const [k, v] of Object.entries(h)) if (!k.startsWith(":") || k === ":status") out[k] = v;
-      stream.respond(out);
+      // gRPC answers end with trailers (they arrive before the body ends); Connect and REST ones have none.
+      const grpc = String(h["content-type"] ?? "").startsWith("application/grpc");
+      stream.respond(out, { waitForTrailers: grpc });
+      if (grpc) stream.on("wantTrailers", () => stream.sendTrailers(trailers ?? {}));
       req.pipe(stream);
     });
     stream.pipe(req);

@@ -8,6 +8,7 @@ import {
   RouterService,
 } from "../../../gen/federation/v1/router_service_pb.js";
 import { AttemptOutcomeSchema } from "../../../gen/federation/v1/task_pb.js";
+import { FederationScopeSchema } from "../../../gen/federation/v1/origin_pb.js";
 import { collect, durationJson, enumParser, parseDurationMs, parseTask } from "../arguments.js";
 import { contextOf } from "../context.js";
 import { durationLabel, enumLabel, messageJson, numberLabel, paint, printJson, table } from "../output.js";
@@ -24,10 +25,15 @@ export const routeCommand = new Command("route")
   .addOption(new Option("--dispatch-timeout <duration>", "how long dispatch may take in all, e.g. 10s").argParser(parseDurationMs))
   .addOption(new Option("--strategy <strategy>", "best, p2c, round-robin or least-loaded").argParser(enumParser(RouteStrategySchema, "ROUTE_STRATEGY_")))
   .option("-x, --exclude <ids>", "agent ids not to choose, repeatable or comma-separated", collect)
+  .addOption(
+    new Option("--scope <scope>", "local (default), federated (also this federation's peers' agents) or auto (the peers' only when no local agent can serve)").argParser(
+      enumParser(FederationScopeSchema, "FEDERATION_SCOPE_"),
+    ),
+  )
   .action(
     async (
       capabilities: string[],
-      opts: { task?: JsonObject; dispatch?: boolean; dispatchTimeout?: number; strategy?: number; exclude?: string[] },
+      opts: { task?: JsonObject; dispatch?: boolean; dispatchTimeout?: number; strategy?: number; exclude?: string[]; scope?: number },
       cmd: Command,
     ) => {
       const { conn, out } = await contextOf(cmd);
@@ -39,6 +45,7 @@ export const routeCommand = new Command("route")
         ...(opts.dispatchTimeout ? { timeout: durationJson(opts.dispatchTimeout) } : {}),
       });
       request.strategy = opts.strategy ?? 0;
+      request.scope = opts.scope ?? 0;
       // The call's own deadline must outlast the dispatch it waits for.
       const timeoutMs = Math.max(conn.timeoutMs, (opts.dispatchTimeout ?? 0) + 5_000);
       const routed = await conn.client(RouterService).route(request, { timeoutMs });
@@ -46,6 +53,8 @@ export const routeCommand = new Command("route")
 
       const a = routed.agent!;
       out.line(`${paint(out, "green", "chosen")} ${paint(out, "bold", a.name)} ${a.id}  ${a.endpoint?.url ?? ""}`);
+      // A remote agent (scope federated or auto): the peer whose agent it is.
+      if (a.origin?.peerId) out.line(`origin  peer ${a.origin.peerId} (${a.origin.peerUrl}), its id there ${a.origin.remoteId}`);
       if (routed.reason) out.line(`reason  ${routed.reason}`);
       out.line(`task    ${routed.taskId}`);
       if (routed.candidates.length > 0) {

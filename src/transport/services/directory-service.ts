@@ -1,5 +1,5 @@
 import { create, type JsonObject, type MessageInitShape } from "@bufbuild/protobuf";
-import type { ServiceImpl } from "@connectrpc/connect";
+import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
 import {
   DirectoryService,
   DiscoverResponseSchema,
@@ -10,7 +10,9 @@ import {
   SearchToolsResponseSchema,
   type CatalogToolSchema,
 } from "../../../gen/federation/v1/directory_service_pb.js";
+import type { Agent } from "../../../gen/federation/v1/agent_pb.js";
 import type { Directory } from "../../directory/directory.js";
+import type { CallBudget } from "../../federation/federation.js";
 import type { AgentRecord } from "../../registry/agent-record.js";
 import { toAgentMessage } from "../../registry/agent-message.js";
 import { etagMatches } from "../etag.js";
@@ -30,7 +32,7 @@ import {
 } from "../../validation/requests.js";
 import { markImmutable } from "../../message-hints.js";
 import { FederationScope } from "../../../gen/federation/v1/origin_pb.js";
-import { INSTANCE_HEADER, readHops } from "../../federation/hop-headers.js";
+import { INSTANCE_HEADER, hopsOf } from "../../federation/hop-headers.js";
 import { Memo } from "../message-encoding.js";
 
 export function directoryService(
@@ -44,6 +46,9 @@ export function directoryService(
   // encoded once by the transports.
   const answers = new Memo<DiscoverResponse>("discover response");
   const manifests = catalog ?? new ManifestCatalog(directory, signer);
+  // The last federated answer built on each local one (local + remote, immutable): a repeated
+  // federated Discover with nothing changed here or in the remote cache costs what a local one does.
+  const federated = new WeakMap<DiscoverResponse, { readonly remote: readonly Agent[]; readonly answer: DiscoverResponse }>();
   return {
     async getManifest(req, ctx) {
       const read = parseGetManifest(req);
@@ -68,14 +73,17 @@ export function directoryService(
         answers.set(agents, markImmutable(create(DiscoverResponseSchema, { agents: agents.map(toAgentMessage) })));
       // Local scope (the default) reads no header and allocates nothing more.
       if (req.scope === FederationScope.UNSPECIFIED || parseScope(req.scope) === FederationScope.LOCAL) return local;
-      const hop = readHops(ctx.requestHeader);
+      const hop = hopsOf(ctx);
       const want = directory.federation.remoteWanted(req.scope, agents.length, q.limit, hop);
       if (want === 0) return local;
-      const remote = await directory.federation.discover(q.tenant, { ...q, limit: want, scope: req.scope }, hop, {
-        signal: ctx.signal,
-        timeoutMs: ctx.timeoutMs(),
-      });
-      return remote.length === 0 ? local : create(DiscoverResponseSchema, { agents: [...local.agents, ...remote] });
+      const remote = await directory.federation.discover(q.tenant, { ...q, limit: want, scope: req.scope }, hop, budgetOf(ctx));
+      if (remote.length === 0) return local;
+      // Served from the remote cache, the remote agents are the same immutable messages as last time: so is the answer.
+      const known = federated.get(local);
+      if (known && sameItems(known.remote, remote)) return known.answer;
+      const answer = markImmutable(create(DiscoverResponseSchema, { agents: [...local.agents, ...remote] }));
+      federated.set(local, { remote, answer });
+      return answer;
     },
     async listTools(req, ctx) {
       const page = await directory.tools(parseListTools(req, ctx.values.get(principalKey).tenant));
@@ -109,11 +117,11 @@ export function directoryService(
       });
       // Remote entries join the first page only; paging goes on through the local catalog.
       if (req.scope === FederationScope.UNSPECIFIED || parseScope(req.scope) === FederationScope.LOCAL || q.after) return res;
-      const hop = readHops(ctx.requestHeader);
+      const hop = hopsOf(ctx);
       const want = directory.federation.remoteWanted(req.scope, page.entries.length, q.limit, hop);
       if (want === 0) return res;
       return directory.federation
-        .searchTools(q.tenant, { ...q, limit: want, scope: req.scope }, hop, { signal: ctx.signal, timeoutMs: ctx.timeoutMs() })
+        .searchTools(q.tenant, { ...q, limit: want, scope: req.scope }, hop, budgetOf(ctx))
         .then((remote) => (res.tools.push(...remote), res));
     },
     listToolProviders(req, ctx) {
@@ -129,6 +137,24 @@ export function directoryService(
       });
     },
   };
+}
+
+/** The call's budget, read only if the peers are asked (an answer from the cache needs no signal: making one costs). */
+class LazyBudget implements CallBudget {
+  constructor(private readonly ctx: HandlerContext) {}
+  get signal(): AbortSignal {
+    return this.ctx.signal;
+  }
+  get timeoutMs(): number | undefined {
+    return this.ctx.timeoutMs();
+  }
+}
+const budgetOf = (ctx: HandlerContext): CallBudget => new LazyBudget(ctx);
+
+function sameItems<T>(a: readonly T[], b: readonly T[]): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
 }
 
 function catalogTool(e: CatalogEntry): MessageInitShape<typeof CatalogToolSchema> {

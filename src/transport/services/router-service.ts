@@ -1,15 +1,25 @@
 import { create } from "@bufbuild/protobuf";
 import { durationFromMs, timestampFromMs } from "@bufbuild/protobuf/wkt";
-import type { ServiceImpl } from "@connectrpc/connect";
 import { GetTaskResponseSchema, ReportOutcomeResponseSchema, RouteResponseSchema, RouterService, type ScoreBreakdown } from "../../../gen/federation/v1/router_service_pb.js";
 import type { TaskAttempt } from "../../../gen/federation/v1/task_pb.js";
 import type { Dispatcher } from "../../dispatch/dispatcher.js";
 import { traceKey } from "../trace-context.js";
 import type { AttemptRecord } from "../../dispatch/task-store.js";
 import { toAgentMessage } from "../../registry/agent-message.js";
-import type { Breakdown, Router } from "../../router/router.js";
+import type { Breakdown, RouteDecision, Router } from "../../router/router.js";
 import { principalKey } from "../../security/principal.js";
-import { parseGetTask, parseReportOutcome, parseRoute } from "../../validation/requests.js";
+import { parseGetTask, parseReportOutcome, parseRoute, parseScope, type RouteInput } from "../../validation/requests.js";
+import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
+import { FederationScope } from "../../../gen/federation/v1/origin_pb.js";
+import type { CallBudget } from "../../federation/federation.js";
+import { TICKET_HEADER, hopsOf, type HopState } from "../../federation/hop-headers.js";
+
+/** One request header, from the raw headers when the transport kept them (as hopsOf reads them). */
+function headerOf(ctx: HandlerContext, name: string): string | null {
+  return ((ctx as { readonly rawHeader?: Pick<Headers, "get"> }).rawHeader ?? ctx.requestHeader).get(name);
+}
+import { remoteAgentMessage } from "../../federation/remote-agents.js";
+import type { AgentRecord } from "../../registry/agent-record.js";
 
 function attemptMessages(attempts: readonly AttemptRecord[]): Omit<TaskAttempt, "$typeName" | "$unknown">[] {
   return attempts.map((a) => ({
@@ -41,20 +51,52 @@ function breakdownMessage(b: Breakdown | undefined): Omit<ScoreBreakdown, "$type
   };
 }
 
-export function routerService(router: Router, dispatcher: Dispatcher): ServiceImpl<typeof RouterService> {
+/** What Route needs of the federation: its remote candidates (federation.ts). */
+export interface RemoteCandidates {
+  remoteWanted(scope: FederationScope, localCount: number, limit: number, hop: HopState): number;
+  routeCandidates(tenant: string, capabilities: readonly string[], hop: HopState, budget: CallBudget): Promise<readonly AgentRecord[]>;
+  /** Checks a forwarded Route's ticket (x-federation-ticket) in the background: logged and counted, never refused (federation.ts). */
+  checkTicket?(hop: HopState, ticket: string, taskId: string, capabilities: readonly string[]): Promise<void>;
+}
+
+const noRemoteCandidates: RemoteCandidates = { remoteWanted: () => 0, routeCandidates: async () => [] };
+
+export function routerService(router: Router, dispatcher: Dispatcher, federation: RemoteCandidates = noRemoteCandidates): ServiceImpl<typeof RouterService> {
+  /**
+   * The decision for a scope: LOCAL reads no header and asks nobody; FEDERATED
+   * adds the peers' agents to the local ones; AUTO asks the peers only when
+   * no local agent can serve. The peers are asked under the federation's
+   * deadline (cut to the call's), which leaves the rest to dispatch.
+   */
+  async function decide(input: RouteInput, scope: FederationScope, tenant: string, ctx: HandlerContext): Promise<RouteDecision> {
+    if (scope === FederationScope.LOCAL) return router.route(input, tenant);
+    const hop = hopsOf(ctx);
+    if (federation.remoteWanted(scope, 0, 1, hop) === 0) return router.route(input, tenant);
+    const remote = () => federation.routeCandidates(tenant, input.capabilities, hop, { signal: ctx.signal, timeoutMs: ctx.timeoutMs() });
+    if (scope === FederationScope.FEDERATED) return router.route(input, tenant, await remote());
+    // AUTO: the local agents are read once; the peers are asked only when none of them can serve.
+    return router.route(input, tenant, remote);
+  }
+
   return {
     async route(req, ctx) {
       const input = parseRoute(req);
+      const scope = req.scope === FederationScope.UNSPECIFIED ? FederationScope.LOCAL : parseScope(req.scope);
       const tenant = ctx.values.get(principalKey).tenant;
-      const d = await router.route(input, tenant);
+      // A Route another federation forwarded (cross-federation dispatch) carries its ticket: checked alongside, not awaited.
+      const ticket = input.dispatch || input.dispatchAsync ? headerOf(ctx, TICKET_HEADER) : null;
+      if (ticket && federation.checkTicket) void federation.checkTicket(hopsOf(ctx), ticket.slice(0, 8192), req.taskId, input.capabilities);
+      const d = await decide(input, scope, tenant, ctx);
       const trace = ctx.values.get(traceKey)?.trace;
+      // A remote pick's dispatch carries the hop headers on to its home federation.
+      const hop = scope === FederationScope.LOCAL ? undefined : hopsOf(ctx);
       const t = input.dispatchAsync
-        ? await dispatcher.start(d, input, tenant, trace)
+        ? await dispatcher.start(d, input, tenant, trace, hop)
         : input.dispatch
-          ? await dispatcher.dispatch(d, input, tenant, { signal: ctx.signal, timeoutMs: ctx.timeoutMs(), trace })
+          ? await dispatcher.dispatch(d, input, tenant, { signal: ctx.signal, timeoutMs: ctx.timeoutMs(), trace, hop })
           : await dispatcher.routed(d, input, tenant);
       return create(RouteResponseSchema, {
-        agent: toAgentMessage(t.agent),
+        agent: remoteAgentMessage(t.agent) ?? toAgentMessage(t.agent),
         candidates: d.candidates.map((c) => ({ agentId: c.agent.id, score: c.score, breakdown: breakdownMessage(c.breakdown) })),
         reason: d.reason,
         routeId: d.routeId,
