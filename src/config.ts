@@ -372,7 +372,7 @@ export interface FederationConfig {
   readonly maxHops: number;
   /** How often Federation Core peers' manifest signatures are checked again. */
   readonly verifyIntervalMs: number;
-  /** Remote answers kept (FEDERATION_CACHE_*); ttlMs 0 (the default): off. Shared through Redis when REDIS_URL is set. */
+  /** Remote answers kept (FEDERATION_CACHE_*; 5 s by default, 0: off). Shared through Redis when REDIS_URL is set. */
   readonly cache: { readonly maxBytes: number; readonly ttlMs: number; readonly staleMs: number; readonly hot: number };
   /** A peer's answer over this many bytes counts against it and is not used. */
   readonly maxAnswerBytes: number;
@@ -392,7 +392,7 @@ function federation(env: Env): FederationConfig {
     verifyIntervalMs: duration(env, "FEDERATION_VERIFY_INTERVAL", 300_000, 1_000, MAX_TIMER_MS),
     cache: {
       maxBytes: integer(env, "FEDERATION_CACHE_BYTES", 64 * 1024 * 1024, 4096, 16 * 1024 * 1024 * 1024),
-      ttlMs: duration(env, "FEDERATION_CACHE_TTL", 0, 0, MAX_TIMER_MS),
+      ttlMs: duration(env, "FEDERATION_CACHE_TTL", 5_000, 0, MAX_TIMER_MS),
       staleMs: duration(env, "FEDERATION_CACHE_STALE", 60_000, 0, MAX_TIMER_MS),
       hot: integer(env, "FEDERATION_CACHE_HOT", 100, 0, 100_000),
     },

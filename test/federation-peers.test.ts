@@ -40,6 +40,12 @@ describe("FEDERATION_PEERS", () => {
     expect(() => loadConfig({ FEDERATION_INSTANCE_ID: "a b" })).toThrow("FEDERATION_INSTANCE_ID:");
     expect(loadConfig({ FEDERATION_INSTANCE_ID: "fed-1" }).federation.instanceId).toBe("fed-1");
   });
+
+  it("keeps remote answers 5 s by default; FEDERATION_CACHE_TTL=0 turns the cache off", () => {
+    expect(loadConfig({}).federation.cache.ttlMs).toBe(5_000);
+    expect(loadConfig({ FEDERATION_CACHE_TTL: "0" }).federation.cache.ttlMs).toBe(0);
+    expect(() => loadConfig({ FEDERATION_CACHE_TTL: "-1s" })).toThrow("FEDERATION_CACHE_TTL:");
+  });
 });
 
 describe("hop headers", () => {

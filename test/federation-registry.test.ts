@@ -62,7 +62,8 @@ beforeAll(async () => {
   });
   await new Promise<void>((r) => registry.listen(0, "127.0.0.1", r));
   registryUrl = `http://127.0.0.1:${(registry.address() as net.AddressInfo).port}`;
-  a = await startProcess({ LOG_LEVEL: "debug", FEDERATION_INSTANCE_ID: "fed-a" });
+  // Every federated read must reach the registry here (pages, updated_since): no remote cache.
+  a = await startProcess({ LOG_LEVEL: "debug", FEDERATION_CACHE_TTL: "0", FEDERATION_INSTANCE_ID: "fed-a" });
   b = await startProcess({ FEDERATION_INSTANCE_ID: "fed-b" });
   await registerAgent(b.url, "bravo", "shared.cap", "bravo_tool");
 }, 60_000);

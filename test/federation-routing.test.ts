@@ -24,7 +24,9 @@ let alpha: AgentProcess, charlie: AgentProcess;
 let feed: WsFeed;
 let cDataDir: string;
 const ids: Record<string, string> = {};
+// Every federated read must reach the peers here (breakers, freshness): no remote cache.
 const env = {
+  FEDERATION_CACHE_TTL: "0",
   FEDERATION_TIMEOUT: `${TIMEOUT_MS}ms`,
   BREAKER_MIN_OUTCOMES: "3",
   BREAKER_COOL_DOWN: `${COOL_DOWN_MS}ms`,

@@ -22,7 +22,8 @@ const discover = (url: string, query: string, headers: Record<string, string> = 
   getJson(`${url}/agents/discover?${query}`, { headers });
 
 beforeAll(async () => {
-  const env = { LOG_LEVEL: "debug", FEDERATION_TIMEOUT: `${TIMEOUT_MS}ms`, BREAKER_MIN_OUTCOMES: "3", BREAKER_COOL_DOWN: "60s" };
+  // Every federated read must reach the peers here (breakers, freshness): no remote cache.
+  const env = { LOG_LEVEL: "debug", FEDERATION_CACHE_TTL: "0", FEDERATION_TIMEOUT: `${TIMEOUT_MS}ms`, BREAKER_MIN_OUTCOMES: "3", BREAKER_COOL_DOWN: "60s" };
   // One after the other: three cold starts at once on a loaded machine can miss startProcess's 20 s.
   a = await startProcess({ ...env, FEDERATION_INSTANCE_ID: "fed-a" });
   b = await startProcess({ ...env, FEDERATION_INSTANCE_ID: "fed-b" });

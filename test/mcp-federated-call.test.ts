@@ -65,7 +65,7 @@ async function until<T>(what: string, f: () => Promise<T | undefined> | T | unde
 
 beforeAll(async () => {
   b = await startProcess({ FEDERATION_INSTANCE_ID: "fed-b", DISPATCH_ALLOW_LOOPBACK: "true" });
-  a = await startApp({ FEDERATION_INSTANCE_ID: "fed-a", FEDERATION_TIMEOUT: "2s" });
+  a = await startApp({ FEDERATION_INSTANCE_ID: "fed-a", FEDERATION_TIMEOUT: "2s", FEDERATION_CACHE_TTL: "0" });
   const port = await startMcpAgent("bravo-mcp");
   const schema = { type: "object", properties: { q: { type: "string" } } };
   const reg = await postJson(

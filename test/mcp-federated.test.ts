@@ -42,7 +42,7 @@ async function listAll(client: Client): Promise<Tool[][]> {
 
 beforeAll(async () => {
   b = await startProcess({ FEDERATION_INSTANCE_ID: "fed-b" });
-  a = await startApp({ FEDERATION_INSTANCE_ID: "fed-a", FEDERATION_TIMEOUT: "2s" });
+  a = await startApp({ FEDERATION_INSTANCE_ID: "fed-a", FEDERATION_TIMEOUT: "2s", FEDERATION_CACHE_TTL: "0" });
   await registerAgent(b.url, "bravo", "bravo.cap", "bravo_tool");
   await registerAgent(b.url, "bravo-2", "bravo.cap", "shared_name");
   // A's own tools: 101 of them, so the first page is full and a second one exists.
