@@ -211,6 +211,7 @@ export class MongoAgentStore implements AgentStore {
       ["tools", "tenant_name", { tenant: 1, name: 1 }],
       ["tools", "shared_name", { shared: 1, name: 1 }],
       ["tools", "agent", { agentId: 1 }],
+      ["tools", "agent_name", { agentId: 1, name: 1 }],
       ["tools", "tenant_words", { tenant: 1, words: 1 }],
       ["tools", "shared_words", { shared: 1, words: 1 }],
       ["agent_claims", "agent", { agentId: 1 }],
@@ -538,8 +539,13 @@ export class MongoAgentStore implements AgentStore {
     // the multikey index answers as a range (an unanchored case-insensitive
     // $regex over names and descriptions was a collection scan).
     for (const word of tokenizeQuery(q.text)) filter.$and!.push({ words: { $regex: `^${escapeRegex(word)}` } });
-    if (q.after) filter._id = { $gt: toolKey(q.after.agentId, q.after.toolName) };
-    const docs = await this.run(() => this.toolDocs.find(filter).sort({ _id: 1 }).limit(q.limit).toArray());
+    // (agent id, tool name) order, as the memory store pages: not the `_id` key's order, where
+    // "ab-c/…" sorts before "ab/…" ("-" is below "/").
+    if (q.after) {
+      const { agentId, toolName } = q.after;
+      filter.$and!.push({ $or: [{ agentId: { $gt: agentId } }, { agentId, name: { $gt: toolName } }] });
+    }
+    const docs = await this.run(() => this.toolDocs.find(filter).sort({ agentId: 1, name: 1 }).limit(q.limit).toArray());
     return docs.map((d) => ({
       agentId: d.agentId,
       agentName: d.agentName,
@@ -657,7 +663,7 @@ export class MongoAgentStore implements AgentStore {
 }
 
 function toolKey(agentId: string, toolName: string): string {
-  // Ids never contain "/" (validation/limits.ts), so the key sorts by agent, then tool.
+  // Ids never contain "/" (validation/limits.ts), so the key is unique (paging sorts on agentId, name).
   return `${agentId}/${toolName}`;
 }
 

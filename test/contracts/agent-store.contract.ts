@@ -141,6 +141,23 @@ export function agentStoreContract(name: string, makeStore: () => Promise<AgentS
       expect((await all("")).length).toBe(3);
     });
 
+    it("pages the per-agent tool view in (agent id, tool name) order when one id is another's prefix", async () => {
+      // "-" sorts below "/" and "_": a key joining id and name with "/" put "ab-c" before "ab".
+      await store.put(agent("ab-c", { tools: [tool("zeta", "Z"), tool("alpha", "A")] }), 0);
+      await store.put(agent("ab", { tools: [tool("omega", "O"), tool("beta", "B")] }), 0);
+      await store.put(agent("ab_d", { tools: [tool("gamma", "G")] }), 0);
+      const out: string[] = [];
+      let after: { agentId: string; toolName: string } | undefined;
+      for (;;) {
+        const page = await store.tools({ tenant: "t1", text: "", name: "", after, limit: 2 });
+        if (page.length === 0) break;
+        out.push(...page.map((e) => `${e.agentId}:${e.tool.name}`));
+        const last = page[page.length - 1]!;
+        after = { agentId: last.agentId, toolName: last.tool.name };
+      }
+      expect(out).toEqual(["ab:beta", "ab:omega", "ab-c:alpha", "ab-c:zeta", "ab_d:gamma"]);
+    });
+
     it("per-agent tool view: each query word is the start of a word of the name (split on _ . - and camelCase) or description; rows name their catalog entry", async () => {
       const web = tool("search_web", "Search the web");
       await store.put(agent("a1", { tools: [web, tool("fs.readFile", "Read a file")] }), 0);
