@@ -1,11 +1,9 @@
-import http2 from "node:http2";
-import type net from "node:net";
 import { create, toBinary } from "@bufbuild/protobuf";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { DiscoverResponseSchema } from "../gen/federation/v1/directory_service_pb.js";
 import { getJson, postJson } from "./support/app.js";
 import { openWs, type WsFeed } from "./support/feeds.js";
-import { listPeers, mintToken, registerAgent } from "./support/federation-peers.js";
+import { h2Relay, listPeers, mintToken, registerAgent } from "./support/federation-peers.js";
 import { startProcess, type ServiceProcess } from "./support/process.js";
 
 /**
@@ -52,50 +50,18 @@ function grpcFrame(message: Uint8Array): Buffer {
  * federated reads are gRPC), except Discover while `mode` says otherwise.
  */
 async function tamperingFront(targetUrl: string) {
-  const upstream = http2.connect(targetUrl);
-  upstream.on("error", () => undefined);
   const state = { mode: "relay" as Mode, discovers: 0 };
-  const server = http2.createServer();
-  const sessions = new Set<http2.ServerHttp2Session>();
-  server.on("session", (s) => (sessions.add(s), s.on("close", () => sessions.delete(s))));
-  server.on("stream", (stream, headers) => {
-    stream.on("error", () => undefined);
+  const front = await h2Relay(targetUrl, (stream, headers) => {
     const isDiscover = headers[":path"] === "/federation.v1.DirectoryService/Discover";
     if (isDiscover) state.discovers++;
-    if (isDiscover && state.mode !== "relay") {
-      stream.resume();
-      stream.respond({ ":status": 200, "content-type": "application/grpc+proto" }, { waitForTrailers: true });
-      stream.on("wantTrailers", () => stream.sendTrailers({ "grpc-status": "0" }));
-      stream.end(grpcFrame(answer(state.mode)));
-      return;
-    }
-    const forwarded: http2.OutgoingHttpHeaders = {};
-    for (const [k, v] of Object.entries(headers)) if (k !== ":authority" && k !== ":scheme") forwarded[k] = v;
-    const req = upstream.request(forwarded);
-    req.on("error", () => stream.destroy());
-    let trailers: http2.OutgoingHttpHeaders | undefined;
-    req.on("trailers", (t) => (trailers = Object.fromEntries(Object.entries(t).filter(([k]) => !k.startsWith(":"))) as http2.OutgoingHttpHeaders));
-    req.on("response", (h) => {
-      const out: http2.OutgoingHttpHeaders = {};
-      for (const [k, v] of Object.entries(h)) if (!k.startsWith(":") || k === ":status") out[k] = v;
-      // gRPC answers end with trailers (they arrive before the body ends); Connect and REST ones have none.
-      const grpc = String(h["content-type"] ?? "").startsWith("application/grpc");
-      stream.respond(out, { waitForTrailers: grpc });
-      if (grpc) stream.on("wantTrailers", () => stream.sendTrailers(trailers ?? {}));
-      req.pipe(stream);
-    });
-    stream.pipe(req);
+    if (!isDiscover || state.mode === "relay") return false;
+    stream.resume();
+    stream.respond({ ":status": 200, "content-type": "application/grpc+proto" }, { waitForTrailers: true });
+    stream.on("wantTrailers", () => stream.sendTrailers({ "grpc-status": "0" }));
+    stream.end(grpcFrame(answer(state.mode)));
+    return true;
   });
-  await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
-  return {
-    state,
-    url: `http://127.0.0.1:${(server.address() as net.AddressInfo).port}`,
-    async close() {
-      upstream.destroy();
-      for (const s of sessions) s.destroy();
-      await new Promise<void>((r) => server.close(() => r()));
-    },
-  };
+  return { state, ...front };
 }
 
 const discover = () => getJson(`${a.url}/agents/discover?capabilities=shared.cap&limit=${LIMIT}&scope=FEDERATION_SCOPE_FEDERATED`);

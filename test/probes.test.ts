@@ -1,7 +1,5 @@
 import * as grpc from "@grpc/grpc-js";
 import * as protoLoader from "@grpc/proto-loader";
-import { McpServer } from "@modelcontextprotocol/sdk/server/mcp.js";
-import { StreamableHTTPServerTransport } from "@modelcontextprotocol/sdk/server/streamableHttp.js";
 import http from "node:http";
 import net from "node:net";
 import path from "node:path";
@@ -13,6 +11,7 @@ import type { ProbeRound, ProbeState } from "../src/health/probes.js";
 import { getJson, postJson, registerBody, startApp, type TestApp } from "./support/app.js";
 import { openWs, type WsFeed } from "./support/feeds.js";
 import { closer, listen } from "./support/servers.js";
+import { answerMcp } from "./support/mcp-tools.js";
 
 /**
  * Capability probes (issue 16, item 1) against real agent servers on
@@ -74,17 +73,7 @@ async function startMcpAgent(tools: string[]): Promise<McpAgent> {
       agent.counts.toolsList++;
       if (agent.hangToolsList) return; // never answered; the probe's timeout ends it
     }
-    const mcp = new McpServer({ name: "probe-test-agent", version: "1.0.0" });
-    for (const name of tools) {
-      mcp.registerTool(name, { description: `the ${name} tool` }, async () => ({ content: [{ type: "text", text: "ok" }] }));
-    }
-    const transport = new StreamableHTTPServerTransport({ sessionIdGenerator: undefined, enableJsonResponse: true });
-    res.on("close", () => {
-      void transport.close();
-      void mcp.close();
-    });
-    await mcp.connect(transport);
-    await transport.handleRequest(req, res, body);
+    await answerMcp(req, res, body, "probe-test-agent", tools);
   });
   const port = await listen(server);
   closers.push(closer(server));

@@ -1,11 +1,10 @@
-import { McpServer } from "@modelcontextprotocol/sdk/server/mcp.js";
-import { StreamableHTTPServerTransport } from "@modelcontextprotocol/sdk/server/streamableHttp.js";
 import http from "node:http";
 import { afterAll, afterEach, describe, expect, it } from "vitest";
 import { getJson, postJson, registerBody, startApp, type TestApp } from "./support/app.js";
 import { killAgents, startAgent, type AgentProcess } from "./support/dispatch-agents.js";
 import { openWs, type WsFeed } from "./support/feeds.js";
 import { closer, listen } from "./support/servers.js";
+import { answerMcp } from "./support/mcp-tools.js";
 
 /**
  * SLO burn-rate alerts and the Praetorian Guard (issue 16, items 2 and 3),
@@ -86,15 +85,7 @@ async function startDegradingAgent(tools: string[]): Promise<DegradingAgent> {
       }
       if (agent.mode === "slow") await new Promise((r) => setTimeout(r, 300));
     }
-    const mcp = new McpServer({ name: "degrading-agent", version: "1.0.0" });
-    for (const name of tools) mcp.registerTool(name, { description: `the ${name} tool` }, async () => ({ content: [{ type: "text", text: "ok" }] }));
-    const transport = new StreamableHTTPServerTransport({ sessionIdGenerator: undefined, enableJsonResponse: true });
-    res.on("close", () => {
-      void transport.close();
-      void mcp.close();
-    });
-    await mcp.connect(transport);
-    await transport.handleRequest(req, res, body);
+    await answerMcp(req, res, body, "degrading-agent", tools);
   });
   const port = await listen(server);
   closers.push(closer(server));

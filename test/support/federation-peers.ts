@@ -69,11 +69,14 @@ export async function relay(targetPort: number): Promise<{ url: string; silent: 
 }
 
 /**
- * An h2c front for a Federation Core that answers one Connect method itself
- * (`path` → a binary body) and relays every other request (gRPC ones with
- * their trailers) to the service.
+ * An h2c front for a Federation Core: `answer` may answer a request itself
+ * (returning true); every other request is relayed to the service, gRPC
+ * answers with their trailers.
  */
-export async function h2Front(targetUrl: string, path: string, body: Uint8Array): Promise<{ url: string; close(): Promise<void> }> {
+export async function h2Relay(
+  targetUrl: string,
+  answer: (stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders) => boolean,
+): Promise<{ url: string; close(): Promise<void> }> {
   const upstream = http2.connect(targetUrl);
   upstream.on("error", () => undefined);
   const server = http2.createServer();
@@ -81,16 +84,11 @@ export async function h2Front(targetUrl: string, path: string, body: Uint8Array)
   server.on("session", (s) => (sessions.add(s), s.on("close", () => sessions.delete(s))));
   server.on("stream", (stream, headers) => {
     stream.on("error", () => undefined);
-    if (headers[":path"] === path) {
-      stream.respond({ ":status": 200, "content-type": "application/proto" });
-      stream.end(Buffer.from(body));
-      return;
-    }
+    if (answer(stream, headers)) return;
     const forwarded: http2.OutgoingHttpHeaders = {};
     for (const [k, v] of Object.entries(headers)) if (k !== ":authority" && k !== ":scheme") forwarded[k] = v;
     const req = upstream.request(forwarded);
     req.on("error", () => stream.destroy());
-    // Trailers relayed too: federated reads are gRPC.
     let trailers: http2.OutgoingHttpHeaders | undefined;
     req.on("trailers", (t) => (trailers = Object.fromEntries(Object.entries(t).filter(([k]) => !k.startsWith(":"))) as http2.OutgoingHttpHeaders));
     req.on("response", (h) => {
@@ -114,4 +112,14 @@ export async function h2Front(targetUrl: string, path: string, body: Uint8Array)
       await new Promise<void>((r) => server.close(() => r()));
     },
   };
+}
+
+/** h2Relay answering one Connect method itself (`path` → a binary body). */
+export function h2Front(targetUrl: string, path: string, body: Uint8Array): Promise<{ url: string; close(): Promise<void> }> {
+  return h2Relay(targetUrl, (stream, headers) => {
+    if (headers[":path"] !== path) return false;
+    stream.respond({ ":status": 200, "content-type": "application/proto" });
+    stream.end(Buffer.from(body));
+    return true;
+  });
 }
