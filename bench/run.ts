@@ -24,7 +24,7 @@ import { RouteRequestSchema } from "../gen/federation/v1/router_service_pb.js";
 import { systemClock } from "../src/clock.js";
 import { buildEvent } from "../src/events/event-bus.js";
 import { MemoryEventBus } from "../src/events/memory-event-bus.js";
-import { AgentStatus, Transport, type AgentRecord } from "../src/registry/agent-record.js";
+import { AgentStatus, LOAD_BUCKETS, Transport, type AgentRecord } from "../src/registry/agent-record.js";
 import { MemoryAgentStore } from "../src/registry/memory-agent-store.js";
 import { Router } from "../src/router/router.js";
 import { ToolCatalog } from "../src/directory/tool-catalog.js";
@@ -482,6 +482,37 @@ async function routeMicro(): Promise<void> {
       p50Ms: latency?.p50,
       p99Ms: latency?.p99,
       note: "goal p99 ≤ 0.2 ms at 100k",
+    });
+    if (!idle && n === size.routeAgents.at(-1)) await heartbeatMicro(store, n);
+  }
+}
+
+/**
+ * A heartbeat's store write in-process (memory store, n agents, five
+ * capabilities each, ~10k agents per capability): a new load within the agent's load bucket (its route
+ * tier stays: no index moves) and a load anywhere (most cross a bucket).
+ */
+async function heartbeatMicro(store: MemoryAgentStore, n: number): Promise<void> {
+  let seed = 1;
+  const rand = () => ((seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31);
+  for (const within of [true, false]) {
+    let k = 0;
+    const bench = new Bench({ time: quick ? 200 : 2_000, warmupTime: quick ? 50 : 300 });
+    bench.add(`heartbeat ${within}`, async () => {
+      const current = (await store.get(`agent-${String((k++ * 7919) % n).padStart(7, "0")}`))!;
+      const load = within ? (Math.floor(current.load * LOAD_BUCKETS) + 0.98 * rand()) / LOAD_BUCKETS : rand();
+      const now = Date.now();
+      await store.update(current, { load: Math.min(1, Math.round(load * 10_000) / 10_000), lastHeartbeatAt: now, leaseExpiresAt: now + 3_600_000, revision: current.revision + 1 });
+    });
+    await bench.run();
+    const latency = (bench.tasks[0]!.result as { latency?: { p50: number; p99: number; mean: number } }).latency;
+    if (!latency) problems.push(`heartbeat micro-benchmark at ${n} produced no result`);
+    add({
+      scenario: `heartbeat store write in-process, memory store, ${n} agents (${within ? "load within its bucket" : "load anywhere"})`,
+      rps: latency ? 1000 / latency.mean : undefined,
+      p50Ms: latency?.p50,
+      p99Ms: latency?.p99,
+      note: within ? "route tier unchanged: no routable list moves" : "tier changes move the agent in its capabilities' routable lists",
     });
   }
 }

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { AgentStatus, patched, ROUTABLE_STATUSES, routeCeiling, type AgentPatch, type AgentRecord } from "../src/registry/agent-record.js";
+import { AgentStatus, patched, ROUTABLE_STATUSES, routeTier, type AgentPatch, type AgentRecord } from "../src/registry/agent-record.js";
 import { MemoryAgentStore } from "../src/registry/memory-agent-store.js";
 import { agent, agentStoreContract } from "./contracts/agent-store.contract.js";
 
@@ -87,7 +87,7 @@ describe("MemoryAgentStore route index", () => {
     for (const cap of caps) {
       const expected = [...current.values()]
         .filter((a) => ROUTABLE_STATUSES.includes(a.status) && a.capabilities.some((c) => c.name === cap))
-        .sort((x, y) => routeCeiling(y) - routeCeiling(x) || (x.id < y.id ? -1 : 1))
+        .sort((x, y) => routeTier(x) - routeTier(y) || (x.id < y.id ? -1 : 1))
         .map((a) => a.id);
       const got: string[] = [];
       for (const a of store.routable("t1", [cap])) got.push(a.id);

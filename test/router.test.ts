@@ -2,7 +2,8 @@ import { pino } from "pino";
 import { beforeEach, describe, expect, it } from "vitest";
 import { MemoryEventBus } from "../src/events/memory-event-bus.js";
 import { CircuitState } from "../gen/federation/v1/event_pb.js";
-import { AgentStatus, routeScore, type AgentRecord } from "../src/registry/agent-record.js";
+import { AgentStatus, type AgentRecord } from "../src/registry/agent-record.js";
+import { capacityScore } from "../src/router/scoring.js";
 import type { AgentStore } from "../src/registry/agent-store.js";
 import { MemoryAgentStore } from "../src/registry/memory-agent-store.js";
 import { Router } from "../src/router/router.js";
@@ -62,7 +63,7 @@ describe("router index walk", () => {
 
     const brute = all
       .filter((a) => a.capabilities.some((c) => c.name === "review"))
-      .map((a) => routeScore(a, clock.now()))
+      .map((a) => capacityScore(a, clock.now()))
       .sort((x, y) => y - x);
     expect(d.candidates[0]!.score).toBe(brute[0]);
     expect(d.candidates.map((c) => c.score)).toEqual(brute.slice(0, 10));

@@ -75,34 +75,53 @@ export function patched(a: AgentRecord, p: AgentPatch): AgentRecord {
 /** Statuses an agent can be routed to, best first. */
 export const ROUTABLE_STATUSES: readonly AgentStatus[] = [AgentStatus.HEALTHY, AgentStatus.DEGRADED];
 
-/**
- * How well an agent can take a task now, in [0, 1]: spare capacity
- * (1 − load) weighs most, lease freshness breaks near-ties, and a DEGRADED
- * agent scores half, so it only gets work when nothing healthy is near it.
- * Rounded to 4 decimals so that equal agents tie exactly.
- */
-export function routeScore(agent: AgentRecord, now: number): number {
-  const freshness = Math.min(1, Math.max(0, (agent.leaseExpiresAt - now) / agent.leaseTtlMs));
-  return round4((0.8 * spareCapacity(agent) + 0.2 * freshness) * statusFactor(agent));
+/** Load buckets of a route tier: load in [k/20, (k+1)/20) is bucket k (1 and above: the last). */
+export const LOAD_BUCKETS = 20;
+/** Route tiers: HEALTHY and DEGRADED, each × LOAD_BUCKETS, numbered best first (0). */
+export const ROUTE_TIERS = 2 * LOAD_BUCKETS;
+/** The tier stores give an agent that is not routable: after every routable tier. */
+export const NOT_ROUTABLE_TIER = ROUTE_TIERS;
+
+/** What a route tier holds. */
+export interface TierShape {
+  readonly status: AgentStatus.HEALTHY | AgentStatus.DEGRADED;
+  /** The load bucket: its agents report a load of at least bucket / LOAD_BUCKETS. */
+  readonly bucket: number;
+}
+
+export function loadBucket(load: number): number {
+  if (!(load > 0)) return 0;
+  return Math.min(LOAD_BUCKETS - 1, Math.floor(load * LOAD_BUCKETS));
 }
 
 /**
- * The highest score the agent could have (a perfectly fresh lease). It does
- * not change with time, so stores keep routable agents ordered by it and the
- * router stops reading once no later agent can beat what it has.
+ * Tiers in the order of the best score an agent in them can have (the
+ * router's bound, router/scoring.ts, which a test checks never rises from
+ * one tier to the next): a DEGRADED agent scores half, so it ranks as a
+ * HEALTHY one of bucket 0.625·B + d/2 would (B buckets, d its own) — an idle
+ * DEGRADED agent among healthy ones at 62.5% load — a HEALTHY one first on
+ * a tie. Keys in half buckets keep it integer.
  */
-export function routeCeiling(agent: AgentRecord): number {
-  return round4((0.8 * spareCapacity(agent) + 0.2) * statusFactor(agent));
-}
+export const TIERS: readonly TierShape[] = [
+  ...Array.from({ length: LOAD_BUCKETS }, (_, b) => ({ status: AgentStatus.HEALTHY as const, bucket: b, key: 2 * b, healthy: 0 })),
+  ...Array.from({ length: LOAD_BUCKETS }, (_, d) => ({ status: AgentStatus.DEGRADED as const, bucket: d, key: 1.25 * LOAD_BUCKETS + d, healthy: 1 })),
+]
+  .sort((x, y) => x.key - y.key || x.healthy - y.healthy)
+  .map(({ status, bucket }) => ({ status, bucket }));
 
-function spareCapacity(agent: AgentRecord): number {
-  return 1 - Math.min(1, Math.max(0, agent.load));
-}
+/** Tier by (DEGRADED ? LOAD_BUCKETS : 0) + bucket. */
+const TIER_OF = new Uint8Array(ROUTE_TIERS);
+TIERS.forEach((t, tier) => (TIER_OF[(t.status === AgentStatus.DEGRADED ? LOAD_BUCKETS : 0) + t.bucket] = tier));
 
-function statusFactor(agent: AgentRecord): number {
-  return agent.status === AgentStatus.DEGRADED ? 0.5 : 1;
-}
-
-function round4(x: number): number {
-  return Math.round(x * 10_000) / 10_000;
+/**
+ * The agent's route tier: what the stores order routable agents by (best
+ * first), from its status and load bucket only, so it changes only when one
+ * of them does — a heartbeat that reports a new load within its bucket
+ * moves nothing in an index. The router owns the score (router/scoring.ts)
+ * and bounds each tier's.
+ */
+export function routeTier(agent: Pick<AgentRecord, "status" | "load">): number {
+  if (agent.status === AgentStatus.HEALTHY) return TIER_OF[loadBucket(agent.load)]!;
+  if (agent.status === AgentStatus.DEGRADED) return TIER_OF[LOAD_BUCKETS + loadBucket(agent.load)]!;
+  return NOT_ROUTABLE_TIER;
 }

@@ -100,9 +100,12 @@ export interface AgentStore {
   query(query: AgentQuery): Promise<readonly AgentRecord[]>;
   /**
    * Routable agents (HEALTHY or DEGRADED) visible to the tenant that have
-   * every capability, highest `routeCeiling` first, read lazily: the router
-   * stops as soon as no later agent can beat the best it has, so a decision
-   * reads a handful of index entries, not every capable agent.
+   * every capability, best `routeTier` first (lowest number; then any
+   * stable order, e.g. id), read lazily. The tier is status × load bucket
+   * (agent-record.ts), so a store reorders an agent only when its status or
+   * bucket changes; the router scores (router/scoring.ts) and stops as soon
+   * as a tier's bound says no later agent can matter, so a decision reads
+   * tens of index entries, not every capable agent.
    */
   routable(tenant: string, capabilities: readonly string[]): Iterable<AgentRecord> | AsyncIterable<AgentRecord>;
   /** Agents of every tenant whose lease ended at or before `now` (the reaper). */

@@ -1,6 +1,6 @@
 import { LRUCache } from "lru-cache";
 import type { ComponentStatus } from "../events/event-bus.js";
-import { patched, ROUTABLE_STATUSES, routeCeiling, type AgentRecord, type AgentStatus } from "./agent-record.js";
+import { NOT_ROUTABLE_TIER, patched, routeTier, type AgentRecord, type AgentStatus, type CapabilityRecord } from "./agent-record.js";
 import type { AgentPatch, AgentQuery, AgentStore, CatalogEntry, FleetCounts, ToolQuery } from "./agent-store.js";
 import { ToolCatalog } from "../directory/tool-catalog.js";
 
@@ -9,14 +9,28 @@ const SHARED = "\u0000shared";
 const EMPTY: ReadonlySet<string> = new Set();
 
 interface Ranked {
-  readonly ceiling: number;
+  /** The agent's route tier (agent-record.ts routeTier). */
+  readonly tier: number;
   readonly id: string;
+  /**
+   * The agent's capabilities (the record's own array, which heartbeats
+   * keep): a walk of one capability's list checks the others here, without
+   * looking up the agents that lack them.
+   */
+  readonly capabilities: readonly CapabilityRecord[];
+}
+
+/** The agent's route tier, undefined when it is not routable (not in the routable lists). */
+function indexedTier(a: AgentRecord): number | undefined {
+  const tier = routeTier(a);
+  return tier === NOT_ROUTABLE_TIER ? undefined : tier;
 }
 
 /**
  * Per-scope indexes: sorted ids for paging, inverted indexes for discovery,
- * and per capability the routable agents ordered by route ceiling (highest
- * first, then id) for the router.
+ * and per capability the routable agents ordered by route tier (best
+ * first, then id) for the router: an entry moves only when the agent's tier
+ * does (its status or load bucket), not on every load a heartbeat reports.
  */
 class Scope {
   private sorted: string[] = [];
@@ -72,15 +86,15 @@ class Scope {
 
   /** A heartbeat or reaper change: same capabilities and tools, new status, load or lease. */
   restate(before: AgentRecord, after: AgentRecord): void {
-    const from = ROUTABLE_STATUSES.includes(before.status) ? routeCeiling(before) : undefined;
-    const to = ROUTABLE_STATUSES.includes(after.status) ? routeCeiling(after) : undefined;
+    const from = indexedTier(before);
+    const to = indexedTier(after);
     if (before.status !== after.status) {
       this.statusCounts.set(before.status, (this.statusCounts.get(before.status) ?? 1) - 1);
       this.statusCounts.set(after.status, (this.statusCounts.get(after.status) ?? 0) + 1);
     }
     if (from === to) return;
-    const old = from === undefined ? undefined : { ceiling: from, id: before.id };
-    const next = to === undefined ? undefined : { ceiling: to, id: after.id };
+    const old = from === undefined ? undefined : { tier: from, id: before.id, capabilities: before.capabilities };
+    const next = to === undefined ? undefined : { tier: to, id: after.id, capabilities: after.capabilities };
     for (const c of after.capabilities) {
       let list = this.routable.get(c.name);
       if (!list) this.routable.set(c.name, (list = []));
@@ -111,8 +125,9 @@ class Scope {
 
   private addState(a: AgentRecord): void {
     this.statusCounts.set(a.status, (this.statusCounts.get(a.status) ?? 0) + 1);
-    if (!ROUTABLE_STATUSES.includes(a.status)) return;
-    const entry = { ceiling: routeCeiling(a), id: a.id };
+    const tier = indexedTier(a);
+    if (tier === undefined) return;
+    const entry = { tier, id: a.id, capabilities: a.capabilities };
     for (const c of a.capabilities) {
       let list = this.routable.get(c.name);
       if (!list) this.routable.set(c.name, (list = []));
@@ -122,8 +137,9 @@ class Scope {
 
   private removeState(a: AgentRecord): void {
     this.statusCounts.set(a.status, (this.statusCounts.get(a.status) ?? 1) - 1);
-    if (!ROUTABLE_STATUSES.includes(a.status)) return;
-    const entry = { ceiling: routeCeiling(a), id: a.id };
+    const tier = indexedTier(a);
+    if (tier === undefined) return;
+    const entry = { tier, id: a.id, capabilities: a.capabilities };
     for (const c of a.capabilities) {
       const list = this.routable.get(c.name);
       if (!list) continue;
@@ -248,11 +264,12 @@ export class MemoryAgentStore implements AgentStore {
     while (i < own.length || j < shared.length) {
       const takeOwn = j >= shared.length || (i < own.length && !rankedBefore(shared[j]!, own[i]!));
       const entry = takeOwn ? own[i++]! : shared[j++]!;
+      // The list walked is one capability's; the others are checked first, on the entry (no closures per agent: this is Route's hot loop).
+      if (capabilities.length > 1 && !offersAll(entry.capabilities, capabilities)) continue;
       const agent = this.agents.get(entry.id)!;
       // The tenant's own shared agents are in both scopes: read them once.
       if (!takeOwn && agent.tenant === tenant) continue;
-      // The list walked is one capability's; the others are checked here (no closures per agent: this is Route's hot loop).
-      if (capabilities.length === 1 || offersAll(agent, capabilities)) yield agent;
+      yield agent;
     }
   }
 
@@ -371,17 +388,17 @@ function sameCatalogEntry(a: AgentRecord, b: AgentRecord): boolean {
 }
 
 /** The agent offers every one of the capabilities. */
-function offersAll(agent: AgentRecord, capabilities: readonly string[]): boolean {
+function offersAll(offered: readonly CapabilityRecord[], capabilities: readonly string[]): boolean {
   outer: for (const c of capabilities) {
-    for (const a of agent.capabilities) if (a.name === c) continue outer;
+    for (const a of offered) if (a.name === c) continue outer;
     return false;
   }
   return true;
 }
 
-/** Route order: higher ceiling first, then id. */
+/** Route order: better (lower) tier first, then id. */
 function rankedBefore(a: Ranked, b: Ranked): boolean {
-  return a.ceiling > b.ceiling || (a.ceiling === b.ceiling && a.id < b.id);
+  return a.tier < b.tier || (a.tier === b.tier && a.id < b.id);
 }
 
 /** First position whose entry is not before `entry`. */

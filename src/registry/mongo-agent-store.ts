@@ -11,7 +11,7 @@ import {
 import type { JsonObject } from "@bufbuild/protobuf";
 import type { ComponentStatus } from "../events/event-bus.js";
 import type { Logger } from "../logger.js";
-import { patched, ROUTABLE_STATUSES, routeCeiling, type AgentRecord, type AgentStatus, type Transport } from "./agent-record.js";
+import { patched, ROUTABLE_STATUSES, routeTier, type AgentRecord, type AgentStatus, type Transport } from "./agent-record.js";
 import type { AgentPatch, AgentQuery, AgentStore, CatalogEntry, FleetCounts, ToolQuery } from "./agent-store.js";
 import { RevisionClaims, type ClaimedAgent } from "./revision-claims.js";
 import { toolContentHash } from "./shared-values.js";
@@ -22,7 +22,9 @@ import { tokenizeQuery, toolWords } from "../directory/tool-catalog.js";
  * names: labels are an array of {k, v} pairs and tool schemas are stored as
  * JSON text, so a `$` or `.` in a key can neither inject an operator nor
  * break a path. `capNames` and `tags` are the multikey discovery indexes;
- * `routeCeiling` (kept in step with load and status) orders the router's reads.
+ * `routeTier` (status × load bucket, agent-record.ts) orders the router's
+ * reads: its index entry changes only when the tier does, not on every load
+ * a heartbeat reports.
  */
 interface AgentDoc {
   _id: string;
@@ -38,7 +40,8 @@ interface AgentDoc {
   tools: { name: string; description: string; inputSchema: string | null }[];
   labels: { k: string; v: string }[];
   load: number;
-  routeCeiling: number;
+  /** Absent on documents written before route tiers (they had `routeCeiling`): see routable() and backfillRouteTiers(). */
+  routeTier?: number;
   leaseTtlMs: number;
   registeredAt: number;
   lastHeartbeatAt: number;
@@ -85,6 +88,11 @@ const CATALOG_VERSION_POLL_MS = 250;
 const CATALOG_VERSION_STALE_MS = 1_000;
 /** A scope whose manifest was not asked for this long is no longer read. */
 const CATALOG_VERSION_IDLE_MS = 60_000;
+/** Documents without a routeTier (older versions wrote them) that one routable() read places by their computed tier. */
+const MAX_UNTIERED_PLACED = 1_000;
+/** The start's backfill of routeTier: documents per batch, and batches at most (the rest: routable() places them). */
+const BACKFILL_BATCH = 500;
+const BACKFILL_MAX_BATCHES = 400;
 
 export interface MongoStoreOptions {
   readonly uri: string;
@@ -179,6 +187,10 @@ export class MongoAgentStore implements AgentStore {
         await this.ensureIndexes();
         this.initialized = true;
         this.setStatus({ ok: true, message: "connected" });
+        // In the background: routable() reads documents without a tier correctly meanwhile.
+        void this.backfillRouteTiers().catch((err: unknown) =>
+          this.opts.log.warn({ err: describe(err) }, "routeTier backfill stopped; documents without one are placed on read"),
+        );
         return;
       } catch (err) {
         if (this.stopping) return;
@@ -202,8 +214,8 @@ export class MongoAgentStore implements AgentStore {
    */
   private async ensureIndexes(): Promise<void> {
     const wanted: [collection: string, name: string, key: Record<string, 1 | -1>][] = [
-      ["agents", "tenant_capabilities_ceiling", { tenant: 1, capNames: 1, routeCeiling: -1, _id: 1 }],
-      ["agents", "shared_capabilities_ceiling", { shared: 1, capNames: 1, routeCeiling: -1, _id: 1 }],
+      ["agents", "tenant_capabilities_tier", { tenant: 1, capNames: 1, routeTier: 1, _id: 1 }],
+      ["agents", "shared_capabilities_tier", { shared: 1, capNames: 1, routeTier: 1, _id: 1 }],
       ["agents", "tenant_tags", { tenant: 1, tags: 1 }],
       ["agents", "tenant_id", { tenant: 1, _id: 1 }],
       ["agents", "tenant_name", { tenant: 1, name: 1 }],
@@ -227,6 +239,45 @@ export class MongoAgentStore implements AgentStore {
       }
       if (!names.has(name)) await collection.createIndex(key, { name });
     }
+    // Older versions indexed routeCeiling, rewritten on almost every heartbeat: those indexes only cost writes now.
+    for (const old of ["tenant_capabilities_ceiling", "shared_capabilities_ceiling"]) {
+      if (existing.get("agents")?.has(old)) await this.agents.dropIndex(old).catch(() => undefined);
+    }
+  }
+
+  /**
+   * Gives documents written by older versions (no routeTier) theirs, in
+   * bounded batches; each write is filtered on the revision read and the
+   * field still missing, so it never overwrites a newer write. Returns how
+   * many it wrote. Stops at BACKFILL_MAX_BATCHES or when a batch writes
+   * nothing (an older replica still rewriting them: routable() places
+   * what is left by its computed tier).
+   */
+  async backfillRouteTiers(): Promise<number> {
+    let written = 0;
+    for (let batch = 0; batch < BACKFILL_MAX_BATCHES && !this.stopping; batch++) {
+      const docs = await this.run(() =>
+        this.agents
+          .find({ routeTier: { $exists: false } }, { projection: { status: 1, load: 1, revision: 1 } })
+          .limit(BACKFILL_BATCH)
+          .toArray(),
+      );
+      if (docs.length === 0) break;
+      const res = await this.run(() =>
+        this.agents.bulkWrite(
+          docs.map((d) => ({
+            updateOne: {
+              filter: { _id: d._id, revision: d.revision, routeTier: { $exists: false } },
+              update: { $set: { routeTier: routeTier({ status: d.status as AgentStatus, load: d.load }) }, $unset: { routeCeiling: "" } },
+            },
+          })),
+          { ordered: false },
+        ),
+      );
+      written += res.modifiedCount;
+      if (res.modifiedCount === 0) break;
+    }
+    return written;
   }
 
   /** Whether writes need claims depends on the server: FerretDB says so in buildInfo. */
@@ -305,7 +356,8 @@ export class MongoAgentStore implements AgentStore {
 
   async update(current: AgentRecord, patch: AgentPatch): Promise<boolean> {
     const id = current.id;
-    const set = { ...patch, routeCeiling: routeCeiling(patched(current, patch)) };
+    // Always written (an unchanged index key costs the index nothing), so a document an older version wrote gets its tier.
+    const set = { ...patch, routeTier: routeTier(patched(current, patch)) };
     const claims = await this.revisionClaims();
     const won = await this.guarded(claims, current, current.revision, async () => {
       const res = await this.agents.updateOne({ _id: id, revision: current.revision }, { $set: set });
@@ -510,14 +562,29 @@ export class MongoAgentStore implements AgentStore {
       capNames: { $all: [...capabilities] },
       status: { $in: [...ROUTABLE_STATUSES] },
     };
-    // Small batches: the router usually stops after the first few agents.
-    const cursor = this.agents.find(filter).sort({ routeCeiling: -1, _id: 1 }).batchSize(32);
+    // Small batches: the router usually stops after the first few dozen agents.
+    const cursor = this.agents.find(filter).sort({ routeTier: 1, _id: 1 }).batchSize(32);
     try {
-      for (;;) {
-        const doc = await this.run(() => cursor.next());
-        if (!doc) return;
-        yield fromDoc(doc);
+      let doc = await this.run(() => cursor.next());
+      // Documents an older version wrote have no routeTier and sort first:
+      // held (bounded) and handed over where their computed tier places them.
+      const untiered: { tier: number; id: string; agent: AgentRecord }[] = [];
+      while (doc && doc.routeTier === undefined && untiered.length < MAX_UNTIERED_PLACED) {
+        const agent = fromDoc(doc);
+        untiered.push({ tier: routeTier(agent), id: agent.id, agent });
+        doc = await this.run(() => cursor.next());
       }
+      untiered.sort((a, b) => a.tier - b.tier || (a.id < b.id ? -1 : 1));
+      let held = 0;
+      while (doc) {
+        const tier = doc.routeTier ?? routeTier(doc as { status: AgentStatus; load: number });
+        while (held < untiered.length && (untiered[held]!.tier < tier || (untiered[held]!.tier === tier && untiered[held]!.id < doc._id))) {
+          yield untiered[held++]!.agent;
+        }
+        yield fromDoc(doc);
+        doc = await this.run(() => cursor.next());
+      }
+      while (held < untiered.length) yield untiered[held++]!.agent;
     } finally {
       await cursor.close().catch(() => undefined);
     }
@@ -686,7 +753,7 @@ function toDoc(a: AgentRecord): AgentDoc {
     })),
     labels: Object.entries(a.labels).map(([k, v]) => ({ k, v })),
     load: a.load,
-    routeCeiling: routeCeiling(a),
+    routeTier: routeTier(a),
     leaseTtlMs: a.leaseTtlMs,
     registeredAt: a.registeredAt,
     lastHeartbeatAt: a.lastHeartbeatAt,

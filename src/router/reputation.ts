@@ -3,7 +3,8 @@
  * attempts through the OutcomeSink, and ReportOutcome) and from lease and
  * status history. Every factor is in [0, 1] and is exactly 1 for an agent
  * with no evidence, so a score (capacity × factors) never exceeds the
- * capacity ceiling the stores index, and a new agent competes on capacity.
+ * route tier's bound the walk stops on (scoring.ts), and a new agent
+ * competes on capacity.
  *
  * Evidence decays toward the prior with a half-life: each stored weight is
  * multiplied by 2^(−Δt / halfLife) when next touched, so an old failure is

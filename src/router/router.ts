@@ -3,7 +3,7 @@ import type { Clock } from "../clock.js";
 import { errors } from "../errors.js";
 import type { EventBus } from "../events/event-bus.js";
 import type { Logger } from "../logger.js";
-import { AgentStatus, routeCeiling, routeScore, type AgentRecord } from "../registry/agent-record.js";
+import { AgentStatus, routeTier, type AgentRecord } from "../registry/agent-record.js";
 import type { AgentStore } from "../registry/agent-store.js";
 import type { RouteHintInput, RouteInput } from "../validation/requests.js";
 import { noCounters, type Counters } from "../health/telemetry.js";
@@ -17,12 +17,13 @@ import { Reputation, defaultReputation, type Outcome, type ReputationOptions, ty
 import type { OutcomeExchange, OutcomeLog } from "./outcome-sharing.js";
 import { ReputationSync } from "./reputation-sync.js";
 import { noContext, UNMENTIONED, type ContextSource } from "./context-hints.js";
+import { capacityCeiling, capacityScore, tierReach } from "./scoring.js";
 
 export interface Candidate {
   readonly agent: AgentRecord;
-  /** capacity × reputation × labels × locality × context; at most routeCeiling(agent). */
+  /** capacity × reputation × labels × locality × context; at most its route tier's bound (scoring.ts). */
   readonly score: number;
-  /** routeScore: spare capacity and lease freshness. */
+  /** capacityScore: spare capacity and lease freshness, × status. */
   readonly capacity: number;
   /** The breaker is half-open and this candidate may take its trial. */
   readonly trial: boolean;
@@ -103,8 +104,8 @@ const MAX_TIED = 32;
 const POOL_FLOOR = 0.5;
 /**
  * Agents read at most when the request prefers labels: a factor down to 0.5
- * lowers the best score, so the walk (exact, stopping on the ceiling)
- * may read down to half the best ceiling — bounded here instead of MAX_SCORED.
+ * lowers the best score, so the walk (exact, stopping on the tier bound)
+ * may read down to half the best bound — bounded here instead of MAX_SCORED.
  */
 const MAX_SCORED_HINTED = 1_000;
 /** Locality: an agent of another federation (it has an origin) scores at most this share of a local one. */
@@ -124,12 +125,13 @@ function isRemote(agent: AgentRecord): boolean {
 
 /**
  * Picks the agent for a task among healthy agents that have every requested
- * capability, by `routeScore` (spare capacity, then lease freshness; DEGRADED
- * agents only when nothing healthy is near). The store hands agents over best
- * route ceiling first, so a decision reads only the agents that could still
- * win or make the shown top ten — an index walk, never a scan of the fleet.
- * Reputation (quality, latency, uptime: each at most 1) and the circuit
- * breakers multiply the capacity score, so the ceiling still bounds it.
+ * capability, by the score of scoring.ts: capacity (spare capacity, then
+ * lease freshness; DEGRADED agents only when nothing healthy is near) ×
+ * reputation (quality, latency, uptime) × circuit × hint factors, each
+ * factor with a stated upper bound. The store hands agents over best route
+ * tier first (status and load bucket, all it indexes), so a decision reads
+ * only the agents whose tier's bound could still win or make the shown top
+ * ten — an index walk, never a scan of the fleet.
  */
 export class Router {
   private readonly lastRouted = new Map<string, number>();
@@ -216,7 +218,7 @@ export class Router {
     this.sync.record(agent.id, o.capabilities, o, now);
     this.breakers.record(agent.id, agent.tenant, o.success, o.success ? "ok" : "reported failure");
     const locality = isRemote(agent) ? REMOTE_FACTOR : 1;
-    return this.breakdown({ agent, score: 0, capacity: routeScore(agent, now), trial: false, labels: 1, locality, context: 1, slow: false }, o.capabilities[0], now);
+    return this.breakdown({ agent, score: 0, capacity: capacityScore(agent, now), trial: false, labels: 1, locality, context: 1, slow: false }, o.capabilities[0], now);
   }
 
   private attemptFinished(r: AttemptReport): void {
@@ -369,7 +371,8 @@ export class Router {
         agentId: chosen.agent.id,
         payload: {
           case: "taskRouted",
-          value: { routeId, capabilities: [...capabilities], score: chosen.score },
+          // The request's list (never changed after parsing), not a copy per event.
+          value: { routeId, capabilities: capabilities as string[], score: chosen.score },
         },
       })
       .catch((err: unknown) => this.log.error({ err }, "event publish failed"));
@@ -385,7 +388,7 @@ export class Router {
   ): { candidate: Candidate; open: boolean } | undefined {
     if (agent.tenant !== tenant && !agent.shared) return undefined;
     if ((agent.status !== AgentStatus.HEALTHY && agent.status !== AgentStatus.DEGRADED) || agent.leaseExpiresAt <= now) return undefined;
-    const capacity = routeScore(agent, now);
+    const capacity = capacityScore(agent, now);
     const admission = this.breakers.admits(agent.id, now);
     const locality = isRemote(agent) ? REMOTE_FACTOR : 1;
     let labels = 1;
@@ -399,7 +402,7 @@ export class Router {
       }
       if (hint.maxLatencyMs !== undefined) slow = (this.reputation.latencyEstimate(agent.id, capability) ?? 0) > hint.maxLatencyMs;
     }
-    // Each factor is in [0, 1]: the score stays under the ceiling the walk stops on.
+    // Each factor is within its bound (scoring.ts FACTOR_BOUNDS): the score stays under the tier bound the walk stops on.
     const score = capacity * this.reputation.factor(agent.id, capability, now) * labels * locality;
     return { candidate: { agent, score, capacity, trial: admission === "trial", labels, locality, context: 1, slow }, open: admission === "open" };
   }
@@ -436,9 +439,11 @@ export class Router {
   }
 
   /**
-   * Reads agents best ceiling first and stops when the next one can neither
-   * come within TIE of the best score nor enter the top ten. `top` is the
-   * exact top ten by score (best first), `near` every agent within TIE of the best.
+   * Reads agents best route tier first and stops at the first one whose
+   * tier's bound (the best score anyone from that tier on could have) can
+   * neither come within TIE of the best score nor enter the top ten. `top`
+   * is the exact top ten by score (best first), `near` every agent within
+   * TIE of the best.
    */
   private async bestCandidates(input: RouteInput, tenant: string, now: number, remoteAgents: RemoteAgents) {
     const top: Candidate[] = [];
@@ -455,12 +460,15 @@ export class Router {
     /** Reads one agent; false: stop, nobody later can matter. */
     const offer = (agent: AgentRecord): boolean => {
       const tenth = top.length < MAX_CANDIDATES_SHOWN ? -Infinity : top[MAX_CANDIDATES_SHOWN - 1]!.score;
-      const ceiling = routeCeiling(agent);
-      if (ceiling < Math.min(best - TIE, tenth) || read >= maxRead) return false;
+      // A hair above the bound: float noise can never stop the walk early.
+      const reach = tierReach(routeTier(agent)) + 1e-9;
+      if (reach < Math.min(best - TIE, tenth) || read >= maxRead) return false;
       // Enough ties in hand, and nobody later can beat them by more than a tie.
-      if (near.length >= MAX_TIED && ceiling - best <= TIE) return false;
+      if (near.length >= MAX_TIED && reach - best <= TIE) return false;
       read++;
       if (excluded?.has(agent.id)) return true;
+      // Later agents of its tier may still matter, this one cannot: not scored (no lookups, nothing allocated).
+      if (capacityCeiling(agent) < Math.min(best - TIE, tenth)) return true;
       const s = this.candidate(tenant, agent, capability, now, hint);
       if (!s) return true;
       const c = s.candidate;

@@ -224,6 +224,33 @@ export function agentStoreContract(name: string, makeStore: () => Promise<AgentS
       expect(await routable("t1", ["code", "review"])).toEqual(["busy"]);
     });
 
+    it("orders routable agents by route tier (status × load bucket), then id — not by exact load — and moves one only when its tier changes", async () => {
+      const routable = async (caps: string[]) => {
+        const out: string[] = [];
+        for await (const a of store.routable("t1", caps)) out.push(a.id);
+        return out;
+      };
+      // Buckets of 1/20: "b" (0.04) and "c" (0.01) share bucket 0 and go by id; "a" (0.05) is bucket 1.
+      await store.put(agent("c", { load: 0.01 }), 0);
+      await store.put(agent("b", { load: 0.04 }), 0);
+      await store.put(agent("a", { load: 0.05 }), 0);
+      // An idle DEGRADED agent ranks among healthy ones at 62.5% load: after "m" (0.6), before "n" (0.65).
+      await store.put(agent("d", { load: 0, status: AgentStatus.DEGRADED }), 0);
+      await store.put(agent("m", { load: 0.6 }), 0);
+      await store.put(agent("n", { load: 0.65 }), 0);
+      await store.put(agent("z", { load: 1 }), 0);
+      expect(await routable(["code"])).toEqual(["b", "c", "a", "m", "d", "n", "z"]);
+      // A heartbeat within its bucket leaves the order as it was; one into another bucket moves it.
+      const c = (await store.get("c"))!;
+      expect(await store.update(c, { load: 0.049, revision: c.revision + 1 })).toBe(true);
+      expect(await routable(["code"])).toEqual(["b", "c", "a", "m", "d", "n", "z"]);
+      const z = (await store.get("z"))!;
+      expect(await store.update(z, { load: 0.02, revision: z.revision + 1 })).toBe(true);
+      const d = (await store.get("d"))!;
+      expect(await store.update(d, { status: AgentStatus.HEALTHY, revision: d.revision + 1 })).toBe(true);
+      expect(await routable(["code"])).toEqual(["b", "c", "d", "z", "a", "m", "n"]);
+    });
+
     it("counts agents by status, capabilities and tools", async () => {
       await store.put(agent("a1", { caps: [["x", []], ["y", []]], tools: [tool("t", "")] }), 0);
       await store.put(agent("a2", { caps: [["x", []]], status: AgentStatus.DEGRADED }), 0);
