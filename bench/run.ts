@@ -879,7 +879,7 @@ function report(partial: boolean): void {
  * alternating rounds, median of each; goal ≥ 0.8. (b) Routed dispatch over
  * HTTP to a local HTTP/JSON echo agent (POST /route with dispatch) against
  * POSTing the agent directly, from the same client: autocannon for
- * throughput (16 connections, alternating rounds; goal ≥ 0.5) and a
+ * throughput (16 connections, timed alternating rounds; goal ≥ 0.5) and a
  * sequential keep-alive loop for the latency one call adds (goal p50
  * +≤ 1 ms). The echo agent runs on the service's CPU (0), so both paths
  * share that core the same way.
@@ -917,19 +917,22 @@ async function dispatchBench(): Promise<void> {
     await grpcLoad("RouterService/Route", routeOnly, size.requests / 6);
     const d: LoadResult[] = [];
     const r: LoadResult[] = [];
+    // Server CPU per call (/proc): robust where the shared machine makes throughput swing.
+    const dCpu: number[] = [];
+    const rCpu: number[] = [];
     for (let i = 0; i < rounds; i++) {
-      d.push(check(await grpcLoad("DirectoryService/Discover", discover, size.requests / 2 / rounds), "dispatch bench: discover grpc"));
-      r.push(check(await grpcLoad("RouterService/Route", routeOnly, size.requests / 2 / rounds), "dispatch bench: route grpc"));
+      d.push(check(await cpuPerCall(svc, dCpu, () => grpcLoad("DirectoryService/Discover", discover, size.requests / 2 / rounds)), "dispatch bench: discover grpc"));
+      r.push(check(await cpuPerCall(svc, rCpu, () => grpcLoad("RouterService/Route", routeOnly, size.requests / 2 / rounds)), "dispatch bench: route grpc"));
     }
     const dMedian = median(d);
     const rMedian = median(r);
-    add({ scenario: `discover gRPC (${size.agents} agents, rounds alternating with route)`, ...dMedian, note: `median of ${rounds}` });
+    add({ scenario: `discover gRPC (${size.agents} agents, rounds alternating with route)`, ...dMedian, note: `median of ${rounds}; ${cpuNote(medianOf(dCpu))}` });
     add({
       scenario: `route gRPC, no dispatch (${size.agents} agents)`,
       ...rMedian,
       limit: "discover gRPC (alternating)",
       ratio: rMedian.rps / dMedian.rps,
-      note: `median of ${rounds}; goal ≥ 0.8 of discover`,
+      note: `median of ${rounds}; goal ≥ 0.8 of discover; ${cpuNote(medianOf(rCpu))}, ${(medianOf(rCpu) / medianOf(dCpu)).toFixed(2)}× discover's`,
     });
 
     // (b) Routed dispatch over HTTP vs the agent directly.
@@ -956,7 +959,10 @@ async function dispatchBench(): Promise<void> {
     const probe = await post("/route", { capabilities: [capability], dispatch: true, task });
     if (probe.result?.echo?.n !== 42) throw new Error(`routed dispatch answered ${JSON.stringify(probe)}`);
 
-    const cannon = async (target: { url: string; body: string }, amount: number): Promise<LoadResult> => {
+    // Timed runs, not a request count: autocannon answers on its one-second tick, so with `amount`
+    // a run's duration (and throughput) was rounded up to whole seconds — 0.x s direct vs 4.x s
+    // routed read as 1 vs 5 s, a ratio of 0.20 whatever either cost.
+    const cannon = async (target: { url: string; body: string }, seconds: number): Promise<LoadResult> => {
       const res = await autocannon({
         url: target.url,
         method: "POST",
@@ -964,19 +970,20 @@ async function dispatchBench(): Promise<void> {
         headers: { ...auth(svc), "content-type": "application/json" },
         connections: 16,
         pipelining: 1,
-        amount: Math.max(200, Math.round(amount)),
+        duration: seconds,
       });
       if (res.non2xx > 0 || res.errors > 0) problems.push(`autocannon ${target.url}: ${res.non2xx} non-2xx, ${res.errors} errors`);
       return { rps: res.requests.total / res.duration, p50Ms: res.latency.p50, p99Ms: res.latency.p99, ok: res.requests.total, failed: res.non2xx + res.errors };
     };
-    const amount = quick ? 500 : 20_000;
-    await cannon(direct, amount / 4); // warm-up
-    await cannon(routed, amount / 4);
+    const seconds = quick ? 1 : 4;
+    await cannon(direct, 1); // warm-up
+    await cannon(routed, 1);
     const dr: LoadResult[] = [];
     const rr: LoadResult[] = [];
+    const rrCpu: number[] = [];
     for (let i = 0; i < rounds; i++) {
-      dr.push(await cannon(direct, amount / rounds));
-      rr.push(await cannon(routed, amount / rounds));
+      dr.push(await cannon(direct, seconds));
+      rr.push(await cpuPerCall(svc, rrCpu, () => cannon(routed, seconds)));
     }
     const directRun = median(dr);
     const routedRun = median(rr);
@@ -1013,7 +1020,7 @@ async function dispatchBench(): Promise<void> {
       ...routedRun,
       limit: "the agent called directly",
       ratio: routedRun.rps / directRun.rps,
-      note: `median of ${rounds}; goal ≥ 0.5 of direct; one call at a time: p50 ${p50Routed.toFixed(3)} ms, +${(p50Routed - p50Direct).toFixed(3)} ms over direct (goal ≤ 1 ms), p99 ${percentile(routedTimes, 99).toFixed(3)} vs ${percentile(directTimes, 99).toFixed(3)} ms`,
+      note: `median of ${rounds}; goal ≥ 0.5 of direct; ${cpuNote(medianOf(rrCpu))}; one call at a time: p50 ${p50Routed.toFixed(3)} ms, +${(p50Routed - p50Direct).toFixed(3)} ms over direct (goal ≤ 1 ms), p99 ${percentile(routedTimes, 99).toFixed(3)} vs ${percentile(directTimes, 99).toFixed(3)} ms`,
       addedP50Ms: p50Routed - p50Direct,
     });
   } finally {

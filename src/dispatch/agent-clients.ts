@@ -124,6 +124,22 @@ function postOnce(t: PinnedTarget, call: ExecuteCall, body: Buffer, agent: http.
       req.destroy();
       reject(err);
     };
+    // Headers as a flat list: node writes them as given, without a setHeader (name and value checks, a map) per header.
+    const headers = [
+      "host",
+      t.url.host,
+      "content-type",
+      "application/json",
+      "accept",
+      "application/json",
+      "content-length",
+      String(body.length),
+      "idempotency-key",
+      call.taskId,
+      "x-federation-task-id",
+      call.taskId,
+    ];
+    if (call.trace) headers.push("traceparent", formatTraceparent(childOf(call.trace)));
     const req = mod.request({
       protocol: secure ? "https:" : "http:",
       hostname: t.hostname,
@@ -131,15 +147,7 @@ function postOnce(t: PinnedTarget, call: ExecuteCall, body: Buffer, agent: http.
       path: `${t.url.pathname}${t.url.search}`,
       method: "POST",
       agent,
-      headers: {
-        host: t.url.host,
-        "content-type": "application/json",
-        accept: "application/json",
-        "content-length": body.length,
-        "idempotency-key": call.taskId,
-        "x-federation-task-id": call.taskId,
-        ...traceHeaders(call.trace),
-      },
+      headers: headers as unknown as http.OutgoingHttpHeaders,
     });
     // The address actually connected to must be the one checked.
     checkConnectedAddress(req, t, fail);

@@ -208,13 +208,14 @@ export class Dispatcher {
     const budgetMs = Math.min(input.timeoutMs ?? this.config.timeoutMs, this.config.maxTimeoutMs, call.timeoutMs ?? Infinity);
     const deadline = started + budgetMs;
     // Defence in depth: the router only offers the tenant's own and shared agents.
-    const candidates = d.candidates
-      .map((c) => c.agent)
-      .filter((a) => a.tenant === tenant || a.shared)
-      .slice(0, this.config.maxAttempts);
+    const candidates: AgentRecord[] = [];
+    for (const c of d.candidates) {
+      if (candidates.length >= this.config.maxAttempts) break;
+      if (c.agent.tenant === tenant || c.agent.shared) candidates.push(c.agent);
+    }
     const attempts: AttemptRecord[] = [];
     const base = this.blank(taskId, tenant, input, started);
-    this.tasks.put({ ...base, status: TaskStatus.RUNNING, agentId: candidates[0]?.id ?? "" });
+    this.tasks.put(this.record(base, TaskStatus.RUNNING, candidates[0]?.id ?? "", NO_ATTEMPTS));
 
     let lastAgent = d.agent;
     /** The last attempt had all that was left of the budget and timed out. */
@@ -291,7 +292,7 @@ export class Dispatcher {
           const record: AttemptRecord = { attempt, agentId: agent.id, outcome: AttemptOutcome.UNSPECIFIED, latencyMs: performance.now() - t0, detail: err.rawMessage };
           attempts.push(record);
           this.finishFailed(base, attempts, agent.id, err.rawMessage);
-          await this.publish("task.failed", tenant, taskId, input.capabilities, record);
+          this.publish("task.failed", tenant, taskId, input.capabilities, record);
           throw err;
         } else {
           outcome = AttemptOutcome.ERROR;
@@ -303,23 +304,14 @@ export class Dispatcher {
       const record: AttemptRecord = { attempt, agentId: served.id, outcome, latencyMs, detail };
       attempts.push(record);
       this.report(tenant, taskId, input.capabilities, record, bytes, served.tenant);
-      await this.publish("task.dispatched", tenant, taskId, input.capabilities, record);
+      this.publish("task.dispatched", tenant, taskId, input.capabilities, record);
       budgetSpent = outcome === AttemptOutcome.TIMEOUT && attemptMs >= left;
       if (outcome !== AttemptOutcome.OK) {
-        this.tasks.put({ ...base, status: TaskStatus.RUNNING, agentId: agent.id, attempts: [...attempts] });
+        this.tasks.put(this.record(base, TaskStatus.RUNNING, agent.id, [...attempts]));
       } else {
-        const now = this.clock.now();
-        this.tasks.put({
-          ...base,
-          status: TaskStatus.COMPLETED,
-          agentId: served.id,
-          attempts,
-          result,
-          resultBytes: bytes,
-          finishedAt: now,
-        });
+        this.tasks.put(this.record(base, TaskStatus.COMPLETED, served.id, attempts, result, bytes, "", this.clock.now()));
         const forFeed = call.async && result && bytes <= MAX_EVENT_RESULT_BYTES ? result : undefined;
-        await this.publish("task.completed", tenant, taskId, input.capabilities, record, record.detail, forFeed);
+        this.publish("task.completed", tenant, taskId, input.capabilities, record, record.detail, forFeed);
         return { taskId, ticket, agent: served, attempts, result };
       }
     }
@@ -335,7 +327,7 @@ export class Dispatcher {
     }
     const last = attempts.at(-1);
     this.finishFailed(base, attempts, last?.agentId ?? "", error.rawMessage);
-    await this.publish(
+    this.publish(
       "task.failed",
       tenant,
       taskId,
@@ -370,7 +362,33 @@ export class Dispatcher {
   }
 
   private finishFailed(base: TaskRecord, attempts: AttemptRecord[], agentId: string, error: string): void {
-    this.tasks.put({ ...base, status: TaskStatus.FAILED, agentId, attempts, error, finishedAt: this.clock.now() });
+    this.tasks.put(this.record(base, TaskStatus.FAILED, agentId, attempts, undefined, 0, error, this.clock.now()));
+  }
+
+  /** A task's record at a step, written out field by field (a spread of `base` made records of another shape, and cost more). */
+  private record(
+    base: TaskRecord,
+    status: TaskStatus,
+    agentId: string,
+    attempts: readonly AttemptRecord[],
+    result?: JsonObject,
+    resultBytes = 0,
+    error = "",
+    finishedAt?: number,
+  ): TaskRecord {
+    return {
+      taskId: base.taskId,
+      tenant: base.tenant,
+      capabilities: base.capabilities,
+      status,
+      agentId,
+      attempts,
+      result,
+      resultBytes,
+      error,
+      createdAt: base.createdAt,
+      finishedAt,
+    };
   }
 
   private report(tenant: string, taskId: string, capabilities: readonly string[], a: AttemptRecord, bytes: number, agentTenant: string): void {
@@ -391,7 +409,12 @@ export class Dispatcher {
     }
   }
 
-  private async publish(
+  /**
+   * Publishes a task event. Not awaited: a bus takes an event synchronously
+   * (the memory ring, or the Redis XADD queue) before its promise settles,
+   * so the feed's order is the call order without a promise hop per event.
+   */
+  private publish(
     type: EventType,
     tenant: string,
     taskId: string,
@@ -399,28 +422,33 @@ export class Dispatcher {
     a: AttemptRecord,
     detail = a.detail,
     result?: JsonObject,
-  ): Promise<void> {
+  ): void {
     try {
-      await this.bus.publish({
-        type,
-        tenant,
-        agentId: a.agentId,
-        payload: {
-          case: "taskProgress",
-          value: {
-            taskId,
-            capabilities: [...capabilities],
-            attempt: a.attempt,
-            outcome: a.outcome,
-            latency: durationFromMs(Math.round(a.latencyMs)),
-            detail,
-            result,
-            traceId: this.traces.get(taskId)?.traceId ?? "",
+      this.bus
+        .publish({
+          type,
+          tenant,
+          agentId: a.agentId,
+          payload: {
+            case: "taskProgress",
+            value: {
+              taskId,
+              // The task's list (never changed after parsing), not a copy per event.
+              capabilities: capabilities as string[],
+              attempt: a.attempt,
+              outcome: a.outcome,
+              latency: durationFromMs(Math.round(a.latencyMs)),
+              detail,
+              result,
+              traceId: this.traces.get(taskId)?.traceId ?? "",
+            },
           },
-        },
-      });
+        })
+        .catch(this.publishFailed);
     } catch (err) {
-      this.log.error({ err }, "event publish failed");
+      this.publishFailed(err);
     }
   }
+
+  private readonly publishFailed = (err: unknown): void => this.log.error({ err }, "event publish failed");
 }

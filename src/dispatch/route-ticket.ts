@@ -37,7 +37,7 @@ export class RouteTickets {
         aud: c.agentId,
         task_id: c.taskId,
         tenant: c.tenant,
-        capabilities: [...c.capabilities],
+        capabilities: c.capabilities,
         agent_id: c.agentId,
       },
       this.clock.now() + this.opts.ttlMs,

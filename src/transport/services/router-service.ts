@@ -1,12 +1,20 @@
 import { create } from "@bufbuild/protobuf";
 import { durationFromMs, timestampFromMs } from "@bufbuild/protobuf/wkt";
-import { GetTaskResponseSchema, ReportOutcomeResponseSchema, RouteResponseSchema, RouterService, type ScoreBreakdown } from "../../../gen/federation/v1/router_service_pb.js";
+import {
+  GetTaskResponseSchema,
+  ReportOutcomeResponseSchema,
+  RouterService,
+  type RouteCandidate,
+  type RouteResponse,
+  type ScoreBreakdown,
+} from "../../../gen/federation/v1/router_service_pb.js";
 import type { TaskAttempt } from "../../../gen/federation/v1/task_pb.js";
 import type { Dispatcher } from "../../dispatch/dispatcher.js";
 import { traceKey } from "../trace-context.js";
 import type { AttemptRecord } from "../../dispatch/task-store.js";
 import { toAgentMessage } from "../../registry/agent-message.js";
-import type { Breakdown, RouteDecision, Router } from "../../router/router.js";
+import type { Breakdown, Candidate, RouteDecision, Router } from "../../router/router.js";
+import { markImmutable } from "../../message-hints.js";
 import { principalKey } from "../../security/principal.js";
 import { parseGetTask, parseReportOutcome, parseRoute, parseScope, type RouteInput } from "../../validation/requests.js";
 import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
@@ -21,8 +29,9 @@ function headerOf(ctx: HandlerContext, name: string): string | null {
 import { remoteAgentMessage } from "../../federation/remote-agents.js";
 import type { AgentRecord } from "../../registry/agent-record.js";
 
-function attemptMessages(attempts: readonly AttemptRecord[]): Omit<TaskAttempt, "$typeName" | "$unknown">[] {
+function attemptMessages(attempts: readonly AttemptRecord[]): TaskAttempt[] {
   return attempts.map((a) => ({
+    $typeName: "federation.v1.TaskAttempt",
     attempt: a.attempt,
     agentId: a.agentId,
     outcome: a.outcome,
@@ -31,9 +40,11 @@ function attemptMessages(attempts: readonly AttemptRecord[]): Omit<TaskAttempt, 
   }));
 }
 
-function breakdownMessage(b: Breakdown | undefined): Omit<ScoreBreakdown, "$typeName" | "$unknown"> | undefined {
+function breakdownMessage(b: Breakdown | undefined): ScoreBreakdown | undefined {
   if (!b) return undefined;
+  // Written out as the message itself (every field, as create makes it): create's walk over an init object cost more than the fields.
   return {
+    $typeName: "federation.v1.ScoreBreakdown",
     capacity: b.capacity,
     quality: b.quality,
     latency: b.latency,
@@ -51,6 +62,63 @@ function breakdownMessage(b: Breakdown | undefined): Omit<ScoreBreakdown, "$type
   };
 }
 
+/** Candidates' messages kept (one per agent, the latest). */
+const MAX_KEPT_CANDIDATES = 4096;
+
+/**
+ * RouteCandidate messages, one per agent, reused while its score and
+ * breakdown stay the same: a reused message is immutable (message-hints.ts),
+ * so the transport writes its cached encoding instead of encoding ten
+ * candidates of fourteen factors again for every Route (a tenth of a
+ * Route's CPU). Scores move with load, lease freshness (in steps of 1e-4)
+ * and outcomes; between those the same agents are shown with the same
+ * figures. Compared field by field: a changed one builds a new message.
+ */
+export class CandidateMessages {
+  private readonly byAgent = new Map<string, RouteCandidate>();
+
+  message(c: Candidate): RouteCandidate {
+    const known = this.byAgent.get(c.agent.id);
+    if (known && known.score === c.score && sameBreakdown(known.breakdown, c.breakdown)) return known;
+    const m: RouteCandidate = markImmutable({
+      $typeName: "federation.v1.RouteCandidate",
+      agentId: c.agent.id,
+      score: c.score,
+      breakdown: breakdownMessage(c.breakdown),
+    });
+    if (known) this.byAgent.delete(c.agent.id);
+    else if (this.byAgent.size >= MAX_KEPT_CANDIDATES) this.byAgent.delete(this.byAgent.keys().next().value!);
+    this.byAgent.set(c.agent.id, m);
+    return m;
+  }
+
+  messages(candidates: readonly Candidate[]): RouteCandidate[] {
+    const out: RouteCandidate[] = new Array(candidates.length);
+    for (let i = 0; i < candidates.length; i++) out[i] = this.message(candidates[i]!);
+    return out;
+  }
+}
+
+function sameBreakdown(m: ScoreBreakdown | undefined, b: Breakdown | undefined): boolean {
+  if (!m || !b) return m === undefined && b === undefined;
+  return (
+    m.capacity === b.capacity &&
+    m.quality === b.quality &&
+    m.latency === b.latency &&
+    m.uptime === b.uptime &&
+    m.circuit === b.circuit &&
+    m.circuitState === b.circuitState &&
+    m.latencyEwmaMs === b.latencyEwmaMs &&
+    m.latencyP95Ms === b.latencyP95Ms &&
+    m.latencyP99Ms === b.latencyP99Ms &&
+    m.evidence === b.evidence &&
+    m.labels === b.labels &&
+    m.locality === b.locality &&
+    m.context === b.context &&
+    m.overMaxLatency === b.overMaxLatency
+  );
+}
+
 /** What Route needs of the federation: its remote candidates (federation.ts). */
 export interface RemoteCandidates {
   remoteWanted(scope: FederationScope, localCount: number, limit: number, hop: HopState): number;
@@ -62,6 +130,7 @@ export interface RemoteCandidates {
 const noRemoteCandidates: RemoteCandidates = { remoteWanted: () => 0, routeCandidates: async () => [] };
 
 export function routerService(router: Router, dispatcher: Dispatcher, federation: RemoteCandidates = noRemoteCandidates): ServiceImpl<typeof RouterService> {
+  const candidates = new CandidateMessages();
   /**
    * The decision for a scope: LOCAL reads no header and asks nobody; FEDERATED
    * adds the peers' agents to the local ones; AUTO asks the peers only when
@@ -95,16 +164,19 @@ export function routerService(router: Router, dispatcher: Dispatcher, federation
         : input.dispatch
           ? await dispatcher.dispatch(d, input, tenant, { signal: ctx.signal, timeoutMs: ctx.timeoutMs(), trace, hop })
           : await dispatcher.routed(d, input, tenant);
-      return create(RouteResponseSchema, {
+      // The message itself, not an init object for create (whose walk over ten candidates cost as much as encoding them).
+      const answer: RouteResponse = {
+        $typeName: "federation.v1.RouteResponse",
         agent: remoteAgentMessage(t.agent) ?? toAgentMessage(t.agent),
-        candidates: d.candidates.map((c) => ({ agentId: c.agent.id, score: c.score, breakdown: breakdownMessage(c.breakdown) })),
+        candidates: candidates.messages(d.candidates),
         reason: d.reason,
         routeId: d.routeId,
         taskId: t.taskId,
         ticket: t.ticket,
-        attempts: attemptMessages(t.attempts),
+        attempts: t.attempts.length === 0 ? [] : attemptMessages(t.attempts),
         result: t.result,
-      });
+      };
+      return answer;
     },
 
     async reportOutcome(req, ctx) {
