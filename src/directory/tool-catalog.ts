@@ -46,7 +46,8 @@ interface FacetWords {
 /** One word of a scope's index: the entries that hold it themselves, and the facet groups that hold it. */
 interface Posting {
   readonly entries: Set<Entry>;
-  readonly groups: Set<FacetGroup>;
+  /** Made with the first group (most words — an agent's own, in a description — never have one). */
+  groups: Set<FacetGroup> | undefined;
   /** Entries that hold the word through a group (the sum of its groups' sizes). */
   viaGroups: number;
 }
@@ -90,7 +91,7 @@ class CatalogIndex {
       const postings = new Set<Posting>();
       for (const words of [f.caps, f.tags]) for (const w of words.split(" ")) if (w !== "") postings.add(this.posting(w));
       group = { words: f, entries: new Set(), postings: [...postings] };
-      for (const p of group.postings) p.groups.add(group);
+      for (const p of group.postings) (p.groups ??= new Set()).add(group);
       this.groups.set(f, group);
     }
     group.entries.add(e);
@@ -112,7 +113,7 @@ class CatalogIndex {
     for (const p of group.postings) p.viaGroups--;
     if (group.entries.size > 0) return;
     this.groups.delete(group.words);
-    for (const p of group.postings) p.groups.delete(group);
+    for (const p of group.postings) p.groups!.delete(group);
     for (const words of [group.words.caps, group.words.tags]) {
       for (const w of words.split(" ")) {
         const p = w === "" ? undefined : this.postings.get(w);
@@ -132,7 +133,7 @@ class CatalogIndex {
     const found = new Set<Entry>();
     const take = (p: Posting) => {
       for (const e of p.entries) found.add(e);
-      for (const g of p.groups) for (const e of g.entries) found.add(e);
+      if (p.groups) for (const g of p.groups) for (const e of g.entries) found.add(e);
     };
     for (const p of this.tree.atPrefix(term).values()) take(p);
     if (typos) for (const [p] of this.tree.fuzzyGet(term, 1).values()) take(p);
@@ -158,7 +159,7 @@ class CatalogIndex {
   private posting(w: string): Posting {
     let p = this.postings.get(w);
     if (!p) {
-      p = { entries: new Set(), groups: new Set(), viaGroups: 0 };
+      p = { entries: new Set(), groups: undefined, viaGroups: 0 };
       this.postings.set(w, p);
       this.tree.set(w, p);
     }
@@ -166,7 +167,7 @@ class CatalogIndex {
   }
 
   private dropIfEmpty(w: string, p: Posting): void {
-    if (p.entries.size > 0 || p.groups.size > 0) return;
+    if (p.entries.size > 0 || (p.groups?.size ?? 0) > 0) return;
     this.postings.delete(w);
     this.tree.delete(w);
   }
@@ -980,8 +981,18 @@ function freezePage(p: CatalogPage): CatalogPage {
 
 /** The lowercased distinct words of a text, space-delimited with a space at each end (" a b "). */
 function words(text: string): string {
-  const ws = [...new Set(tokenize(text).map((w) => w.toLowerCase()))];
-  return ws.length === 0 ? "" : ` ${ws.join(" ")} `;
+  const tokens = tokenize(text);
+  if (tokens.length > 32) {
+    const ws = [...new Set(tokens.map((w) => w.toLowerCase()))];
+    return ws.length === 0 ? "" : ` ${ws.join(" ")} `;
+  }
+  // A description's few words: deduplicated against the text built so far (no Set, no arrays).
+  let out = " ";
+  for (const t of tokens) {
+    const w = t.toLowerCase();
+    if (!out.includes(` ${w} `)) out += `${w} `;
+  }
+  return out === " " ? "" : out;
 }
 
 /** words() of names, capabilities and tags: few and repeated, so computed once and shared. */
@@ -1000,8 +1011,52 @@ function wordsOf(text: string): string {
  * the +10 of relevance() instead.
  */
 export function tokenize(text: string): string[] {
+  const ascii = asciiTokens(text);
+  if (ascii) return ascii;
   const out: string[] = [];
   for (const word of text.split(/[^\p{L}\p{N}_.-]+/u)) out.push(...splitWord(word));
+  return out;
+}
+
+/** Character classes of asciiTokens: anything else (space, punctuation, "_", ".", "-") separates. */
+const LOWER = 1;
+const UPPER = 2;
+const DIGIT = 3;
+function asciiKind(c: number): number {
+  return c >= 97 && c <= 122 ? LOWER : c >= 65 && c <= 90 ? UPPER : c >= 48 && c <= 57 ? DIGIT : 0;
+}
+
+/**
+ * tokenize() of an ASCII text in one pass, without the Unicode property
+ * regexes (most tool names and descriptions are ASCII; the regexes were
+ * most of a registration's catalog words): the same splits — on anything
+ * but letters and digits, before an upper-case letter that follows a
+ * lower-case letter or a digit, and before the last of a run of upper-case
+ * letters followed by a lower-case one. Undefined for any other text.
+ */
+function asciiTokens(text: string): string[] | undefined {
+  const out: string[] = [];
+  let start = -1;
+  let previous = 0;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (c >= 128) return undefined;
+    const kind = asciiKind(c);
+    if (kind === 0) {
+      if (start >= 0) out.push(text.slice(start, i));
+      start = -1;
+    } else if (start < 0) {
+      start = i;
+    } else if (
+      kind === UPPER &&
+      (previous === LOWER || previous === DIGIT || (previous === UPPER && asciiKind(text.charCodeAt(i + 1)) === LOWER))
+    ) {
+      out.push(text.slice(start, i));
+      start = i;
+    }
+    previous = kind;
+  }
+  if (start >= 0) out.push(text.slice(start));
   return out;
 }
 

@@ -56,7 +56,8 @@ export function agentMessageOnce(a: AgentRecord): Agent {
  * `of` is the record the base was built from, compared field by field.
  */
 interface Static {
-  readonly of: AgentRecord;
+  /** Moved on to the newest record it matched, so the agent's older records are not kept alive by it. */
+  of: AgentRecord;
   readonly base: Agent;
 }
 const statics = new LRUCache<string, Static>({ max: 10_000 });
@@ -79,20 +80,30 @@ function sameStatic(a: AgentRecord, b: AgentRecord): boolean {
 
 function baseFor(a: AgentRecord): Agent {
   const known = statics.get(a.id);
-  if (known && sameStatic(known.of, a)) return known.base;
+  if (known && sameStatic(known.of, a)) {
+    known.of = a;
+    return known.base;
+  }
   const base = create(AgentSchema, {
     id: a.id,
     tenant: a.tenant,
     shared: a.shared,
     name: a.name,
     version: a.version,
-    endpoint: markImmutable(create(EndpointSchema, { url: a.endpoint.url, transport: a.endpoint.transport })),
-    capabilities: capabilityMessages(a.capabilities),
-    tools: toolMessages(a.tools),
-    labels: { ...a.labels },
+    // Not marked immutable: its bytes are written once, into the base's
+    // own cached encoding (a cache of its own was a second copy, one more
+    // buffer per agent); JSON writes it again per revision (two fields).
+    endpoint: create(EndpointSchema, { url: a.endpoint.url, transport: a.endpoint.transport }),
     registeredAt: timestampFromMs(a.registeredAt),
     leaseTtl: durationFromMs(a.leaseTtlMs),
   });
+  // Held, not copied (create() copies lists): the capabilities' and tools'
+  // message arrays are shared by the agents registered alike (below), the
+  // labels are the record's frozen object, shared the same way
+  // (shared-values.ts).
+  base.capabilities = capabilityMessages(a.capabilities);
+  base.tools = toolMessages(a.tools);
+  base.labels = a.labels as Agent["labels"];
   markImmutable(base);
   statics.set(a.id, { of: a, base });
   return base;

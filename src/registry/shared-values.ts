@@ -17,10 +17,18 @@ import type { CapabilityRecord, ToolRecord } from "./agent-record.js";
  * never holds a second copy of what it names and two different tools
  * cannot collide. Lists are shared as well as their items, so what is
  * cached per list (by identity, elsewhere) is computed once per kind.
+ *
+ * Tools have a pool of their own: a fleet whose tools are unique per agent
+ * (a description naming the agent) fills it with values used once (four
+ * per agent), and in one pool with the capabilities those pushed out the
+ * lists of kinds registered less often than every ~5,000 agents — such a
+ * registration then made a new list, and with it its passport hash, its
+ * messages and its catalog words again.
  */
 export class SharedValues {
   private readonly strings = new LRUCache<string, string>({ max: 50_000 });
   private readonly objects = new LRUCache<string, object>({ max: 20_000 });
+  private readonly toolPool = new LRUCache<string, object>({ max: 20_000 });
 
   string(s: string): string {
     const known = this.strings.get(s);
@@ -55,16 +63,26 @@ export class SharedValues {
    * once per shared tool, on first use.
    */
   tools(tools: readonly ToolRecord[]): readonly ToolRecord[] {
-    const json = tools.map((t) => JSON.stringify([t.name, t.description, t.inputSchema ?? null]));
+    // Each tool's JSON is JSON.stringify([name, description, schema ?? null]),
+    // written from its parts so the schema's JSON (its pool key) is made once.
+    const schemas = tools.map((t) => (t.inputSchema === undefined ? "null" : JSON.stringify(t.inputSchema)));
+    const json = tools.map((t, i) => `[${JSON.stringify(t.name)},${JSON.stringify(t.description)},${schemas[i]}]`);
     const key = `T${hash("sha256", `[${json.join(",")}]`, "base64")}`;
-    return this.object(key, () =>
-      tools.map((t, i) =>
-        this.object(`t${hash("sha256", json[i]!, "base64")}`, () => ({
-          name: this.string(t.name),
-          description: t.description,
-          inputSchema: t.inputSchema === undefined ? undefined : this.schema(t.inputSchema),
-        })),
-      ),
+    return this.object(
+      key,
+      () =>
+        tools.map((t, i) =>
+          this.object(
+            `t${hash("sha256", json[i]!, "base64")}`,
+            () => ({
+              name: this.string(t.name),
+              description: t.description,
+              inputSchema: t.inputSchema === undefined ? undefined : this.schema(t.inputSchema, schemas[i]!),
+            }),
+            this.toolPool,
+          ),
+        ),
+      this.toolPool,
     );
   }
 
@@ -74,15 +92,15 @@ export class SharedValues {
     );
   }
 
-  private schema(value: JsonObject): JsonObject {
-    return this.object(`s${hash("sha256", JSON.stringify(value), "base64")}`, () => value);
+  private schema(value: JsonObject, json: string): JsonObject {
+    return this.object(`s${hash("sha256", json, "base64")}`, () => value);
   }
 
-  private object<T extends object>(key: string, make: () => T): T {
-    const known = this.objects.get(key);
+  private object<T extends object>(key: string, make: () => T, pool = this.objects): T {
+    const known = pool.get(key);
     if (known !== undefined) return known as T;
     const value = deepFreeze(make());
-    this.objects.set(key, value);
+    pool.set(key, value);
     return value;
   }
 }
