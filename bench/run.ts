@@ -191,24 +191,53 @@ async function serviceScenarios(limit: Record<string, LoadResult>): Promise<void
     // of each): this machine's speed drifts between runs by more than the
     // difference in question. Both servers stay up, pinned to CPU 0; the one
     // not under load is idle.
+    // The bare node:http2 fixed reply takes part in the rounds too, and each
+    // server's CPU per call is kept (from /proc: robust where throughput
+    // swings with the machine's load).
     const echoPort = await freePort();
     const echo = spawnPinned(0, process.execPath, ["--import", "tsx", "bench/servers.ts", "grpc-js", String(echoPort)]);
+    const barePort = await freePort();
+    const bare = spawnPinned(0, process.execPath, ["--import", "tsx", "bench/servers.ts", "http2-fixed", String(barePort)]);
     await waitForPort(echoPort);
-    const rounds = quick ? 1 : 3;
+    await waitForPort(barePort);
+    const rounds = quick ? 1 : 5;
     const echoRuns: LoadResult[] = [];
+    const bareRuns: LoadResult[] = [];
     const discoverRuns: LoadResult[] = [];
+    const echoCpu: number[] = [];
+    const bareCpu: number[] = [];
+    const discoverCpu: number[] = [];
+    const onCpu = async (pid: number, into: number[], load: () => Promise<LoadResult>): Promise<LoadResult> => {
+      const before = cpuMs(pid);
+      const result = await load();
+      into.push(((cpuMs(pid) - before) * 1000) / (result.ok + result.failed));
+      return result;
+    };
+    const fixed = (port: number) => () => h2load({ url: `http://127.0.0.1:${port}/grpc.health.v1.Health/Check`, body: new Uint8Array(), requests: size.requests / rounds });
     try {
       for (let r = 0; r < rounds; r++) {
-        echoRuns.push(check(await h2load({ url: `http://127.0.0.1:${echoPort}/grpc.health.v1.Health/Check`, body: new Uint8Array(), requests: size.requests / rounds }), "grpc-js rounds"));
-        discoverRuns.push(check(await h2load({ url: `${svc.url}/federation.v1.DirectoryService/Discover`, body: discover, requests: size.requests / rounds, headers: auth(svc) }), "discover grpc"));
+        echoRuns.push(check(await onCpu(echo.pid!, echoCpu, fixed(echoPort)), "grpc-js rounds"));
+        bareRuns.push(check(await onCpu(bare.pid!, bareCpu, fixed(barePort)), "http2-fixed rounds"));
+        discoverRuns.push(check(await onCpu(svc.child.pid!, discoverCpu, () => h2load({ url: `${svc.url}/federation.v1.DirectoryService/Discover`, body: discover, requests: size.requests / rounds, headers: auth(svc) })), "discover grpc"));
       }
     } finally {
       await stop(echo);
+      await stop(bare);
     }
     const echoMedian = median(echoRuns);
+    const bareMedian = median(bareRuns);
     const grpcDiscover = median(discoverRuns);
-    add({ scenario: "limit: grpc-js unary (rounds alternating with discover)", ...echoMedian, note: `median of ${rounds}` });
-    add({ scenario: `discover gRPC (${size.agents} agents)`, ...grpcDiscover, limit: "grpc-js (alternating)", ratio: grpcDiscover.rps / echoMedian.rps, note: `median of ${rounds}; ${(grpcDiscover.rps / limit["grpc-js"]!.rps).toFixed(2)} of the first grpc-js run` });
+    const [echoUs, bareUs, discoverUs] = [medianOf(echoCpu), medianOf(bareCpu), medianOf(discoverCpu)];
+    add({ scenario: "limit: grpc-js unary (rounds alternating with discover)", ...echoMedian, note: `median of ${rounds}; ${cpuNote(echoUs)}`, serverCpuUs: echoUs });
+    add({ scenario: "limit: http2-fixed unary (rounds alternating with discover)", ...bareMedian, note: `median of ${rounds}; ${cpuNote(bareUs)}`, serverCpuUs: bareUs });
+    add({
+      scenario: `discover gRPC (${size.agents} agents)`,
+      ...grpcDiscover,
+      limit: "grpc-js (alternating)",
+      ratio: grpcDiscover.rps / echoMedian.rps,
+      note: `median of ${rounds}; ${(grpcDiscover.rps / bareMedian.rps).toFixed(2)} of bare http2 (alternating); ${cpuNote(discoverUs)}, ${(echoUs / discoverUs).toFixed(2)} of grpc-js's capacity by CPU, ${(bareUs / discoverUs).toFixed(2)} of bare http2's; ${(grpcDiscover.rps / limit["grpc-js"]!.rps).toFixed(2)} of the first grpc-js run`,
+      serverCpuUs: discoverUs,
+    });
     // Latency near half the maximum, in the state the maximum was measured
     // in: a closed loop with few calls in flight (h2load's --rps pacing
     // fires its connections' timers together, and the bursts, not the
