@@ -250,7 +250,7 @@ async function serviceScenarios(limit: Record<string, LoadResult>): Promise<void
     let discoverCpuUs: number | undefined;
     if (wantPart("rest")) {
       const url = `${svc.url}/agents/discover?capabilities=cap.1&capabilities=cap.14&limit=10`;
-      const rest = await autocannonRun(url, size.requests / 2, svc.token);
+      const rest = await autocannonRun(url, quick ? 1 : 4, svc.token);
       add({ scenario: "discover REST/JSON (autocannon)", ...rest, limit: "discover gRPC", ratio: rest.rps / grpcDiscover.rps, note: "autocannon is JS on one core: it tops out below the server" });
       // The same GETs from h2load's HTTP/1.1 mode (C), which can keep the server's core busy.
       const restH1 = check(await h2load({ url, body: new Uint8Array(), requests: size.requests / 2, connections: 16, h1: true, headers: auth(svc) }), "discover rest h1");
@@ -334,12 +334,17 @@ async function serviceScenarios(limit: Record<string, LoadResult>): Promise<void
   }
 }
 
-async function autocannonRun(url: string, amount: number, token: string): Promise<LoadResult> {
+/**
+ * Timed, never by request count: autocannon checks for its end on its
+ * one-second sample tick, so a run of `amount` requests lasted (and was
+ * divided by) whole seconds — a 3.2 s run read as 4.
+ */
+async function autocannonRun(url: string, seconds: number, token: string): Promise<LoadResult> {
   const result = await autocannon({
     url,
     connections: 16,
     pipelining: 1,
-    amount: Math.max(200, Math.round(amount)),
+    duration: seconds,
     headers: { authorization: `Bearer ${token}` },
   });
   if (result.non2xx > 0 || result.errors > 0) problems.push(`autocannon ${url}: ${result.non2xx} non-2xx, ${result.errors} errors`);
@@ -1420,7 +1425,7 @@ async function mcpBench(): Promise<void> {
   const rounds = quick ? 1 : 5;
   // The per-agent ListTools page walks agents in id order from its cursor (it was a k-way merge
   // over every distinct tool: ~30 ms a page at 10k agents, when 5 rounds of 3,000 took 8 minutes).
-  const perRound = quick ? 200 : 3_000;
+  const roundSeconds = quick ? 1 : 4;
   log(`mcp: tools/list over /mcp vs ListTools over Connect JSON, ${agents} agents, ${rounds} alternating rounds`);
   const svc = await startService({ MCP_MAX_SESSIONS: "10" });
   try {
@@ -1446,13 +1451,14 @@ async function mcpBench(): Promise<void> {
     const connectPage = connect.tools?.length ?? 0;
     if (mcpPage !== 100 && !quick) throw new Error(`tools/list answered ${mcpPage} tools, expected a page of 100`);
     let nextId = 2;
-    const load = async (which: "mcp" | "connect", amount: number): Promise<LoadResult> => {
+    // Timed runs (autocannonRun says why not a request count).
+    const load = async (which: "mcp" | "connect", seconds: number): Promise<LoadResult> => {
       const result = await autocannon({
         url: which === "mcp" ? `${svc.url}/mcp` : connectUrl,
         method: "POST",
         connections: 16,
         pipelining: 1,
-        amount,
+        duration: seconds,
         headers: which === "mcp" ? session : { ...auth, "content-type": "application/json" },
         ...(which === "mcp"
           ? { requests: [{ setupRequest: (req: any) => ({ ...req, body: `{"jsonrpc":"2.0","id":${nextId++},"method":"tools/list","params":{}}` }) }] }
@@ -1460,14 +1466,14 @@ async function mcpBench(): Promise<void> {
       });
       return { rps: result.requests.total / result.duration, p50Ms: result.latency.p50, p99Ms: result.latency.p99, ok: result.requests.total - result.non2xx, failed: result.non2xx + result.errors + result.timeouts };
     };
-    await load("mcp", Math.max(200, perRound / 5)); // warm-up
-    await load("connect", Math.max(200, perRound / 5));
+    await load("mcp", 1); // warm-up
+    await load("connect", 1);
     const mcpRuns: LoadResult[] = [];
     const connectRuns: LoadResult[] = [];
     const cpu: { mcp: number[]; connect: number[] } = { mcp: [], connect: [] };
     for (let r = 0; r < rounds; r++) {
-      connectRuns.push(check(await cpuPerCall(svc, cpu.connect, () => load("connect", perRound)), "ListTools connect json"));
-      mcpRuns.push(check(await cpuPerCall(svc, cpu.mcp, () => load("mcp", perRound)), "tools/list mcp"));
+      connectRuns.push(check(await cpuPerCall(svc, cpu.connect, () => load("connect", roundSeconds)), "ListTools connect json"));
+      mcpRuns.push(check(await cpuPerCall(svc, cpu.mcp, () => load("mcp", roundSeconds)), "tools/list mcp"));
     }
     const c = median(connectRuns);
     const m = median(mcpRuns);
@@ -1509,7 +1515,7 @@ async function mcpBench(): Promise<void> {
  */
 async function federationBench(): Promise<void> {
   const rounds = quick ? 1 : 5;
-  const perRound = quick ? 300 : 5_000;
+  const fedRoundSeconds = quick ? 1 : 3;
   const colds = quick ? 20 : 199;
   log(`federation: cached federated Discover vs local, cold Discover across two peers, cache memory at 100k remote tools`);
   const p1 = await startService({ FEDERATION_INSTANCE_ID: "bench-p1" });
@@ -1545,18 +1551,19 @@ async function federationBench(): Promise<void> {
     const count = async (url: string) => ((await (await fetch(url, { headers: bearer })).json()) as any).agents?.length ?? 0;
     const [nLocal, nCached] = [await count(localUrl), await count(cachedUrl)];
     if (nLocal !== 10 || nCached !== 10) throw new Error(`expected 10 agents each, local ${nLocal}, federated ${nCached}`);
-    const load = async (url: string, amount: number): Promise<LoadResult> => {
-      const r = await autocannon({ url, connections: 16, pipelining: 1, amount, headers: bearer });
+    // Timed runs (autocannonRun says why not a request count).
+    const load = async (url: string, seconds: number): Promise<LoadResult> => {
+      const r = await autocannon({ url, connections: 16, pipelining: 1, duration: seconds, headers: bearer });
       return { rps: r.requests.total / r.duration, p50Ms: r.latency.p50, p99Ms: r.latency.p99, ok: r.requests.total - r.non2xx, failed: r.non2xx + r.errors + r.timeouts };
     };
-    await load(localUrl, Math.max(200, perRound / 5));
-    await load(cachedUrl, Math.max(200, perRound / 5));
+    await load(localUrl, 1);
+    await load(cachedUrl, 1);
     const localRuns: LoadResult[] = [];
     const cachedRuns: LoadResult[] = [];
     const cpu: { local: number[]; cached: number[] } = { local: [], cached: [] };
     for (let r = 0; r < rounds; r++) {
-      localRuns.push(check(await cpuPerCall(a, cpu.local, () => load(localUrl, perRound)), "local Discover"));
-      cachedRuns.push(check(await cpuPerCall(a, cpu.cached, () => load(cachedUrl, perRound)), "federated Discover from the cache"));
+      localRuns.push(check(await cpuPerCall(a, cpu.local, () => load(localUrl, fedRoundSeconds)), "local Discover"));
+      cachedRuns.push(check(await cpuPerCall(a, cpu.cached, () => load(cachedUrl, fedRoundSeconds)), "federated Discover from the cache"));
     }
     const l = median(localRuns);
     const c = median(cachedRuns);
