@@ -297,18 +297,29 @@ async function serviceScenarios(limit: Record<string, LoadResult>): Promise<void
     }
     if (wantPart("register")) {
       const loader = new GrpcLoader(svc.port, 4, svc.token);
-      const reg = (i: number) => toBinary(RegisterRequestSchema, create(RegisterRequestSchema, agentInit(size.agents + i)));
-      const cpu: number[] = [];
-      const registers = check(await cpuPerCall(svc, cpu, () => loader.load("/federation.v1.RegistryService/Register", reg, size.writes / 4)), "register memory");
-      const registerCpuUs = cpu[0]!;
-      add({
-        scenario: "register gRPC, memory store (Node loader)",
-        ...registers,
-        limit: "discover (Node loader), server CPU per call",
-        ratio: discoverCpuUs ? discoverCpuUs / registerCpuUs : undefined,
-        note: `${cpuNote(registerCpuUs)}${nodeDiscover ? `; throughput ${(registers.rps / nodeDiscover.rps).toFixed(2)} of discover's` : ""}`,
-        serverCpuUs: registerCpuUs,
-      });
+      // New agents each call; alternating rounds of registrations that take
+      // their passport with the answer (the default) and that defer it.
+      let next = size.agents;
+      const reg = (deferPassport: boolean) => () => toBinary(RegisterRequestSchema, create(RegisterRequestSchema, { ...agentInit(next++), deferPassport }));
+      const rounds = quick ? 1 : 4;
+      const [withPassport, deferred] = [{ runs: [] as LoadResult[], cpu: [] as number[] }, { runs: [] as LoadResult[], cpu: [] as number[] }];
+      for (let r = 0; r < rounds; r++) {
+        for (const [series, defer] of [[withPassport, false], [deferred, true]] as const) {
+          series.runs.push(check(await cpuPerCall(svc, series.cpu, () => loader.load("/federation.v1.RegistryService/Register", reg(defer), size.writes / 4 / rounds)), "register memory"));
+        }
+      }
+      for (const [series, what] of [[withPassport, "passport in the answer"], [deferred, "defer_passport"]] as const) {
+        const registers = median(series.runs);
+        const registerCpuUs = medianOf(series.cpu);
+        add({
+          scenario: `register gRPC, memory store (Node loader, ${what})`,
+          ...registers,
+          limit: "discover (Node loader), server CPU per call",
+          ratio: discoverCpuUs ? discoverCpuUs / registerCpuUs : undefined,
+          note: `median of ${rounds} alternating rounds; ${cpuNote(registerCpuUs)}${nodeDiscover ? `; throughput ${(registers.rps / nodeDiscover.rps).toFixed(2)} of discover's` : ""}; issue 14 goal ≤ 250 µs`,
+          serverCpuUs: registerCpuUs,
+        });
+      }
       loader.close();
     }
     if (wantPart("register")) {
@@ -1111,11 +1122,22 @@ async function etcdPeer(): Promise<void> {
     const recordBytes = Buffer.byteLength(record(n - 1));
     const grants = Array.from({ length: n }, (_, i) => etcdLib.leaseGrantRequest(3600, i + 1));
     const puts = Array.from({ length: n }, (_, i) => etcdLib.putRequest(`/fc/agents/${agentInit(i).capabilities[0]!.name}/agent-${i}`, record(i), i + 1));
+    // Ours: the first half of each round's agents take their passport with
+    // the answer (the default), the second half defer it to their first
+    // heartbeat (defer_passport: etcd issues no credential at all).
     const regs = Array.from({ length: n }, (_, i) => toBinary(RegisterRequestSchema, create(RegisterRequestSchema, agentInit(i))));
+    const regsDeferred = Array.from({ length: n }, (_, i) => toBinary(RegisterRequestSchema, create(RegisterRequestSchema, { ...agentInit(i), deferPassport: true })));
     const answers: Buffer[] = new Array(n);
 
     // Register: round r adds agents [r·per, (r+1)·per) to each.
-    const reg = { ours: [] as LoadResult[], etcd: [] as LoadResult[], oursCpu: [] as number[], etcdCpu: [] as number[] };
+    const reg = { ours: [] as LoadResult[], etcd: [] as LoadResult[], oursCpu: [] as number[], etcdCpu: [] as number[], deferred: [] as LoadResult[], deferredCpu: [] as number[] };
+    const oursRegister = (from: number, count: number, bodies: Uint8Array[]) =>
+      etcdLib.loadOps(count, async (k) => {
+        const i = from + k;
+        const res = await ours.call("/federation.v1.RegistryService/Register", bodies[i]!, i);
+        answers[i] = res.bytes;
+        return res.status === 0;
+      });
     for (let r = 0; r < rounds; r++) {
       const from = r * per;
       const count = Math.min(per, n - from);
@@ -1131,26 +1153,19 @@ async function etcdPeer(): Promise<void> {
           "etcd register",
         ),
       );
-      reg.ours.push(
-        check(
-          await cpuOf(svc, reg.oursCpu, () =>
-            etcdLib.loadOps(count, async (k) => {
-              const i = from + k;
-              const res = await ours.call("/federation.v1.RegistryService/Register", regs[i]!, i);
-              answers[i] = res.bytes;
-              return res.status === 0;
-            }),
-          ),
-          "register vs etcd",
-        ),
-      );
+      const half = Math.ceil(count / 2);
+      reg.ours.push(check(await cpuOf(svc, reg.oursCpu, () => oursRegister(from, half, regs)), "register vs etcd"));
+      reg.deferred.push(check(await cpuOf(svc, reg.deferredCpu, () => oursRegister(from + half, count - half, regsDeferred)), "register (defer_passport) vs etcd"));
     }
     const ids = answers.map((b) => fromBinary(RegisterResponseSchema, b).agent!.id);
     const regE = median(reg.etcd);
     const regO = median(reg.ours);
     const [regEUs, regOUs] = [medianOf(reg.etcdCpu), medianOf(reg.oursCpu)];
     add({ scenario: `etcd: register = lease grant + put (${recordBytes} B JSON), ${n} agents from empty`, ...regE, note: `median of ${rounds} rounds; ${cpuNote(regEUs)}`, serverCpuUs: regEUs });
-    add({ scenario: `register gRPC vs etcd (${regs[n - 1]!.length} B request, ${n} agents from empty)`, ...regO, limit: "etcd register (alternating)", ratio: regO.rps / regE.rps, note: `median of ${rounds}; ${vs(regOUs, regEUs)}; issue 21 goal ≥ 1.5`, serverCpuUs: regOUs });
+    add({ scenario: `register gRPC vs etcd (${regs[n - 1]!.length} B request, passport in the answer, ${n / 2} of the ${n} agents)`, ...regO, limit: "etcd register (alternating)", ratio: regO.rps / regE.rps, note: `median of ${rounds}; ${vs(regOUs, regEUs)}; issue 21 goal ≥ 1.5`, serverCpuUs: regOUs });
+    const regD = median(reg.deferred);
+    const regDUs = medianOf(reg.deferredCpu);
+    add({ scenario: `register gRPC vs etcd, defer_passport (the passport comes with the first heartbeat; the other ${n / 2} agents)`, ...regD, limit: "etcd register (alternating)", ratio: regD.rps / regE.rps, note: `median of ${rounds}; ${vs(regDUs, regEUs)}; issue 21 goal ≥ 1.5`, serverCpuUs: regDUs });
 
     // Heartbeat: unary Heartbeat vs keepalives on 64 long-lived streams.
     const leases = Array.from({ length: n }, (_, i) => i + 1);

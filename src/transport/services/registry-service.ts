@@ -88,20 +88,21 @@ export function registryService(
   cards: CardSupport,
   streams: StreamSupport,
 ): ServiceImpl<typeof RegistryService> {
-  /** Register's path, shared by RegisterFromCard: the registration, then its passport. */
-  const registered = async (input: RegisterInput, ctx: HandlerContext) => {
+  /**
+   * Register's path, shared by RegisterFromCard: the registration, then its
+   * passport — unless the caller deferred it (the first heartbeat's answer
+   * carries it: renewedPassport signs one for an agent it has none for).
+   */
+  const registered = async (input: RegisterInput, ctx: HandlerContext, deferPassport = false) => {
     const agent = await registry.register(input, ctx.values.get(principalKey));
+    const answer = { agent: agentMessageOnce(agent), leaseTtl: durationFromMs(agent.leaseTtlMs) };
+    if (deferPassport) return answer;
     const passport = await issuer.passport(agent);
-    return {
-      agent: agentMessageOnce(agent),
-      leaseTtl: durationFromMs(agent.leaseTtlMs),
-      passport: passport.token,
-      passportExpiresAt: timestampFromMs(passport.expiresAt),
-    };
+    return { ...answer, passport: passport.token, passportExpiresAt: timestampFromMs(passport.expiresAt) };
   };
   return {
     async register(req, ctx) {
-      return create(RegisterResponseSchema, await registered(parseRegister(req, lease), ctx));
+      return create(RegisterResponseSchema, await registered(parseRegister(req, lease), ctx, req.deferPassport));
     },
     async registerFromCard(req, ctx) {
       const cardUrl = parseRegisterFromCard(req);
