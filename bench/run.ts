@@ -1219,21 +1219,38 @@ async function etcdPeer(): Promise<void> {
     if (probeO.status !== 0 || probeE.status !== 0) throw new Error(`discover probe: ours ${probeO.status} ${probeO.message}, etcd ${probeE.status} ${probeE.message}`);
     const foundO = fromBinary(DiscoverResponseSchema, probeO.bytes).agents.length;
     const foundE = etcdLib.rangeCount(probeE.bytes);
+    // The floor beside them: bare node:http2 answering every call with a
+    // fixed reply as large as our answer (no lookup, no encoding), same loader.
+    const barePort = await freePort();
+    const bare = spawnPinned(0, process.execPath, ["--import", "tsx", "bench/servers.ts", "http2-fixed", String(barePort), String(probeO.bytes.length)]);
+    await waitForPort(barePort);
+    const bareLoader = new GrpcLoader(barePort, 4, null);
     const readO = (total: number) => etcdLib.loadOps(total, async (i) => (await ours.call("/federation.v1.DirectoryService/Discover", discover, i)).status === 0);
     const readE = (total: number) => etcdLib.loadOps(total, async (i) => (await theirs.call(ETCD.range, range, i)).status === 0);
+    const readB = (total: number) => etcdLib.loadOps(total, async (i) => (await bareLoader.call("/bare", discover, i)).status === 0);
     await readE(size.writes / 4); // warm-up
     await readO(size.writes / 4);
+    await readB(size.writes / 4);
     const reads = Math.ceil(size.writes / rounds);
-    const disc = { ours: [] as LoadResult[], etcd: [] as LoadResult[], oursCpu: [] as number[], etcdCpu: [] as number[] };
-    for (let r = 0; r < rounds; r++) {
-      disc.etcd.push(check(await cpuOf(etcd, disc.etcdCpu, () => readE(reads)), "etcd range"));
-      disc.ours.push(check(await cpuOf(svc, disc.oursCpu, () => readO(reads)), "discover vs etcd"));
+    const disc = { ours: [] as LoadResult[], etcd: [] as LoadResult[], bare: [] as LoadResult[], oursCpu: [] as number[], etcdCpu: [] as number[], bareCpu: [] as number[] };
+    const bareProc = { cpuMs: () => cpuMs(bare.pid!) };
+    try {
+      for (let r = 0; r < rounds; r++) {
+        disc.etcd.push(check(await cpuOf(etcd, disc.etcdCpu, () => readE(reads)), "etcd range"));
+        disc.ours.push(check(await cpuOf(svc, disc.oursCpu, () => readO(reads)), "discover vs etcd"));
+        disc.bare.push(check(await cpuOf(bareProc, disc.bareCpu, () => readB(reads)), "bare http2 large reply"));
+      }
+    } finally {
+      bareLoader.close();
+      bare.kill();
     }
     const dE = median(disc.etcd);
     const dO = median(disc.ours);
-    const [dEUs, dOUs] = [medianOf(disc.etcdCpu), medianOf(disc.oursCpu)];
+    const dB = median(disc.bare);
+    const [dEUs, dOUs, dBUs] = [medianOf(disc.etcdCpu), medianOf(disc.oursCpu), medianOf(disc.bareCpu)];
     add({ scenario: `etcd: prefix Range of one capability, limit 100 (${foundE} keys back)`, ...dE, note: `median of ${rounds} rounds; ${cpuNote(dEUs)}`, serverCpuUs: dEUs });
-    add({ scenario: `discover gRPC one capability, limit 100 (${foundO} agents back) vs etcd`, ...dO, limit: "etcd prefix Range (alternating)", ratio: dO.rps / dE.rps, note: `median of ${rounds}; ${vs(dOUs, dEUs)}; issue 21 goal ≥ 5`, serverCpuUs: dOUs });
+    add({ scenario: `limit: bare http2 fixed reply of ${probeO.bytes.length} B (our answer's size), same loader`, ...dB, limit: "etcd prefix Range (alternating)", ratio: dB.rps / dE.rps, note: `median of ${rounds}; ${vs(dBUs, dEUs)}: the most node:http2 itself allows`, serverCpuUs: dBUs });
+    add({ scenario: `discover gRPC one capability, limit 100 (${foundO} agents back) vs etcd`, ...dO, limit: "etcd prefix Range (alternating)", ratio: dO.rps / dE.rps, note: `median of ${rounds}; ${vs(dOUs, dEUs)}; ${(dBUs / dOUs).toFixed(2)} of the bare reply's capacity by CPU; issue 21 goal ≥ 5`, serverCpuUs: dOUs });
   } finally {
     ours.close();
     theirs.close();

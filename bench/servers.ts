@@ -6,7 +6,7 @@
  *   connect       connect-node on http2.createServer, grpc.health.v1 Check
  *   http2-fanout  bare node:http2 streams; POST /emit writes one pre-encoded frame per event to all
  *   ws-fanout     bare ws server; POST /emit writes one pre-framed WebSocket text frame per event to every socket
- * Usage: tsx bench/servers.ts <kind> <port>
+ * Usage: tsx bench/servers.ts <kind> <port> [reply bytes, http2-fixed only]
  */
 import http from "node:http";
 import http2 from "node:http2";
@@ -21,8 +21,10 @@ import { Health, HealthCheckResponseSchema, HealthCheckResponse_ServingStatus } 
 const [kind, portArg] = process.argv.slice(2);
 const port = Number(portArg);
 
-// A gRPC reply carrying a 2-byte message (field 1 = 1), like HealthCheckResponse{SERVING}.
-const reply = Buffer.from([0, 0, 0, 0, 2, 0x08, 0x01]);
+// A gRPC reply carrying a 2-byte message (field 1 = 1), like HealthCheckResponse{SERVING};
+// or (http2-fixed's third argument) a message of that many bytes, for a limit beside a large answer.
+const replyBytes = Number(process.argv[4] ?? 0);
+const reply = replyBytes > 0 ? Buffer.concat([Buffer.from([0, replyBytes >>> 24, (replyBytes >>> 16) & 255, (replyBytes >>> 8) & 255, replyBytes & 255]), Buffer.alloc(replyBytes, 0x2a)]) : Buffer.from([0, 0, 0, 0, 2, 0x08, 0x01]);
 
 function fixed(): void {
   const server = http2.createServer();
