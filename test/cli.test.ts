@@ -177,6 +177,19 @@ describe("fedctl", { timeout: 30_000 }, () => {
     expect(quiet).toEqual({ code: 0, stdout: "", stderr: "" });
   });
 
+  it("registers an agent file with deferPassport: true and says the passport comes with the first heartbeat", async () => {
+    const run = await fedctl(t, ["register", fixture("deferred-agent.yaml")]);
+    expect(run.stderr).toBe("");
+    expect(run.code).toBe(0);
+    expect(run.stdout).toMatch(/registered cli-deferred/);
+    expect(run.stdout).toMatch(/passport deferred: the first heartbeat answers with it/);
+    const json = await fedctl(t, ["register", fixture("deferred-agent.yaml"), "--json"]);
+    const answer = JSON.parse(json.stdout.trim()) as { agent: { id: string }; passport?: string };
+    expect(answer.passport ?? "").toBe("");
+    const beat = await postJson(`${t.url}/agents/${answer.agent.id}/heartbeat`, {});
+    expect(beat.json.passport.split(".")).toHaveLength(3);
+  });
+
   it("watch --json prints the registration of an agent registered meanwhile, until interrupted", async () => {
     const child = start(t.url, ["watch", "--json", "--type", "agent.registered"]);
     let stdout = "";

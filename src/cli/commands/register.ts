@@ -12,7 +12,7 @@ export const registerCommand = new Command("register")
   .description(
     "Register (or, with agentId, update) every agent of the files: one agent, a list, {agents: [...]} " +
       "or several YAML documents per file, each a RegisterRequest as POST /agents/register takes it. " +
-      "Prints each agent's id and passport; --json prints one RegisterResponse per line. Stops at the " +
+      "Prints each agent's id and passport (deferPassport: true in a file defers it to the first heartbeat); --json prints one RegisterResponse per line. Stops at the " +
       "first agent the server refuses (the ones before it stay registered).",
   )
   .argument("<files...>", "agent files (.yaml, .yml or .json)")
@@ -56,7 +56,8 @@ export const registerCommand = new Command("register")
             `${paint(out, "green", "registered")} ${a.name} ${a.version}  id ${paint(out, "bold", a.id)}  ` +
               `${enumLabel(AgentStatusSchema, a.status, "AGENT_STATUS_")}  lease ${durationLabel(r.leaseTtl)}`,
           );
-          out.line(`  passport ${r.passport}`);
+          // An agent file with deferPassport: true gets its passport with its first heartbeat.
+          out.line(r.passport === "" ? "  passport deferred: the first heartbeat answers with it" : `  passport ${r.passport}`);
         }
         progress.update(done);
       }
