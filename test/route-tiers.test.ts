@@ -62,8 +62,8 @@ describe("route tiers and their bounds", () => {
 
 describe("memory store route index", () => {
   /** The store's routable list for a capability in a scope (private: read for this test only). */
-  function list(store: MemoryAgentStore, scope: string, cap: string): readonly { tier: number; id: string }[] {
-    const scopes = (store as unknown as { scopes: Map<string, { routable: Map<string, { tier: number; id: string }[]> }> }).scopes;
+  function list(store: MemoryAgentStore, scope: string, cap: string): Iterable<{ tier: number; id: string }> {
+    const scopes = (store as unknown as { scopes: Map<string, { routable: Map<string, Iterable<{ tier: number; id: string }>> }> }).scopes;
     return scopes.get(scope)!.routable.get(cap)!;
   }
 
@@ -77,16 +77,16 @@ describe("memory store route index", () => {
     const reviewBefore = [...list(store, "t1", "review")];
     expect(await store.update(a, { load: 0.34, lastHeartbeatAt: 2, leaseExpiresAt: 40_000, revision: a.revision + 1 })).toBe(true);
     expect(list(store, "t1", "code")).toBe(code);
-    expect(code.every((e, k) => e === before[k])).toBe(true);
-    expect(list(store, "t1", "review").every((e, k) => e === reviewBefore[k])).toBe(true);
+    expect([...code].every((e, k) => e === before[k])).toBe(true);
+    expect([...list(store, "t1", "review")].every((e, k) => e === reviewBefore[k])).toBe(true);
     expect((await store.get("a13"))!.load).toBe(0.34);
     // → 0.35 (bucket 7): the entry moves, the rest stay the same objects.
     const b = (await store.get("a13"))!;
     expect(await store.update(b, { load: 0.35, revision: b.revision + 1 })).toBe(true);
-    const moved = code.find((e) => e.id === "a13")!;
+    const moved = [...code].find((e) => e.id === "a13")!;
     expect(moved.tier).toBe(routeTier({ status: AgentStatus.HEALTHY, load: 0.35 }));
     expect(before.find((e) => e.id === "a13")).not.toBe(moved);
-    expect(code.filter((e) => e.id !== "a13").every((e) => before.includes(e))).toBe(true);
+    expect([...code].filter((e) => e.id !== "a13").every((e) => before.includes(e))).toBe(true);
   });
 });
 

@@ -27,6 +27,8 @@ interface Entry {
   readonly descWords: string;
   /** Shared scope only: providers per owning tenant, so a tenant's own shared agents count once. */
   readonly byTenant: Map<string, { n: number; healthy: number }> | undefined;
+  /** The index's: the entry's facet group as it was when indexed (its facets may have changed since); undefined while not indexed. */
+  group: FacetGroup | undefined;
 }
 
 interface Facets {
@@ -45,7 +47,15 @@ interface FacetWords {
 
 /** One word of a scope's index: the entries that hold it themselves, and the facet groups that hold it. */
 interface Posting {
-  readonly entries: Set<Entry>;
+  readonly word: string;
+  /**
+   * The entries that hold the word themselves, until more than the index's
+   * cap do (a word of most descriptions: "tool", "of"): then undefined, the
+   * word's entries are found by a scan (see matching), and only counted.
+   */
+  entries: Set<Entry> | undefined;
+  /** How many entries hold the word themselves. */
+  own: number;
   /** Made with the first group (most words — an agent's own, in a description — never have one). */
   groups: Set<FacetGroup> | undefined;
   /** Entries that hold the word through a group (the sum of its groups' sizes). */
@@ -75,16 +85,20 @@ class CatalogIndex {
   private readonly tree = new SearchableMap<Posting>();
   private readonly postings = new Map<string, Posting>();
   private readonly groups = new Map<FacetWords, FacetGroup>();
-  /** Each indexed entry's group, as it was when indexed (its facets may have changed since). */
-  private readonly groupOf = new Map<Entry, FacetGroup>();
 
-  constructor(private readonly facets: (e: Entry) => FacetWords) {}
+  constructor(
+    /** Every entry of the scope (each is indexed): what a scan reads. */
+    private readonly entries: ReadonlyMap<string, Entry>,
+    private readonly facets: (e: Entry) => FacetWords,
+    /** Entries a posting lists before it only counts them (see Posting.entries). */
+    private readonly postingCap: number,
+  ) {}
 
   add(e: Entry): void {
-    if (this.groupOf.has(e)) return;
-    for (const words of [e.nameWords, e.descWords]) {
-      for (const w of words.split(" ")) if (w !== "") this.posting(w).entries.add(e);
-    }
+    if (e.group) return;
+    for (const w of e.nameWords.split(" ")) if (w !== "") this.join(this.posting(w), e);
+    // A word of both the name and the description is held once.
+    for (const w of e.descWords.split(" ")) if (w !== "" && !e.nameWords.includes(` ${w} `)) this.join(this.posting(w), e);
     const f = this.facets(e);
     let group = this.groups.get(f);
     if (!group) {
@@ -96,19 +110,15 @@ class CatalogIndex {
     }
     group.entries.add(e);
     for (const p of group.postings) p.viaGroups++;
-    this.groupOf.set(e, group);
+    e.group = group;
   }
 
   discard(e: Entry): void {
-    const group = this.groupOf.get(e);
+    const group = e.group;
     if (!group) return;
-    this.groupOf.delete(e);
-    for (const words of [e.nameWords, e.descWords]) {
-      for (const w of words.split(" ")) {
-        const p = w === "" ? undefined : this.postings.get(w);
-        if (p && p.entries.delete(e)) this.dropIfEmpty(w, p);
-      }
-    }
+    e.group = undefined;
+    for (const w of e.nameWords.split(" ")) if (w !== "") this.leave(w, e);
+    for (const w of e.descWords.split(" ")) if (w !== "" && !e.nameWords.includes(` ${w} `)) this.leave(w, e);
     group.entries.delete(e);
     for (const p of group.postings) p.viaGroups--;
     if (group.entries.size > 0) return;
@@ -131,26 +141,41 @@ class CatalogIndex {
   /** The entries holding a word that begins with `term`, or (`typos`) one edit away from it. */
   matching(term: string, typos: boolean): Entry[] {
     const found = new Set<Entry>();
+    /** Words whose postings only count their entries: found by one scan of every entry. */
+    let scan: string[] | undefined;
     const take = (p: Posting) => {
-      for (const e of p.entries) found.add(e);
+      // A word that most entries held when it stopped listing them, but few hold now (the scope grew): listed again, from one scan.
+      if (!p.entries && p.own * 4 <= this.entries.size) p.entries = this.holding(p.word);
+      if (p.entries) for (const e of p.entries) found.add(e);
+      else (scan ??= []).push(` ${p.word} `);
       if (p.groups) for (const g of p.groups) for (const e of g.entries) found.add(e);
     };
     for (const p of this.tree.atPrefix(term).values()) take(p);
     if (typos) for (const [p] of this.tree.fuzzyGet(term, 1).values()) take(p);
+    if (scan) {
+      for (const e of this.entries.values()) {
+        for (const w of scan) {
+          if (e.nameWords.includes(w) || e.descWords.includes(w)) {
+            found.add(e);
+            break;
+          }
+        }
+      }
+    }
     return [...found];
   }
 
   /** How many entries hold `term` as a whole word (one holding it twice, itself and through its group, counts twice): the cost of searching it. */
   documentFrequency(term: string): number {
     const p = this.postings.get(term);
-    return p ? p.entries.size + p.viaGroups : 0;
+    return p ? p.own + p.viaGroups : 0;
   }
 
   /** How many (entry, word) matches `term` has as a prefix, counted up to `limit` (a walk of at most that many words). */
   prefixFrequency(term: string, limit: number): number {
     let n = 0;
     for (const p of this.tree.atPrefix(term).values()) {
-      n += p.entries.size + p.viaGroups;
+      n += p.own + p.viaGroups;
       if (n >= limit) return limit;
     }
     return n;
@@ -159,15 +184,43 @@ class CatalogIndex {
   private posting(w: string): Posting {
     let p = this.postings.get(w);
     if (!p) {
-      p = { entries: new Set(), groups: undefined, viaGroups: 0 };
+      p = { word: w, entries: new Set(), own: 0, groups: undefined, viaGroups: 0 };
       this.postings.set(w, p);
       this.tree.set(w, p);
     }
     return p;
   }
 
+  /** The entry holds the posting's word itself. */
+  private join(p: Posting, e: Entry): void {
+    p.own++;
+    if (!p.entries) return;
+    p.entries.add(e);
+    // Many entries, and more than a quarter of the scope's, hold it: a list
+    // of them costs every registration a write into a large set (and its
+    // memory), while a search that walks this word reads a fair share of
+    // the index anyway (a scan reads at most four times what the list holds).
+    if (p.entries.size > this.postingCap && p.entries.size * 4 > this.entries.size) p.entries = undefined;
+  }
+
+  /** The entries that hold `word` themselves, by a scan. */
+  private holding(word: string): Set<Entry> {
+    const w = ` ${word} `;
+    const out = new Set<Entry>();
+    for (const e of this.entries.values()) if (e.nameWords.includes(w) || e.descWords.includes(w)) out.add(e);
+    return out;
+  }
+
+  private leave(w: string, e: Entry): void {
+    const p = this.postings.get(w);
+    if (!p) return;
+    p.own--;
+    p.entries?.delete(e);
+    this.dropIfEmpty(w, p);
+  }
+
   private dropIfEmpty(w: string, p: Posting): void {
-    if (p.entries.size > 0 || (p.groups?.size ?? 0) > 0) return;
+    if (p.own > 0 || (p.groups?.size ?? 0) > 0) return;
     this.postings.delete(w);
     this.tree.delete(w);
   }
@@ -187,8 +240,9 @@ class CatalogScope {
   constructor(
     readonly name: string,
     facets: (e: Entry) => FacetWords,
+    postingCap: number,
   ) {
-    this.index = new CatalogIndex(facets);
+    this.index = new CatalogIndex(this.entries, facets, postingCap);
   }
 }
 
@@ -270,16 +324,21 @@ export class ToolCatalog {
 
   /** Rows a filtered per-agent page looks at before it merges (undefined: WALK_BUDGET and WALK_BUDGET_PER_ROW). */
   private readonly walkBudget: number | undefined;
+  /** See Posting.entries. */
+  private readonly postingCap: number;
 
   /**
    * `pageCache`: how many answered pages to keep (0: none, so every page is
    * computed — what the benchmark's page rows measure). `walkBudget`: see
    * perAgent (tests set it low to take both of its ways on a small fleet).
+   * `postingCap`: how many entries a word's posting lists before it only
+   * counts them (POSTING_CAP; tests set it low to search both ways).
    */
-  constructor(opts: { readonly pageCache?: number; readonly walkBudget?: number } = {}) {
+  constructor(opts: { readonly pageCache?: number; readonly walkBudget?: number; readonly postingCap?: number } = {}) {
     const max = opts.pageCache ?? 1_024;
     this.pages = max > 0 ? new LRUCache<string, CatalogPage>({ max }) : undefined;
     this.walkBudget = opts.walkBudget;
+    this.postingCap = opts.postingCap ?? POSTING_CAP;
   }
 
   /** An agent was added (before undefined), changed, or removed (after undefined). */
@@ -694,7 +753,7 @@ export class ToolCatalog {
 
   private scope(name: string): CatalogScope {
     let s = this.scopes.get(name);
-    if (!s) this.scopes.set(name, (s = new CatalogScope(name, this.facets)));
+    if (!s) this.scopes.set(name, (s = new CatalogScope(name, this.facets, this.postingCap)));
     return s;
   }
 
@@ -716,6 +775,7 @@ export class ToolCatalog {
             nameWords: wordsOf(tool.name),
             descWords: words(tool.description),
             byTenant: scope.name === SHARED ? new Map([[a.tenant, { n: 1, healthy }]]) : undefined,
+            group: undefined,
           };
           scope.entries.set(id, entry);
           scope.sorted.insert(entry);
@@ -823,6 +883,17 @@ export class ToolCatalog {
 }
 
 const NONE: ReadonlySet<string> = new Set();
+
+/**
+ * Entries a word's posting lists before it may only count them (when they
+ * are also more than a quarter of the scope's): a word in
+ * more descriptions than this ("tool", "of", "agent" in a fleet whose
+ * descriptions differ only in a name) made each registration write into
+ * sets of the whole catalog's size, and held ~12 bytes per entry per such
+ * word; a search driven by such a word scans the scope's entries instead
+ * of that set — it returns more entries than this anyway.
+ */
+const POSTING_CAP = 1_024;
 
 /**
  * Rows a filtered per-agent page looks at before it merges the matching
@@ -995,11 +1066,23 @@ function words(text: string): string {
   return out === " " ? "" : out;
 }
 
-/** words() of names, capabilities and tags: few and repeated, so computed once and shared. */
-const knownWords = new LRUCache<string, string>({ max: 20_000 });
+/**
+ * words() of names, capabilities and tags: few and repeated, so computed
+ * once and shared. Bounded as two generations of 10,000 (a hit in the
+ * older moves to the younger; a full younger one replaces the older): an
+ * LRU's effect at a Map's cost per lookup.
+ */
+let knownWords = new Map<string, string>();
+let olderWords = new Map<string, string>();
 function wordsOf(text: string): string {
   let w = knownWords.get(text);
-  if (w === undefined) knownWords.set(text, (w = words(text)));
+  if (w !== undefined) return w;
+  w = olderWords.get(text) ?? words(text);
+  knownWords.set(text, w);
+  if (knownWords.size >= 10_000) {
+    olderWords = knownWords;
+    knownWords = new Map();
+  }
   return w;
 }
 
@@ -1082,7 +1165,7 @@ function splitWord(word: string): string[] {
 }
 
 function distinctTools(tools: readonly ToolRecord[]): ToolRecord[] {
-  if (tools.length < 2) return tools as ToolRecord[];
+  if (tools.length < 2 || distinctNames(tools)) return tools as ToolRecord[];
   const seen = new Set<string>();
   return tools.filter((t) => {
     const id = toolContentHash(t);
@@ -1090,6 +1173,13 @@ function distinctTools(tools: readonly ToolRecord[]): ToolRecord[] {
     seen.add(id);
     return true;
   });
+}
+
+/** Whether no two of a few tools have one name (then no two are equal: validation keeps names unique per agent). */
+function distinctNames(tools: readonly ToolRecord[]): boolean {
+  if (tools.length > 16) return false;
+  for (let i = 1; i < tools.length; i++) for (let j = 0; j < i; j++) if (tools[i]!.name === tools[j]!.name) return false;
+  return true;
 }
 
 function sameShape(a: AgentRecord, b: AgentRecord): boolean {
@@ -1111,8 +1201,11 @@ function count(map: Map<string, number>, key: string, delta: 1 | -1): boolean {
  * Entries in key order (tool name, then id), as a list of blocks of at
  * most BLOCK: an insert or delete moves at most a block, not the whole
  * catalog (a splice into one array of 300k keys cost ~0.5 ms per agent).
+ * Small: moving an old-generation array's elements costs V8's write
+ * barrier per element — blocks of 512 cost a registration at 10k agents
+ * ~25 µs more (in-process, its 3 tools' inserts and its id's) than 64.
  */
-const BLOCK = 512;
+const BLOCK = 64;
 class SortedEntries {
   private readonly blocks: Entry[][] = [];
 

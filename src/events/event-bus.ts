@@ -1,4 +1,4 @@
-import { create, toBinary, toJsonString, type MessageInitShape } from "@bufbuild/protobuf";
+import { create, isMessage, toBinary, toJsonString, type DescMessage, type MessageInitShape } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { EventSchema, type Event } from "../../gen/federation/v1/event_pb.js";
 
@@ -207,6 +207,28 @@ export interface EventBus {
   unpublishedEvents?(): { readonly queued: number; readonly dropped: number };
 }
 
+/** The message schema of each case of the Event's payload. */
+const PAYLOAD_SCHEMAS = new Map<string, DescMessage>(
+  EventSchema.fields.flatMap((f) => (f.oneof?.localName === "payload" && f.message ? [[f.localName, f.message] as const] : [])),
+);
+
+/**
+ * The Event, field by field: create() with the whole input as its init
+ * walks it by reflection (~2.5 µs an event, against ~0.3 µs so — every
+ * registration publishes one). A payload given as a message is held, not
+ * copied.
+ */
 export function buildEvent(id: bigint, nowMs: number, input: EventInput): PublishedEvent {
-  return new PublishedEvent(create(EventSchema, { ...input, id, time: timestampFromMs(nowMs) }));
+  const m = create(EventSchema);
+  m.id = id;
+  m.type = input.type;
+  m.time = timestampFromMs(nowMs);
+  m.agentId = input.agentId ?? "";
+  m.tenant = input.tenant;
+  const payload = input.payload;
+  if (payload?.case !== undefined) {
+    const value = isMessage(payload.value) ? payload.value : create(PAYLOAD_SCHEMAS.get(payload.case)!, payload.value as never);
+    m.payload = { case: payload.case, value } as Event["payload"];
+  }
+  return new PublishedEvent(m);
 }

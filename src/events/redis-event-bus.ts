@@ -1,10 +1,10 @@
-import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
-import { timestampFromMs } from "@bufbuild/protobuf/wkt";
+import { fromBinary, toBinary } from "@bufbuild/protobuf";
 import { Redis } from "ioredis";
 import { EventSchema } from "../../gen/federation/v1/event_pb.js";
 import type { Clock } from "../clock.js";
 import type { Logger } from "../logger.js";
 import {
+  buildEvent,
   PublishedEvent,
   type ComponentStatus,
   type EventBus,
@@ -126,7 +126,7 @@ export class RedisEventBus implements EventBus {
       this.opts.log.error({ type: input.type, dropped: this.dropped }, "event queue full while Redis is down; event dropped");
       return;
     }
-    const event = create(EventSchema, { ...input, id: 0n, time: timestampFromMs(this.clock.now()) });
+    const event = buildEvent(0n, this.clock.now(), input).message;
     this.pending++;
     this.pub
       .xadd(this.key, "MAXLEN", "~", String(this.opts.retention), "*", "e", Buffer.from(toBinary(EventSchema, event)))

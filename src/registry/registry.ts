@@ -1,4 +1,6 @@
 import { randomUUID } from "node:crypto";
+import { create } from "@bufbuild/protobuf";
+import { AgentChangeSchema } from "../../gen/federation/v1/event_pb.js";
 import type { Clock } from "../clock.js";
 import type { LeaseConfig } from "../config.js";
 import { errors } from "../errors.js";
@@ -194,15 +196,12 @@ export class Registry {
 
   private async emit(type: EventType, agent: AgentRecord, previous: AgentStatus | undefined, reason: string) {
     try {
-      await this.bus.publish({
-        type,
-        tenant: agent.tenant,
-        agentId: agent.id,
-        payload: {
-          case: "agentChange",
-          value: { agent: agentMessageOnce(agent), previousStatus: previous ?? AgentStatus.UNSPECIFIED, reason },
-        },
-      });
+      // The payload as a message, field by field (an init would be walked by reflection).
+      const change = create(AgentChangeSchema);
+      change.agent = agentMessageOnce(agent);
+      change.previousStatus = previous ?? AgentStatus.UNSPECIFIED;
+      change.reason = reason;
+      await this.bus.publish({ type, tenant: agent.tenant, agentId: agent.id, payload: { case: "agentChange", value: change } });
     } catch (err) {
       // The write stands; a lost event is logged, never turned into a failed write.
       this.log.error({ err, type, agentId: agent.id }, "event publish failed");

@@ -1,7 +1,6 @@
 import { hash } from "node:crypto";
 import type { JsonObject, JsonValue } from "@bufbuild/protobuf";
 import canonicalize from "canonicalize";
-import { LRUCache } from "lru-cache";
 import type { CapabilityRecord, ToolRecord } from "./agent-record.js";
 
 /**
@@ -11,12 +10,12 @@ import type { CapabilityRecord, ToolRecord } from "./agent-record.js";
  * new strings and objects (at 100k agents that was ~40% of the heap).
  * Records are never mutated, so equal parts can be one frozen value.
  *
- * Bounded, least recently used out: unique values cost the pools at most
- * their size and only go unshared. Tools and schemas are keyed by a
- * SHA-256 of their JSON (a description or schema can be long), so a key
- * never holds a second copy of what it names and two different tools
- * cannot collide. Lists are shared as well as their items, so what is
- * cached per list (by identity, elsewhere) is computed once per kind.
+ * Bounded, least recently used out (see Pool): unique values cost the
+ * pools at most their size and only go unshared. Long keys are a SHA-256
+ * of their text (a description or schema can be long, see tools()), so a
+ * key never holds a long second copy of what it names and two different
+ * values cannot collide. Lists are shared as well as their items, so what
+ * is cached per list (by identity, elsewhere) is computed once per kind.
  *
  * Tools have a pool of their own: a fleet whose tools are unique per agent
  * (a description naming the agent) fills it with values used once (four
@@ -26,9 +25,11 @@ import type { CapabilityRecord, ToolRecord } from "./agent-record.js";
  * messages and its catalog words again.
  */
 export class SharedValues {
-  private readonly strings = new LRUCache<string, string>({ max: 50_000 });
-  private readonly objects = new LRUCache<string, object>({ max: 20_000 });
-  private readonly toolPool = new LRUCache<string, object>({ max: 20_000 });
+  private readonly strings = new Pool<string>(50_000);
+  private readonly objects = new Pool<Slot>(20_000);
+  private readonly toolPool = new Pool<Slot>(20_000);
+  /** Serial numbers of pooled values: a list's key names its items by these (short, and no item is hashed twice). */
+  private serial = 0;
 
   string(s: string): string {
     const known = this.strings.get(s);
@@ -45,63 +46,114 @@ export class SharedValues {
    */
   capabilities(caps: readonly CapabilityRecord[]): readonly CapabilityRecord[] {
     const key = `C${JSON.stringify(caps.map((c) => [c.name, c.tags]))}`;
-    return this.object(key, () =>
-      caps.map((c) =>
-        this.object(`c${JSON.stringify([c.name, c.tags])}`, () => ({
-          name: this.string(c.name),
-          tags: Object.freeze(c.tags.map((t) => this.string(t))),
-        })),
+    return this.object(this.objects, key, () =>
+      caps.map(
+        (c) =>
+          this.object(this.objects, `c${JSON.stringify([c.name, c.tags])}`, () => ({
+            name: this.string(c.name),
+            tags: Object.freeze(c.tags.map((t) => this.string(t))),
+          })).value,
       ),
-    );
+    ).value;
   }
 
   /**
-   * Tools and lists of tools, keyed by a SHA-256 of their JSON as received
-   * (cheap: the native JSON.stringify, no canonical form). Two tools equal
-   * but for their schema's key order are two values here, and one entry in
-   * the catalog, whose identity is the canonical toolContentHash — computed
-   * once per shared tool, on first use.
+   * Tools and lists of tools. A schema is pooled by its JSON as received
+   * (the native JSON.stringify, no canonical form), a tool by its schema's
+   * pooled value, name and description, a list by its pooled items: a key
+   * is the text itself when short (no longer than the SHA-256 that would
+   * stand for it), else a SHA-256 of it — so a key never holds a long
+   * second copy of what it names, two different values cannot collide,
+   * and a registration whose tools are unique to it (a description naming
+   * the agent) hashes nothing. Two tools equal but for their schema's key
+   * order are two values here, and one entry in the catalog, whose
+   * identity is the canonical toolContentHash — computed once per shared
+   * tool, on first use.
    */
   tools(tools: readonly ToolRecord[]): readonly ToolRecord[] {
-    // Each tool's JSON is JSON.stringify([name, description, schema ?? null]),
-    // written from its parts so the schema's JSON (its pool key) is made once.
-    const schemas = tools.map((t) => (t.inputSchema === undefined ? "null" : JSON.stringify(t.inputSchema)));
-    const json = tools.map((t, i) => `[${JSON.stringify(t.name)},${JSON.stringify(t.description)},${schemas[i]}]`);
-    const key = `T${hash("sha256", `[${json.join(",")}]`, "base64")}`;
-    return this.object(
-      key,
-      () =>
-        tools.map((t, i) =>
-          this.object(
-            `t${hash("sha256", json[i]!, "base64")}`,
-            () => ({
-              name: this.string(t.name),
-              description: t.description,
-              inputSchema: t.inputSchema === undefined ? undefined : this.schema(t.inputSchema, schemas[i]!),
-            }),
-            this.toolPool,
-          ),
-        ),
-      this.toolPool,
-    );
+    const items: ToolRecord[] = new Array(tools.length);
+    let key = "T";
+    for (let i = 0; i < tools.length; i++) {
+      const t = tools[i]!;
+      const schema = t.inputSchema === undefined ? undefined : this.schema(t.inputSchema);
+      const item = this.object(this.toolPool, shortKey(`t${schema?.serial ?? ""}${JSON.stringify([t.name, t.description])}`), () => ({
+        name: this.string(t.name),
+        description: t.description,
+        inputSchema: schema?.value as JsonObject | undefined,
+      }));
+      items[i] = item.value as ToolRecord;
+      key += `${item.serial},`;
+    }
+    return this.object(this.toolPool, shortKey(key), () => items).value as readonly ToolRecord[];
   }
 
   labels(labels: Readonly<Record<string, string>>): Readonly<Record<string, string>> {
-    return this.object(`l${JSON.stringify(labels)}`, () =>
+    return this.object(this.objects, `l${JSON.stringify(labels)}`, () =>
       Object.fromEntries(Object.entries(labels).map(([k, v]) => [this.string(k), this.string(v)])),
-    );
+    ).value;
   }
 
-  private schema(value: JsonObject, json: string): JsonObject {
-    return this.object(`s${hash("sha256", json, "base64")}`, () => value);
+  private schema(value: JsonObject): Slot {
+    return this.object(this.objects, shortKey(`s${JSON.stringify(value)}`), () => value);
   }
 
-  private object<T extends object>(key: string, make: () => T, pool = this.objects): T {
+  private object<T extends object>(pool: Pool<Slot>, key: string, make: () => T): Slot<T> {
     const known = pool.get(key);
-    if (known !== undefined) return known as T;
-    const value = deepFreeze(make());
-    pool.set(key, value);
-    return value;
+    if (known !== undefined) return known as Slot<T>;
+    const slot: Slot<T> = { value: deepFreeze(make()), serial: ++this.serial };
+    pool.set(key, slot);
+    return slot;
+  }
+}
+
+/** A pooled value and its serial number. */
+interface Slot<T extends object = object> {
+  readonly value: T;
+  readonly serial: number;
+}
+
+/** Keys up to this long are the text itself (a base64 SHA-256 is 44 characters). */
+const SHORT_KEY = 64;
+
+/** The key itself when short, else "#" and a SHA-256 of it after its first character (no JSON text begins with "#"). */
+function shortKey(key: string): string {
+  return key.length <= SHORT_KEY ? key : `${key[0]}#${hash("sha256", key, "base64")}`;
+}
+
+/**
+ * A bounded pool, least recently used out, at a Map's cost per lookup
+ * (lru-cache's bookkeeping per get was most of what pooling cost a
+ * registration): two generations of up to `max / 2` entries each; a hit
+ * in the older one moves the entry to the younger, and when the younger is
+ * full it becomes the older and the older is dropped. Whatever was used
+ * within the last `max / 2` insertions is kept; never more than `max`.
+ */
+class Pool<V> {
+  private young = new Map<string, V>();
+  private old = new Map<string, V>();
+  private readonly generation: number;
+
+  constructor(max: number) {
+    this.generation = Math.max(1, max >> 1);
+  }
+
+  get(key: string): V | undefined {
+    const v = this.young.get(key);
+    if (v !== undefined) return v;
+    const older = this.old.get(key);
+    if (older !== undefined) {
+      this.old.delete(key);
+      this.set(key, older);
+    }
+    return older;
+  }
+
+  set(key: string, value: V): void {
+    this.young.set(key, value);
+    if (this.young.size >= this.generation) {
+      this.old = this.young;
+      this.young = new Map();
+    }
   }
 }
 
