@@ -1,5 +1,6 @@
 import SearchableMap from "minisearch/SearchableMap";
 import { LRUCache } from "lru-cache";
+import { RecentMap } from "../recent-map.js";
 import { AgentStatus, type AgentRecord, type ToolRecord } from "../registry/agent-record.js";
 import type { CatalogEntry, ToolKey, ToolQuery } from "../registry/agent-store.js";
 import { toolContentHash } from "../registry/shared-values.js";
@@ -1066,23 +1067,11 @@ function words(text: string): string {
   return out === " " ? "" : out;
 }
 
-/**
- * words() of names, capabilities and tags: few and repeated, so computed
- * once and shared. Bounded as two generations of 10,000 (a hit in the
- * older moves to the younger; a full younger one replaces the older): an
- * LRU's effect at a Map's cost per lookup.
- */
-let knownWords = new Map<string, string>();
-let olderWords = new Map<string, string>();
+/** words() of names, capabilities and tags: few and repeated, so computed once and shared (the 20,000 last used). */
+const knownWords = new RecentMap<string, string>(20_000);
 function wordsOf(text: string): string {
   let w = knownWords.get(text);
-  if (w !== undefined) return w;
-  w = olderWords.get(text) ?? words(text);
-  knownWords.set(text, w);
-  if (knownWords.size >= 10_000) {
-    olderWords = knownWords;
-    knownWords = new Map();
-  }
+  if (w === undefined) knownWords.set(text, (w = words(text)));
   return w;
 }
 

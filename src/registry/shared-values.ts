@@ -1,6 +1,7 @@
 import { hash } from "node:crypto";
 import type { JsonObject, JsonValue } from "@bufbuild/protobuf";
 import canonicalize from "canonicalize";
+import { RecentMap } from "../recent-map.js";
 import type { CapabilityRecord, ToolRecord } from "./agent-record.js";
 
 /**
@@ -10,7 +11,7 @@ import type { CapabilityRecord, ToolRecord } from "./agent-record.js";
  * new strings and objects (at 100k agents that was ~40% of the heap).
  * Records are never mutated, so equal parts can be one frozen value.
  *
- * Bounded, least recently used out (see Pool): unique values cost the
+ * Bounded, least recently used out (RecentMap): unique values cost the
  * pools at most their size and only go unshared. Long keys are a SHA-256
  * of their text (a description or schema can be long, see tools()), so a
  * key never holds a long second copy of what it names and two different
@@ -25,9 +26,9 @@ import type { CapabilityRecord, ToolRecord } from "./agent-record.js";
  * messages and its catalog words again.
  */
 export class SharedValues {
-  private readonly strings = new Pool<string>(50_000);
-  private readonly objects = new Pool<Slot>(20_000);
-  private readonly toolPool = new Pool<Slot>(20_000);
+  private readonly strings = new RecentMap<string, string>(50_000);
+  private readonly objects = new RecentMap<string, Slot>(20_000);
+  private readonly toolPool = new RecentMap<string, Slot>(20_000);
   /** Serial numbers of pooled values: a list's key names its items by these (short, and no item is hashed twice). */
   private serial = 0;
 
@@ -97,7 +98,7 @@ export class SharedValues {
     return this.object(this.objects, shortKey(`s${JSON.stringify(value)}`), () => value);
   }
 
-  private object<T extends object>(pool: Pool<Slot>, key: string, make: () => T): Slot<T> {
+  private object<T extends object>(pool: RecentMap<string, Slot>, key: string, make: () => T): Slot<T> {
     const known = pool.get(key);
     if (known !== undefined) return known as Slot<T>;
     const slot: Slot<T> = { value: deepFreeze(make()), serial: ++this.serial };
@@ -118,43 +119,6 @@ const SHORT_KEY = 64;
 /** The key itself when short, else "#" and a SHA-256 of it after its first character (no JSON text begins with "#"). */
 function shortKey(key: string): string {
   return key.length <= SHORT_KEY ? key : `${key[0]}#${hash("sha256", key, "base64")}`;
-}
-
-/**
- * A bounded pool, least recently used out, at a Map's cost per lookup
- * (lru-cache's bookkeeping per get was most of what pooling cost a
- * registration): two generations of up to `max / 2` entries each; a hit
- * in the older one moves the entry to the younger, and when the younger is
- * full it becomes the older and the older is dropped. Whatever was used
- * within the last `max / 2` insertions is kept; never more than `max`.
- */
-class Pool<V> {
-  private young = new Map<string, V>();
-  private old = new Map<string, V>();
-  private readonly generation: number;
-
-  constructor(max: number) {
-    this.generation = Math.max(1, max >> 1);
-  }
-
-  get(key: string): V | undefined {
-    const v = this.young.get(key);
-    if (v !== undefined) return v;
-    const older = this.old.get(key);
-    if (older !== undefined) {
-      this.old.delete(key);
-      this.set(key, older);
-    }
-    return older;
-  }
-
-  set(key: string, value: V): void {
-    this.young.set(key, value);
-    if (this.young.size >= this.generation) {
-      this.old = this.young;
-      this.young = new Map();
-    }
-  }
 }
 
 function deepFreeze<T>(value: T): T {

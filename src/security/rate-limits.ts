@@ -67,6 +67,12 @@ export class RateLimits {
    * admitted over it). Smaller quotas count every call with the limiter.
    */
   tenant(tenant: string): Promise<void> | undefined {
+    // The common case first: a point of the tenant's reserve, within its window.
+    const held = this.reserves.get(tenant);
+    if (held !== undefined && held.points > 0 && Date.now() < held.until) {
+      held.points--;
+      return undefined;
+    }
     const points = this.config.perTenant[tenant] ?? this.config.tenantPerWindow;
     let limiter = this.tenantLimiters.get(points);
     if (!limiter) this.tenantLimiters.set(points, (limiter = this.limiter(points, `${this.prefix}:rl:tenant:${points}`)));

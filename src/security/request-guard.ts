@@ -92,8 +92,14 @@ export class RequestGuard {
       if (!identity) throw errors.unauthenticated("client certificate names no identity");
       return identity;
     }
-    const token = call.token ?? bearer(call.header.get("authorization"));
-    return token === undefined ? ANONYMOUS : this.verifier.verify(token);
+    if (call.token !== undefined) return this.verifier.verify(call.token);
+    const header = call.header.get("authorization");
+    if (header === null) return ANONYMOUS;
+    // A header seen before (a client's every call): its principal by the header itself, no parsing.
+    const known = this.verifier.remembered(header);
+    if (known !== undefined) return known;
+    const token = bearer(header);
+    return token === undefined ? ANONYMOUS : this.verifier.verify(token, header);
   }
 }
 

@@ -9,8 +9,8 @@ import {
   type JWTPayload,
   type JWTVerifyGetKey,
 } from "jose";
-import { LRUCache } from "lru-cache";
 import type { Clock } from "../clock.js";
+import { RecentMap } from "../recent-map.js";
 import { errors } from "../errors.js";
 import type { KeyStore } from "./key-store.js";
 import { SCOPES, type Principal, type Scope } from "./principal.js";
@@ -49,8 +49,17 @@ const tenantPattern = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/;
 export class TokenVerifier {
   private readonly external = new Map<string, JWTVerifyGetKey>();
   private readonly bootstrapDigest: Buffer | undefined;
-  /** Entries expire by our clock (checked on read), so the LRU itself keeps no timers or TTLs. */
-  private readonly cache = new LRUCache<string, { principal: Principal; until: number }>({ max: 10_000 });
+  /** Entries expire by our clock (checked on read), so the cache itself keeps no timers or TTLs. */
+  private readonly cache = new RecentMap<string, Remembered>(10_000);
+  /**
+   * The entries last read, by the last TAIL characters of their key (of a
+   * JWT: its signature's). A credential arrives as a new string on every
+   * call, and a Map lookup by the whole of it hashes hundreds of
+   * characters each time; this hashes the tail, then compares the whole
+   * key with the one entry found. Only a caller who already has a key's
+   * tail — the secret part of a token — gets as far as that comparison.
+   */
+  private readonly recent = new Map<string, Remembered>();
   private bootstrapPrincipal: Principal | undefined;
 
   constructor(
@@ -76,18 +85,45 @@ export class TokenVerifier {
   /**
    * Verified tokens are remembered for up to CACHE_MS (never past their
    * `exp`), so a client sending the same token on every call pays for one
-   * signature check, not one per call.
+   * signature check, not one per call. `key` is what it is remembered by:
+   * the token, or the whole Authorization header value that carried it
+   * (the guard then finds a repeated header with `remembered`, one Map
+   * lookup, without parsing it again).
    */
-  verify(token: string): Principal | Promise<Principal> {
+  verify(token: string, key: string = token): Principal | Promise<Principal> {
     const now = this.clock.now();
-    const cached = this.cache.get(token);
+    const cached = this.lookup(key, now);
     // A remembered token is answered at once: no promise on the hot path.
-    if (cached && cached.until > now) return cached.principal;
+    if (cached) return cached.principal;
     return this.verifyUncached(token).then((principal) => {
       const until = principal.via === "bootstrap" ? now + CACHE_MS : Math.min(now + CACHE_MS, principal.expiresAt ?? 0);
-      if (until > now) this.cache.set(token, { principal, until });
+      if (until > now) this.remember({ key, principal, until });
       return principal;
     });
+  }
+
+  /** The principal of a credential verified under `key` (see `verify`) and not expired since; undefined otherwise. */
+  remembered(key: string): Principal | undefined {
+    return this.lookup(key, this.clock.now())?.principal;
+  }
+
+  private remember(e: Remembered): void {
+    this.cache.set(e.key, e);
+    // Its tail may still find an expired entry of the same key.
+    this.recent.delete(tailOf(e.key));
+  }
+
+  /** The entry remembered under `key` if it has not expired: by its tail, else from the cache (then also by its tail). */
+  private lookup(key: string, now: number): Remembered | undefined {
+    const tail = tailOf(key);
+    let e = this.recent.get(tail);
+    if (e === undefined || e.key !== key) {
+      e = this.cache.get(key);
+      if (e === undefined) return undefined;
+      if (this.recent.size >= MAX_RECENT) this.recent.clear();
+      this.recent.set(tail, e);
+    }
+    return e.until > now ? e : undefined;
   }
 
   private async verifyUncached(token: string): Promise<Principal> {
@@ -135,6 +171,20 @@ export class TokenVerifier {
     return { subject, tenant, scopes: scopesOf(payload), via: "token", expiresAt };
   }
 }
+
+interface Remembered {
+  readonly key: string;
+  readonly principal: Principal;
+  /** Not past this (ms since the epoch, by the verifier's clock). */
+  readonly until: number;
+}
+
+/** Characters of a key's end that find its recent entry (32 of a JWT's base64url signature: 192 bits). */
+const TAIL = 32;
+const tailOf = (key: string): string => (key.length > TAIL ? key.slice(-TAIL) : key);
+
+/** Recent entries held by their tails (then forgotten all at once; the cache still has them). */
+const MAX_RECENT = 1_024;
 
 /** How long a verified token is remembered (its own expiry still applies). */
 const CACHE_MS = 60_000;

@@ -37,7 +37,7 @@ export class CallContext implements HandlerContext {
   readonly url: string;
   readonly values: ContextValues;
   readonly requestId: string;
-  /** Request headers read by name, without building a Headers object. */
+  /** Request headers read by name, without building a Headers object (this context's own `get`). */
   readonly rawHeader: Pick<Headers, "get">;
   /** Set when the call is answered, cancelled or past its deadline. */
   finished = false;
@@ -62,7 +62,7 @@ export class CallContext implements HandlerContext {
     this.requestId = init.requestId;
     this.raw = init.headers;
     this.shutdown = init.shutdown;
-    this.rawHeader = new RawHeader(init.headers);
+    this.rawHeader = this;
     if (init.timeoutMs !== undefined) {
       this.deadlineAt = Date.now() + init.timeoutMs;
       this.timer = setTimeout(() => {
@@ -70,6 +70,11 @@ export class CallContext implements HandlerContext {
         this.abort(DEADLINE);
       }, init.timeoutMs);
     }
+  }
+
+  /** A request header by name, as a Headers object would give it (`rawHeader`). */
+  get(name: string): string | null {
+    return headerValue(this.raw, name);
   }
 
   timeoutMs(): number | undefined {
@@ -139,14 +144,6 @@ export class CallValues implements ContextValues {
   delete(key: ContextKey<unknown>): this {
     delete this.slots[key.id];
     return this;
-  }
-}
-
-/** Request headers read by name as a Headers object would (one small object per call, no closure). */
-class RawHeader implements Pick<Headers, "get"> {
-  constructor(private readonly h: IncomingHttpHeaders) {}
-  get(name: string): string | null {
-    return headerValue(this.h, name);
   }
 }
 

@@ -4,13 +4,14 @@ import { Code, ConnectError, type HandlerContext } from "@connectrpc/connect";
 import { HealthService } from "../../gen/federation/v1/health_service_pb.js";
 import { errors } from "../errors.js";
 import { baseOf } from "../message-hints.js";
+import { requirementOf, type Requirement } from "../security/access-policy.js";
 import { peerCertificateOfSocket } from "../security/client-certificate.js";
 import { peerKey, principalKey } from "../security/principal.js";
 import { parseWatch } from "../validation/requests.js";
 import { CallContext, CallValues, CLIENT_GONE, DEADLINE, FINISHED } from "./call-context.js";
 import { FanOut, type Subscriber } from "./fan-out.js";
 import { percentEncode } from "./grpc-message.js";
-import { parseGrpcTimeout, type PendingRequests } from "./http2-limits.js";
+import { onStreamClosed, parseGrpcTimeout, type PendingRequests } from "./http2-limits.js";
 import { MessageEncoder } from "./message-encoding.js";
 import type { Call, Pipeline } from "./pipeline.js";
 import { traceKey } from "./trace-context.js";
@@ -25,6 +26,10 @@ interface Route {
   readonly impl: UnaryImpl;
   /** "package.Service/Method", made once: the outcome record's method. */
   readonly procedure: string;
+  /** Its access-policy entry, looked up once (undefined: closed to callers). */
+  readonly requirement: Requirement | undefined;
+  /** Parsed requests by their bytes, on a route whose handler only reads its request (`parse`). */
+  readonly requests: Map<string, Message> | undefined;
 }
 
 export interface FastPathOptions {
@@ -66,15 +71,26 @@ export class GrpcFastPath {
   private readonly feed: FanOut;
   /** Calls served here (tests use it to tell which path answered). */
   served = 0;
+  /** Requests answered with a message parsed for the same bytes before (`parse`). */
+  reusedRequests = 0;
 
-  constructor(private readonly opts: FastPathOptions) {
+  private readonly watchRequirement = requirementOf(HealthService.typeName, HealthService.method.watchEvents.name);
+
+  constructor(readonly opts: FastPathOptions) {
     this.feed = opts.feed;
     for (const { service, impl } of opts.services) {
       for (const method of service.methods) {
         const fn = (impl as Record<string, unknown>)[method.localName];
         if (typeof fn !== "function") continue;
         const procedure = `${service.typeName}/${method.name}`;
-        const route = { service, method, impl: fn.bind(impl) as UnaryImpl, procedure };
+        const route: Route = {
+          service,
+          method,
+          impl: fn.bind(impl) as UnaryImpl,
+          procedure,
+          requirement: requirementOf(service.typeName, method.name),
+          requests: SHARED_REQUEST_PROCEDURES.has(procedure) ? new Map() : undefined,
+        };
         if (method.methodKind === "unary") this.routes.set(`/${procedure}`, route);
         else if (method.methodKind === "bidi_streaming") this.bidiRoutes.set(`/${procedure}`, route);
       }
@@ -100,6 +116,10 @@ export class GrpcFastPath {
     const record = this.opts.pipeline.begin(requestId, "grpc", path);
     const served = route ?? bidi;
     record.method = served?.procedure ?? WATCH_PROCEDURE;
+    // A TLS client's certificate; nothing on a plain connection (peerKey's default).
+    const values = new CallValues();
+    const peer = peerCertificateOfSocket(stream.session?.socket);
+    if (peer !== undefined) values.set(peerKey, peer);
     const call = new CallContext({
       service: served?.service ?? HealthService,
       method: served?.method ?? HealthService.method.watchEvents,
@@ -109,7 +129,7 @@ export class GrpcFastPath {
       headers: h,
       timeoutMs: clampedTimeout(h["grpc-timeout"], this.opts.maxDeadlineMs),
       shutdown: this.opts.shutdownSignal,
-      values: new CallValues().set(peerKey, peerCertificateOfSocket(stream.session?.socket)),
+      values,
       requestId,
     });
     if (bidi) this.serveBidi(stream, call, record, bidi);
@@ -138,7 +158,7 @@ export class GrpcFastPath {
       };
     }
     const run = async (): Promise<void> => {
-      const admitting = this.admit(call, record, undefined);
+      const admitting = this.admit(call, record, undefined, route.requirement);
       if (admitting) await admitting;
       if (stream.destroyed) return;
       stream.respond(responseHeaders(call), WAIT_FOR_TRAILERS);
@@ -173,112 +193,99 @@ export class GrpcFastPath {
 
   /**
    * One call, start to end: every outcome is answered, and the call is
-   * always finished. Plain listeners rather than a promise per step: the
-   * request is read by callbacks and only the handler's part is async. When
-   * the call ends, every listener of ours leaves the stream — node's
-   * stream objects survive young-generation GCs (see README, "Node
-   * flags"), and whatever still hangs off them would be copied and
-   * promoted with them.
+   * always finished. The request is read by listeners shared by every call
+   * (the call's state hangs off the stream: `UnaryCall`, no closures per
+   * call) and only the handler's part may be async. When the call ends its
+   * state leaves the stream — node's stream objects survive
+   * young-generation GCs (see README, "Node flags"), and whatever still
+   * hangs off them would be copied and promoted with them; the shared
+   * listeners stay (they hold nothing of the call).
    */
   private serve(stream: http2.ServerHttp2Stream, call: CallContext, record: Call, route: Route | undefined): void {
-    const { pending, pipeline, maxBodyBytes } = this.opts;
-    let code: number = Code.Canceled;
-    let ended = false;
-    let chunks: Buffer[] | undefined = [];
-    let size = 0;
-    const finish = () => {
-      if (ended) return;
-      ended = true;
-      pending.delete(stream);
-      stream.off("close", onClose);
-      stream.off("data", onData);
-      stream.off("end", onEnd);
-      stream.off("error", onError);
-      call.abort(FINISHED);
-      pipeline.finish(record, code);
-    };
-    const fail = (err: unknown) => {
-      if (!call.finished) {
-        code = ConnectError.from(err).code;
-        sendError(stream, call, err);
-      }
-      finish();
-    };
-    const onClose = () => {
-      call.abort(CLIENT_GONE);
-      // Closed before the request was read: nothing more will come.
-      if (chunks !== undefined) finish();
-    };
-    const onError = (err: unknown) => fail(err);
-    const onData = (chunk: Buffer) => {
-      size += chunk.length;
-      if (size > maxBodyBytes + 5) {
-        chunks = undefined;
-        stream.off("data", onData);
-        stream.resume();
-        fail(new ConnectError(`message larger than ${maxBodyBytes} bytes`, Code.ResourceExhausted));
-        return;
-      }
-      chunks?.push(chunk);
-    };
-    const onEnd = () => {
-      if (chunks === undefined) return;
-      const buf = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks);
-      chunks = undefined;
-      pending.delete(stream);
-      let input: Message;
-      try {
-        input = parseRequest(call.method.input, buf);
-      } catch (err) {
-        fail(err);
-        return;
-      }
-      record.bytesIn = buf.length;
-      (route ? this.unary(route, input, call, record, stream) : this.watch(input, call, record, stream)).then((end) => {
-        if (end !== undefined) code = end;
-        finish();
-      }, fail);
-    };
-    stream.on("close", onClose);
+    const u = new UnaryCall(this, this.opts.pending, stream, call, record, route);
+    (stream as UnaryStream)[UNARY] = u;
+    onStreamClosed(stream, onUnaryClose);
     // Past its deadline: a call that has not answered gets a trailers-only
     // DEADLINE_EXCEEDED; a stream already under way ends with it in its
     // trailers when the abort reaches it (a reset here would race it).
-    if (call.timeoutMs() !== undefined) {
-      call.onDeadline = () => {
-        code = Code.DeadlineExceeded;
-        if (!stream.headersSent) sendError(stream, call, DEADLINE);
-      };
-    }
-    pending.add(stream);
-    stream.on("data", onData);
-    stream.on("end", onEnd);
-    stream.on("error", onError);
+    if (call.timeoutMs() !== undefined) call.onDeadline = () => u.deadline();
+    this.opts.pending.add(stream);
+    stream.on("data", onUnaryData);
+    stream.on("end", onUnaryEnd);
+    stream.on("error", onUnaryError);
   }
 
-  /** Answers the call; resolves with its code once answered, or undefined when it ended otherwise. */
-  private async unary(route: Route, input: Message, call: CallContext, record: Call, stream: http2.ServerHttp2Stream): Promise<number | undefined> {
-    const admitting = this.admit(call, record, input);
-    if (admitting) await admitting;
-    const result = await route.impl(input, call);
-    // Cancelled, past its deadline (already answered) or shutting down: nothing to send.
-    if (call.finished || stream.destroyed) return undefined;
-    const output = isMessage(result, route.method.output) ? result : create(route.method.output, result as never);
-    const frame = this.encoder.frame(route.method.output, output);
-    stream.respond(responseHeaders(call), WAIT_FOR_TRAILERS);
-    onTrailers(stream, () => trailers(call, undefined));
-    stream.end(frame);
-    record.bytesOut = frame.length;
-    return 0;
+  /**
+   * The request message: parsed, or — on a route whose handler only reads
+   * its request (`route.requests`) — the same frozen message as for the
+   * same bytes before: a repeated Discover is not parsed again.
+   */
+  parse(route: Route | undefined, buf: Buffer): Message {
+    const shared = route?.requests;
+    if (!shared || buf.length > MAX_SHARED_REQUEST_BYTES + 5) return parseRequest(route?.method.input ?? HealthService.method.watchEvents.input, buf);
+    const key = buf.toString("latin1");
+    const known = shared.get(key);
+    if (known) {
+      this.reusedRequests++;
+      return known;
+    }
+    const message = parseRequest(route.method.input, buf);
+    if (shared.size >= MAX_SHARED_REQUESTS) shared.clear();
+    shared.set(key, deepFreeze(message));
+    return message;
+  }
+
+  /** Admits the call, runs the handler and answers; a failure anywhere on the way is the call's outcome. */
+  unary(u: UnaryCall, input: Message): void {
+    let admitting: void | Promise<void>;
+    try {
+      admitting = this.admit(u.call, u.record, input, u.route!.requirement);
+    } catch (err) {
+      u.fail(err);
+      return;
+    }
+    if (admitting) admitting.then(() => this.handle(u, input), (err: unknown) => u.fail(err));
+    else this.handle(u, input);
+  }
+
+  private handle(u: UnaryCall, input: Message): void {
+    let result: unknown;
+    try {
+      result = u.route!.impl(input, u.call);
+    } catch (err) {
+      u.fail(err);
+      return;
+    }
+    if (isThenable(result)) result.then((r: unknown) => u.answer(r), (err: unknown) => u.fail(err));
+    else u.answer(result);
+  }
+
+  /** The response frame of a handler's result. */
+  frame(route: Route, result: unknown): Buffer {
+    const output = route.method.output;
+    return this.encoder.frame(output, isMessage(result, output) ? result : create(output, result as never));
+  }
+
+  /** WatchEvents on its stream, then the call's end with its outcome. */
+  watchCall(u: UnaryCall, input: Message): void {
+    this.watch(input, u.call, u.record, u.stream).then(
+      (end) => {
+        if (end !== undefined) u.code = end;
+        u.finish();
+      },
+      (err: unknown) => u.fail(err),
+    );
   }
 
   /** The pipeline's links (the guard), reading the raw HTTP/2 headers (no Headers object per call); a promise only if a link needs one. */
-  private admit(call: CallContext, record: Call, message: unknown): void | Promise<void> {
+  private admit(call: CallContext, record: Call, message: unknown, requirement: Requirement | undefined): void | Promise<void> {
     const admitting = this.opts.pipeline.admit(record, {
       service: call.service.typeName,
       method: call.method.name,
       header: call.rawHeader,
       peer: call.values.get(peerKey),
       message,
+      requirement,
     });
     if (admitting) return admitting.then(() => admitted(call, record));
     admitted(call, record);
@@ -291,7 +298,7 @@ export class GrpcFastPath {
    * resume whose history is not all held, with errors.eventHistoryGap.
    */
   private async watch(input: Message, call: CallContext, record: Call, stream: http2.ServerHttp2Stream): Promise<number | undefined> {
-    await this.admit(call, record, input);
+    await this.admit(call, record, input, this.watchRequirement);
     const { filter, afterId } = parseWatch(input as never, call.values.get(principalKey).tenant);
     if (stream.destroyed) return undefined;
     stream.respond(responseHeaders(call), WAIT_FOR_TRAILERS);
@@ -323,6 +330,164 @@ export class GrpcFastPath {
       if (signal.aborted) onAbort();
     });
   }
+}
+
+/** A unary call's state, on its stream while it runs (see `serve`). */
+const UNARY = Symbol("unary call");
+type UnaryStream = http2.ServerHttp2Stream & { [UNARY]?: UnaryCall };
+
+/** The stream listeners of every unary call: shared, the call's state is on the stream (none once it ended). */
+function onUnaryData(this: UnaryStream, chunk: Buffer): void {
+  this[UNARY]?.data(chunk);
+}
+function onUnaryEnd(this: UnaryStream): void {
+  this[UNARY]?.end();
+}
+function onUnaryClose(this: UnaryStream): void {
+  this[UNARY]?.closed();
+}
+function onUnaryError(this: UnaryStream, err: unknown): void {
+  this[UNARY]?.fail(err);
+}
+
+/**
+ * One unary call (or WatchEvents) on the lean path, from its request's
+ * first byte to its outcome: the request read whole, parsed, admitted,
+ * handled and answered, and the call finished exactly once.
+ */
+class UnaryCall {
+  code: number = Code.Canceled;
+  private ended = false;
+  /** Until the request is read (or refused). */
+  private reading = true;
+  /** The request's first chunk, and all of them when there are more (most requests are one). */
+  private first: Buffer | undefined = undefined;
+  private chunks: Buffer[] | undefined = undefined;
+  private size = 0;
+
+  constructor(
+    private readonly path: GrpcFastPath,
+    private readonly pending: PendingRequests,
+    readonly stream: http2.ServerHttp2Stream,
+    readonly call: CallContext,
+    readonly record: Call,
+    readonly route: Route | undefined,
+  ) {}
+
+  data(chunk: Buffer): void {
+    if (!this.reading) return;
+    this.size += chunk.length;
+    const max = this.path.opts.maxBodyBytes;
+    if (this.size > max + 5) {
+      this.reading = false;
+      this.first = this.chunks = undefined;
+      this.stream.resume();
+      this.fail(new ConnectError(`message larger than ${max} bytes`, Code.ResourceExhausted));
+      return;
+    }
+    if (this.first === undefined) this.first = chunk;
+    else (this.chunks ??= [this.first]).push(chunk);
+  }
+
+  end(): void {
+    if (!this.reading) return;
+    this.reading = false;
+    const buf = this.chunks !== undefined ? Buffer.concat(this.chunks) : (this.first ?? EMPTY);
+    this.first = this.chunks = undefined;
+    this.pending.delete(this.stream);
+    let input: Message;
+    try {
+      input = this.path.parse(this.route, buf);
+    } catch (err) {
+      this.fail(err);
+      return;
+    }
+    this.record.bytesIn = buf.length;
+    if (this.route) this.path.unary(this, input);
+    else this.path.watchCall(this, input);
+  }
+
+  closed(): void {
+    this.call.abort(CLIENT_GONE);
+    // Closed before the request was read: nothing more will come.
+    if (this.reading) this.finish();
+  }
+
+  /** The deadline passed: trailers-only DEADLINE_EXCEEDED unless an answer is under way. */
+  deadline(): void {
+    this.code = Code.DeadlineExceeded;
+    if (!this.stream.headersSent) sendError(this.stream, this.call, DEADLINE);
+  }
+
+  /** The handler's result: one frame, then trailers (unless the call ended meanwhile). */
+  answer(result: unknown): void {
+    const { stream, call } = this;
+    // Cancelled, past its deadline (already answered) or shutting down: nothing to send.
+    if (call.finished || stream.destroyed) {
+      this.finish();
+      return;
+    }
+    try {
+      const frame = this.path.frame(this.route!, result);
+      stream.respond(responseHeaders(call), WAIT_FOR_TRAILERS);
+      if (call.touchedResponseTrailer === undefined) stream.on("wantTrailers", sendOkTrailers);
+      else onTrailers(stream, () => trailers(call, undefined));
+      stream.end(frame);
+      this.record.bytesOut = frame.length;
+      this.code = 0;
+    } catch (err) {
+      this.fail(err);
+      return;
+    }
+    this.finish();
+  }
+
+  fail(err: unknown): void {
+    if (!this.call.finished) {
+      this.code = ConnectError.from(err).code;
+      sendError(this.stream, this.call, err);
+    }
+    this.finish();
+  }
+
+  finish(): void {
+    if (this.ended) return;
+    this.ended = true;
+    this.pending.delete(this.stream);
+    (this.stream as UnaryStream)[UNARY] = undefined;
+    this.call.abort(FINISHED);
+    this.path.opts.pipeline.finish(this.record, this.code);
+  }
+}
+
+const EMPTY = Buffer.alloc(0);
+
+function isThenable(v: unknown): v is PromiseLike<unknown> {
+  return v instanceof Promise || (typeof v === "object" && v !== null && typeof (v as { then?: unknown }).then === "function");
+}
+
+/** A successful call's trailers (`this` is the stream): one frozen object for every call. */
+function sendOkTrailers(this: http2.ServerHttp2Stream): void {
+  try {
+    this.sendTrailers(OK_TRAILERS);
+  } catch {
+    this.close();
+  }
+}
+const OK_TRAILERS: http2.OutgoingHttpHeaders = Object.freeze({ "grpc-status": "0" });
+
+/** Requests of a route that shares parsed requests: at most this many remembered (then forgotten all at once), each at most this large. */
+const MAX_SHARED_REQUESTS = 1_024;
+const MAX_SHARED_REQUEST_BYTES = 512;
+
+/** Procedures whose handlers only read their request: a repeated request is parsed once (`GrpcFastPath.parse`). */
+const SHARED_REQUEST_PROCEDURES: ReadonlySet<string> = new Set(["federation.v1.DirectoryService/Discover"]);
+
+/** Freezes a message and every message and list in it (a shared request: a handler that wrote to it would throw, not corrupt the next call). */
+function deepFreeze<T>(value: T): T {
+  if (typeof value !== "object" || value === null || Object.isFrozen(value) || ArrayBuffer.isView(value)) return value;
+  for (const k of Object.keys(value)) deepFreeze((value as Record<string, unknown>)[k]);
+  return Object.freeze(value);
 }
 
 /** What the handler reads in its context once the call is admitted. */

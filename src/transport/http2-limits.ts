@@ -6,7 +6,8 @@ import { percentEncode } from "./grpc-message.js";
 import { httpStatus } from "./rest/http-status.js";
 
 const STATE = Symbol("session state");
-type Tagged = http2.ServerHttp2Stream & { [STATE]?: SessionState };
+const ON_CLOSE = Symbol("close listener");
+type Tagged = http2.ServerHttp2Stream & { [STATE]?: SessionState; [ON_CLOSE]?: (this: http2.ServerHttp2Stream) => void };
 
 /**
  * One HTTP/2 session's open streams and idle timer: a session without an
@@ -60,6 +61,19 @@ export class SessionState {
 
 function onStreamClose(this: Tagged): void {
   this[STATE]?.closed();
+  this[ON_CLOSE]?.call(this);
+}
+
+/**
+ * Calls `listener` (`this`: the stream) when the stream closes. A stream
+ * its session counts already has our one close listener, which calls it:
+ * a second listener would make node keep (and copy on every emit) an array
+ * of them. `listener` is shared by every stream (it holds nothing of one).
+ */
+export function onStreamClosed(stream: http2.ServerHttp2Stream, listener: (this: http2.ServerHttp2Stream) => void): void {
+  const tagged = stream as Tagged;
+  if (tagged[STATE] !== undefined && tagged[ON_CLOSE] === undefined) tagged[ON_CLOSE] = listener;
+  else stream.on("close", listener);
 }
 
 /**

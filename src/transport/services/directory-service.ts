@@ -3,6 +3,7 @@ import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
 import {
   DirectoryService,
   DiscoverResponseSchema,
+  type DiscoverRequest,
   type DiscoverResponse,
   GetJwksResponseSchema,
   ListToolsResponseSchema,
@@ -17,7 +18,7 @@ import type { AgentRecord } from "../../registry/agent-record.js";
 import { toAgentMessage } from "../../registry/agent-message.js";
 import { etagMatches } from "../etag.js";
 import { ManifestCatalog } from "./manifest-catalog.js";
-import type { CatalogEntry } from "../../registry/agent-store.js";
+import type { AgentQuery, CatalogEntry } from "../../registry/agent-store.js";
 import type { KeyStore } from "../../security/key-store.js";
 import type { ManifestSigner } from "../../security/manifest-signer.js";
 import { principalKey } from "../../security/principal.js";
@@ -49,6 +50,27 @@ export function directoryService(
   // The last federated answer built on each local one (local + remote, immutable): a repeated
   // federated Discover with nothing changed here or in the remote cache costs what a local one does.
   const federated = new WeakMap<DiscoverResponse, { readonly remote: readonly Agent[]; readonly answer: DiscoverResponse }>();
+  /** The peers' part of a Discover with scope FEDERATED or AUTO, after the local answer. */
+  async function federatedDiscover(
+    req: DiscoverRequest,
+    ctx: HandlerContext,
+    q: AgentQuery,
+    agents: readonly AgentRecord[],
+    local: DiscoverResponse,
+  ): Promise<DiscoverResponse> {
+    const hop = hopsOf(ctx);
+    const want = directory.federation.remoteWanted(req.scope, agents.length, q.limit, hop);
+    if (want === 0) return local;
+    const remote = await directory.federation.discover(q.tenant, { ...q, limit: want, scope: req.scope }, hop, budgetOf(ctx));
+    if (remote.length === 0) return local;
+    // Served from the remote cache, the remote agents are the same immutable messages as last time: so is the answer.
+    const known = federated.get(local);
+    if (known && sameItems(known.remote, remote)) return known.answer;
+    const answer = markImmutable(create(DiscoverResponseSchema, { agents: [...local.agents, ...remote] }));
+    federated.set(local, { remote, answer });
+    return answer;
+  }
+
   return {
     async getManifest(req, ctx) {
       const read = parseGetManifest(req);
@@ -65,25 +87,17 @@ export function directoryService(
     getJwks() {
       return create(GetJwksResponseSchema, { keys: keys.jwks().keys as unknown as JsonObject[] });
     },
-    async discover(req, ctx) {
-      const q = parseDiscover(req, ctx.values.get(principalKey).tenant);
-      const agents: readonly AgentRecord[] = await directory.discover(q);
-      const local =
-        answers.get(agents) ??
-        answers.set(agents, markImmutable(create(DiscoverResponseSchema, { agents: agents.map(toAgentMessage) })));
-      // Local scope (the default) reads no header and allocates nothing more.
-      if (req.scope === FederationScope.UNSPECIFIED || parseScope(req.scope) === FederationScope.LOCAL) return local;
-      const hop = hopsOf(ctx);
-      const want = directory.federation.remoteWanted(req.scope, agents.length, q.limit, hop);
-      if (want === 0) return local;
-      const remote = await directory.federation.discover(q.tenant, { ...q, limit: want, scope: req.scope }, hop, budgetOf(ctx));
-      if (remote.length === 0) return local;
-      // Served from the remote cache, the remote agents are the same immutable messages as last time: so is the answer.
-      const known = federated.get(local);
-      if (known && sameItems(known.remote, remote)) return known.answer;
-      const answer = markImmutable(create(DiscoverResponseSchema, { agents: [...local.agents, ...remote] }));
-      federated.set(local, { remote, answer });
-      return answer;
+    // Not async: a local answer is the store's promise and one `then` (the hottest call).
+    discover(req, ctx) {
+      const q = queryOf(req, ctx.values.get(principalKey).tenant);
+      return directory.discover(q).then((agents) => {
+        const local =
+          answers.get(agents) ??
+          answers.set(agents, markImmutable(create(DiscoverResponseSchema, { agents: agents.map(toAgentMessage) })));
+        // Local scope (the default) reads no header and allocates nothing more.
+        if (req.scope === FederationScope.UNSPECIFIED || parseScope(req.scope) === FederationScope.LOCAL) return local;
+        return federatedDiscover(req, ctx, q, agents, local);
+      });
     },
     async listTools(req, ctx) {
       const page = await directory.tools(parseListTools(req, ctx.values.get(principalKey).tenant));
@@ -138,6 +152,22 @@ export function directoryService(
     },
   };
 }
+
+/**
+ * A Discover request's query for the tenant. The lean gRPC path hands a
+ * repeated request as the same frozen message (grpc-fast-path.ts, `parse`):
+ * its query is remembered with it (by the last tenant that asked), so a
+ * repeated Discover is not validated and its query not built again.
+ */
+function queryOf(req: DiscoverRequest, tenant: string): AgentQuery {
+  if (!Object.isFrozen(req)) return parseDiscover(req, tenant);
+  const known = queries.get(req);
+  if (known !== undefined && known.tenant === tenant) return known;
+  const q = parseDiscover(req, tenant);
+  queries.set(req, q);
+  return q;
+}
+const queries = new WeakMap<DiscoverRequest, AgentQuery>();
 
 /** The call's budget, read only if the peers are asked (an answer from the cache needs no signal: making one costs). */
 class LazyBudget implements CallBudget {
