@@ -1357,7 +1357,10 @@ async function healthBench(): Promise<void> {
     // One interval for the first full round (and the JIT), then the measured ones.
     await sleep(10_000);
     const before = { cpu: svc.cpuMs(), at: performance.now(), ...(await probes()) };
-    await sleep(intervals * 10_000);
+    // Rounds start an interval ± 10% apart (probes.ts JITTER): a window of
+    // exactly `intervals` intervals can hold one round fewer (an 11 s gap in
+    // a 10 s window read 0 probes once); this one always holds `intervals`.
+    await sleep(intervals * 11_000 + 1_000);
     const after = { cpu: svc.cpuMs(), at: performance.now(), ...(await probes()) };
     const share = (after.cpu - before.cpu) / (after.at - before.at);
     const probed = after.ok - before.ok;
