@@ -4,15 +4,17 @@
  *   http2-fixed   bare node:http2 answering every stream with a fixed gRPC reply
  *   grpc-js       @grpc/grpc-js server, unary echo
  *   connect       connect-node on http2.createServer, grpc.health.v1 Check
+ *   http2-stream  bare node:http2 long-lived streams answering every gRPC message on them with a fixed reply
  *   http2-fanout  bare node:http2 streams; POST /emit writes one pre-encoded frame per event to all
  *   ws-fanout     bare ws server; POST /emit writes one pre-framed WebSocket text frame per event to every socket
- * Usage: tsx bench/servers.ts <kind> <port> [reply bytes, http2-fixed only]
+ * Usage: tsx bench/servers.ts <kind> <port> [reply bytes, http2-fixed and http2-stream]
  */
 import http from "node:http";
 import http2 from "node:http2";
 import type { Duplex } from "node:stream";
 import { WebSocketServer } from "ws";
 import { buildEvent } from "../src/events/event-bus.js";
+import { grpcMessages } from "./lib.js";
 import { create } from "@bufbuild/protobuf";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import * as grpc from "@grpc/grpc-js";
@@ -35,6 +37,19 @@ function fixed(): void {
       stream.once("wantTrailers", () => stream.sendTrailers({ "grpc-status": "0" }));
       stream.end(reply);
     });
+  });
+  server.listen(port, "127.0.0.1");
+}
+
+/** Each message in, one reply out, on the same stream (a bidirectional stream's floor: framing, no decode). */
+function stream(): void {
+  const server = http2.createServer();
+  server.on("stream", (s) => {
+    s.respond({ ":status": 200, "content-type": "application/grpc" }, { waitForTrailers: true });
+    s.once("wantTrailers", () => s.sendTrailers({ "grpc-status": "0" }));
+    s.on("data", grpcMessages(() => s.write(reply)));
+    s.on("end", () => s.end());
+    s.on("error", () => undefined);
   });
   server.listen(port, "127.0.0.1");
 }
@@ -157,4 +172,4 @@ function emitEvents(n: number, rate: number, emit: () => void): void {
   }
 }
 
-({ "http2-fixed": fixed, "grpc-js": grpcJs, connect, "http2-fanout": fanout, "ws-fanout": wsFanout })[kind as "connect"]();
+({ "http2-fixed": fixed, "http2-stream": stream, "grpc-js": grpcJs, connect, "http2-fanout": fanout, "ws-fanout": wsFanout })[kind as "connect"]();
