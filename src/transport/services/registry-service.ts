@@ -133,19 +133,25 @@ export function registryService(
         await streams.heartbeat(principal, input.agentId, streams.clock.now());
         const agent = await registry.heartbeat(input, principal);
         const passport = await issuer.renewedPassport(agent);
-        const last = told.get(agent.id);
-        const answer = create(HeartbeatStreamResponseSchema, {
-          agentId: agent.id,
-          leaseExpiresAt: timestampFromMs(agent.leaseExpiresAt),
-        });
-        if (last?.status !== agent.status) answer.status = agent.status;
-        if (last?.passport !== passport.token) {
-          answer.passport = passport.token;
+        // Field by field (an init object is walked by reflection), and what
+        // the stream last told kept in one object per agent, updated in place.
+        const answer = create(HeartbeatStreamResponseSchema);
+        answer.agentId = agent.id;
+        answer.leaseExpiresAt = timestampFromMs(agent.leaseExpiresAt);
+        let last = told.get(agent.id);
+        if (!last) {
+          if (told.size >= STREAM_AGENTS) told.delete(told.keys().next().value!);
+          told.set(agent.id, (last = { status: -1, passport: "", leaseTtlMs: -1 }));
+        }
+        if (last.status !== agent.status) answer.status = last.status = agent.status;
+        if (last.passport !== passport.token) {
+          answer.passport = last.passport = passport.token;
           answer.passportExpiresAt = timestampFromMs(passport.expiresAt);
         }
-        if (last?.leaseTtlMs !== agent.leaseTtlMs) answer.leaseTtl = durationFromMs(agent.leaseTtlMs);
-        if (!last && told.size >= STREAM_AGENTS) told.delete(told.keys().next().value!);
-        told.set(agent.id, { status: agent.status, passport: passport.token, leaseTtlMs: agent.leaseTtlMs });
+        if (last.leaseTtlMs !== agent.leaseTtlMs) {
+          last.leaseTtlMs = agent.leaseTtlMs;
+          answer.leaseTtl = durationFromMs(agent.leaseTtlMs);
+        }
         yield answer;
       }
     },
