@@ -38,3 +38,26 @@ export function withBase<T extends Message>(message: T, base: T): T {
 export function baseOf(message: object): Message | undefined {
   return (message as { [BASE]?: Message })[BASE];
 }
+
+/**
+ * What validation checks of a JSON object (validation/requests.ts): its
+ * levels (a value in the top object is at level 2) and the bytes of its
+ * JSON text. Noted by the request decoder on the deep-frozen schemas it
+ * shares between requests (transport/simple-decoding.ts), which cannot
+ * change, so a schema sent again is not walked again.
+ */
+export interface JsonFacts {
+  readonly depth: number;
+  readonly bytes: number;
+}
+const JSON_FACTS = Symbol("json facts");
+
+/** Notes the facts on an object about to be deep-frozen. */
+export function noteJsonFacts<T extends object>(o: T, facts: JsonFacts): T {
+  Object.defineProperty(o, JSON_FACTS, { value: facts });
+  return o;
+}
+
+export function jsonFacts(o: object): JsonFacts | undefined {
+  return (o as { [JSON_FACTS]?: JsonFacts })[JSON_FACTS];
+}

@@ -7,7 +7,7 @@ import { RouteResponseSchema } from "../gen/federation/v1/router_service_pb.js";
 import { AgentStatus } from "../src/registry/agent-record.js";
 import { baseOf, markImmutable, withBase } from "../src/message-hints.js";
 import { agentMessageOnce, toAgentMessage } from "../src/registry/agent-message.js";
-import { JsonEncoder, MessageEncoder } from "../src/transport/message-encoding.js";
+import { JsonEncoder, MessageEncoder, joinParts } from "../src/transport/message-encoding.js";
 import { agent } from "./contracts/agent-store.contract.js";
 
 const records = [
@@ -33,7 +33,7 @@ describe("MessageEncoder", () => {
     const plain = create(AgentSchema, { id: "p", endpoint: create(EndpointSchema, { url: "https://a" }), tools: [create(ToolSchema, { name: "t" })] });
     const first = encoder.encodeParts(AgentSchema, plain);
     expect(first).toHaveLength(1);
-    expect(Buffer.from(first[0]!).equals(Buffer.from(toBinary(AgentSchema, plain)))).toBe(true);
+    expect(Buffer.from(first[0] as Uint8Array).equals(Buffer.from(toBinary(AgentSchema, plain)))).toBe(true);
     plain.endpoint!.url = "https://b";
     plain.tools[0]!.name = "u";
     const again = fromBinary(AgentSchema, encoder.encode(AgentSchema, plain));
@@ -96,13 +96,14 @@ describe("MessageEncoder", () => {
     const msg = create(DiscoverResponseSchema, { agents: [toAgentMessage(records[0]!)] });
     const first = encoder.encodeParts(DiscoverResponseSchema, msg);
     const second = encoder.encodeParts(DiscoverResponseSchema, msg);
-    // [tag+length, agent bytes, rest]: the agent bytes are the same object.
-    expect(second[1]).toBe(first[1]);
+    // [tag, length, agent bytes, rest]: the agent bytes are the same object.
+    expect(second[2]).toBeInstanceOf(Uint8Array);
+    expect(second[2]).toBe(first[2]);
     // A new record (new revision) is a new message with its own encoding.
     const changed = toAgentMessage({ ...records[0]!, load: 0.5, revision: 2 });
     const third = encoder.encodeParts(DiscoverResponseSchema, create(DiscoverResponseSchema, { agents: [changed] }));
-    expect(third[1]).not.toBe(first[1]);
-    expect(fromBinary(DiscoverResponseSchema, Buffer.concat(third)).agents[0]!.load).toBe(0.5);
+    expect(third[2]).not.toBe(first[2]);
+    expect(fromBinary(DiscoverResponseSchema, joinParts(third)).agents[0]!.load).toBe(0.5);
   });
 
   it("leaves messages without immutable fields to toBinary", () => {

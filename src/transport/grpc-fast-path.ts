@@ -13,6 +13,7 @@ import { FanOut, type Subscriber } from "./fan-out.js";
 import { percentEncode } from "./grpc-message.js";
 import { onStreamClosed, parseGrpcTimeout, type PendingRequests } from "./http2-limits.js";
 import { MessageEncoder } from "./message-encoding.js";
+import { decodeSimple } from "./simple-decoding.js";
 import type { Call, Pipeline } from "./pipeline.js";
 import { traceKey } from "./trace-context.js";
 
@@ -506,7 +507,8 @@ function parseRequest(schema: DescMessage, buf: Buffer): Message {
   if (buf[0] !== 0) throw new ConnectError("compressed message without grpc-encoding", Code.InvalidArgument);
   if (buf.readUInt32BE(1) !== buf.length - 5) throw new ConnectError("protocol error: expected exactly one message", Code.Unimplemented);
   try {
-    return fromBinary(schema, buf.subarray(5));
+    const body = buf.subarray(5);
+    return decodeSimple(schema, body) ?? fromBinary(schema, body);
   } catch (err) {
     throw new ConnectError(`request message: cannot parse binary: ${(err as Error).message}`, Code.InvalidArgument);
   }
@@ -626,7 +628,8 @@ class RequestFrames implements AsyncIterableIterator<Message> {
       if (buf.length < 5 + length) break;
       let m: Message;
       try {
-        m = fromBinary(this.schema, buf.subarray(5, 5 + length));
+        const body = buf.subarray(5, 5 + length);
+        m = decodeSimple(this.schema, body) ?? fromBinary(this.schema, body);
       } catch (err) {
         return this.fail(new ConnectError(`request message: cannot parse binary: ${(err as Error).message}`, Code.InvalidArgument));
       }

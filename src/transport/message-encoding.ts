@@ -9,6 +9,7 @@ import {
   type Message,
 } from "@bufbuild/protobuf";
 import { isImmutable } from "../message-hints.js";
+import { encodeSimple, encodesSimply, varint, varintSize } from "./simple-encoding.js";
 
 /**
  * Binary encoding that reuses the encoding of immutable sub-messages.
@@ -32,6 +33,10 @@ import { isImmutable } from "../message-hints.js";
  * followed by that of the fields the base leaves unset: a heartbeat answer
  * encodes its agent's five changed fields, not the whole agent, and not
  * its passport either.
+ *
+ * "Encoded as usual" is simple-encoding.ts for the plain messages it
+ * handles (toBinary's bytes, one Buffer written once, a pooled tool
+ * schema's Struct bytes kept), toBinary for the rest.
  */
 export class MessageEncoder {
   private readonly cache = new Memo<Uint8Array>("encoding");
@@ -54,66 +59,62 @@ export class MessageEncoder {
       if (known) return known;
     }
     const parts = marked ? this.fieldParts(schema, message) : this.encodeParts(schema, message);
-    let length = 0;
-    for (const p of parts) length += p.length;
+    const length = partsLength(parts);
     const frame = Buffer.allocUnsafe(5 + length);
     frame[0] = 0;
     frame.writeUInt32BE(length, 1);
-    let at = 5;
-    for (const p of parts) {
-      frame.set(p, at);
-      at += p.length;
-    }
+    writeParts(frame, 5, parts);
     return marked ? this.frames.set(message, frame) : frame;
   }
 
   encode(schema: DescMessage, message: Message): Uint8Array {
-    const parts = this.encodeParts(schema, message);
-    return parts.length === 1 ? parts[0]! : Buffer.concat(parts);
+    return joinParts(this.encodeParts(schema, message));
   }
 
-  /** The encoding in pieces, to be written one after the other (or concatenated). */
-  encodeParts(schema: DescMessage, message: Message): Uint8Array[] {
+  /** The encoding in pieces, to be written one after the other (joinParts). */
+  encodeParts(schema: DescMessage, message: Message): Part[] {
     if (isImmutable(message)) return [this.cached(schema, message)];
     return this.onBase(schema, message) ?? this.fieldParts(schema, message);
   }
 
-  private fieldParts(schema: DescMessage, message: Message): Uint8Array[] {
+  private fieldParts(schema: DescMessage, message: Message): Part[] {
     const fields = immutableFieldsOf(schema, message, this.plans);
-    if (fields === undefined) return [toBinary(schema, message)];
-    const parts: Uint8Array[] = [];
+    if (fields === undefined) return [binary(schema, message)];
+    const parts: Part[] = [];
     const m = message as unknown as Record<string, unknown>;
-    const saved = fields.map((f) => m[f.localName]);
-    // The other fields go through toBinary with the immutable ones emptied
-    // for the moment of the (synchronous) call and put back right after:
-    // nothing else can observe the message meanwhile, and it is several
-    // times cheaper than encoding a copy of it.
+    const saved: unknown[] = new Array(fields.length);
+    // The other fields are encoded with the immutable ones emptied for the
+    // moment of the (synchronous) call and put back right after: nothing
+    // else can observe the message meanwhile, and it is several times
+    // cheaper than encoding a copy of it.
+    let emptied = 0;
     try {
-      fields.forEach((f, i) => {
-        this.pushCached(parts, f, saved[i]);
-        m[f.localName] = f.fieldKind === "list" ? [] : undefined;
-      });
-      parts.push(toBinary(schema, message));
+      for (; emptied < fields.length; emptied++) {
+        const f = fields[emptied]!;
+        const value = (saved[emptied] = m[f.localName]);
+        this.pushCached(parts, f, value);
+        m[f.localName] = f.fieldKind === "list" ? EMPTY_LIST : undefined;
+      }
+      parts.push(binary(schema, message));
     } finally {
-      fields.forEach((f, i) => (m[f.localName] = saved[i]));
+      for (let i = 0; i < emptied; i++) m[fields[i]!.localName] = saved[i];
     }
     return parts;
   }
 
   /** Appends the cached encodings of an immutable field's value (each item, tagged and length-prefixed). */
-  private pushCached(parts: Uint8Array[], f: DescField, value: unknown): void {
+  private pushCached(parts: Part[], f: DescField, value: unknown): void {
     const items = f.fieldKind === "list" ? (value as Message[]) : value === undefined ? [] : [value as Message];
     for (const item of items) {
       const bytes = this.cached(f.message!, item);
-      parts.push(header(f.number, bytes.length), bytes);
+      parts.push(f.number * 8 + 2, bytes.length, bytes);
     }
   }
 
   private cached(schema: DescMessage, message: Message): Uint8Array {
     let bytes = this.cache.get(message);
     if (!bytes) {
-      const parts = this.onBase(schema, message) ?? this.fieldParts(schema, message);
-      bytes = this.cache.set(message, parts.length === 1 ? parts[0]! : Buffer.concat(parts));
+      bytes = this.cache.set(message, joinParts(this.onBase(schema, message) ?? this.fieldParts(schema, message)));
     }
     return bytes;
   }
@@ -121,23 +122,26 @@ export class MessageEncoder {
   /**
    * The base's encoding (cached: a base is immutable), then the fields the
    * base leaves unset: those of immutable types from their cached
-   * encodings, the others through toBinary of a message holding only them
-   * (none: no toBinary at all, as for a heartbeat answer on its base).
+   * encodings, the others as a message holding only them (none: nothing
+   * more to encode, as for a heartbeat answer on its base).
    */
-  private onBase(schema: DescMessage, message: Message): Uint8Array[] | undefined {
+  private onBase(schema: DescMessage, message: Message): Part[] | undefined {
     const base = this.baseOf(message);
     if (!base || base.$typeName !== schema.typeName || schema.oneofs.length > 0) return undefined;
     const own = this.ownFields.get(base) ?? this.ownFields.set(base, schema.fields.filter((f) => !isFieldSet(base, f)));
     const m = message as unknown as Record<string, unknown>;
-    const parts = [this.cached(schema, base)];
+    const parts: Part[] = [this.cached(schema, base)];
+    // The other fields in a message of their own: only them when
+    // encodeSimple writes the type (absent fields are skipped), else a whole
+    // message for toBinary.
     let rest: Record<string, unknown> | undefined;
     for (const f of own) {
       const value = m[f.localName];
       if (value === undefined) continue;
       if (holdsImmutable(f, value)) this.pushCached(parts, f, value);
-      else (rest ??= create(schema) as Record<string, unknown>)[f.localName] = value;
+      else (rest ??= encodesSimply(schema) ? { $typeName: schema.typeName } : (create(schema) as Record<string, unknown>))[f.localName] = value;
     }
-    if (rest) parts.push(toBinary(schema, rest as unknown as Message));
+    if (rest) parts.push(encodeSimple(schema, rest as unknown as Message) ?? toBinary(schema, Object.assign(create(schema), rest)));
     return parts;
   }
 
@@ -238,18 +242,46 @@ function holdsImmutable(f: DescField, value: unknown): boolean {
   return f.fieldKind === "message" && !f.oneof && value !== undefined && isImmutable(value);
 }
 
-/** Tag (field number, wire type 2) and length, as varints. */
-function header(fieldNumber: number, length: number): Uint8Array {
-  const out = Buffer.allocUnsafe(10);
-  const at = varint(out, varint(out, 0, (fieldNumber << 3) | 2), length);
-  return out.subarray(0, at);
+/** What an emptied list field holds meanwhile (frozen: nothing can add to it). */
+const EMPTY_LIST: readonly never[] = Object.freeze([]);
+
+/** toBinary's bytes: written directly for the plain messages simple-encoding.ts handles. */
+function binary(schema: DescMessage, message: Message): Uint8Array {
+  return encodeSimple(schema, message) ?? toBinary(schema, message);
 }
 
-function varint(out: Buffer, at: number, value: number): number {
-  while (value > 0x7f) {
-    out[at++] = (value & 0x7f) | 0x80;
-    value >>>= 7;
+/**
+ * A piece of an encoding: bytes, or a number to write as a varint (a
+ * length-delimited field's tag and length are two numbers, not a buffer of
+ * their own: a Buffer per header was a tenth of an answer's allocations).
+ */
+export type Part = Uint8Array | number;
+
+/** Bytes the parts take. */
+export function partsLength(parts: readonly Part[]): number {
+  let n = 0;
+  for (const p of parts) n += typeof p === "number" ? varintSize(p) : p.length;
+  return n;
+}
+
+/** Writes the parts at `at`; returns where they end. */
+export function writeParts(out: Buffer, at: number, parts: readonly Part[]): number {
+  for (const p of parts) {
+    if (typeof p === "number") at = varint(out, at, p);
+    else {
+      out.set(p, at);
+      at += p.length;
+    }
   }
-  out[at++] = value;
   return at;
 }
+
+/** The parts as one array (the part itself when it is the only one). */
+export function joinParts(parts: readonly Part[]): Uint8Array {
+  if (parts.length === 1 && typeof parts[0] !== "number") return parts[0]!;
+  const out = Buffer.allocUnsafe(partsLength(parts));
+  writeParts(out, 0, parts);
+  return out;
+}
+
+

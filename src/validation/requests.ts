@@ -24,6 +24,7 @@ import type { CatalogSearch } from "../directory/tool-catalog.js";
 import { RouteStrategy, type GetTaskRequest, type ReportOutcomeRequest, type RouteRequest } from "../../gen/federation/v1/router_service_pb.js";
 import type { WatchEventsRequest } from "../../gen/federation/v1/health_service_pb.js";
 import { limits } from "./limits.js";
+import { jsonFacts } from "../message-hints.js";
 import { PeerKind, type AddPeerRequest, type RemovePeerRequest } from "../../gen/federation/v1/federation_service_pb.js";
 import { FederationScope } from "../../gen/federation/v1/origin_pb.js";
 import { checkPeerSpec, isPeerSpecProblem, type PeerSpec } from "../federation/peer-spec.js";
@@ -53,36 +54,39 @@ export function parseRegister(req: RegisterRequest, lease: LeaseConfig): Registe
   const url = endpointUrl("endpoint.url", req.endpoint.url);
   const transport = enumValue("endpoint.transport", req.endpoint.transport, Transport);
 
+  // One pass per list; a field's path (`capabilities[2].tags[0]`) is only
+  // spelled out for an error (Register is a hot path: strings and closures
+  // per item were most of what validating a registration allocated).
   if (req.capabilities.length === 0) throw errors.invalidArgument("capabilities", "at least one is required");
   count("capabilities", req.capabilities.length, limits.maxCapabilities);
-  const seenCaps = new Set<string>();
-  const capabilities = req.capabilities.map((c, i) => {
-    const field = `capabilities[${i}]`;
-    match(`${field}.name`, c.name, limits.capabilityPattern);
-    if (seenCaps.has(c.name)) throw errors.invalidArgument(`${field}.name`, `duplicate capability "${c.name}"`);
-    seenCaps.add(c.name);
-    count(`${field}.tags`, c.tags.length, limits.maxTagsPerCapability);
-    c.tags.forEach((t, j) => match(`${field}.tags[${j}]`, t, limits.tagPattern));
-    return { name: c.name, tags: [...new Set(c.tags)] };
-  });
+  const capabilities: CapabilityRecord[] = new Array(req.capabilities.length);
+  const capabilityNames = namesSeen(req.capabilities);
+  for (let i = 0; i < req.capabilities.length; i++) {
+    const c = req.capabilities[i]!;
+    if (c.name === "" || !limits.capabilityPattern.test(c.name)) match(`capabilities[${i}].name`, c.name, limits.capabilityPattern);
+    if (repeats(req.capabilities, i, capabilityNames)) throw errors.invalidArgument(`capabilities[${i}].name`, `duplicate capability "${c.name}"`);
+    count(`capabilities[${i}].tags`, c.tags.length, limits.maxTagsPerCapability);
+    for (let j = 0; j < c.tags.length; j++) matchItem(`capabilities[${i}].tags`, j, c.tags[j]!, limits.tagPattern);
+    capabilities[i] = { name: c.name, tags: distinct(c.tags) };
+  }
 
   count("tools", req.tools.length, limits.maxTools);
-  const seenTools = new Set<string>();
-  const tools = req.tools.map((t, i) => {
-    const field = `tools[${i}]`;
-    match(`${field}.name`, t.name, limits.toolNamePattern);
-    if (seenTools.has(t.name)) throw errors.invalidArgument(`${field}.name`, `duplicate tool "${t.name}"`);
-    seenTools.add(t.name);
-    length(`${field}.description`, t.description, limits.maxDescriptionLength);
-    if (t.inputSchema) json(`${field}.input_schema`, t.inputSchema, limits.maxSchemaBytes);
-    return { name: t.name, description: t.description, inputSchema: t.inputSchema };
-  });
+  const tools: ToolRecord[] = new Array(req.tools.length);
+  const toolNames = namesSeen(req.tools);
+  for (let i = 0; i < req.tools.length; i++) {
+    const t = req.tools[i]!;
+    if (t.name === "" || !limits.toolNamePattern.test(t.name)) match(`tools[${i}].name`, t.name, limits.toolNamePattern);
+    if (repeats(req.tools, i, toolNames)) throw errors.invalidArgument(`tools[${i}].name`, `duplicate tool "${t.name}"`);
+    if (t.description.length > limits.maxDescriptionLength) length(`tools[${i}].description`, t.description, limits.maxDescriptionLength);
+    if (t.inputSchema) json(`tools[${i}].input_schema`, t.inputSchema, limits.maxSchemaBytes);
+    tools[i] = { name: t.name, description: t.description, inputSchema: t.inputSchema };
+  }
 
   const labelKeys = Object.keys(req.labels);
   count("labels", labelKeys.length, limits.maxLabels);
   for (const k of labelKeys) {
-    match(`labels[${JSON.stringify(k.slice(0, 80))}]`, k, limits.labelKeyPattern, "key");
-    length(`labels[${JSON.stringify(k)}]`, req.labels[k]!, limits.maxLabelValueLength);
+    if (k === "" || !limits.labelKeyPattern.test(k)) match(`labels[${JSON.stringify(k.slice(0, 80))}]`, k, limits.labelKeyPattern, "key");
+    if (req.labels[k]!.length > limits.maxLabelValueLength) length(`labels[${JSON.stringify(k)}]`, req.labels[k]!, limits.maxLabelValueLength);
   }
 
   let leaseTtlMs = lease.defaultTtlMs;
@@ -202,6 +206,24 @@ export function parseDiscover(req: DiscoverRequest, tenant: string): AgentQuery 
 
 /** What Discover finds when no status is asked for. */
 const LIVE_STATUSES: readonly AgentStatus[] = Object.freeze([AgentStatus.HEALTHY, AgentStatus.DEGRADED]);
+
+/**
+ * Whether the item at `i` has the name of one before it: short lists are
+ * scanned; a longer one brings a set, which it is given the names in order.
+ */
+function repeats(items: readonly { readonly name: string }[], i: number, seen: Set<string> | undefined): boolean {
+  const name = items[i]!.name;
+  if (seen === undefined) {
+    for (let j = 0; j < i; j++) if (items[j]!.name === name) return true;
+    return false;
+  }
+  if (seen.has(name)) return true;
+  seen.add(name);
+  return false;
+}
+
+/** For `repeats`: a set for lists longer than a scan is worth. */
+const namesSeen = (items: readonly unknown[]) => (items.length > 16 ? new Set<string>() : undefined);
 
 /** The list without repeats, first occurrences in order: the list itself when it has none (short lists). */
 function distinct(values: readonly string[]): string[] {
@@ -503,8 +525,19 @@ function durationMs(field: string, d: Duration): number {
   return Number(d.seconds) * 1000 + Math.floor(d.nanos / 1e6);
 }
 
-/** Bounded depth and size, so a hostile schema cannot exhaust the stack or the store. */
+/**
+ * Bounded depth and size, so a hostile schema cannot exhaust the stack or
+ * the store. A schema the request decoder shared (deep-frozen, seen before:
+ * transport/simple-decoding.ts) carries its depth and size, noted once
+ * (message-hints.ts).
+ */
 function json(field: string, value: JsonObject, maxBytes: number): void {
+  const facts = jsonFacts(value);
+  if (facts !== undefined) {
+    if (facts.depth > limits.maxJsonDepth) throw errors.invalidArgument(field, `nests deeper than ${limits.maxJsonDepth} levels`);
+    if (facts.bytes > maxBytes) throw errors.invalidArgument(field, `must be at most ${maxBytes} bytes as JSON`);
+    return;
+  }
   const depth = (v: JsonValue, d: number): void => {
     if (d > limits.maxJsonDepth) {
       throw errors.invalidArgument(field, `nests deeper than ${limits.maxJsonDepth} levels`);
