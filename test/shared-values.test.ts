@@ -133,4 +133,29 @@ describe("shared record values", () => {
     expect(Object.getPrototypeOf(labels)).toBe(Object.prototype);
     expect(Object.keys(labels)).toEqual(["__proto__", "a"]);
   });
+
+  it("gives a pooled tool the content hash of the same tool as plain data, and shows it as plain data", () => {
+    const shared = new SharedValues();
+    const plain = { name: "t", description: "d \"quoted\"", inputSchema: { type: "object", properties: { q: { type: "string" } } } };
+    const [pooled] = shared.tools([plain, { name: "u", description: "", inputSchema: undefined }]);
+    const copy = JSON.parse(JSON.stringify(plain)) as typeof plain;
+    // The plain copy's hash comes from the WeakMap path, computed independently of the pooled tool's.
+    expect(toolContentHash(pooled!)).toBe(toolContentHash(copy));
+    expect(toolContentHash(pooled!)).toBe(toolContentHash(pooled!));
+    expect(toolContentHash(shared.tools([{ name: "u", description: "", inputSchema: undefined }])[0]!)).toBe(
+      toolContentHash({ name: "u", description: "", inputSchema: undefined }),
+    );
+    expect(Object.isFrozen(pooled)).toBe(true);
+    expect(Object.keys(pooled!)).toEqual(["name", "description", "inputSchema"]);
+    // Every pooled value is frozen all the way down (each is frozen shallowly, built of frozen parts).
+    const unfrozen = (v: unknown, at: string): string[] =>
+      v === null || typeof v !== "object"
+        ? []
+        : [...(Object.isFrozen(v) ? [] : [at]), ...Object.entries(v).flatMap(([k, x]) => unfrozen(x, `${at}.${k}`))];
+    const deep = { properties: { q: { type: "string", enum: ["a", "b"] } }, required: ["q"] };
+    expect(unfrozen(shared.tools([{ name: "v", description: "e", inputSchema: deep }]), "tools")).toEqual([]);
+    expect(unfrozen(shared.capabilities([{ name: "c", tags: ["x", "y"] }, { name: "d", tags: [] }]), "capabilities")).toEqual([]);
+    expect(unfrozen(shared.labels({ a: "b" }), "labels")).toEqual([]);
+    expect(JSON.parse(JSON.stringify(pooled))).toEqual(plain);
+  });
 });

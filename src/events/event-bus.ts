@@ -33,7 +33,23 @@ export type EventType = (typeof EVENT_TYPES)[number];
 export type EventInput = Omit<MessageInitShape<typeof EventSchema>, "id" | "time" | "$typeName"> & {
   type: EventType;
   tenant: string;
+  /** Instead of `payload`: the payload made when the event is read (see LazyPayload). */
+  lazyPayload?: LazyPayload;
 };
+
+/**
+ * An event's payload, made on demand. A bus that keeps history (the memory
+ * bus's ring) holds this — and the immutable values it makes the payload
+ * from — instead of the message: the registry's agent events held each a
+ * whole Agent message (~1 KB) for EVENT_RETENTION events, most of them
+ * never read again. make() must return an equal payload every time it is
+ * called (a resuming subscriber's replay makes it again).
+ */
+export interface LazyPayload {
+  /** The payload's agent is shared: tenants other than the event's see it (EventFilter). */
+  readonly shared: boolean;
+  make(): Event["payload"];
+}
 
 /**
  * Subscribers see their tenant's events (and agent events about shared
@@ -123,15 +139,17 @@ export class PublishedEvent {
 
   matches(filter: EventFilter): boolean {
     const m = this.message;
-    const visible =
-      m.tenant === filter.tenant ||
-      filter.allTenants === true || (m.payload.case === "agentChange" && m.payload.value.agent?.shared === true);
-    return (
-      visible &&
-      (filter.types.size === 0 || filter.types.has(this.message.type)) &&
-      (filter.agentId === "" || filter.agentId === this.message.agentId)
-    );
+    return eventMatches(filter, m.tenant, m.type, m.agentId, m.payload.case === "agentChange" && m.payload.value.agent?.shared === true);
   }
+}
+
+/** Whether a subscriber with `filter` sees an event of this tenant, type and agent (`shared`: about a shared agent). */
+export function eventMatches(filter: EventFilter, tenant: string, type: string, agentId: string, shared: boolean): boolean {
+  return (
+    (tenant === filter.tenant || filter.allTenants === true || shared) &&
+    (filter.types.size === 0 || filter.types.has(type)) &&
+    (filter.agentId === "" || filter.agentId === agentId)
+  );
 }
 
 export interface Subscription {
@@ -225,7 +243,7 @@ export function buildEvent(id: bigint, nowMs: number, input: EventInput): Publis
   m.time = timestampFromMs(nowMs);
   m.agentId = input.agentId ?? "";
   m.tenant = input.tenant;
-  const payload = input.payload;
+  const payload = input.lazyPayload ? input.lazyPayload.make() : input.payload;
   if (payload?.case !== undefined) {
     const value = isMessage(payload.value) ? payload.value : create(PAYLOAD_SCHEMAS.get(payload.case)!, payload.value as never);
     m.payload = { case: payload.case, value } as Event["payload"];

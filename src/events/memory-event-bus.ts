@@ -1,6 +1,7 @@
 import type { Clock } from "../clock.js";
 import {
   buildEvent,
+  eventMatches,
   type ComponentStatus,
   type EventBus,
   type EventFilter,
@@ -16,11 +17,30 @@ interface Subscriber {
 }
 
 /**
+ * An event as the ring holds it: what it is made from, not the message.
+ * An input with a lazy payload (the registry's agent events) then holds
+ * only its immutable record, and the message is made when the event is
+ * read — by live subscribers once, at publish, and again by a replay.
+ * Any other event is held as the message made at publish (its input is
+ * not kept).
+ */
+type Held =
+  | { readonly id: bigint; readonly time: number; readonly input: EventInput; readonly event: undefined }
+  | { readonly id: bigint; readonly time: number; readonly input: undefined; readonly event: PublishedEvent };
+
+/** Whether a subscriber with `filter` sees the held event. */
+function heldMatches(h: Held, filter: EventFilter): boolean {
+  if (h.event) return h.event.matches(filter);
+  const input = h.input;
+  return eventMatches(filter, input.tenant, input.type, input.agentId ?? "", input.lazyPayload?.shared === true);
+}
+
+/**
  * The embedded event bus: one process, ids from a counter, the last
  * `retention` events in a ring for resuming clients.
  */
 export class MemoryEventBus implements EventBus {
-  private readonly ring: (PublishedEvent | undefined)[];
+  private readonly ring: (Held | undefined)[];
   private head = 0;
   private size = 0;
   private nextId = 1n;
@@ -30,18 +50,22 @@ export class MemoryEventBus implements EventBus {
     private readonly clock: Clock,
     retention: number,
   ) {
-    this.ring = new Array<PublishedEvent | undefined>(retention);
+    this.ring = new Array<Held | undefined>(retention);
   }
 
   async publish(input: EventInput): Promise<void> {
-    const event = buildEvent(this.nextId++, this.clock.now(), input);
+    const id = this.nextId++;
+    const time = this.clock.now();
+    // Made now unless the payload is lazy; a lazy one only for the subscribers that see it.
+    let event = input.lazyPayload ? undefined : buildEvent(id, time, input);
+    const held: Held = event ? { id, time, input: undefined, event } : { id, time, input, event };
     if (this.ring.length > 0) {
-      this.ring[(this.head + this.size) % this.ring.length] = event;
+      this.ring[(this.head + this.size) % this.ring.length] = held;
       if (this.size < this.ring.length) this.size++;
       else this.head = (this.head + 1) % this.ring.length;
     }
     for (const s of this.subscribers) {
-      if (event.matches(s.filter)) s.deliver(event);
+      if (heldMatches(held, s.filter)) s.deliver((event ??= buildEvent(id, time, input)));
     }
   }
 
@@ -61,8 +85,8 @@ export class MemoryEventBus implements EventBus {
         return { close: () => undefined };
       }
       for (let i = 0; i < this.size; i++) {
-        const event = this.ring[(this.head + i) % this.ring.length]!;
-        if (event.id > afterId && event.matches(filter)) deliver(event);
+        const held = this.ring[(this.head + i) % this.ring.length]!;
+        if (held.id > afterId && heldMatches(held, filter)) deliver(held.event ?? buildEvent(held.id, held.time, held.input));
       }
     }
     const subscriber: Subscriber = { filter, deliver };

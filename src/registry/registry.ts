@@ -1,15 +1,15 @@
-import { randomUUID } from "node:crypto";
 import { create } from "@bufbuild/protobuf";
-import { AgentChangeSchema } from "../../gen/federation/v1/event_pb.js";
+import { AgentChangeSchema, type Event } from "../../gen/federation/v1/event_pb.js";
 import type { Clock } from "../clock.js";
 import type { LeaseConfig } from "../config.js";
 import { errors } from "../errors.js";
-import type { EventBus, EventType } from "../events/event-bus.js";
+import type { EventBus, EventType, LazyPayload } from "../events/event-bus.js";
 import { noCounters, type Counters } from "../health/telemetry.js";
 import type { Logger } from "../logger.js";
 import type { Principal } from "../security/principal.js";
 import type { HeartbeatInput, Page, RegisterInput } from "../validation/requests.js";
 import { agentMessageOnce } from "./agent-message.js";
+import { newAgentId } from "./agent-id.js";
 import { AgentStatus, patched, type AgentRecord } from "./agent-record.js";
 import type { AgentStore } from "./agent-store.js";
 import { SharedValues } from "./shared-values.js";
@@ -40,7 +40,7 @@ export class Registry {
     private readonly lease: LeaseConfig,
     private readonly log: Logger,
     private readonly counters: Counters = noCounters,
-    private readonly newId: () => string = randomUUID,
+    private readonly newId: () => string = newAgentId,
   ) {}
 
   async register(input: RegisterInput, caller: Principal): Promise<AgentRecord> {
@@ -196,15 +196,33 @@ export class Registry {
 
   private async emit(type: EventType, agent: AgentRecord, previous: AgentStatus | undefined, reason: string) {
     try {
-      // The payload as a message, field by field (an init would be walked by reflection).
-      const change = create(AgentChangeSchema);
-      change.agent = agentMessageOnce(agent);
-      change.previousStatus = previous ?? AgentStatus.UNSPECIFIED;
-      change.reason = reason;
-      await this.bus.publish({ type, tenant: agent.tenant, agentId: agent.id, payload: { case: "agentChange", value: change } });
+      // Lazy: the memory bus's history holds the record, not its message (event-bus.ts LazyPayload).
+      await this.bus.publish({ type, tenant: agent.tenant, agentId: agent.id, lazyPayload: new AgentChangePayload(agent, previous, reason) });
     } catch (err) {
       // The write stands; a lost event is logged, never turned into a failed write.
       this.log.error({ err, type, agentId: agent.id }, "event publish failed");
     }
+  }
+}
+
+/** An agent event's payload, made from the (immutable) record when the event is read. */
+class AgentChangePayload implements LazyPayload {
+  constructor(
+    private readonly agent: AgentRecord,
+    private readonly previous: AgentStatus | undefined,
+    private readonly reason: string,
+  ) {}
+
+  get shared(): boolean {
+    return this.agent.shared;
+  }
+
+  make(): Event["payload"] {
+    // Field by field (an init would be walked by reflection).
+    const change = create(AgentChangeSchema);
+    change.agent = agentMessageOnce(this.agent);
+    change.previousStatus = this.previous ?? AgentStatus.UNSPECIFIED;
+    change.reason = this.reason;
+    return { case: "agentChange", value: change };
   }
 }

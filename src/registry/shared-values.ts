@@ -77,11 +77,11 @@ export class SharedValues {
     for (let i = 0; i < tools.length; i++) {
       const t = tools[i]!;
       const schema = t.inputSchema === undefined ? undefined : this.schema(t.inputSchema);
-      const item = this.object(this.toolPool, shortKey(`t${schema?.serial ?? ""}${JSON.stringify([t.name, t.description])}`), () => ({
-        name: this.string(t.name),
-        description: t.description,
-        inputSchema: schema?.value as JsonObject | undefined,
-      }));
+      const item = this.object(
+        this.toolPool,
+        shortKey(`t${schema?.serial ?? ""}${JSON.stringify([t.name, t.description])}`),
+        () => new PooledTool(this.string(t.name), t.description, schema?.value as JsonObject | undefined),
+      );
       items[i] = item.value as ToolRecord;
       key += `${item.serial},`;
     }
@@ -95,13 +95,21 @@ export class SharedValues {
   }
 
   private schema(value: JsonObject): Slot {
-    return this.object(this.objects, shortKey(`s${JSON.stringify(value)}`), () => value);
+    return this.object(this.objects, shortKey(`s${JSON.stringify(value)}`), () => deepFreeze(value));
   }
 
+  /**
+   * The pooled value of `key`, made and frozen when new. Frozen shallowly:
+   * every value made here is built of strings and values pooled (so
+   * frozen) already — only a schema, the request's own JSON, is frozen
+   * deeply (schema()). A deep freeze walked each new tool and list again
+   * (~0.5 µs a value more than Object.freeze, four per registration whose
+   * tools are unique to it).
+   */
   private object<T extends object>(pool: RecentMap<string, Slot>, key: string, make: () => T): Slot<T> {
     const known = pool.get(key);
     if (known !== undefined) return known as Slot<T>;
-    const slot: Slot<T> = { value: deepFreeze(make()), serial: ++this.serial };
+    const slot: Slot<T> = { value: Object.freeze(make()), serial: ++this.serial };
     pool.set(key, slot);
     return slot;
   }
@@ -129,6 +137,29 @@ function deepFreeze<T>(value: T): T {
   return value;
 }
 
+/**
+ * A tool as the pool holds it: plain data (name, description, schema — the
+ * only enumerable fields, frozen) that keeps its own toolContentHash in a
+ * private field, which freezing leaves writable. Kept in a WeakMap, that
+ * hash cost an entry per tool in an ephemeron table — at 10k agents a
+ * WeakMap set measured more than the SHA-256 itself (~1.5–3 µs), and the
+ * table is walked by every garbage collection.
+ */
+class PooledTool implements ToolRecord {
+  #contentHash: string | undefined;
+
+  constructor(
+    readonly name: string,
+    readonly description: string,
+    readonly inputSchema: JsonObject | undefined,
+  ) {}
+
+  get contentHash(): string {
+    return (this.#contentHash ??= computeToolHash(this));
+  }
+}
+
+/** Hashes of tools that are not the pool's (a store's decoded records, tests). */
 const toolHashes = new WeakMap<ToolRecord, string>();
 
 /**
@@ -139,13 +170,15 @@ const toolHashes = new WeakMap<ToolRecord, string>();
  * share their tools, see SharedValues).
  */
 export function toolContentHash(t: ToolRecord): string {
+  if (t instanceof PooledTool) return t.contentHash;
   let h = toolHashes.get(t);
-  if (h === undefined) {
-    const schema = t.inputSchema === undefined ? "" : canonicalSchema(t.inputSchema);
-    h = hash("sha256", JSON.stringify([t.name, t.description, schema]), "base64url");
-    toolHashes.set(t, h);
-  }
+  if (h === undefined) toolHashes.set(t, (h = computeToolHash(t)));
   return h;
+}
+
+function computeToolHash(t: ToolRecord): string {
+  const schema = t.inputSchema === undefined ? "" : canonicalSchema(t.inputSchema);
+  return hash("sha256", JSON.stringify([t.name, t.description, schema]), "base64url");
 }
 
 const canonicalSchemas = new WeakMap<JsonObject, string>();
