@@ -252,6 +252,49 @@ describe("tool catalog (issue 20)", () => {
     expect(search(feed.catalog, "t1", "beta").total).toBe(0);
     expect(search(feed.catalog, "t2", "alpha").total).toBe(0);
   });
+
+  it("a replica's catalog keeps an agent's indexed parts across events that repeat them, and shares facet groups between agents registered alike", async () => {
+    const events: ((e: ReturnType<typeof buildEvent>) => void)[] = [];
+    const bus = { subscribe: (_f: unknown, _a: unknown, d: (e: ReturnType<typeof buildEvent>) => void) => (events.push(d), { close() {} }) };
+    const store = { all: async () => [], start: async () => undefined };
+    const feed = new CatalogFeed(store as never, bus as never, { info() {}, warn() {} } as never);
+    await feed.start();
+    const emit = (type: string, r: AgentRecord) =>
+      events.forEach((d) =>
+        d(buildEvent(1n, Date.now(), { type: type as never, tenant: r.tenant, agentId: r.id, payload: { case: "agentChange", value: create(AgentChangeSchema, { agent: toAgentMessage(r) }) } })),
+      );
+    const caps: [string, string[]][] = [["code.review", ["python", "go"]], ["lint", []]];
+    const a = agent("g1", { caps, labels: { zone: "a" }, tools: [{ name: "review_code", description: "Reviews code", inputSchema: { type: "object", title: "q" } }] });
+    emit("agent.registered", a);
+    const known = feed.catalog.agent("g1")!;
+    // Each event is decoded into new objects: equal parts are the known state's own again, so only the healthy counts move.
+    emit("agent.status_changed", { ...a, status: AgentStatus.UNHEALTHY, revision: 2 });
+    const after = feed.catalog.agent("g1")!;
+    expect(after.status).toBe(AgentStatus.UNHEALTHY);
+    expect([after.tools, after.capabilities, after.labels]).toEqual([known.tools, known.capabilities, known.labels]);
+    expect(after.tools).toBe(known.tools);
+    expect(after.capabilities).toBe(known.capabilities);
+    expect(after.labels).toBe(known.labels);
+    expect(search(feed.catalog, "t1", "review").entries.map((e) => [e.providerCount, e.healthyCount])).toEqual([[1, 0]]);
+    // A schema's keys in another order is the same tool (the content hash is of canonical JSON).
+    emit("agent.updated", { ...a, tools: [{ name: "review_code", description: "Reviews code", inputSchema: { title: "q", type: "object" } }], revision: 3 });
+    expect(feed.catalog.agent("g1")!.tools).toBe(known.tools);
+    // Changed parts are taken: the old tool and label go, the new ones are found.
+    emit("agent.updated", { ...a, tools: [tool("review_code", "Reviews pull requests")], labels: { zone: "b" }, revision: 4 });
+    expect(feed.catalog.agent("g1")!.tools).not.toBe(known.tools);
+    expect(search(feed.catalog, "t1", "pull").total).toBe(1);
+    expect(search(feed.catalog, "t1", "code").entries.map((e) => e.tool.description)).toEqual(["Reviews pull requests"]);
+    expect(search(feed.catalog, "t1", "", { labels: ["zone=b"] }).total).toBe(1);
+    expect(search(feed.catalog, "t1", "", { labels: ["zone=a"] }).total).toBe(0);
+    // Agents with equal capabilities, each decoded into its own lists: one facet group for all of them, found by each capability and tag word.
+    for (let i = 0; i < 20; i++) emit("agent.registered", agent(`h${i}`, { caps, tools: [tool(`tool_${i}`, `tool ${i}`)] }));
+    expect(feed.catalog.indexSize("t1").groups).toBe(1);
+    for (const w of ["python", "go", "lint", "review"]) expect(search(feed.catalog, "t1", w).total).toBe(21);
+    for (let i = 0; i < 20; i++) emit("agent.expired", { ...agent(`h${i}`, { caps, tools: [tool(`tool_${i}`, `tool ${i}`)] }), revision: 9 });
+    emit("agent.expired", { ...a, revision: 9 });
+    expect(feed.catalog.indexSize("t1")).toEqual({ words: 0, groups: 0 });
+    expect(search(feed.catalog, "t1", "").total).toBe(0);
+  });
 });
 
 describe("SearchTools and ListToolProviders over REST (google.api.http)", () => {

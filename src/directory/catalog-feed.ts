@@ -1,8 +1,9 @@
+import { isDeepStrictEqual } from "node:util";
 import { timestampMs } from "@bufbuild/protobuf/wkt";
 import type { Agent } from "../../gen/federation/v1/agent_pb.js";
 import type { EventBus, PublishedEvent, Subscription } from "../events/event-bus.js";
 import type { Logger } from "../logger.js";
-import type { AgentRecord, AgentStatus, Transport } from "../registry/agent-record.js";
+import type { AgentRecord, AgentStatus, CapabilityRecord, ToolRecord, Transport } from "../registry/agent-record.js";
 import type { AgentStore } from "../registry/agent-store.js";
 import { ToolCatalog } from "./tool-catalog.js";
 
@@ -88,8 +89,46 @@ export class CatalogFeed {
       return;
     }
     if (known && !newer(a, known)) return;
-    this.catalog.apply(known, a);
+    this.catalog.apply(known, known ? withKnownParts(known, a) : a);
   }
+}
+
+/**
+ * `a`, with each of its capabilities, tools and labels that equals the
+ * known state's replaced by the known state's own. An event carries the
+ * whole agent, decoded into new objects: a status change would otherwise
+ * look to the catalog like new tools and capabilities — every tool taken
+ * out, hashed and indexed again — where the same parts (sameShape) only
+ * move its healthy counts.
+ */
+function withKnownParts(known: AgentRecord, a: AgentRecord): AgentRecord {
+  const capabilities = sameCapabilities(known.capabilities, a.capabilities) ? known.capabilities : a.capabilities;
+  const tools = sameTools(known.tools, a.tools) ? known.tools : a.tools;
+  const labels = isDeepStrictEqual(known.labels, a.labels) ? known.labels : a.labels;
+  if (capabilities === a.capabilities && tools === a.tools && labels === a.labels) return a;
+  return { ...a, capabilities, tools, labels };
+}
+
+function sameCapabilities(x: readonly CapabilityRecord[], y: readonly CapabilityRecord[]): boolean {
+  if (x.length !== y.length) return false;
+  for (let i = 0; i < x.length; i++) {
+    const a = x[i]!;
+    const b = y[i]!;
+    if (a.name !== b.name || a.tags.length !== b.tags.length) return false;
+    for (let k = 0; k < a.tags.length; k++) if (a.tags[k] !== b.tags[k]) return false;
+  }
+  return true;
+}
+
+/** Same tools in the same order; schemas equal as JSON values (key order aside, as the catalog's content hash). */
+function sameTools(x: readonly ToolRecord[], y: readonly ToolRecord[]): boolean {
+  if (x.length !== y.length) return false;
+  for (let i = 0; i < x.length; i++) {
+    const a = x[i]!;
+    const b = y[i]!;
+    if (a.name !== b.name || a.description !== b.description || !isDeepStrictEqual(a.inputSchema, b.inputSchema)) return false;
+  }
+  return true;
 }
 
 /** Whether `a` is a later state of the agent than `b`. */

@@ -44,6 +44,8 @@ interface Facets {
 interface FacetWords {
   readonly caps: string;
   readonly tags: string;
+  /** Both, as one string: the index's facet groups are by content (see CatalogIndex.groups). */
+  readonly key: string;
 }
 
 /** One word of a scope's index: the entries that hold it themselves, and the facet groups that hold it. */
@@ -77,7 +79,7 @@ interface FacetGroup {
  * relevance()). An entry's own words (name, description) are indexed per
  * entry; its capability and tag words are the same for every tool of one
  * agent (and for agents registered alike), so they are indexed once per
- * facet group (facetWords' object) and an entry joins its group: a new
+ * facet group (facetWords' content) and an entry joins its group: a new
  * agent's tool costs its own few words, not the ~30 words of its
  * capabilities again (that was most of a registration's catalog work, and
  * most of the index's memory, when each tool was a minisearch document).
@@ -85,7 +87,17 @@ interface FacetGroup {
 class CatalogIndex {
   private readonly tree = new SearchableMap<Posting>();
   private readonly postings = new Map<string, Posting>();
-  private readonly groups = new Map<FacetWords, FacetGroup>();
+  /**
+   * Facet groups by their words' content (FacetWords.key), not by the
+   * FacetWords object: agents registered alike share one group even when
+   * their capabilities are not one list (records decoded from events or
+   * read from a store, a list the shared-values pool let go, an entry of
+   * several providers whose words were computed again) — a group per
+   * agent made each registration write its ~15 words' postings and add a
+   * member to each of their `groups` sets, and a search of a capability
+   * word walk one group per agent.
+   */
+  private readonly groups = new Map<string, FacetGroup>();
 
   constructor(
     /** Every entry of the scope (each is indexed): what a scan reads. */
@@ -97,17 +109,24 @@ class CatalogIndex {
 
   add(e: Entry): void {
     if (e.group) return;
-    for (const w of e.nameWords.split(" ")) if (w !== "") this.join(this.posting(w), e);
-    // A word of both the name and the description is held once.
-    for (const w of e.descWords.split(" ")) if (w !== "" && !e.nameWords.includes(` ${w} `)) this.join(this.posting(w), e);
+    // Words are sliced one by one, not split (no arrays), and a word of
+    // both the name and the description is held once (hasWord: no " w "
+    // string per word to test the name with).
+    const n = e.nameWords;
+    for (let at = 1, end = n.indexOf(" ", 1); end > 0; at = end + 1, end = n.indexOf(" ", at)) this.join(this.posting(n.slice(at, end)), e);
+    const d = e.descWords;
+    for (let at = 1, end = d.indexOf(" ", 1); end > 0; at = end + 1, end = d.indexOf(" ", at)) {
+      const w = d.slice(at, end);
+      if (!hasWord(n, w)) this.join(this.posting(w), e);
+    }
     const f = this.facets(e);
-    let group = this.groups.get(f);
+    let group = this.groups.get(f.key);
     if (!group) {
       const postings = new Set<Posting>();
       for (const words of [f.caps, f.tags]) for (const w of words.split(" ")) if (w !== "") postings.add(this.posting(w));
       group = { words: f, entries: new Set(), postings: [...postings] };
       for (const p of group.postings) (p.groups ??= new Set()).add(group);
-      this.groups.set(f, group);
+      this.groups.set(f.key, group);
     }
     group.entries.add(e);
     for (const p of group.postings) p.viaGroups++;
@@ -118,12 +137,17 @@ class CatalogIndex {
     const group = e.group;
     if (!group) return;
     e.group = undefined;
-    for (const w of e.nameWords.split(" ")) if (w !== "") this.leave(w, e);
-    for (const w of e.descWords.split(" ")) if (w !== "" && !e.nameWords.includes(` ${w} `)) this.leave(w, e);
+    const n = e.nameWords;
+    for (let at = 1, end = n.indexOf(" ", 1); end > 0; at = end + 1, end = n.indexOf(" ", at)) this.leave(n.slice(at, end), e);
+    const d = e.descWords;
+    for (let at = 1, end = d.indexOf(" ", 1); end > 0; at = end + 1, end = d.indexOf(" ", at)) {
+      const w = d.slice(at, end);
+      if (!hasWord(n, w)) this.leave(w, e);
+    }
     group.entries.delete(e);
     for (const p of group.postings) p.viaGroups--;
     if (group.entries.size > 0) return;
-    this.groups.delete(group.words);
+    this.groups.delete(group.words.key);
     for (const p of group.postings) p.groups!.delete(group);
     for (const words of [group.words.caps, group.words.tags]) {
       for (const w of words.split(" ")) {
@@ -131,6 +155,11 @@ class CatalogIndex {
         if (p) this.dropIfEmpty(w, p);
       }
     }
+  }
+
+  /** Words and facet groups held (for tests). */
+  get size(): { readonly words: number; readonly groups: number } {
+    return { words: this.postings.size, groups: this.groups.size };
   }
 
   /** The entry's words or facets changed: indexed again. */
@@ -237,6 +266,9 @@ class CatalogScope {
   version = 0;
   /** Tenant scopes: entries that the shared scope has too (counted once in a view). */
   overlap = 0;
+  /** scopesOf()'s lists for this tenant's agents. */
+  readonly alone: readonly CatalogScope[] = [this];
+  withShared: readonly CatalogScope[] | undefined;
 
   constructor(
     readonly name: string,
@@ -589,6 +621,11 @@ export class ToolCatalog {
     return found;
   }
 
+  /** The words and facet groups of a scope's index (a tenant's, or "" for the shared one): for tests. */
+  indexSize(tenant: string): { readonly words: number; readonly groups: number } {
+    return this.scopes.get(tenant === "" ? SHARED : tenant)?.index.size ?? { words: 0, groups: 0 };
+  }
+
   /** Distinct entries the tenant sees (for tests and the bench). */
   size(tenant: string): number {
     const own = this.scopes.get(tenant);
@@ -714,7 +751,7 @@ export class ToolCatalog {
         let tags = "";
         for (const k of e.facets.caps.keys()) caps += wordsOf(k);
         for (const k of e.facets.tags.keys()) tags += wordsOf(k);
-        e.facets.words = { caps, tags };
+        e.facets.words = facetWordsOf(caps, tags);
       }
       return e.facets.words;
     }
@@ -727,7 +764,7 @@ export class ToolCatalog {
         capWords += wordsOf(c.name);
         for (const t of c.tags) tagWords += wordsOf(t);
       }
-      capabilityWords.set(caps, (words = { caps: capWords, tags: tagWords }));
+      capabilityWords.set(caps, (words = facetWordsOf(capWords, tagWords)));
     }
     return words;
   }
@@ -748,8 +785,10 @@ export class ToolCatalog {
     };
   }
 
-  private scopesOf(a: AgentRecord): CatalogScope[] {
-    return a.shared ? [this.scope(a.tenant), this.scope(SHARED)] : [this.scope(a.tenant)];
+  /** The scopes an agent's tools are in: its tenant's, and the shared one's when it is shared (one list per tenant, kept: scopes are never dropped). */
+  private scopesOf(a: AgentRecord): readonly CatalogScope[] {
+    const own = this.scope(a.tenant);
+    return a.shared ? (own.withShared ??= [own, this.scope(SHARED)]) : own.alone;
   }
 
   private scope(name: string): CatalogScope {
@@ -922,6 +961,11 @@ function byName(tools: readonly ToolRecord[]): readonly ToolRecord[] {
   return tools;
 }
 
+function facetWordsOf(caps: string, tags: string): FacetWords {
+  // Capability and tag words hold no NUL (tokenize splits on it).
+  return { caps, tags, key: `${caps}\u0000${tags}` };
+}
+
 /** facetWords() of single-provider entries, by the provider's capabilities (shared by its tools, gone with the record). */
 const capabilityWords = new WeakMap<readonly object[], FacetWords>();
 
@@ -1051,20 +1095,80 @@ function freezePage(p: CatalogPage): CatalogPage {
   return Object.freeze(p);
 }
 
-/** The lowercased distinct words of a text, space-delimited with a space at each end (" a b "). */
-function words(text: string): string {
+/**
+ * The lowercased distinct words of a text, space-delimited with a space at
+ * each end (" a b "), in the order of their first occurrence; "" for none.
+ * A text that is already that (ASCII words, single spaces, no camelCase
+ * split, no word twice: most descriptions) costs one lowercasing and one
+ * concatenation; any other is tokenized. (Appending word by word to a
+ * string and testing it with includes() made every test flatten the
+ * string built so far: ~0.8 KB of garbage per description.)
+ */
+export function words(text: string): string {
+  if (plainWords(text)) return ` ${text.toLowerCase()} `;
   const tokens = tokenize(text);
-  if (tokens.length > 32) {
-    const ws = [...new Set(tokens.map((w) => w.toLowerCase()))];
-    return ws.length === 0 ? "" : ` ${ws.join(" ")} `;
-  }
-  // A description's few words: deduplicated against the text built so far (no Set, no arrays).
-  let out = " ";
+  const seen: string[] = [];
+  const many = tokens.length > 32 ? new Set<string>() : undefined;
   for (const t of tokens) {
     const w = t.toLowerCase();
-    if (!out.includes(` ${w} `)) out += `${w} `;
+    if (many ? many.has(w) : seen.includes(w)) continue;
+    many?.add(w);
+    seen.push(w);
   }
-  return out === " " ? "" : out;
+  return seen.length === 0 ? "" : ` ${seen.join(" ")} `;
+}
+
+/**
+ * Whether words(text) is " " + text lowercased + " ": ASCII letters and
+ * digits in words split by single spaces, none split further by case (see
+ * asciiTokens) and no two equal but for case. Reads the text only.
+ */
+function plainWords(text: string): boolean {
+  const n = text.length;
+  if (n === 0 || n > 256) return false;
+  let start = 0;
+  let previous = 0;
+  for (let i = 0; i <= n; i++) {
+    const c = i < n ? text.charCodeAt(i) : 32;
+    if (c === 32) {
+      // No empty word (a leading, trailing or double space).
+      if (i === start) return false;
+      for (let s = 0; s < start; ) {
+        let e = s;
+        while (text.charCodeAt(e) !== 32) e++;
+        if (e - s === i - start && sameLetters(text, s, start, e - s)) return false;
+        s = e + 1;
+      }
+      start = i + 1;
+      previous = 0;
+      continue;
+    }
+    const kind = asciiKind(c);
+    if (kind === 0) return false;
+    if (
+      kind === UPPER &&
+      i > start &&
+      (previous === LOWER || previous === DIGIT || (previous === UPPER && i + 1 < n && asciiKind(text.charCodeAt(i + 1)) === LOWER))
+    ) {
+      return false;
+    }
+    previous = kind;
+  }
+  return true;
+}
+
+/** Whether text[a, a+len) and text[b, b+len) are equal but for ASCII case. */
+function sameLetters(text: string, a: number, b: number, len: number): boolean {
+  for (let k = 0; k < len; k++) if ((text.charCodeAt(a + k) | 32) !== (text.charCodeAt(b + k) | 32)) return false;
+  return true;
+}
+
+/** Whether `w` (no spaces) is a word of `words` (" a b "): words.includes(` ${w} `) without making that string. */
+function hasWord(words: string, w: string): boolean {
+  for (let at = words.indexOf(w, 1); at > 0; at = words.indexOf(w, at + 1)) {
+    if (words.charCodeAt(at - 1) === 32 && words.charCodeAt(at + w.length) === 32) return true;
+  }
+  return false;
 }
 
 /** words() of names, capabilities and tags: few and repeated, so computed once and shared (the 20,000 last used). */
