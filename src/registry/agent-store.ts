@@ -69,6 +69,18 @@ export interface AgentStore {
    * rewrite of the agent and its tools.
    */
   update(current: AgentRecord, patch: AgentPatch): Promise<boolean>;
+  /**
+   * update(), answering with the record as stored (undefined when another
+   * write won), so the caller never builds a second copy of it; a store
+   * that holds its agents in memory answers without a promise (a
+   * heartbeat's path: one record and no promise per beat).
+   */
+  updated(current: AgentRecord, patch: AgentPatch): AgentRecord | undefined | Promise<AgentRecord | undefined>;
+  /**
+   * get() without a promise, on a store that holds its agents in memory;
+   * absent on the others (the registry then takes the asynchronous path).
+   */
+  peek?(id: string): AgentRecord | undefined;
   /** Deletes if the stored revision matches; returns false when it does not. */
   delete(id: string, expectedRevision: number): Promise<boolean>;
   /** The tenant's own agents ordered by id, starting after `afterId`. */

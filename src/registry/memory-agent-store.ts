@@ -185,9 +185,37 @@ export class MemoryAgentStore implements AgentStore {
     return this.agents.get(id);
   }
 
+  peek(id: string): AgentRecord | undefined {
+    return this.agents.get(id);
+  }
+
   async put(record: AgentRecord, expectedRevision: number): Promise<boolean> {
+    return this.write(record, expectedRevision);
+  }
+
+  async update(current: AgentRecord, patch: AgentPatch): Promise<boolean> {
+    return this.updated(current, patch) !== undefined;
+  }
+
+  /** Synchronous: the patched record is built once, stored, and handed back (see AgentStore.updated). */
+  updated(current: AgentRecord, patch: AgentPatch): AgentRecord | undefined {
+    const stored = this.agents.get(current.id);
+    if (!stored || stored.revision !== current.revision) return undefined;
+    const record = patched(stored, patch);
+    this.replace(stored, record);
+    return record;
+  }
+
+  /** put(), without its promise. */
+  private write(record: AgentRecord, expectedRevision: number): boolean {
     const current = this.agents.get(record.id);
     if ((current?.revision ?? 0) !== expectedRevision) return false;
+    this.replace(current, record);
+    return true;
+  }
+
+  /** Stores `record` in place of `current` (the stored one, if any) and moves the indexes. */
+  private replace(current: AgentRecord | undefined, record: AgentRecord): void {
     this.agents.set(record.id, record);
     if (current && sameShape(current, record)) {
       // Heartbeats keep capabilities and tools: only state indexes move.
@@ -200,13 +228,6 @@ export class MemoryAgentStore implements AgentStore {
       this.index(record);
     }
     this.catalog.apply(current, record);
-    return true;
-  }
-
-  async update(current: AgentRecord, patch: AgentPatch): Promise<boolean> {
-    const stored = this.agents.get(current.id);
-    if (!stored || stored.revision !== current.revision) return false;
-    return this.put(patched(stored, patch), stored.revision);
   }
 
   async delete(id: string, expectedRevision: number): Promise<boolean> {

@@ -355,9 +355,14 @@ export class MongoAgentStore implements AgentStore {
   }
 
   async update(current: AgentRecord, patch: AgentPatch): Promise<boolean> {
+    return (await this.updated(current, patch)) !== undefined;
+  }
+
+  async updated(current: AgentRecord, patch: AgentPatch): Promise<AgentRecord | undefined> {
     const id = current.id;
+    const record = patched(current, patch);
     // Always written (an unchanged index key costs the index nothing), so a document an older version wrote gets its tier.
-    const set = { ...patch, routeTier: routeTier(patched(current, patch)) };
+    const set = { ...patch, routeTier: routeTier(record) };
     const claims = await this.revisionClaims();
     const won = await this.guarded(claims, current, current.revision, async () => {
       const res = await this.agents.updateOne({ _id: id, revision: current.revision }, { $set: set });
@@ -369,7 +374,7 @@ export class MongoAgentStore implements AgentStore {
     // A heartbeat that keeps the status moves only load and lease times, which the manifest does not show.
     const shown = (patch.status !== undefined && patch.status !== current.status) || (patch.shared !== undefined && patch.shared !== current.shared);
     if (won && shown) await this.catalogChanged(current.tenant, current.shared || patch.shared === true);
-    return won;
+    return won ? record : undefined;
   }
 
   async delete(id: string, expectedRevision: number): Promise<boolean> {

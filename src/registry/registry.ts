@@ -10,8 +10,8 @@ import type { Principal } from "../security/principal.js";
 import type { HeartbeatInput, Page, RegisterInput } from "../validation/requests.js";
 import { agentMessageOnce } from "./agent-message.js";
 import { newAgentId } from "./agent-id.js";
-import { AgentStatus, patched, type AgentRecord } from "./agent-record.js";
-import type { AgentStore } from "./agent-store.js";
+import { AgentStatus, type AgentRecord } from "./agent-record.js";
+import type { AgentPatch, AgentStore } from "./agent-store.js";
 import { SharedValues } from "./shared-values.js";
 
 /** How many times a write is retried when another writer changed the agent first. */
@@ -78,32 +78,60 @@ export class Registry {
   }
 
   async heartbeat(input: HeartbeatInput, caller: Principal): Promise<AgentRecord> {
-    for (let attempt = 0; attempt < MAX_CAS_ATTEMPTS; attempt++) {
+    return this.heartbeatNow(input, caller);
+  }
+
+  /**
+   * heartbeat(), without a promise when it can: on a store that holds its
+   * agents in memory (peek, and updated() answering at once) a beat that
+   * keeps its status is read, checked and written synchronously, and the
+   * record the store kept is the one answered (one record per beat).
+   * Refusals may be thrown synchronously. Otherwise — another store, a
+   * status change (its event is published), a lost compare-and-set — the
+   * asynchronous path.
+   */
+  heartbeatNow(input: HeartbeatInput, caller: Principal): AgentRecord | Promise<AgentRecord> {
+    if (!this.store.peek) return this.heartbeatAsync(input, caller);
+    const now = this.clock.now();
+    const current = this.owned(input.agentId, caller, this.store.peek(input.agentId));
+    if (this.isPastGrace(current, now)) throw errors.agentNotFound(input.agentId);
+    const written = this.store.updated(current, this.beat(input, current, now));
+    if (written instanceof Promise) return written.then((record) => (record ? this.beaten(current, record) : this.heartbeatAsync(input, caller, 1)));
+    return written ? this.beaten(current, written) : this.heartbeatAsync(input, caller, 1);
+  }
+
+  private async heartbeatAsync(input: HeartbeatInput, caller: Principal, attempt = 0): Promise<AgentRecord> {
+    for (; attempt < MAX_CAS_ATTEMPTS; attempt++) {
       const now = this.clock.now();
       const current = await this.ownAgent(input.agentId, caller);
       if (this.isPastGrace(current, now)) throw errors.agentNotFound(input.agentId);
-      const status =
+      const record = await this.store.updated(current, this.beat(input, current, now));
+      if (record) return this.beaten(current, record);
+    }
+    throw errors.conflict(input.agentId);
+  }
+
+  /** A heartbeat's patch of `current`. */
+  private beat(input: HeartbeatInput, current: AgentRecord, now: number): AgentPatch {
+    return {
+      status:
         input.status !== AgentStatus.UNSPECIFIED
           ? input.status
           : current.status === AgentStatus.UNHEALTHY
             ? AgentStatus.HEALTHY
-            : current.status;
-      const patch = {
-        status,
-        load: input.load ?? current.load,
-        lastHeartbeatAt: now,
-        leaseExpiresAt: now + current.leaseTtlMs,
-        revision: current.revision + 1,
-      };
-      if (!(await this.store.update(current, patch))) continue;
-      const record = patched(current, patch);
-      this.counters.count("heartbeats");
-      if (status !== current.status) {
-        await this.emit("agent.status_changed", record, current.status, "heartbeat");
-      }
-      return record;
-    }
-    throw errors.conflict(input.agentId);
+            : current.status,
+      load: input.load ?? current.load,
+      lastHeartbeatAt: now,
+      leaseExpiresAt: now + current.leaseTtlMs,
+      revision: current.revision + 1,
+    };
+  }
+
+  /** A heartbeat written: counted, and its status change published (then the answer waits for it). */
+  private beaten(current: AgentRecord, record: AgentRecord): AgentRecord | Promise<AgentRecord> {
+    this.counters.count("heartbeats");
+    if (record.status === current.status) return record;
+    return this.emit("agent.status_changed", record, current.status, "heartbeat").then(() => record);
   }
 
   async unregister(id: string, caller: Principal): Promise<AgentRecord> {
@@ -138,9 +166,8 @@ export class Registry {
       const current = await this.store.get(id);
       if (!current || current.tenant !== caller.tenant) throw errors.agentNotFound(id);
       if (current.shared === shared) return current;
-      const patch = { shared, revision: current.revision + 1 };
-      if (!(await this.store.update(current, patch))) continue;
-      const record = patched(current, patch);
+      const record = await this.store.updated(current, { shared, revision: current.revision + 1 });
+      if (!record) continue;
       await this.emit("agent.updated", record, current.status, shared ? "shared" : "unshared");
       return record;
     }
@@ -159,9 +186,8 @@ export class Registry {
       // pass finds an agent already past its grace period: watchers always
       // see HEALTHY → UNHEALTHY → expired.
       if (agent.status !== AgentStatus.UNHEALTHY) {
-        const patch = { status: AgentStatus.UNHEALTHY, revision: agent.revision + 1 };
-        if (!(await this.store.update(agent, patch))) continue;
-        const record = patched(agent, patch);
+        const record = await this.store.updated(agent, { status: AgentStatus.UNHEALTHY, revision: agent.revision + 1 });
+        if (!record) continue;
         await this.emit("agent.status_changed", record, agent.status, "lease expired");
         agent = record;
       }
@@ -179,7 +205,14 @@ export class Registry {
     if (caller.passport && caller.passport.agentId !== id) {
       throw errors.permissionDenied("agent_id: the passport was issued to another agent");
     }
-    const current = await this.store.get(id);
+    return this.owned(id, caller, await this.store.get(id));
+  }
+
+  /** ownAgent()'s checks of the stored record `current` (synchronous). */
+  private owned(id: string, caller: Principal, current: AgentRecord | undefined): AgentRecord {
+    if (caller.passport && caller.passport.agentId !== id) {
+      throw errors.permissionDenied("agent_id: the passport was issued to another agent");
+    }
     if (!current || current.tenant !== caller.tenant) throw errors.agentNotFound(id);
     if (caller.passport && caller.passport.epoch !== current.registeredAt) {
       throw errors.unauthenticated("passport was revoked: the agent registered again since");

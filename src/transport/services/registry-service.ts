@@ -74,8 +74,12 @@ export interface CardSupport {
  */
 export interface StreamSupport {
   readonly clock: Clock;
-  /** Throws (UNAUTHENTICATED, RESOURCE_EXHAUSTED) when this heartbeat may not be taken. */
-  heartbeat(principal: Principal, agentId: string, now: number): Promise<void>;
+  /**
+   * Throws (UNAUTHENTICATED, RESOURCE_EXHAUSTED), or answers a promise that
+   * rejects so, when this heartbeat may not be taken; nothing when it was
+   * counted at once.
+   */
+  heartbeat(principal: Principal, agentId: string, now: number): Promise<void> | undefined | void;
 }
 
 /** Agents one HeartbeatStream remembers what it last told (a stream naming more forgets the oldest: it is told again). */
@@ -116,7 +120,9 @@ export function registryService(
       return create(GetAgentCardResponseSchema, { card: AgentCard.toJSON(agentCard(agent, cards.federationName)) as JsonObject });
     },
     async heartbeat(req, ctx) {
-      const agent = await registry.heartbeat(parseHeartbeat(req), ctx.values.get(principalKey));
+      // Awaited only when it is a promise (the memory store's beat is synchronous).
+      const beat = registry.heartbeatNow(parseHeartbeat(req), ctx.values.get(principalKey));
+      const agent = beat instanceof Promise ? await beat : beat;
       return heartbeatAnswer(agent, await issuer.renewedPassport(agent));
     },
     /**
@@ -130,8 +136,11 @@ export function registryService(
       const told = new Map<string, { status: number; passport: string; leaseTtlMs: number }>();
       for await (const req of requests) {
         const input = parseHeartbeat(req);
-        await streams.heartbeat(principal, input.agentId, streams.clock.now());
-        const agent = await registry.heartbeat(input, principal);
+        // Each step awaited only when it is a promise (in memory, none is).
+        const admitted = streams.heartbeat(principal, input.agentId, streams.clock.now());
+        if (admitted) await admitted;
+        const beat = registry.heartbeatNow(input, principal);
+        const agent = beat instanceof Promise ? await beat : beat;
         const passport = await issuer.renewedPassport(agent);
         // Field by field (an init object is walked by reflection), and what
         // the stream last told kept in one object per agent, updated in place.
