@@ -1,7 +1,8 @@
 import { hash } from "node:crypto";
 import { isUtf8 } from "node:buffer";
-import { create, ScalarType, type DescField, type DescMessage, type JsonObject, type JsonValue, type Message, type MessageShape } from "@bufbuild/protobuf";
+import { create, type DescField, type DescMessage, type JsonObject, type JsonValue, type Message, type MessageShape } from "@bufbuild/protobuf";
 import { noteJsonFacts } from "../message-hints.js";
+import { plainKind, type PlainKind } from "./plain-fields.js";
 import { RecentMap } from "../recent-map.js";
 
 /**
@@ -94,60 +95,33 @@ function planOf(desc: DescMessage): Plan | null {
   return plan;
 }
 
-const CONVERTED = /^google\.protobuf\.(Value|ListValue|Any|DoubleValue|FloatValue|Int64Value|UInt64Value|Int32Value|UInt32Value|BoolValue|StringValue|BytesValue)$/;
+/** The decoder's kind of each plain kind it reads (bytes it leaves to fromBinary; enums are open int32s). */
+const KINDS: Partial<Record<PlainKind, Kind>> = {
+  string: Kind.String,
+  bool: Kind.Bool,
+  int32: Kind.Int32,
+  uint32: Kind.Uint32,
+  int64: Kind.Int64,
+  uint64: Kind.Uint64,
+  double: Kind.Double,
+  enum: Kind.Int32,
+  message: Kind.Message,
+  struct: Kind.Struct,
+  "string-list": Kind.StringList,
+  "message-list": Kind.MessageList,
+  "string-map": Kind.StringMap,
+};
 
 function fieldPlan(f: DescField): FieldPlan | undefined {
-  if (f.oneof) return undefined;
+  const plain = plainKind(f);
+  const kind = plain === undefined ? undefined : KINDS[plain];
+  if (kind === undefined || (plain === "enum" && f.fieldKind === "enum" && !f.enum.open)) return undefined;
   const localName = f.localName;
-  switch (f.fieldKind) {
-    case "scalar": {
-      if (f.longAsString) return undefined;
-      const kind = scalarKind(f.scalar);
-      return kind === undefined ? undefined : { kind, localName, wireType: kind === Kind.Double ? 1 : kind === Kind.String ? 2 : 0 };
-    }
-    case "enum":
-      return f.enum.open ? { kind: Kind.Int32, localName, wireType: 0 } : undefined;
-    case "message": {
-      if (f.delimitedEncoding) return undefined;
-      if (f.message.typeName === "google.protobuf.Struct") {
-        return f.parent.typeName === "google.protobuf.Value" ? undefined : { kind: Kind.Struct, localName, wireType: 2 };
-      }
-      if (CONVERTED.test(f.message.typeName)) return undefined;
-      const plan = planOf(f.message);
-      return plan === null ? undefined : { kind: Kind.Message, localName, wireType: 2, plan };
-    }
-    case "list": {
-      if (f.listKind === "scalar" && f.scalar === ScalarType.STRING) return { kind: Kind.StringList, localName, wireType: 2 };
-      if (f.listKind !== "message" || f.delimitedEncoding || CONVERTED.test(f.message.typeName) || f.message.typeName === "google.protobuf.Struct") return undefined;
-      const plan = planOf(f.message);
-      return plan === null ? undefined : { kind: Kind.MessageList, localName, wireType: 2, plan };
-    }
-    case "map":
-      return f.mapKey === ScalarType.STRING && f.mapKind === "scalar" && f.scalar === ScalarType.STRING
-        ? { kind: Kind.StringMap, localName, wireType: 2 }
-        : undefined;
+  if (kind === Kind.Message || kind === Kind.MessageList) {
+    const plan = planOf((f as DescField & { message: DescMessage }).message);
+    return plan === null ? undefined : { kind, localName, wireType: 2, plan };
   }
-}
-
-function scalarKind(t: ScalarType): Kind | undefined {
-  switch (t) {
-    case ScalarType.STRING:
-      return Kind.String;
-    case ScalarType.BOOL:
-      return Kind.Bool;
-    case ScalarType.INT32:
-      return Kind.Int32;
-    case ScalarType.UINT32:
-      return Kind.Uint32;
-    case ScalarType.INT64:
-      return Kind.Int64;
-    case ScalarType.UINT64:
-      return Kind.Uint64;
-    case ScalarType.DOUBLE:
-      return Kind.Double;
-    default:
-      return undefined;
-  }
+  return { kind, localName, wireType: kind === Kind.Double ? 1 : kind === Kind.Bool || kind === Kind.Int32 || kind === Kind.Uint32 || kind === Kind.Int64 || kind === Kind.Uint64 ? 0 : 2 };
 }
 
 function readMessage(r: Reader, plan: Plan, end: number, depth: number): Message {

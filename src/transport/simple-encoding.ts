@@ -1,4 +1,5 @@
-import { ScalarType, type DescField, type DescMessage, type JsonObject, type Message } from "@bufbuild/protobuf";
+import { type DescField, type DescMessage, type JsonObject, type Message } from "@bufbuild/protobuf";
+import { plainKind, type PlainKind } from "./plain-fields.js";
 import { structBytes } from "./struct-encoding.js";
 
 /**
@@ -107,68 +108,40 @@ function planOf(desc: DescMessage): Plan | null {
   return plan;
 }
 
-const WRAPPERS_AND_VALUES = /^google\.protobuf\.(Value|ListValue|Any|DoubleValue|FloatValue|Int64Value|UInt64Value|Int32Value|UInt32Value|BoolValue|StringValue|BytesValue)$/;
+/** The encoder's kind of each plain kind (enums are int32s; uint64 is written as int64 is: a bigint varint). */
+const KINDS: Record<PlainKind, Kind> = {
+  string: Kind.String,
+  bool: Kind.Bool,
+  int32: Kind.Int32,
+  uint32: Kind.Uint32,
+  int64: Kind.Int64,
+  uint64: Kind.Int64,
+  double: Kind.Double,
+  bytes: Kind.Bytes,
+  enum: Kind.Int32,
+  message: Kind.Message,
+  struct: Kind.Struct,
+  "string-list": Kind.StringList,
+  "message-list": Kind.MessageList,
+  "string-map": Kind.StringMap,
+};
 
 function fieldPlan(f: DescField): FieldPlan | undefined {
-  if (f.oneof) return undefined;
-  const base = { localName: f.localName, explicit: f.presence !== IMPLICIT };
-  switch (f.fieldKind) {
-    case "scalar": {
-      const kind = scalarKind(f.scalar);
-      if (kind === undefined || f.longAsString) return undefined;
-      return { ...base, kind, tag: f.number * 8 + wireType(kind) };
-    }
-    case "enum":
-      return { ...base, kind: Kind.Int32, tag: f.number * 8 };
-    case "message": {
-      if (f.delimitedEncoding) return undefined;
-      if (f.message.typeName === "google.protobuf.Struct") {
-        return f.parent.typeName === "google.protobuf.Value" ? undefined : { ...base, kind: Kind.Struct, tag: f.number * 8 + 2 };
-      }
-      if (WRAPPERS_AND_VALUES.test(f.message.typeName)) return undefined;
-      const plan = planOf(f.message);
-      return plan === null ? undefined : { ...base, kind: Kind.Message, tag: f.number * 8 + 2, plan };
-    }
-    case "list": {
-      if (f.listKind === "scalar" && f.scalar === ScalarType.STRING) return { ...base, kind: Kind.StringList, tag: f.number * 8 + 2 };
-      if (f.listKind !== "message" || f.delimitedEncoding || WRAPPERS_AND_VALUES.test(f.message.typeName) || f.message.typeName === "google.protobuf.Struct") return undefined;
-      const plan = planOf(f.message);
-      return plan === null ? undefined : { ...base, kind: Kind.MessageList, tag: f.number * 8 + 2, plan };
-    }
-    case "map":
-      return f.mapKey === ScalarType.STRING && f.mapKind === "scalar" && f.scalar === ScalarType.STRING
-        ? { ...base, kind: Kind.StringMap, tag: f.number * 8 + 2 }
-        : undefined;
-  }
+  const plain = plainKind(f);
+  if (plain === undefined) return undefined;
+  const kind = KINDS[plain];
+  const base = { localName: f.localName, explicit: f.presence !== IMPLICIT, kind, tag: f.number * 8 + wireType(kind) };
+  if (kind !== Kind.Message && kind !== Kind.MessageList) return base;
+  const plan = planOf((f as DescField & { message: DescMessage }).message);
+  return plan === null ? undefined : { ...base, plan };
 }
 
 /** google.protobuf.FeatureSet.FieldPresence.IMPLICIT */
 const IMPLICIT = 2;
 
-function scalarKind(t: ScalarType): Kind | undefined {
-  switch (t) {
-    case ScalarType.STRING:
-      return Kind.String;
-    case ScalarType.BOOL:
-      return Kind.Bool;
-    case ScalarType.INT32:
-      return Kind.Int32;
-    case ScalarType.UINT32:
-      return Kind.Uint32;
-    case ScalarType.INT64:
-    case ScalarType.UINT64:
-      return Kind.Int64;
-    case ScalarType.DOUBLE:
-      return Kind.Double;
-    case ScalarType.BYTES:
-      return Kind.Bytes;
-    default:
-      return undefined;
-  }
-}
-
+/** The wire type of a field of this kind: varint, 64-bit, or length-delimited (everything else). */
 function wireType(kind: Kind): number {
-  return kind === Kind.Double ? 1 : kind === Kind.String || kind === Kind.Bytes ? 2 : 0;
+  return kind === Kind.Double ? 1 : kind === Kind.Bool || kind === Kind.Int32 || kind === Kind.Uint32 || kind === Kind.Int64 ? 0 : 2;
 }
 
 /** Whether toBinary writes the field: set (explicit presence, own property) or not its zero value (implicit). */
