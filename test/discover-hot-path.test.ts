@@ -7,10 +7,10 @@ import { RateLimits } from "../src/security/rate-limits.js";
 import { RequestGuard } from "../src/security/request-guard.js";
 import { TokenIssuer } from "../src/security/token-issuer.js";
 import { RecentMap } from "../src/recent-map.js";
-import { TokenVerifier } from "../src/security/token-verifier.js";
 import { postJson, startApp, type TestApp } from "./support/app.js";
 import { bearer, grpc, loadGrpcPackage, unary } from "./support/grpc-client.js";
 import { ManualClock } from "./support/manual-clock.js";
+import { federationVerifier } from "./support/registries.js";
 
 /**
  * The caches on Discover's hot path: a repeated request's bytes map to one
@@ -95,21 +95,7 @@ describe("the guard's remembered credentials", () => {
     clock = new ManualClock();
     keys = await FileKeyStore.open({ dataDir: dir, fromEnv: undefined, clock, retireAfterMs: 3_600_000 });
     issuer = new TokenIssuer(keys, clock, { issuer: "fed", audience: "fed", passportTtlMs: 60_000 });
-    const verifier = new TokenVerifier(
-      {
-        federationIssuer: "fed",
-        audience: "fed",
-        issuers: [],
-        algorithms: ["EdDSA"],
-        clockSkewSec: 0,
-        jwksCooldownMs: 30_000,
-        maxTokenBytes: 8192,
-        bootstrapToken: undefined,
-        bootstrapTenant: "default",
-      },
-      keys,
-      clock,
-    );
+    const verifier = federationVerifier(keys, clock);
     limits = await RateLimits.create({ tenantPerWindow: 1_000_000, perTenant: {}, heartbeatsPerWindow: 10, windowSec: 1 }, undefined);
     guard = new RequestGuard(verifier, limits, { trustDomain: undefined, defaultTenant: "default" });
   });

@@ -7,7 +7,6 @@ import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { RegisterRequestSchema } from "../gen/federation/v1/registry_service_pb.js";
 import { loadConfig } from "../src/config.js";
 import type { PublishedEvent } from "../src/events/event-bus.js";
-import { MemoryEventBus } from "../src/events/memory-event-bus.js";
 import { AgentStatus, patched } from "../src/registry/agent-record.js";
 import { MemoryAgentStore } from "../src/registry/memory-agent-store.js";
 import { MongoAgentStore } from "../src/registry/mongo-agent-store.js";
@@ -17,6 +16,7 @@ import { parseRegister } from "../src/validation/requests.js";
 import { agent } from "./contracts/agent-store.contract.js";
 import { ManualClock } from "./support/manual-clock.js";
 import { startFerret, type ManagedServer } from "./support/servers.js";
+import { memoryRegistry } from "./support/registries.js";
 
 const caller: Principal = { subject: "test", tenant: "t1", scopes: new Set(["admin"]), via: "token" };
 const lease = loadConfig({ LEASE_TTL_DEFAULT: "10s", LEASE_GRACE: "5s" }).lease;
@@ -42,12 +42,7 @@ describe("heartbeat on the memory store", () => {
   let events: PublishedEvent[];
 
   beforeEach(() => {
-    clock = new ManualClock();
-    store = new MemoryAgentStore();
-    const bus = new MemoryEventBus(clock, 100);
-    events = [];
-    bus.subscribe({ tenant: "t1", types: new Set(), agentId: "" }, undefined, (e) => events.push(e));
-    registry = new Registry(store, bus, clock, lease, log);
+    ({ clock, store, registry, events } = memoryRegistry(lease, log));
   });
 
   it("updated() stores the patched record and hands back that very record; a stale revision writes nothing", () => {

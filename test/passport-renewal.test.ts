@@ -5,9 +5,9 @@ import { decodeJwt, decodeProtectedHeader } from "jose";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { FileKeyStore } from "../src/security/key-store.js";
 import { TokenIssuer } from "../src/security/token-issuer.js";
-import { TokenVerifier } from "../src/security/token-verifier.js";
 import { agent } from "./contracts/agent-store.contract.js";
 import { ManualClock } from "./support/manual-clock.js";
+import { federationVerifier } from "./support/registries.js";
 
 const TTL = 15 * 60_000;
 
@@ -72,21 +72,7 @@ describe("passport renewal on heartbeat", () => {
   });
 
   it("serves a verified token from the cache only until it expires", async () => {
-    const verifier = new TokenVerifier(
-      {
-        federationIssuer: "fed",
-        audience: "fed",
-        issuers: [],
-        algorithms: ["EdDSA"],
-        clockSkewSec: 0,
-        jwksCooldownMs: 30_000,
-        maxTokenBytes: 8192,
-        bootstrapToken: undefined,
-        bootstrapTenant: "default",
-      },
-      keys,
-      clock,
-    );
+    const verifier = federationVerifier(keys, clock);
     const minted = await issuer.mint("t1", ["agents:read"], "svc", 30_000);
     expect((await verifier.verify(minted.token)).tenant).toBe("t1");
     clock.advance(20_000);

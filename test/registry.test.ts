@@ -13,6 +13,7 @@ import { parseRegister, parseRoute } from "../src/validation/requests.js";
 import { create as createRoute } from "./support/route-request.js";
 import { ManualClock } from "./support/manual-clock.js";
 import type { Principal } from "../src/security/principal.js";
+import { memoryRegistry } from "./support/registries.js";
 
 const caller: Principal = { subject: "test", tenant: "t1", scopes: new Set(["admin"]), via: "token" };
 
@@ -38,12 +39,7 @@ describe("registry leases", () => {
   let events: PublishedEvent[];
 
   beforeEach(() => {
-    clock = new ManualClock();
-    store = new MemoryAgentStore();
-    const bus = new MemoryEventBus(clock, 100);
-    events = [];
-    bus.subscribe({ tenant: "t1", types: new Set(), agentId: "" }, undefined, (e) => events.push(e));
-    registry = new Registry(store, bus, clock, lease, log);
+    ({ clock, store, registry, events } = memoryRegistry(lease, log));
   });
 
   it("keeps an agent healthy while it heartbeats within its lease", async () => {
