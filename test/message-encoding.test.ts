@@ -173,6 +173,24 @@ describe("MessageEncoder with agent bases (as the gRPC path uses it)", () => {
     expect(equals(HeartbeatResponseSchema, decoded, answer)).toBe(true);
   });
 
+  it("keeps encodings and frames in buffers of their own, never slices of node's shared pool chunks", () => {
+    // A slice of Buffer.allocUnsafe's 8 KiB pool keeps its whole chunk alive for as long as the
+    // agent lives; between short-lived answers' bytes that was ~6 KiB of RSS per agent.
+    const record = agent("own-bytes", { labels: { zone: "z2" }, tools: records[1]!.tools });
+    const message = agentMessageOnce(record);
+    const owns = (bytes: Uint8Array) => bytes.byteOffset === 0 && bytes.byteLength === bytes.buffer.byteLength;
+    for (const kept of [encoder.encodeParts(AgentSchema, baseOf(message)!)[0], encoder.encodeParts(AgentSchema, message)[0]]) {
+      expect(kept).toBeInstanceOf(Uint8Array);
+      expect(owns(kept as Uint8Array)).toBe(true);
+    }
+    const answer = markImmutable(create(DiscoverResponseSchema, { agents: [message] }));
+    const frame = encoder.frame(DiscoverResponseSchema, answer);
+    expect(frame.length).toBeLessThan(4096); // small enough that allocUnsafe would have pooled it
+    expect(owns(frame)).toBe(true);
+    // Per-call answers still use the pool (cheaper, and gone with the call).
+    expect(owns(encoder.frame(DiscoverResponseSchema, create(DiscoverResponseSchema, { agents: [message] })))).toBe(false);
+  });
+
   it("writes a heartbeat answer as its passport base's bytes plus its agent, for every agent built on that base", () => {
     const base = create(HeartbeatResponseSchema, { passport: "h.e.ader-claims-signature", leaseTtl: { seconds: 30n }, passportExpiresAt: { seconds: 1_800_000_000n } });
     const baseBytes = Buffer.from(encoder.encode(HeartbeatResponseSchema, base));
