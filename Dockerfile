@@ -13,10 +13,18 @@ COPY web ./web
 RUN npm run build && npm prune --omit=dev
 
 FROM node:20-bookworm-slim
+# jemalloc instead of glibc's malloc: finished HTTP/2 streams' native memory
+# is freed in bursts by full GCs, and glibc kept those holes (malloc_trim gave
+# back ~58 MiB at 10k agents); jemalloc returns freed pages within ~1 s.
+# MALLOC_CONF: package.json's config.malloc_conf (why: README, "Node flags").
+RUN apt-get update && apt-get install -y --no-install-recommends libjemalloc2 && rm -rf /var/lib/apt/lists/* \
+ && ln -s /usr/lib/"$(uname -m)"-linux-gnu/libjemalloc.so.2 /usr/local/lib/libjemalloc.so.2
 ENV NODE_ENV=production \
     HOST=0.0.0.0 \
     PORT=9405 \
-    DATA_DIR=/data
+    DATA_DIR=/data \
+    LD_PRELOAD=/usr/local/lib/libjemalloc.so.2 \
+    MALLOC_CONF=background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0
 WORKDIR /app
 # Signing keys and the generated bootstrap token live here (mode 0600).
 RUN mkdir -p /data && chown node:node /data && chmod 700 /data

@@ -110,6 +110,7 @@ export async function startService(env: Record<string, string> = {}): Promise<Se
   const extra = process.env.BENCH_NODE_FLAGS ? process.env.BENCH_NODE_FLAGS.split(" ") : [];
   // Started as `npm start` and the Dockerfile start it: with package.json's node flags.
   const child = spawnPinned(0, process.execPath, [...serviceNodeFlags(), ...profile, ...extra, "dist/src/main.js"], {
+    ...serviceAllocatorEnv(),
     PORT: String(port),
     HOST: "127.0.0.1",
     LOG_LEVEL: "warn",
@@ -168,6 +169,20 @@ export async function startService(env: Record<string, string> = {}): Promise<Se
 export function serviceNodeFlags(): string[] {
   const pkg = JSON.parse(readFileSync(path.join(root, "package.json"), "utf8")) as { config?: { node_flags?: string } };
   return (pkg.config?.node_flags ?? "").split(" ").filter(Boolean);
+}
+
+/**
+ * The allocator the service is deployed with (the Dockerfile's LD_PRELOAD and
+ * MALLOC_CONF: jemalloc, package.json `config.malloc_conf`), when this machine
+ * has it (the bench installs libjemalloc2); {} otherwise. BENCH_MALLOC=system
+ * runs on glibc's malloc instead, for a comparison.
+ */
+export function serviceAllocatorEnv(): Record<string, string> {
+  if (process.env.BENCH_MALLOC === "system") return {};
+  const lib = ["x86_64", "aarch64"].map((arch) => `/usr/lib/${arch}-linux-gnu/libjemalloc.so.2`).find((f) => existsSync(f));
+  if (!lib) return {};
+  const pkg = JSON.parse(readFileSync(path.join(root, "package.json"), "utf8")) as { config?: { malloc_conf?: string } };
+  return { LD_PRELOAD: lib, MALLOC_CONF: pkg.config?.malloc_conf ?? "" };
 }
 
 /** utime + stime of a process from /proc (clock ticks of 10 ms on Linux). */

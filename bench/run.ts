@@ -39,6 +39,7 @@ import {
   percentile,
   root,
   sleep,
+  serviceAllocatorEnv,
   serviceNodeFlags,
   spawnPinned,
   startService,
@@ -906,7 +907,7 @@ function report(partial: boolean): void {
   writeFileSync(path.join(dir, `${name}.json`), `${JSON.stringify({ at: new Date().toISOString(), quick, machine: m, split, serviceNodeFlags: serviceNodeFlags(), rows, problems }, null, 2)}\n`);
   const fmt = (n: number | undefined, d = 0) => (n === undefined || Number.isNaN(n) ? "" : n.toFixed(d));
   const lines = [
-    `Machine: ${m.cpus} × ${m.cpu}, ${m.memoryGiB} GiB, Node ${m.node}. ${split}. The service runs with its deployed node flags (${serviceNodeFlags().join(" ") || "none"}).`,
+    `Machine: ${m.cpus} × ${m.cpu}, ${m.memoryGiB} GiB, Node ${m.node}. ${split}. The service runs with its deployed node flags (${serviceNodeFlags().join(" ") || "none"}) and allocator (${serviceAllocatorEnv().LD_PRELOAD ? `jemalloc, MALLOC_CONF=${serviceAllocatorEnv().MALLOC_CONF}` : "glibc malloc"}).`,
     "",
     "| scenario | throughput /s | p50 ms | p99 ms | vs limit | ratio | note |",
     "| --- | ---: | ---: | ---: | --- | ---: | --- |",
@@ -1091,6 +1092,14 @@ async function dispatchBench(): Promise<void> {
  * with subscribers and a burst of Route events (fanoutOnce) vs etcd Watch
  * streams and a burst of puts. RSS with the fleet registered and heartbeating.
  */
+/**
+ * How long both processes idle before the etcd section reads RSS (see
+ * there): V8's memory reducer checks every 8 s after the last full GC
+ * whether allocation has stopped, then runs up to three full GCs — in
+ * `--trace-gc` runs 20–40 s after the heartbeat rounds.
+ */
+const SETTLE_MS = 45_000;
+
 async function etcdPeer(): Promise<void> {
   const etcdLib = await import("./etcd.js");
   const { ETCD } = etcdLib;
@@ -1202,12 +1211,19 @@ async function etcdPeer(): Promise<void> {
     add({ scenario: "limit: bare http2, a fixed 50 B reply per message on 64 long-lived streams, same loader", ...hbB, limit: "etcd keepalive streams (alternating)", ratio: hbB.rps / hbE.rps, note: `median of ${rounds}; ${vs(hbBUs, hbEUs)}: framing only, the floor under any stream answer`, serverCpuUs: hbBUs });
     add({ scenario: `HeartbeatStream gRPC, 64 long-lived streams, vs etcd keepalive streams (${n} agents)`, ...hbS, limit: "etcd keepalive streams (alternating)", ratio: hbS.rps / hbE.rps, note: `median of ${rounds}; ${vs(hbSUs, hbEUs)}; ${(hbBUs / hbSUs).toFixed(2)} of the bare streams' capacity by CPU; issue 21 goal ≥ 1.5`, serverCpuUs: hbSUs });
 
-    // RSS with the fleet registered and heartbeating (etcd: after its keepalives).
+    // RSS with the fleet registered and heartbeating (etcd: after its
+    // keepalives), read twice: right after the rounds, when ours still holds
+    // their garbage (finished HTTP/2 streams die only in a full GC: README,
+    // "Node flags"), and SETTLE_MS later, both idle, after V8's memory
+    // reducer's full GCs: what the live agents cost.
+    const busy = { ours: svc.rssBytes(), etcd: etcd.rssBytes() };
+    await sleep(quick ? 2_000 : SETTLE_MS);
     const loaded = { ours: svc.rssBytes(), etcd: etcd.rssBytes() };
     const mib = (b: number) => (b / 2 ** 20).toFixed(0);
-    const perAgent = (k: "ours" | "etcd") => ((loaded[k] - empty[k]) / n / 1024).toFixed(1);
-    add({ scenario: `etcd: RSS with ${n} agents (leases kept alive)`, note: `${mib(loaded.etcd)} MiB (empty ${mib(empty.etcd)} MiB; ~${perAgent("etcd")} KiB per agent)`, rssMiB: loaded.etcd / 2 ** 20 });
-    add({ scenario: `RSS with ${n} agents vs etcd (registered, heartbeating)`, limit: "etcd RSS", ratio: loaded.ours / loaded.etcd, note: `${mib(loaded.ours)} MiB (empty ${mib(empty.ours)} MiB; ~${perAgent("ours")} KiB per agent); ratio of RSS, lower is better; issue 21 goal: per agent ≤ etcd's`, rssMiB: loaded.ours / 2 ** 20 });
+    const perAgent = (k: "ours" | "etcd", at = loaded) => ((at[k] - empty[k]) / n / 1024).toFixed(1);
+    const read = `read ${(quick ? 2_000 : SETTLE_MS) / 1000} s after the last call; right after it`;
+    add({ scenario: `etcd: RSS with ${n} agents (leases kept alive)`, note: `${mib(loaded.etcd)} MiB (empty ${mib(empty.etcd)} MiB; ~${perAgent("etcd")} KiB per agent); ${read} ${mib(busy.etcd)} MiB (~${perAgent("etcd", busy)} KiB per agent)`, rssMiB: loaded.etcd / 2 ** 20 });
+    add({ scenario: `RSS with ${n} agents vs etcd (registered, heartbeating)`, limit: "etcd RSS", ratio: loaded.ours / loaded.etcd, note: `${mib(loaded.ours)} MiB (empty ${mib(empty.ours)} MiB; ~${perAgent("ours")} KiB per agent); ${read} ${mib(busy.ours)} MiB (~${perAgent("ours", busy)} KiB per agent); ratio of RSS, lower is better; issue 21 goal: per agent ≤ etcd's`, rssMiB: loaded.ours / 2 ** 20 });
 
     // Discover one capability, 100 agents back, vs a prefix Range (limit 100).
     const discover = toBinary(DiscoverRequestSchema, create(DiscoverRequestSchema, { capabilities: ["cap.7"], limit: 100 }));
@@ -1737,7 +1753,7 @@ async function main(): Promise<void> {
   // What the bench runs, installed on first use (Debian): h2load always;
   // PostgreSQL for its FerretDB row (startPostgres checks). FerretDB itself
   // is built by scripts/build-ferretdb.sh when a FerretDB row first needs it.
-  ensureTools("h2load");
+  ensureTools("h2load", "jemalloc");
   pinSelf(1);
   const limit = await limits();
   if (want("service") || SERVICE_PARTS.some(want)) await serviceScenarios(limit);

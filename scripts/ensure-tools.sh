@@ -3,7 +3,8 @@
 #   scripts/ensure-tools.sh h2load postgresql ...
 # Tools: h2load (nghttp2-client), redis-server, postgresql (initdb, pg_ctl,
 # postgres under /usr/lib/postgresql/*/bin), chromium, etcd (etcd-server: the
-# benchmark's etcd rows). Prints nothing when
+# benchmark's etcd rows), jemalloc (libjemalloc2: the allocator the service is
+# deployed with, for the benchmark). Prints nothing when
 # everything is there; what it installs is reported on stderr.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,6 +16,7 @@ for tool in "$@"; do
     postgresql) compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || command -v initdb >/dev/null || missing+=(postgresql) ;;
     chromium) [ -x /usr/bin/chromium ] || missing+=(chromium) ;;
     etcd) command -v etcd >/dev/null || missing+=(etcd-server) ;;
+    jemalloc) compgen -G '/usr/lib/*-linux-gnu/libjemalloc.so.2' >/dev/null || missing+=(libjemalloc2) ;;
     *) echo "ensure-tools: unknown tool '$tool'" >&2; exit 2 ;;
   esac
 done

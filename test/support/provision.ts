@@ -15,7 +15,7 @@ import { promisify } from "node:util";
 const root = path.resolve(import.meta.dirname, "../..");
 const run = promisify(execFile);
 
-export type Tool = "h2load" | "redis-server" | "postgresql" | "chromium";
+export type Tool = "h2load" | "redis-server" | "postgresql" | "chromium" | "jemalloc";
 
 /** Installs the tools that are missing (Debian, through scripts/ensure-tools.sh); quick when all are there. */
 export function ensureTools(...tools: Tool[]): void {
