@@ -1225,6 +1225,50 @@ async function etcdPeer(): Promise<void> {
     add({ scenario: `etcd: RSS with ${n} agents (leases kept alive)`, note: `${mib(loaded.etcd)} MiB (empty ${mib(empty.etcd)} MiB; ~${perAgent("etcd")} KiB per agent); ${read} ${mib(busy.etcd)} MiB (~${perAgent("etcd", busy)} KiB per agent)`, rssMiB: loaded.etcd / 2 ** 20 });
     add({ scenario: `RSS with ${n} agents vs etcd (registered, heartbeating)`, limit: "etcd RSS", ratio: loaded.ours / loaded.etcd, note: `${mib(loaded.ours)} MiB (empty ${mib(empty.ours)} MiB; ~${perAgent("ours")} KiB per agent); ${read} ${mib(busy.ours)} MiB (~${perAgent("ours", busy)} KiB per agent); ratio of RSS, lower is better; issue 21 goal: per agent ≤ etcd's`, rssMiB: loaded.ours / 2 ** 20 });
 
+    // Register without tools (defer_passport), alternating with etcd again:
+    // what a registration costs without the tool catalog, the tool pools and
+    // the tools' encodings — how far the rest of it is from etcd's. New
+    // agents after the RSS reads (ids from n on, etcd leases likewise).
+    {
+      const m = quick ? 50 : 1_000;
+      const bare = (i: number) => ({ ...agentInit(i), tools: [] });
+      const bareRecord = (i: number) => JSON.stringify({ id: `agent-${i}`, ...bare(i), status: "HEALTHY", leaseTtl: 3600 });
+      const bareBodies: Uint8Array[] = [];
+      const bareGrants: Uint8Array[] = [];
+      const barePuts: Uint8Array[] = [];
+      for (let i = n; i < n + rounds * m; i++) {
+        bareBodies[i] = toBinary(RegisterRequestSchema, create(RegisterRequestSchema, { ...bare(i), deferPassport: true }));
+        bareGrants[i] = etcdLib.leaseGrantRequest(3600, i + 1);
+        barePuts[i] = etcdLib.putRequest(`/fc/agents/${bare(i).capabilities[0]!.name}/agent-${i}`, bareRecord(i), i + 1);
+      }
+      const runs = { ours: [] as LoadResult[], etcd: [] as LoadResult[], oursCpu: [] as number[], etcdCpu: [] as number[] };
+      for (let r = 0; r < rounds; r++) {
+        const from = n + r * m;
+        runs.etcd.push(
+          check(
+            await cpuOf(etcd, runs.etcdCpu, () =>
+              etcdLib.loadOps(m, async (k) => {
+                if ((await theirs.call(ETCD.leaseGrant, bareGrants[from + k]!, k)).status !== 0) return false;
+                return (await theirs.call(ETCD.put, barePuts[from + k]!, k)).status === 0;
+              }),
+            ),
+            "etcd register, no tools",
+          ),
+        );
+        runs.ours.push(check(await cpuOf(svc, runs.oursCpu, () => oursRegister(from, m, bareBodies)), "register without tools vs etcd"));
+      }
+      const [e, o] = [median(runs.etcd), median(runs.ours)];
+      const [eUs, oUs] = [medianOf(runs.etcdCpu), medianOf(runs.oursCpu)];
+      add({
+        scenario: `register gRPC vs etcd, defer_passport, agents without tools (${rounds * m} more agents; etcd's record without tools too)`,
+        ...o,
+        limit: "etcd register (alternating)",
+        ratio: o.rps / e.rps,
+        note: `median of ${rounds}; ${vs(oUs, eUs)}; etcd ${e.rps.toFixed(0)}/s here; what a registration costs without the tool catalog, pools and encodings`,
+        serverCpuUs: oUs,
+      });
+    }
+
     // Discover one capability, 100 agents back, vs a prefix Range (limit 100).
     const discover = toBinary(DiscoverRequestSchema, create(DiscoverRequestSchema, { capabilities: ["cap.7"], limit: 100 }));
     const range = etcdLib.rangePrefixRequest("/fc/agents/cap.7/", 100);
