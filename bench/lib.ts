@@ -177,8 +177,8 @@ export function serviceNodeFlags(): string[] {
  * has it (the bench installs libjemalloc2); {} otherwise. BENCH_MALLOC=system
  * runs on glibc's malloc instead, for a comparison.
  */
-export function serviceAllocatorEnv(): Record<string, string> {
-  if (process.env.BENCH_MALLOC === "system") return {};
+export function serviceAllocatorEnv(malloc = process.env.BENCH_MALLOC): Record<string, string> {
+  if (malloc === "system") return {};
   const lib = ["x86_64", "aarch64"].map((arch) => `/usr/lib/${arch}-linux-gnu/libjemalloc.so.2`).find((f) => existsSync(f));
   if (!lib) return {};
   const pkg = JSON.parse(readFileSync(path.join(root, "package.json"), "utf8")) as { config?: { malloc_conf?: string } };

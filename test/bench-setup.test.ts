@@ -4,6 +4,7 @@ import os from "node:os";
 import path from "node:path";
 import { MongoClient } from "mongodb";
 import { afterAll, describe, expect, it } from "vitest";
+import { serviceAllocatorEnv } from "../bench/lib.js";
 import { ensureTools, ferretDbBinary, postgresBinDir, startPostgres } from "./support/provision.js";
 import { freePort } from "./support/servers.js";
 
@@ -56,6 +57,20 @@ describe("the benchmark's and the tests' set-up finds or makes what they need", 
     expect(spawnSync("bash", [path.join(root, "scripts/ensure-tools.sh"), "no-such-tool"]).status).toBe(2);
   });
 
+  it("starts the service's node on jemalloc, as the Docker image does, with package.json's MALLOC_CONF", () => {
+    ensureTools("jemalloc");
+    const env = serviceAllocatorEnv();
+    expect(env.LD_PRELOAD && existsSync(env.LD_PRELOAD)).toBe(true);
+    const pkg = JSON.parse(readFileSync(path.join(root, "package.json"), "utf8")) as { config: { malloc_conf: string } };
+    expect(env.MALLOC_CONF).toBe(pkg.config.malloc_conf);
+    const probe = spawnSync(process.execPath, ["-e", "process.stdout.write(require('fs').readFileSync('/proc/self/maps', 'utf8'))"], { env: { ...process.env, ...env }, encoding: "utf8" });
+    expect(probe.status).toBe(0);
+    expect(probe.stderr).toBe(""); // jemalloc accepted every MALLOC_CONF option (it complains on stderr otherwise)
+    expect(probe.stdout).toMatch(/libjemalloc\.so\.2/);
+    const system = spawnSync(process.execPath, ["-e", "process.stdout.write(require('fs').readFileSync('/proc/self/maps', 'utf8'))"], { env: { ...process.env, ...serviceAllocatorEnv("system") }, encoding: "utf8" });
+    expect(system.stdout).not.toMatch(/libjemalloc/);
+  });
+
   it("starts a throw-away PostgreSQL cluster on loopback and removes it on stop", async () => {
     const pg = await startPostgres({ port: await freePort(), databases: ["ferretdb"], settings: { fsync: "off" } });
     const psql = path.join(postgresBinDir()!, "psql");
@@ -70,7 +85,7 @@ describe("the benchmark's and the tests' set-up finds or makes what they need", 
   it("bench/run.ts resolves FerretDB and its tools through that set-up, not a fixed path", () => {
     const bench = readFileSync(path.join(root, "bench/run.ts"), "utf8");
     expect(bench).toContain("ferretDbBinary()");
-    expect(bench).toContain('ensureTools("h2load")');
+    expect(bench).toContain('ensureTools("h2load", "jemalloc")');
     expect(bench).not.toMatch(/ferretdb-v1\.24\.2/);
   });
 });
