@@ -49,6 +49,39 @@ describe("MemoryEventBus: ids are consecutive", () => {
   });
 });
 
+describe("MemoryEventBus: what the ring holds", () => {
+  it("replays each held event, lazy or not, with the id and time it was published with, across the ring's growth and wrap", async () => {
+    let now = 1_700_000_000_123;
+    const bus = new MemoryEventBus({ now: () => now }, 100);
+    const all = { tenant: "t1", types: new Set<string>(), agentId: "" };
+    const made: number[] = [];
+    for (let i = 0; i < 250; i++) {
+      now += 7 + (i % 3);
+      const lazy = i % 2 === 0;
+      await bus.publish(
+        lazy
+          ? { type: "health.alert", tenant: "t1", agentId: `e${i}`, lazyPayload: { shared: false, make: () => (made.push(i), { case: undefined }) } }
+          : { type: "health.alert", tenant: "t1", agentId: `e${i}` },
+      );
+    }
+    const got: PublishedEvent[] = [];
+    bus.subscribe(all, 0n, (e) => got.push(e));
+    expect(got.map((e) => e.id)).toEqual(Array.from({ length: 100 }, (_, k) => BigInt(151 + k)));
+    // Times as published: event k (1-based) at 1_700_000_000_123 + the steps up to it.
+    let t = 1_700_000_000_123;
+    const times: number[] = [];
+    for (let i = 0; i < 250; i++) times.push((t += 7 + (i % 3)));
+    expect(got.map((e) => Number(e.message.time!.seconds) * 1000 + e.message.time!.nanos / 1e6)).toEqual(times.slice(150));
+    expect(got.map((e) => e.message.agentId)).toEqual(Array.from({ length: 100 }, (_, k) => `e${150 + k}`));
+    // From the middle: only later ones; the lazy payloads are made again for the replay.
+    made.length = 0;
+    const later: bigint[] = [];
+    bus.subscribe(all, 240n, (e) => later.push(e.id));
+    expect(later).toEqual(Array.from({ length: 10 }, (_, k) => BigInt(241 + k)));
+    expect(made).toEqual([240, 242, 244, 246, 248]);
+  });
+});
+
 describe("RedisEventBus: history Redis no longer has", () => {
   const all = { tenant: "t1", types: new Set<string>(), agentId: "" };
   const alert = (agentId: string) => ({ type: "health.alert" as const, tenant: "t1", agentId });

@@ -7,7 +7,7 @@ import { RouteResponseSchema } from "../gen/federation/v1/router_service_pb.js";
 import { AgentStatus } from "../src/registry/agent-record.js";
 import { baseOf, markImmutable, withBase } from "../src/message-hints.js";
 import { agentMessageOnce, toAgentMessage } from "../src/registry/agent-message.js";
-import { JsonEncoder, MessageEncoder, joinParts } from "../src/transport/message-encoding.js";
+import { JsonEncoder, MessageEncoder, SHARED_TEXT, joinParts } from "../src/transport/message-encoding.js";
 import { agent } from "./contracts/agent-store.contract.js";
 
 const records = [
@@ -96,8 +96,8 @@ describe("MessageEncoder", () => {
     const msg = create(DiscoverResponseSchema, { agents: [toAgentMessage(records[0]!)] });
     const first = encoder.encodeParts(DiscoverResponseSchema, msg);
     const second = encoder.encodeParts(DiscoverResponseSchema, msg);
-    // [tag, length, agent bytes, rest]: the agent bytes are the same object.
-    expect(second[2]).toBeInstanceOf(Uint8Array);
+    // [tag, length, agent bytes, rest]: the agent's kept bytes (a string of them).
+    expect(typeof second[2]).toBe("string");
     expect(second[2]).toBe(first[2]);
     // A new record (new revision) is a new message with its own encoding.
     const changed = toAgentMessage({ ...records[0]!, load: 0.5, revision: 2 });
@@ -173,22 +173,82 @@ describe("MessageEncoder with agent bases (as the gRPC path uses it)", () => {
     expect(equals(HeartbeatResponseSchema, decoded, answer)).toBe(true);
   });
 
-  it("keeps encodings and frames in buffers of their own, never slices of node's shared pool chunks", () => {
+  it("keeps encodings as strings of their bytes (no Buffer, nothing of node's pool) and frames in buffers of their own", () => {
     // A slice of Buffer.allocUnsafe's 8 KiB pool keeps its whole chunk alive for as long as the
-    // agent lives; between short-lived answers' bytes that was ~6 KiB of RSS per agent.
+    // agent lives; between short-lived answers' bytes that was ~6 KiB of RSS per agent. A kept
+    // Buffer of its own still cost ~200 bytes besides its bytes; a string costs 16.
     const record = agent("own-bytes", { labels: { zone: "z2" }, tools: records[1]!.tools });
     const message = agentMessageOnce(record);
-    const owns = (bytes: Uint8Array) => bytes.byteOffset === 0 && bytes.byteLength === bytes.buffer.byteLength;
-    for (const kept of [encoder.encodeParts(AgentSchema, baseOf(message)!)[0], encoder.encodeParts(AgentSchema, message)[0]]) {
-      expect(kept).toBeInstanceOf(Uint8Array);
-      expect(owns(kept as Uint8Array)).toBe(true);
+    for (const m of [baseOf(message) as typeof message, message]) {
+      const kept = encoder.encodeParts(AgentSchema, m);
+      for (const part of kept) expect(typeof part === "string" || typeof part === "number").toBe(true);
+      expect(equals(AgentSchema, fromBinary(AgentSchema, joinParts(kept)), m)).toBe(true);
     }
+    const owns = (bytes: Uint8Array) => bytes.byteOffset === 0 && bytes.byteLength === bytes.buffer.byteLength;
     const answer = markImmutable(create(DiscoverResponseSchema, { agents: [message] }));
     const frame = encoder.frame(DiscoverResponseSchema, answer);
     expect(frame.length).toBeLessThan(4096); // small enough that allocUnsafe would have pooled it
     expect(owns(frame)).toBe(true);
+    expect(encoder.frame(DiscoverResponseSchema, answer)).toBe(frame);
+    expect(equals(DiscoverResponseSchema, fromBinary(DiscoverResponseSchema, frame.subarray(5)), answer)).toBe(true);
     // Per-call answers still use the pool (cheaper, and gone with the call).
     expect(owns(encoder.frame(DiscoverResponseSchema, create(DiscoverResponseSchema, { agents: [message] })))).toBe(false);
+  });
+
+  it("keeps a revision's encoding as its base's kept text plus its own fields, not a copy of the base", () => {
+    // A long agent: its base's kept encoding is SHARED_TEXT chars or more, so it is referred to.
+    const first = agent("ref-base", { tools: records[2]!.tools });
+    const beat = { ...first, load: 0.5, lastHeartbeatAt: first.lastHeartbeatAt + 1, revision: first.revision + 1 };
+    const base = encoder.encodeParts(AgentSchema, baseOf(agentMessageOnce(first))!);
+    expect(base).toHaveLength(1);
+    expect((base[0] as string).length).toBeGreaterThanOrEqual(SHARED_TEXT);
+    for (const record of [first, beat]) {
+      const message = agentMessageOnce(record);
+      const kept = encoder.encodeParts(AgentSchema, message);
+      expect(kept).toHaveLength(2);
+      expect(kept[0]).toBe(base[0]);
+      expect(kept[1]).toBe(Buffer.from(toBinary(AgentSchema, Object.assign(create(AgentSchema), { status: message.status, lastHeartbeatAt: message.lastHeartbeatAt, leaseExpiresAt: message.leaseExpiresAt, load: message.load, revision: message.revision }))).toString("latin1"));
+      const decoded = fromBinary(AgentSchema, joinParts(kept));
+      expect(equals(AgentSchema, decoded, message)).toBe(true);
+      expect(decoded.load).toBe(record.load);
+    }
+  });
+
+  it("copies a kept encoding's immutable parts into it without keeping theirs, and keeps those encoded on their own", () => {
+    const kept = (m: object) => Object.getOwnPropertySymbols(m).some((k) => k.description === "encoding");
+    const record = agent("nested-kept", { tools: [{ name: "nk", description: "nested", inputSchema: { type: "object" } }] });
+    const message = agentMessageOnce(record);
+    const base = baseOf(message)!;
+    const tool = message.tools[0]!;
+    encoder.encodeParts(AgentSchema, message); // the revision's kept encoding, on its base's
+    expect(kept(message)).toBe(true);
+    expect(kept(base)).toBe(true);
+    expect(kept(tool)).toBe(false); // its bytes are in the base's, only there
+    expect(equals(AgentSchema, fromBinary(AgentSchema, encoder.encode(AgentSchema, message)), message)).toBe(true);
+    // Encoded on its own (or in an answer that is not kept), a tool keeps its encoding.
+    const alone = encoder.encode(ToolSchema, tool);
+    expect(kept(tool)).toBe(true);
+    expect(equals(ToolSchema, fromBinary(ToolSchema, alone), tool)).toBe(true);
+  });
+
+  it("refers to a long ASCII text (a passport) from a kept encoding instead of copying it; other texts are copied", () => {
+    const token = `${"h".repeat(40)}.${"c".repeat(400)}.${"s".repeat(86)}`;
+    const base = withBase(create(HeartbeatResponseSchema), create(HeartbeatResponseSchema, { passport: token, leaseTtl: { seconds: 30n }, passportExpiresAt: { seconds: 1_800_000_000n } }));
+    const kept = encoder.encodeParts(HeartbeatResponseSchema, baseOf(base)!);
+    // [tag, length, the token itself, the other fields' bytes]
+    expect(kept.slice(0, 2)).toEqual([(3 * 8) | 2, token.length]);
+    expect(kept[2]).toBe(token);
+    expect(kept).toHaveLength(4);
+    const decoded = fromBinary(HeartbeatResponseSchema, joinParts(kept));
+    expect(equals(HeartbeatResponseSchema, decoded, baseOf(base) as typeof base)).toBe(true);
+    expect((baseOf(base) as typeof base).passport).toBe(token); // put back after the encoding
+    // Short, or not ASCII (its UTF-8 bytes are not its chars): copied, and still right.
+    for (const passport of ["p.a.ss", "é".repeat(SHARED_TEXT), "x".repeat(SHARED_TEXT - 1)]) {
+      const other = markImmutable(create(HeartbeatResponseSchema, { passport, leaseTtl: { seconds: 5n } }));
+      const parts = encoder.encodeParts(HeartbeatResponseSchema, other);
+      expect(parts).toHaveLength(1);
+      expect(equals(HeartbeatResponseSchema, fromBinary(HeartbeatResponseSchema, joinParts(parts)), other)).toBe(true);
+    }
   });
 
   it("writes a heartbeat answer as its passport base's bytes plus its agent, for every agent built on that base", () => {

@@ -63,6 +63,31 @@ describe("passport renewal on heartbeat", () => {
     expect((await issuer.passport({ ...a, revision: 3 })).token).not.toBe(registered.token);
   });
 
+  it("rebuilds a passport that gave up its whole token byte for byte, and it still verifies", async () => {
+    // Two passports hold their whole token: a third one's makes the least recently used give its up.
+    const small = new TokenIssuer(keys, clock, { issuer: "fed", audience: "fed", passportTtlMs: TTL, recentTokens: 2 });
+    const verifier = federationVerifier(keys, clock);
+    const agents = ["r1", "r2", "r3", "r4"].map((id) => agent(id));
+    const issued = [];
+    for (const a of agents) issued.push(await small.passport(a));
+    clock.advance(60_000);
+    for (const [i, a] of agents.entries()) {
+      // r1 and r2 gave theirs up (rebuilt: an equal string, a new object); r3 and r4 hold theirs (the same object).
+      const again = await small.renewedPassport({ ...a, revision: 2 });
+      expect(again.token).toBe(issued[i]!.token);
+      expect(again.expiresAt).toBe(issued[i]!.expiresAt);
+      if (i < 2) expect(again).not.toBe(issued[i]);
+      const claims = decodeJwt(again.token);
+      expect(claims.jti).toBe(decodeJwt(issued[i]!.token).jti);
+      expect((await verifier.verify(again.token)).subject).toBe(a.id);
+    }
+    // Used again, the rebuilt ones are the recent ones now: answered with the very same object.
+    const r4 = await small.renewedPassport({ ...agents[3]!, revision: 3 });
+    const r4again = await small.renewedPassport({ ...agents[3]!, revision: 4 });
+    expect(r4again).toBe(r4);
+    expect(r4again.token).toBe(issued[3]!.token);
+  });
+
   it("keeps agents' passports apart", async () => {
     const p1 = await issuer.renewedPassport(agent("a1"));
     const p2 = await issuer.renewedPassport(agent("a2"));

@@ -1,5 +1,6 @@
 import type { Clock } from "../clock.js";
 import {
+  PublishedEvent,
   buildEvent,
   eventMatches,
   type ComponentStatus,
@@ -7,7 +8,6 @@ import {
   type EventFilter,
   type EventInput,
   type HistoryGap,
-  type PublishedEvent,
   type Subscription,
 } from "./event-bus.js";
 
@@ -22,17 +22,20 @@ interface Subscriber {
  * only its immutable record, and the message is made when the event is
  * read — by live subscribers once, at publish, and again by a replay.
  * Any other event is held as the message made at publish (its input is
- * not kept).
+ * not kept). Its id is its place in the ring (ids are consecutive) and its
+ * time is in the ring's `times`: a wrapper object holding both was ~70
+ * bytes per held event (the object, a bigint, a boxed number).
  */
-type Held =
-  | { readonly id: bigint; readonly time: number; readonly input: EventInput; readonly event: undefined }
-  | { readonly id: bigint; readonly time: number; readonly input: undefined; readonly event: PublishedEvent };
+type Held = EventInput | PublishedEvent;
 
 /** Whether a subscriber with `filter` sees the held event. */
 function heldMatches(h: Held, filter: EventFilter): boolean {
-  if (h.event) return h.event.matches(filter);
-  const input = h.input;
-  return eventMatches(filter, input.tenant, input.type, input.agentId ?? "", input.lazyPayload?.shared === true);
+  if (h instanceof PublishedEvent) return h.matches(filter);
+  return eventMatches(filter, h.tenant, h.type, h.agentId ?? "", h.lazyPayload?.shared === true);
+}
+
+function heldEvent(h: Held, id: bigint, time: number): PublishedEvent {
+  return h instanceof PublishedEvent ? h : buildEvent(id, time, h);
 }
 
 /**
@@ -41,6 +44,8 @@ function heldMatches(h: Held, filter: EventFilter): boolean {
  */
 export class MemoryEventBus implements EventBus {
   private readonly ring: (Held | undefined)[];
+  /** Publish time of the event in each slot of the ring (epoch ms), grown as the ring fills. */
+  private times = new Float64Array(0);
   private head = 0;
   private size = 0;
   private nextId = 1n;
@@ -58,9 +63,12 @@ export class MemoryEventBus implements EventBus {
     const time = this.clock.now();
     // Made now unless the payload is lazy; a lazy one only for the subscribers that see it.
     let event = input.lazyPayload ? undefined : buildEvent(id, time, input);
-    const held: Held = event ? { id, time, input: undefined, event } : { id, time, input, event };
+    const held: Held = event ?? input;
     if (this.ring.length > 0) {
-      this.ring[(this.head + this.size) % this.ring.length] = held;
+      const slot = (this.head + this.size) % this.ring.length;
+      if (slot >= this.times.length) this.grow();
+      this.ring[slot] = held;
+      this.times[slot] = time;
       if (this.size < this.ring.length) this.size++;
       else this.head = (this.head + 1) % this.ring.length;
     }
@@ -84,14 +92,25 @@ export class MemoryEventBus implements EventBus {
         gap(missing);
         return { close: () => undefined };
       }
-      for (let i = 0; i < this.size; i++) {
-        const held = this.ring[(this.head + i) % this.ring.length]!;
-        if (held.id > afterId && heldMatches(held, filter)) deliver(held.event ?? buildEvent(held.id, held.time, held.input));
+      // The oldest held event's id: the ids that follow are consecutive.
+      const oldest = this.nextId - BigInt(this.size);
+      for (let i = afterId < oldest ? 0 : Number(afterId - oldest) + 1; i < this.size; i++) {
+        const id = oldest + BigInt(i);
+        const slot = (this.head + i) % this.ring.length;
+        const held = this.ring[slot]!;
+        if (heldMatches(held, filter)) deliver(heldEvent(held, id, this.times[slot]!));
       }
     }
     const subscriber: Subscriber = { filter, deliver };
     this.subscribers.add(subscriber);
     return { close: () => void this.subscribers.delete(subscriber) };
+  }
+
+  /** Room for the times of twice as many slots (up to the ring's), so an idle bus does not reserve its whole ring. */
+  private grow(): void {
+    const times = new Float64Array(Math.min(this.ring.length, Math.max(64, this.times.length * 2)));
+    times.set(this.times);
+    this.times = times;
   }
 
   /**

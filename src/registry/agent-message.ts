@@ -1,16 +1,8 @@
 import { create } from "@bufbuild/protobuf";
 import { LRUCache } from "lru-cache";
-import { durationFromMs, timestampFromMs } from "@bufbuild/protobuf/wkt";
-import {
-  AgentSchema,
-  CapabilitySchema,
-  EndpointSchema,
-  ToolSchema,
-  type Agent,
-  type Capability,
-  type Tool,
-} from "../../gen/federation/v1/agent_pb.js";
-import type { AgentRecord, ToolRecord } from "./agent-record.js";
+import type { Duration, Timestamp } from "@bufbuild/protobuf/wkt";
+import { CapabilitySchema, type Agent, type Capability, type Tool } from "../../gen/federation/v1/agent_pb.js";
+import { AgentStatus, type AgentRecord, type ToolRecord } from "./agent-record.js";
 import { markImmutable, withBase } from "../message-hints.js";
 
 /**
@@ -53,60 +45,158 @@ export function agentMessageOnce(a: AgentRecord): Agent {
  * times, revision), and names its base (message-base.ts) so the transport writes
  * the base's cached bytes and encodes only those few fields per revision
  * (message-encoding.ts). One entry per agent, bounded like the agent cache;
- * `of` is the record the base was built from, compared field by field.
+ * a record is compared field by field with the base (and what of its
+ * record the base does not hold as it was) before the base is reused.
  */
 interface Static {
-  /** Moved on to the newest record it matched, so the agent's older records are not kept alive by it. */
-  of: AgentRecord;
   readonly base: Agent;
+  /**
+   * What of the record the base was built from the base does not hold as
+   * it was (it holds messages made of the lists, and the lease TTL as a
+   * Duration); the rest is compared with the base's own fields. Not the
+   * record: it kept a whole record (and its times) per agent alive
+   * besides the store's.
+   */
+  readonly capabilities: AgentRecord["capabilities"];
+  readonly tools: AgentRecord["tools"];
+  readonly leaseTtlMs: number;
 }
 const statics = new LRUCache<string, Static>({ max: 10_000 });
 
-function sameStatic(a: AgentRecord, b: AgentRecord): boolean {
+function sameStatic(s: Static, a: AgentRecord): boolean {
+  const base = s.base;
   return (
-    a.id === b.id &&
-    a.tenant === b.tenant &&
-    a.shared === b.shared &&
-    a.name === b.name &&
-    a.version === b.version &&
-    a.endpoint === b.endpoint &&
-    a.capabilities === b.capabilities &&
-    a.tools === b.tools &&
-    a.labels === b.labels &&
-    a.registeredAt === b.registeredAt &&
-    a.leaseTtlMs === b.leaseTtlMs
+    base.id === a.id &&
+    base.tenant === a.tenant &&
+    base.shared === a.shared &&
+    base.name === a.name &&
+    base.version === a.version &&
+    base.endpoint!.url === a.endpoint.url &&
+    base.endpoint!.transport === a.endpoint.transport &&
+    s.capabilities === a.capabilities &&
+    s.tools === a.tools &&
+    base.labels === a.labels &&
+    Number(base.registeredAt!.seconds) * 1000 + base.registeredAt!.nanos / 1_000_000 === a.registeredAt &&
+    s.leaseTtlMs === a.leaseTtlMs
   );
 }
 
 function baseFor(a: AgentRecord): Agent {
   const known = statics.get(a.id);
-  if (known && sameStatic(known.of, a)) {
-    known.of = a;
-    return known.base;
-  }
-  const base = create(AgentSchema, {
-    id: a.id,
-    tenant: a.tenant,
-    shared: a.shared,
-    name: a.name,
-    version: a.version,
-    // Not marked immutable: its bytes are written once, into the base's
-    // own cached encoding (a cache of its own was a second copy, one more
-    // buffer per agent); JSON writes it again per revision (two fields).
-    endpoint: create(EndpointSchema, { url: a.endpoint.url, transport: a.endpoint.transport }),
-    registeredAt: timestampFromMs(a.registeredAt),
-    leaseTtl: durationFromMs(a.leaseTtlMs),
-  });
+  if (known && sameStatic(known, a)) return known.base;
+  // Written out whole, every field of an Agent in one order, as create()
+  // leaves them (message fields unset are undefined): all in the object
+  // itself. create() then setting the fields one by one put most of them
+  // in a property array of their own (~160 bytes per agent), and so did
+  // Object.assign for each revision.
+  //
   // Held, not copied (create() copies lists): the capabilities' and tools'
   // message arrays are shared by the agents registered alike (below), the
   // labels are the record's frozen object, shared the same way
   // (shared-values.ts).
-  base.capabilities = capabilityMessages(a.capabilities);
-  base.tools = toolMessages(a.tools);
-  base.labels = a.labels as Agent["labels"];
-  markImmutable(base);
-  statics.set(a.id, { of: a, base });
+  const base = new AgentBase(a);
+  statics.set(a.id, { base, capabilities: a.capabilities, tools: a.tools, leaseTtlMs: a.leaseTtlMs });
   return base;
+}
+
+/**
+ * Messages kept per agent (a base, its tools) are made by `new`, not
+ * written as literals: V8 then gives the object room for the hidden slots
+ * markImmutable and the encoders add (in-object slack tracking), where a
+ * literal's only room for them was a property array of its own (~40
+ * bytes a message). Their prototype is Object.prototype, as a literal's or
+ * create()'s: nothing else can tell them apart.
+ */
+const AgentBase = function AgentBase(this: Record<string, unknown>, a: AgentRecord) {
+  this.$typeName = "federation.v1.Agent";
+  this.id = a.id;
+  this.name = a.name;
+  this.version = a.version;
+  this.status = AgentStatus.UNSPECIFIED;
+  this.capabilities = capabilityMessages(a.capabilities);
+  this.tools = toolMessages(a.tools);
+  this.labels = a.labels;
+  this.load = 0;
+  this.revision = 0n;
+  this.tenant = a.tenant;
+  this.shared = a.shared;
+  // Not marked immutable: its bytes are written once, into the base's
+  // own cached encoding (a cache of its own was a second copy, one more
+  // buffer per agent); JSON writes it again per revision (two fields).
+  this.endpoint = { $typeName: "federation.v1.Endpoint", url: a.endpoint.url, transport: a.endpoint.transport };
+  this.registeredAt = timestamp(a.registeredAt);
+  this.lastHeartbeatAt = undefined;
+  this.leaseExpiresAt = undefined;
+  this.leaseTtl = leaseTtl(a.leaseTtlMs);
+  this.origin = undefined;
+  markImmutable(this as unknown as Agent);
+} as unknown as new (a: AgentRecord) => Agent;
+AgentBase.prototype = Object.prototype;
+
+const ToolMessage = function ToolMessage(this: Record<string, unknown>, t: ToolRecord) {
+  this.$typeName = "federation.v1.Tool";
+  this.name = t.name;
+  this.description = t.description;
+  this.inputSchema = t.inputSchema;
+  markImmutable(this as unknown as Tool);
+} as unknown as new (t: ToolRecord) => Tool;
+ToolMessage.prototype = Object.prototype;
+
+/** A revision's message: the base's fields, then a record's status and times; in the base's order (one shape). */
+function onBase(base: Agent, a: Pick<AgentRecord, "status" | "load" | "revision" | "lastHeartbeatAt" | "leaseExpiresAt">, withTimes: boolean): Agent {
+  return {
+    $typeName: "federation.v1.Agent",
+    id: base.id,
+    name: base.name,
+    version: base.version,
+    status: a.status,
+    capabilities: base.capabilities,
+    tools: base.tools,
+    labels: base.labels,
+    load: withTimes ? a.load : 0,
+    revision: withTimes ? BigInt(a.revision) : 0n,
+    tenant: base.tenant,
+    shared: base.shared,
+    endpoint: base.endpoint,
+    registeredAt: base.registeredAt,
+    lastHeartbeatAt: withTimes ? timestamp(a.lastHeartbeatAt) : undefined,
+    leaseExpiresAt: withTimes ? timestamp(a.leaseExpiresAt) : undefined,
+    leaseTtl: base.leaseTtl,
+    origin: undefined,
+  };
+}
+
+/**
+ * Lease TTLs are few (the default, a client's choice within bounds): the
+ * bases share one Duration message per TTL (a base is never mutated), not
+ * one each (~40 bytes per agent). Bounded: past it, one each again.
+ */
+const leaseTtls = new Map<number, Duration>();
+function leaseTtl(ms: number): Duration {
+  let d = leaseTtls.get(ms);
+  if (!d) {
+    d = duration(ms);
+    if (leaseTtls.size < 256) leaseTtls.set(ms, d);
+  }
+  return d;
+}
+
+/**
+ * timestampFromMs and durationFromMs of @bufbuild/protobuf, written as
+ * literals: create() adds the fields one by one, which put them in a
+ * property array of their own (40 bytes per message, four per agent).
+ */
+export function timestamp(ms: number): Timestamp {
+  const seconds = Math.floor(ms / 1000);
+  return { $typeName: "google.protobuf.Timestamp", seconds: BigInt(seconds), nanos: (ms - seconds * 1000) * 1_000_000 };
+}
+
+export function duration(ms: number): Duration {
+  const sign = ms < 0 ? -1 : 1;
+  const abs = Math.abs(ms);
+  const seconds = Math.floor(abs / 1000);
+  const nanos = (abs - seconds * 1000) * 1_000_000;
+  return { $typeName: "google.protobuf.Duration", seconds: BigInt(seconds * sign), nanos: nanos === 0 ? 0 : nanos * sign };
 }
 
 /**
@@ -121,9 +211,7 @@ const toolCache = new LRUCache<readonly ToolRecord[], Tool[]>({ max: 10_000 });
 const capabilityMessages = (list: AgentRecord["capabilities"]) =>
   messagesOf(capabilityCache, list, (c) => markImmutable(create(CapabilitySchema, { name: c.name, tags: [...c.tags] })));
 const toolMessages = (list: readonly ToolRecord[]) =>
-  messagesOf(toolCache, list, (t) =>
-    markImmutable(create(ToolSchema, { name: t.name, description: t.description, inputSchema: t.inputSchema })),
-  );
+  messagesOf(toolCache, list, (t) => new ToolMessage(t));
 
 function messagesOf<R, M extends object>(cache: LRUCache<readonly R[], M[]>, list: readonly R[], make: (r: R) => M): M[] {
   let messages = cache.get(list);
@@ -133,15 +221,9 @@ function messagesOf<R, M extends object>(cache: LRUCache<readonly R[], M[]>, lis
 
 function build(a: AgentRecord): Agent {
   const base = baseFor(a);
-  // Object.assign, then the changed fields: a spread with overrides
-  // ({ ...base, status }) is ~8x slower in V8 (1.8 vs 0.2 µs here).
-  const message: Agent = Object.assign({}, base);
-  message.status = a.status;
-  message.lastHeartbeatAt = timestampFromMs(a.lastHeartbeatAt);
-  message.leaseExpiresAt = timestampFromMs(a.leaseExpiresAt);
-  message.load = a.load;
-  message.revision = BigInt(a.revision);
-  return markImmutable(withBase(message, base));
+  // A literal of the base's fields and the changed ones (a spread with
+  // overrides, { ...base, status }, is ~8x slower in V8).
+  return markImmutable(withBase(onBase(base, a, true), base));
 }
 
 /**
@@ -157,10 +239,6 @@ export function toCatalogAgentMessage(a: AgentRecord): Agent {
   let views = catalogViews.get(base);
   if (!views) catalogViews.set(base, (views = []));
   let message = views[a.status];
-  if (!message) {
-    message = Object.assign({}, base);
-    message.status = a.status;
-    views[a.status] = markImmutable(withBase(message, base));
-  }
+  if (!message) views[a.status] = message = markImmutable(withBase(onBase(base, a, false), base));
   return message;
 }

@@ -19,18 +19,27 @@ export interface IssuedToken {
  * byte for byte (one per agent of the fleet: the whole token was ~580 bytes,
  * a third of a 100k-agent heap's strings). The binding fields say what it
  * was issued for (registration, tenant, capabilities, key).
+ *
+ * While it is one of the recent ones (TokenIssuer.recent) it holds the
+ * whole token instead of its id and signature: both are in the token, and
+ * copies of them beside it were ~160 bytes per agent. They are taken back
+ * out of it (flat copies) when it leaves the recent ones (dropped()).
  */
 interface CachedPassport {
-  readonly jti: string;
+  /** The passport's id, or undefined while `issued` holds it (see jtiOf). */
+  jti: string | undefined;
   readonly issuedAt: number;
   readonly expiresAt: number;
   /** The token's first segment, one string per signing key. */
   readonly header: string;
-  readonly signature: string;
+  /** The token's third segment, or undefined while `issued` holds it. */
+  signature: string | undefined;
   readonly registeredAt: number;
   readonly tenant: string;
   readonly capHash: string;
   readonly kid: string;
+  /** The whole token, while this is one of the recent ones. */
+  issued: IssuedToken | undefined;
 }
 
 /** Tokens the federation signs itself: tenant tokens (admin-minted) and agent passports. */
@@ -38,20 +47,34 @@ export class TokenIssuer {
   /** The last passport of each agent (bounded), reused while half its life is left. */
   private readonly passports = new LRUCache<string, CachedPassport>({ max: 100_000 });
   /**
-   * The whole token of the most recently renewed passports (bounded, unlike
-   * `passports`: ~600 bytes each), so a heartbeat answers with the very
-   * same object — and its answer's encoding can be kept with it — instead
-   * of a token rebuilt from its parts.
+   * The passports that hold their whole token (`issued`; bounded, unlike
+   * `passports`: ~600 bytes each), the most recently used, so a heartbeat
+   * answers with the very same object — and its answer's encoding can be
+   * kept with it — instead of a token rebuilt from its parts. One leaving
+   * gives its token up (dropped()).
    */
-  private readonly recent = new LRUCache<string, { of: CachedPassport; issued: IssuedToken }>({ max: 10_000 });
+  private readonly recent: LRUCache<string, CachedPassport>;
   /** Protected header segment by kid: the same for every passport one key signs. */
   private readonly headers = new Map<string, string>();
 
   constructor(
     private readonly keys: KeyStore,
     private readonly clock: Clock,
-    private readonly opts: { issuer: string; audience: string; passportTtlMs: number },
-  ) {}
+    private readonly opts: {
+      issuer: string;
+      audience: string;
+      passportTtlMs: number;
+      /** How many passports hold their whole token (the most recently used); 10,000 unless set. */
+      recentTokens?: number;
+    },
+  ) {
+    this.recent = new LRUCache<string, CachedPassport>({
+      max: opts.recentTokens ?? 10_000,
+      // Replaced: by the agent's next passport, which `passports` holds instead.
+      noDisposeOnSet: true,
+      dispose: (p) => dropped(p),
+    });
+  }
 
   /**
    * A passport binds agent id (`sub`), tenant, the registration it belongs
@@ -72,11 +95,14 @@ export class TokenIssuer {
       cached.kid === this.keys.currentKid() &&
       cached.expiresAt - this.clock.now() >= this.opts.passportTtlMs / 2
     ) {
-      const known = this.recent.get(agent.id);
-      if (known?.of === cached) return known.issued;
-      const claims = this.claims(agent, cached.jti, cached.issuedAt, cached.expiresAt);
-      const issued = { token: `${cached.header}.${claims.toString("base64url")}.${cached.signature}`, expiresAt: cached.expiresAt };
-      this.recent.set(agent.id, { of: cached, issued });
+      if (cached.issued) {
+        this.recent.get(agent.id); // it is used: the last to leave
+        return cached.issued;
+      }
+      const claims = this.claims(agent, cached.jti!, cached.issuedAt, cached.expiresAt);
+      const issued = { token: `${cached.header}.${claims.toString("base64url")}.${cached.signature!}`, expiresAt: cached.expiresAt };
+      held(cached, issued);
+      this.recent.set(agent.id, cached);
       return issued;
     }
     return this.passport(agent);
@@ -99,20 +125,21 @@ export class TokenIssuer {
       header = flat(token.slice(0, first));
       this.headers.set(kid, header);
     }
+    const issued = { token, expiresAt };
     const cached: CachedPassport = {
-      jti,
+      jti: undefined,
       issuedAt,
       expiresAt,
       header,
-      signature: flat(token.slice(token.lastIndexOf(".") + 1)),
+      signature: undefined,
       registeredAt: agent.registeredAt,
       tenant: agent.tenant,
       capHash: capabilityHash(agent),
       kid,
+      issued,
     };
-    const issued = { token, expiresAt };
     this.passports.set(agent.id, cached);
-    this.recent.set(agent.id, { of: cached, issued });
+    this.recent.set(agent.id, cached);
     return issued;
   }
 
@@ -149,6 +176,26 @@ export class TokenIssuer {
     );
     return { token, expiresAt };
   }
+}
+
+/** The passport holds its whole token: its id and signature are read from it when it leaves the recent ones. */
+function held(p: CachedPassport, issued: IssuedToken): void {
+  p.issued = issued;
+  p.jti = p.signature = undefined;
+}
+
+/**
+ * The passport gives up its whole token (no longer one of the recent ones):
+ * its id and signature, flat copies (a slice would keep the whole token
+ * alive), are what it is rebuilt from.
+ */
+function dropped(p: CachedPassport): void {
+  const token = p.issued?.token;
+  if (token === undefined) return;
+  const first = token.indexOf("."), last = token.lastIndexOf(".");
+  p.jti = flat((JSON.parse(Buffer.from(token.slice(first + 1, last), "base64url").toString("utf8")) as { jti: string }).jti);
+  p.signature = flat(token.slice(last + 1));
+  p.issued = undefined;
 }
 
 const capabilityHashes = new WeakMap<object, string>();

@@ -1,4 +1,5 @@
 import {
+  ScalarType,
   create,
   isFieldSet,
   toBinary,
@@ -8,6 +9,7 @@ import {
   type JsonWriteOptions,
   type Message,
 } from "@bufbuild/protobuf";
+import { FeatureSet_FieldPresence } from "@bufbuild/protobuf/wkt";
 import { isImmutable } from "../message-hints.js";
 import { encodeSimple, encodesSimply, varint, varintSize } from "./simple-encoding.js";
 
@@ -37,11 +39,19 @@ import { encodeSimple, encodesSimply, varint, varintSize } from "./simple-encodi
  * "Encoded as usual" is simple-encoding.ts for the plain messages it
  * handles (toBinary's bytes, one Buffer written once, a pooled tool
  * schema's Struct bytes kept), toBinary for the rest.
+ *
+ * A kept encoding (see Kept) is a string of its bytes, not a Buffer, and
+ * refers to long texts — a base's kept encoding, a passport — instead of
+ * copying them: an agent's kept encodings are then a few heap strings, and
+ * a heartbeat answer's passport is held once, by its token.
  */
 export class MessageEncoder {
-  private readonly cache = new Memo<Uint8Array>("encoding");
+  private readonly cache = new Memo<Kept>("encoding");
   private readonly frames = new Memo<Buffer>("grpc frame");
   private readonly plans = new Map<string, readonly DescField[]>();
+  private readonly texts = new Map<string, readonly DescField[]>();
+  /** The fields a base leaves unset, by the base's type and set fields: bases of one kind share one list. */
+  private readonly ownFieldLists = new Map<string, readonly DescField[]>();
   private readonly ownFields = new Memo<readonly DescField[]>("fields a base leaves unset");
 
   /** @param baseOf the base a message shares its set fields with, if any */
@@ -58,9 +68,10 @@ export class MessageEncoder {
       const known = this.frames.get(message);
       if (known) return known;
     }
-    const parts = marked ? this.fieldParts(schema, message) : this.encodeParts(schema, message);
+    const parts = marked ? this.fieldParts(schema, message, false) : this.encodeParts(schema, message);
     const length = partsLength(parts);
-    // A kept frame lives as long as its message: a buffer of its own (lasting).
+    // A kept frame lives as long as its message: a buffer of its own (a slice
+    // of node's 8 KiB pool would keep its whole chunk alive).
     const frame = marked ? Buffer.allocUnsafeSlow(5 + length) : Buffer.allocUnsafe(5 + length);
     frame[0] = 0;
     frame.writeUInt32BE(length, 1);
@@ -74,50 +85,73 @@ export class MessageEncoder {
 
   /** The encoding in pieces, to be written one after the other (joinParts). */
   encodeParts(schema: DescMessage, message: Message): Part[] {
-    if (isImmutable(message)) return [this.cached(schema, message)];
-    return this.onBase(schema, message) ?? this.fieldParts(schema, message);
+    if (isImmutable(message)) return pushKept([], this.cached(schema, message));
+    return this.onBase(schema, message, false) ?? this.fieldParts(schema, message, false);
   }
 
-  private fieldParts(schema: DescMessage, message: Message): Part[] {
+  /**
+   * @param keeping the encoding is to be kept: long texts (see
+   * sharedTextsOf) are then parts of their own, referred to, not copied,
+   * and the immutable messages in it are copied without keeping their own
+   */
+  private fieldParts(schema: DescMessage, message: Message, keeping: boolean): Part[] {
     const fields = immutableFieldsOf(schema, message, this.plans);
-    if (fields === undefined) return [binary(schema, message)];
+    const texts = keeping ? sharedTextsOf(schema, message, this.texts) : undefined;
+    if (fields === undefined && texts === undefined) return [binary(schema, message)];
+    const emptying = texts === undefined ? fields! : fields === undefined ? texts : [...fields, ...texts];
     const parts: Part[] = [];
     const m = message as unknown as Record<string, unknown>;
-    const saved: unknown[] = new Array(fields.length);
-    // The other fields are encoded with the immutable ones emptied for the
-    // moment of the (synchronous) call and put back right after: nothing
-    // else can observe the message meanwhile, and it is several times
-    // cheaper than encoding a copy of it.
+    const saved: unknown[] = new Array(emptying.length);
+    // The other fields are encoded with the immutable ones (and the texts)
+    // emptied for the moment of the (synchronous) call and put back right
+    // after: nothing else can observe the message meanwhile, and it is
+    // several times cheaper than encoding a copy of it.
     let emptied = 0;
     try {
-      for (; emptied < fields.length; emptied++) {
-        const f = fields[emptied]!;
+      for (; emptied < emptying.length; emptied++) {
+        const f = emptying[emptied]!;
         const value = (saved[emptied] = m[f.localName]);
-        this.pushCached(parts, f, value);
-        m[f.localName] = f.fieldKind === "list" ? EMPTY_LIST : undefined;
+        if (f.fieldKind === "scalar") {
+          parts.push(f.number * 8 + 2, (value as string).length, value as string);
+          m[f.localName] = "";
+        } else {
+          this.pushCached(parts, f, value, !keeping);
+          m[f.localName] = f.fieldKind === "list" ? EMPTY_LIST : undefined;
+        }
       }
       parts.push(binary(schema, message));
     } finally {
-      for (let i = 0; i < emptied; i++) m[fields[i]!.localName] = saved[i];
+      for (let i = 0; i < emptied; i++) m[emptying[i]!.localName] = saved[i];
     }
     return parts;
   }
 
-  /** Appends the cached encodings of an immutable field's value (each item, tagged and length-prefixed). */
-  private pushCached(parts: Part[], f: DescField, value: unknown): void {
+  /**
+   * Appends the encodings of an immutable field's value (each item, tagged
+   * and length-prefixed): kept ones, else encoded and kept when `keepItems`,
+   * else encoded only. Not kept inside an encoding being kept: its bytes
+   * are copied into that one, so an agent's tools, written into its base's
+   * kept encoding, were kept twice (~350 bytes per agent of three tools).
+   * They are encoded again only for a new base with the same tools.
+   */
+  private pushCached(parts: Part[], f: DescField, value: unknown, keepItems: boolean): void {
     const items = f.fieldKind === "list" ? (value as Message[]) : value === undefined ? [] : [value as Message];
+    const schema = f.message!;
     for (const item of items) {
-      const bytes = this.cached(f.message!, item);
-      parts.push(f.number * 8 + 2, bytes.length, bytes);
+      const kept = this.cache.get(item) ?? (keepItems ? this.cached(schema, item) : undefined);
+      if (kept !== undefined) {
+        parts.push(f.number * 8 + 2, keptLength(kept));
+        pushKept(parts, kept);
+      } else {
+        const own = this.onBase(schema, item, true) ?? this.fieldParts(schema, item, true);
+        parts.push(f.number * 8 + 2, partsLength(own));
+        for (const p of own) parts.push(p);
+      }
     }
   }
 
-  private cached(schema: DescMessage, message: Message): Uint8Array {
-    let bytes = this.cache.get(message);
-    if (!bytes) {
-      bytes = this.cache.set(message, lasting(this.onBase(schema, message) ?? this.fieldParts(schema, message)));
-    }
-    return bytes;
+  private cached(schema: DescMessage, message: Message): Kept {
+    return this.cache.get(message) ?? this.cache.set(message, keep(this.onBase(schema, message, true) ?? this.fieldParts(schema, message, true)));
   }
 
   /**
@@ -126,12 +160,12 @@ export class MessageEncoder {
    * encodings, the others as a message holding only them (none: nothing
    * more to encode, as for a heartbeat answer on its base).
    */
-  private onBase(schema: DescMessage, message: Message): Part[] | undefined {
+  private onBase(schema: DescMessage, message: Message, keeping: boolean): Part[] | undefined {
     const base = this.baseOf(message);
     if (!base || base.$typeName !== schema.typeName || schema.oneofs.length > 0) return undefined;
-    const own = this.ownFields.get(base) ?? this.ownFields.set(base, schema.fields.filter((f) => !isFieldSet(base, f)));
+    const own = this.ownFields.get(base) ?? this.ownFields.set(base, this.unsetFields(schema, base));
     const m = message as unknown as Record<string, unknown>;
-    const parts: Part[] = [this.cached(schema, base)];
+    const parts = pushKept([], this.cached(schema, base));
     // The other fields in a message of their own: only them when
     // encodeSimple writes the type (absent fields are skipped), else a whole
     // message for toBinary.
@@ -139,13 +173,21 @@ export class MessageEncoder {
     for (const f of own) {
       const value = m[f.localName];
       if (value === undefined) continue;
-      if (holdsImmutable(f, value)) this.pushCached(parts, f, value);
+      if (holdsImmutable(f, value)) this.pushCached(parts, f, value, !keeping);
       else (rest ??= encodesSimply(schema) ? { $typeName: schema.typeName } : (create(schema) as Record<string, unknown>))[f.localName] = value;
     }
     if (rest) parts.push(encodeSimple(schema, rest as unknown as Message) ?? toBinary(schema, Object.assign(create(schema), rest)));
     return parts;
   }
 
+  /** The fields `base` leaves unset: one list per type and set of fields (an array per agent's base was ~80 bytes of it). */
+  private unsetFields(schema: DescMessage, base: Message): readonly DescField[] {
+    let key = schema.typeName;
+    for (const f of schema.fields) key += isFieldSet(base, f) ? "1" : "0";
+    let list = this.ownFieldLists.get(key);
+    if (!list) this.ownFieldLists.set(key, (list = schema.fields.filter((f) => !isFieldSet(base, f))));
+    return list;
+  }
 }
 
 /**
@@ -243,6 +285,37 @@ function holdsImmutable(f: DescField, value: unknown): boolean {
   return f.fieldKind === "message" && !f.oneof && value !== undefined && isImmutable(value);
 }
 
+/**
+ * Texts at least this long are referred to by a kept encoding, not copied
+ * into it (a passport, ~600 bytes, is then held once by its heartbeat
+ * answer's base; an agent revision's kept encoding refers to its base's).
+ * Shorter ones are copied: a part of its own costs a write per answer.
+ */
+export const SHARED_TEXT = 256;
+
+/**
+ * The string fields of this message whose values are long ASCII texts
+ * (proto3 implicit presence, not in a oneof: emptied to "" they are not
+ * written); undefined when none. ASCII: their UTF-8 bytes are their chars,
+ * so the text itself is a part (written as latin1).
+ */
+function sharedTextsOf(schema: DescMessage, message: Message, plans: Map<string, readonly DescField[]>): DescField[] | undefined {
+  let candidates = plans.get(schema.typeName);
+  if (!candidates) {
+    candidates = schema.fields.filter((f) => f.fieldKind === "scalar" && f.scalar === ScalarType.STRING && !f.oneof && f.presence === IMPLICIT);
+    plans.set(schema.typeName, candidates);
+  }
+  let out: DescField[] | undefined;
+  const m = message as unknown as Record<string, unknown>;
+  for (const f of candidates) {
+    const v = m[f.localName] as string;
+    if (v.length >= SHARED_TEXT && Buffer.byteLength(v) === v.length) (out ??= []).push(f);
+  }
+  return out;
+}
+
+const IMPLICIT = FeatureSet_FieldPresence.IMPLICIT;
+
 /** What an emptied list field holds meanwhile (frozen: nothing can add to it). */
 const EMPTY_LIST: readonly never[] = Object.freeze([]);
 
@@ -252,11 +325,24 @@ function binary(schema: DescMessage, message: Message): Uint8Array {
 }
 
 /**
- * A piece of an encoding: bytes, or a number to write as a varint (a
+ * A piece of an encoding: bytes; a number to write as a varint (a
  * length-delimited field's tag and length are two numbers, not a buffer of
- * their own: a Buffer per header was a tenth of an answer's allocations).
+ * their own: a Buffer per header was a tenth of an answer's allocations);
+ * or a string of bytes, one per char (latin1: every char below 256), as
+ * kept encodings hold them.
  */
-export type Part = Uint8Array | number;
+export type Part = Uint8Array | number | string;
+
+/**
+ * An encoding kept as long as its message: its bytes as one string
+ * (latin1), or, when it refers to long texts instead of copying them, its
+ * parts — strings and varint numbers. A string is one heap object; a Buffer
+ * was three (the Buffer, its ArrayBuffer, the backing store outside the
+ * heap), ~200 bytes besides the bytes, five or six of them per agent. And
+ * unlike a slice of node's 8 KiB Buffer pool, a string keeps nothing else
+ * alive.
+ */
+export type Kept = string | readonly (string | number)[];
 
 /** Bytes the parts take. */
 export function partsLength(parts: readonly Part[]): number {
@@ -269,6 +355,7 @@ export function partsLength(parts: readonly Part[]): number {
 export function writeParts(out: Buffer, at: number, parts: readonly Part[]): number {
   for (const p of parts) {
     if (typeof p === "number") at = varint(out, at, p);
+    else if (typeof p === "string") at += out.write(p, at, "latin1");
     else {
       out.set(p, at);
       at += p.length;
@@ -277,25 +364,56 @@ export function writeParts(out: Buffer, at: number, parts: readonly Part[]): num
   return at;
 }
 
-/**
- * The parts as one array of its own, for bytes kept as long as their
- * message. Buffer.allocUnsafe hands out slices of node's shared 8 KiB pool
- * chunks, and one live slice keeps its whole chunk: the encodings kept per
- * agent (its base, its current revision), each in a chunk otherwise filled
- * with one call's short-lived bytes, held ~6 KiB of pool chunks per agent
- * at 10k agents. A buffer of exact size costs ~0.4 µs more to allocate.
- */
-export function lasting(parts: readonly Part[]): Uint8Array {
-  const only = parts.length === 1 ? parts[0] : undefined;
-  if (only !== undefined && typeof only !== "number" && only.byteLength === only.buffer.byteLength) return only;
-  const out = Buffer.allocUnsafeSlow(partsLength(parts));
-  writeParts(out, 0, parts);
-  return out;
+function keptLength(kept: Kept): number {
+  return typeof kept === "string" ? kept.length : partsLength(kept);
 }
 
-/** The parts as one array (the part itself when it is the only one). */
+function pushKept(parts: Part[], kept: Kept): Part[] {
+  if (typeof kept === "string") parts.push(kept);
+  else for (const p of kept) parts.push(p);
+  return parts;
+}
+
+/**
+ * The parts as kept: each run of parts joined into one string, but for
+ * strings of SHARED_TEXT chars or more (a text, another message's kept
+ * encoding), which stay parts of their own and are referred to, and runs of
+ * numbers only (a tag and a length), which stay numbers.
+ */
+function keep(parts: readonly Part[]): Kept {
+  const out: (string | number)[] = [];
+  let from = 0;
+  const flush = (to: number) => {
+    let bytes = false;
+    for (let i = from; i < to && !bytes; i++) bytes = typeof parts[i] !== "number";
+    if (!bytes) for (let i = from; i < to; i++) out.push(parts[i] as number);
+    else if (to - from === 1) out.push(bytesString(parts[from] as Uint8Array | string));
+    else {
+      const run = parts.slice(from, to);
+      const buf = Buffer.allocUnsafe(partsLength(run));
+      out.push(buf.toString("latin1", 0, writeParts(buf, 0, run)));
+    }
+    from = to;
+  };
+  for (let i = 0; i < parts.length; i++) {
+    const p = parts[i]!;
+    if (typeof p === "string" && p.length >= SHARED_TEXT) {
+      flush(i);
+      out.push(p);
+      from = i + 1;
+    }
+  }
+  flush(parts.length);
+  return out.length === 1 && typeof out[0] === "string" ? out[0] : out;
+}
+
+function bytesString(p: Uint8Array | string): string {
+  return typeof p === "string" ? p : Buffer.from(p.buffer, p.byteOffset, p.byteLength).toString("latin1");
+}
+
+/** The parts as one array (the part itself when it is the only one and holds bytes). */
 export function joinParts(parts: readonly Part[]): Uint8Array {
-  if (parts.length === 1 && typeof parts[0] !== "number") return parts[0]!;
+  if (parts.length === 1 && typeof parts[0] === "object") return parts[0];
   const out = Buffer.allocUnsafe(partsLength(parts));
   writeParts(out, 0, parts);
   return out;
