@@ -1,3 +1,4 @@
+import { execFileSync } from "node:child_process";
 import { readFileSync } from "node:fs";
 import path from "node:path";
 import { describe, expect, it } from "vitest";
@@ -16,6 +17,17 @@ describe("deployment settings", () => {
     const cmd = /^CMD (\[.*\])$/m.exec(dockerfile)?.[1];
     expect(cmd).toBeDefined();
     expect(JSON.parse(cmd!)).toEqual(["node", ...pkg.config.node_flags.split(" "), "dist/src/main.js"]);
+  });
+
+  it("gives node only flags this node accepts, with the values asked for", () => {
+    // V8 flags come and go between node versions, and node refuses to start
+    // on one it does not know ("bad option"): the image would not start.
+    const flags = pkg.config.node_flags.split(" ");
+    const seen = execFileSync(process.execPath, [...flags, "-p", "JSON.stringify(require('v8').getHeapStatistics())"], { encoding: "utf8" });
+    expect(JSON.parse(seen)).toHaveProperty("heap_size_limit");
+    // --v8-options lists each flag with the value it has now ("default: --name=value").
+    const listed = execFileSync(process.execPath, [...flags, "--v8-options"], { encoding: "utf8", maxBuffer: 16 * 2 ** 20 });
+    for (const flag of flags) expect(listed, flag).toContain(`default: ${flag}\n`);
   });
 
   it("preloads jemalloc with package.json's MALLOC_CONF", () => {
