@@ -76,7 +76,7 @@ describe("MemoryEventBus: what the ring holds", () => {
     // From the middle: only later ones; the lazy payloads are made again for the replay.
     made.length = 0;
     const later: bigint[] = [];
-    bus.subscribe(all, 240n, (e) => later.push(e.id));
+    bus.subscribe(all, 240n, (e) => later.push(e.message.id));
     expect(later).toEqual(Array.from({ length: 10 }, (_, k) => BigInt(241 + k)));
     expect(made).toEqual([240, 242, 244, 246, 248]);
   });

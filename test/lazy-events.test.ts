@@ -8,6 +8,7 @@ import { newAgentId } from "../src/registry/agent-id.js";
 import { AgentStatus } from "../src/registry/agent-record.js";
 import { MemoryAgentStore } from "../src/registry/memory-agent-store.js";
 import { Registry } from "../src/registry/registry.js";
+import { Router } from "../src/router/router.js";
 import type { Principal } from "../src/security/principal.js";
 import type { RegisterInput } from "../src/validation/requests.js";
 import { Transport } from "../gen/federation/v1/agent_pb.js";
@@ -91,7 +92,7 @@ describe("agent events made on demand", () => {
     expect(replay.map(bytes)).toEqual(other.map(bytes));
   });
 
-  it("makes the payload once for every live subscriber that sees the event, and not at all when none does", async () => {
+  it("makes the payload once, when a subscriber first reads the message, and not at all when none does", async () => {
     const clock = new ManualClock(1_000);
     const bus = new MemoryEventBus(clock, 10);
     let made = 0;
@@ -100,7 +101,11 @@ describe("agent events made on demand", () => {
         type: "agent.registered",
         tenant,
         agentId: "x",
-        lazyPayload: { shared: false, make: () => (made++, { case: "agentChange", value: { $typeName: "federation.v1.AgentChange" } }) },
+        lazyPayload: {
+          shared: false,
+          agentStatus: AgentStatus.DEGRADED,
+          make: () => (made++, { case: "agentChange", value: { $typeName: "federation.v1.AgentChange", agent: { $typeName: "federation.v1.Agent", status: AgentStatus.DEGRADED } } }),
+        },
       } as EventInput);
     await publish("t1");
     expect(made).toBe(0);
@@ -109,9 +114,37 @@ describe("agent events made on demand", () => {
     bus.subscribe(all, undefined, (e) => got[1]!.push(e));
     bus.subscribe({ ...all, tenant: "t9" }, undefined, () => expect.unreachable("another tenant's event"));
     await publish("t1");
+    const e = got[0]![0]!;
+    expect(got[1]![0]).toBe(e);
+    // What the input says is read without the payload.
+    expect([e.id, e.type, e.tenant, e.agentId, e.agentStatus, e.aboutShared]).toEqual([2n, "agent.registered", "t1", "x", AgentStatus.DEGRADED, false]);
+    expect(made).toBe(0);
+    expect(e.message.payload.case).toBe("agentChange");
+    expect(got[1]![0]!.message).toBe(e.message);
     expect(made).toBe(1);
-    expect(got[0]![0]).toBe(got[1]![0]);
-    expect(got[0]![0]!.id).toBe(2n);
+    // A message's own fields say the same.
+    const built = new (e.constructor as new (m: typeof e.message) => PublishedEvent)(e.message);
+    expect([built.id, built.type, built.tenant, built.agentId, built.agentStatus, built.aboutShared]).toEqual([2n, "agent.registered", "t1", "x", AgentStatus.DEGRADED, false]);
+  });
+
+  it("the router follows agents' status from the events without making their payloads", async () => {
+    const clock = new ManualClock(1_000_000);
+    const bus = new MemoryEventBus(clock, 10);
+    const store = new MemoryAgentStore();
+    const router = new Router(store, bus, clock, pino({ level: "silent" }));
+    let made = 0;
+    const lazy = (status: AgentStatus) => ({ shared: false, agentStatus: status, make: () => (made++, { case: undefined }) });
+    await bus.publish({ type: "agent.registered", tenant: "t1", agentId: "a", lazyPayload: lazy(AgentStatus.HEALTHY) } as EventInput);
+    await bus.publish({ type: "agent.status_changed", tenant: "t1", agentId: "a", lazyPayload: lazy(AgentStatus.UNHEALTHY) } as EventInput);
+    clock.advance(60_000);
+    expect(made).toBe(0);
+    // Down for the last minute of a ten-minute window.
+    expect(router.reputation.standing("a", undefined, clock.now()).uptime).toBeCloseTo(0.9, 6);
+    await bus.publish({ type: "agent.status_changed", tenant: "t1", agentId: "a", lazyPayload: lazy(AgentStatus.DEGRADED) } as EventInput);
+    clock.advance(60_000);
+    expect(router.reputation.standing("a", undefined, clock.now()).uptime).toBeCloseTo(0.9, 6);
+    expect(made).toBe(0);
+    router.stop();
   });
 });
 

@@ -250,6 +250,10 @@ class AgentChangePayload implements LazyPayload {
     return this.agent.shared;
   }
 
+  get agentStatus(): number {
+    return this.agent.status;
+  }
+
   make(): Event["payload"] {
     // Field by field (an init would be walked by reflection).
     const change = create(AgentChangeSchema);

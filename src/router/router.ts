@@ -184,19 +184,23 @@ export class Router {
         ]),
       },
       undefined,
+      // Agent events are read without their message (PublishedEvent.agentStatus):
+      // every registration passes here, and nothing else may need one.
       (event) => {
-        const m = event.message;
         const now = this.clock.now();
-        if (m.payload.case === "circuitChange") {
-          const c = m.payload.value;
-          if (c.replicaId !== "" && c.replicaId !== this.replicaId) this.breakers.applyRemote(m.agentId, m.tenant, c.state);
-        } else if (m.type === "agent.unregistered") {
-          this.reputation.forget(m.agentId);
-        } else if (m.type === "agent.expired") {
-          this.reputation.status(m.agentId, false, now);
-        } else if (m.payload.case === "agentChange" && m.payload.value.agent) {
-          const st = m.payload.value.agent.status as number as AgentStatus;
-          this.reputation.status(m.agentId, st === AgentStatus.HEALTHY || st === AgentStatus.DEGRADED, now);
+        const type = event.type;
+        if (type.startsWith("agent.circuit_")) {
+          const p = event.message.payload;
+          if (p.case !== "circuitChange") return;
+          const c = p.value;
+          if (c.replicaId !== "" && c.replicaId !== this.replicaId) this.breakers.applyRemote(event.agentId, event.tenant, c.state);
+        } else if (type === "agent.unregistered") {
+          this.reputation.forget(event.agentId);
+        } else if (type === "agent.expired") {
+          this.reputation.status(event.agentId, false, now);
+        } else {
+          const st = event.agentStatus;
+          if (st !== undefined) this.reputation.status(event.agentId, st === AgentStatus.HEALTHY || st === AgentStatus.DEGRADED, now);
         }
       },
     );
