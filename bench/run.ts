@@ -29,6 +29,7 @@ import { MemoryAgentStore } from "../src/registry/memory-agent-store.js";
 import { Router } from "../src/router/router.js";
 import { ToolCatalog } from "../src/directory/tool-catalog.js";
 import { ensureTools, ferretDbBinary, startPostgres, type PostgresCluster } from "../test/support/provision.js";
+import { agentInit } from "./fleet.js";
 import { GrpcLoader } from "./grpc-client.js";
 import {
   cpuMs,
@@ -118,24 +119,7 @@ function check(result: LoadResult, what: string): LoadResult {
 
 // --- agents -------------------------------------------------------------------
 
-const CAPS = 50;
-const TAGS = 20;
-function agentInit(i: number) {
-  const caps = new Set<number>();
-  for (let k = 0; caps.size < 5; k++) caps.add((i * 7 + k * 13 + ((i * k) % 11)) % CAPS);
-  return {
-    name: `agent-${i}`,
-    version: "1.0.0",
-    endpoint: { url: `grpc://10.0.${(i >> 8) & 255}.${i & 255}:50051`, transport: Transport.GRPC },
-    capabilities: [...caps].map((c, k) => ({ name: `cap.${c}`, tags: [`tag.${(i + k) % TAGS}`, `tag.${(i * 3 + k) % TAGS}`] })),
-    tools: Array.from({ length: 3 }, (_, k) => ({
-      name: `tool_${k}_${i % 97}`,
-      description: `Tool ${k} of agent ${i}`,
-      inputSchema: { type: "object", properties: { q: { type: "string" } } },
-    })),
-    labels: { zone: `z${i % 3}` },
-  };
-}
+// agentInit (bench/fleet.ts): the fleet every scenario registers.
 
 async function registerAgents(svc: Service, n: number, concurrency = 64): Promise<string[]> {
   const loader = new GrpcLoader(svc.port, 4, svc.token);
@@ -1175,6 +1159,40 @@ async function etcdPeer(): Promise<void> {
     const regD = median(reg.deferred);
     const regDUs = medianOf(reg.deferredCpu);
     add({ scenario: `register gRPC vs etcd, defer_passport (the passport comes with the first heartbeat; the other ${n / 2} agents)`, ...regD, limit: "etcd register (alternating)", ratio: regD.rps / regE.rps, note: `median of ${rounds}; ${vs(regDUs, regEUs)}; issue 21 goal ≥ 1.5`, serverCpuUs: regDUs });
+
+    // Register's two floors (README, "Where issue 21's goals stand"): what
+    // node:http2 costs answering Register's bytes (a bare server, same
+    // loader), and what the registration itself costs without a transport
+    // (bench/register-inprocess.ts, pinned and flagged like the service).
+    const deferredAnswer = answers[n - 1]!.length;
+    const floorPort = await freePort();
+    const floor = spawnPinned(0, process.execPath, ["--import", "tsx", "bench/servers.ts", "http2-fixed", String(floorPort), String(deferredAnswer)]);
+    const floorCpu: number[] = [];
+    try {
+      await waitForPort(floorPort);
+      const bare = new GrpcLoader(floorPort, 4, svc.token);
+      for (let r = 0; r < rounds; r++) {
+        await cpuOf({ cpuMs: () => cpuMs(floor.pid!) }, floorCpu, () =>
+          etcdLib.loadOps(per, async (k) => (await bare.call("/federation.v1.RegistryService/Register", regsDeferred[k]!, k)).status === 0),
+        );
+      }
+      bare.close();
+    } finally {
+      await stop(floor);
+    }
+    const floorUs = medianOf(floorCpu);
+    add({ scenario: `limit: bare http2 unary reply of Register's bytes (${regsDeferred[n - 1]!.length} B in, ${deferredAnswer} B out), same loader`, note: `median of ${rounds}; ${vs(floorUs, regEUs)}: node:http2 alone, under any registration`, serverCpuUs: floorUs });
+    const inProcess = spawnPinned(0, process.execPath, [...serviceNodeFlags(), "--import", "tsx", "bench/register-inprocess.ts", String(n), String(quick ? 1_000 : 10_000), "5"]);
+    let printed = "";
+    inProcess.stdout!.on("data", (d: Buffer) => (printed += d));
+    const exited = await new Promise<number | null>((resolve) => inProcess.once("exit", resolve));
+    if (exited !== 0) throw new Error(`bench/register-inprocess.ts exited with ${exited}`);
+    const inUs = medianOf((JSON.parse(printed.trim().split("\n").at(-1)!) as { usPerCall: number[] }).usPerCall);
+    add({
+      scenario: `register in-process, defer_passport (no transport or call pipeline; ${n} agents, then 5 rounds of ${quick ? 200 : 2_000})`,
+      note: `median of 5; ${vs(inUs, regEUs)}; with the bare reply's ${floorUs.toFixed(0)} µs: ${(inUs + floorUs).toFixed(0)} µs, ${(regEUs / (inUs + floorUs)).toFixed(2)}× at best (goal 1.5)`,
+      serverCpuUs: inUs,
+    });
 
     // Heartbeat: unary Heartbeat vs keepalives on 64 long-lived streams.
     const leases = Array.from({ length: n }, (_, i) => i + 1);
