@@ -69,11 +69,12 @@ export interface EventFilter {
  * An event as it leaves the bus. Each wire format is encoded once, on first
  * use, and the same bytes are written to every subscriber.
  *
- * Made from a lazy payload's input (`PublishedEvent.of`), the message itself
- * is made on first use too: an in-process subscriber that reads only what
- * the input says (type, tenant, agent id, agent status — the router's
- * uptime history) costs no Event and no Agent message, which every
- * registration otherwise built for it (~8 µs).
+ * Made from a lazy payload's input (buildEvent), the message itself is
+ * made on first use too: an in-process subscriber that reads only what the
+ * input says (type, tenant, agent id, agent status — the router's uptime
+ * history, which sees every registration) costs no Event, and no Agent
+ * message where nothing else built one (a reaper's expiry; a Register's
+ * answer builds it anyway).
  */
 export class PublishedEvent {
   private jsonText: string | undefined;
@@ -90,11 +91,6 @@ export class PublishedEvent {
     this.built = message;
     this.time = time;
     this.input = input;
-  }
-
-  /** The event of a published input, its message made when first read. */
-  static of(id: bigint, nowMs: number, input: EventInput): PublishedEvent {
-    return input.lazyPayload ? new PublishedEvent(undefined, id, nowMs, input) : new PublishedEvent(eventMessage(id, nowMs, input));
   }
 
   get message(): Event {
@@ -277,16 +273,18 @@ const PAYLOAD_SCHEMAS = new Map<string, DescMessage>(
   EventSchema.fields.flatMap((f) => (f.oneof?.localName === "payload" && f.message ? [[f.localName, f.message] as const] : [])),
 );
 
+/** The event of a published input (the bus assigned `id` and `nowMs`). */
+export function buildEvent(id: bigint, nowMs: number, input: EventInput): PublishedEvent {
+  // A lazy payload's message waits for its first reader (PublishedEvent.message).
+  return input.lazyPayload ? new PublishedEvent(undefined, id, nowMs, input) : new PublishedEvent(eventMessage(id, nowMs, input));
+}
+
 /**
  * The Event, field by field: create() with the whole input as its init
  * walks it by reflection (~2.5 µs an event, against ~0.3 µs so — every
  * registration publishes one). A payload given as a message is held, not
  * copied.
  */
-export function buildEvent(id: bigint, nowMs: number, input: EventInput): PublishedEvent {
-  return PublishedEvent.of(id, nowMs, input);
-}
-
 function eventMessage(id: bigint, nowMs: number, input: EventInput): Event {
   const m = create(EventSchema);
   m.id = id;

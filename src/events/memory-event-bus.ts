@@ -19,8 +19,8 @@ interface Subscriber {
 /**
  * An event as the ring holds it: what it is made from, not the message.
  * An input with a lazy payload (the registry's agent events) then holds
- * only its immutable record, and the message is made when the event is
- * read — by live subscribers once, at publish, and again by a replay.
+ * only its immutable record, and the message is made when a subscriber
+ * first reads it — once for all live subscribers, and again for a replay.
  * Any other event is held as the message made at publish (its input is
  * not kept). Its id is its place in the ring (ids are consecutive) and its
  * time is in the ring's `times`: a wrapper object holding both was ~70
