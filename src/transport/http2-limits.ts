@@ -76,14 +76,24 @@ export function onStreamClosed(stream: http2.ServerHttp2Stream, listener: (this:
   else stream.on("close", listener);
 }
 
+/** A pending stream's slot in `PendingRequests` (none once its request is in). */
+const SLOT = Symbol("pending slot");
+type Pending = http2.ServerHttp2Stream & { [SLOT]?: number };
+
 /**
  * HTTP/2 requests whose headers and body have not all arrived, swept a few
  * times per limit: one still receiving after `limitMs` is answered and
- * ended (`expire`). A Map entry per request, no timer per request: the
- * lean gRPC path adds every call here.
+ * ended (`expire`). No timer per request: the lean gRPC path adds every
+ * call here. A slot table rather than a Map: a long-lived Map churned by
+ * short-lived keys keeps them all alive until the next full GC (V8 keeps a
+ * rehashed-away table, entries and all, and the old one points at it), so
+ * every stream would be copied and promoted by the young-generation GCs;
+ * here a request's slot is cleared when it is in, and taken again later.
  */
 export class PendingRequests {
-  private readonly started = new Map<http2.ServerHttp2Stream, number>();
+  private readonly streams: (Pending | undefined)[] = [];
+  private started = new Float64Array(64);
+  private readonly free: number[] = [];
   private readonly sweeper: NodeJS.Timeout;
   /** A stream's "end" listener (`this` is the stream): its request is in. */
   readonly onRequestEnd: (this: http2.ServerHttp2Stream) => void;
@@ -93,18 +103,38 @@ export class PendingRequests {
     private readonly expire: (stream: http2.ServerHttp2Stream) => void,
   ) {
     this.sweeper = setInterval(this.sweep, Math.max(50, Math.min(1_000, limitMs / 4))).unref();
-    const started = this.started;
+    const pending = this;
     this.onRequestEnd = function (this: http2.ServerHttp2Stream) {
-      started.delete(this);
+      pending.delete(this);
     };
   }
 
   add(stream: http2.ServerHttp2Stream): void {
-    this.started.set(stream, performance.now());
+    const s = stream as Pending;
+    if (s[SLOT] !== undefined) return;
+    const i = this.free.pop() ?? this.streams.length;
+    if (i >= this.started.length) {
+      const grown = new Float64Array(this.started.length * 2);
+      grown.set(this.started);
+      this.started = grown;
+    }
+    this.streams[i] = s;
+    this.started[i] = performance.now();
+    s[SLOT] = i;
   }
 
   delete(stream: http2.ServerHttp2Stream): void {
-    this.started.delete(stream);
+    const s = stream as Pending;
+    const i = s[SLOT];
+    if (i === undefined) return;
+    s[SLOT] = undefined;
+    this.streams[i] = undefined;
+    this.free.push(i);
+  }
+
+  /** Requests still arriving (tests). */
+  get size(): number {
+    return this.streams.length - this.free.length;
   }
 
   stop(): void {
@@ -113,12 +143,20 @@ export class PendingRequests {
 
   private readonly sweep = () => {
     const tooOld = performance.now() - this.limitMs;
-    for (const [stream, at] of this.started) {
-      if (stream.destroyed || stream.closed) this.started.delete(stream);
-      else if (at <= tooOld) {
-        this.started.delete(stream);
+    for (let i = 0; i < this.streams.length; i++) {
+      const stream = this.streams[i];
+      if (stream === undefined) continue;
+      if (stream.destroyed || stream.closed) this.delete(stream);
+      else if (this.started[i]! <= tooOld) {
+        this.delete(stream);
         this.expire(stream);
       }
+    }
+    // After a flood, the table goes back to its first size once empty.
+    if (this.free.length === this.streams.length && this.streams.length > 1024) {
+      this.streams.length = 0;
+      this.free.length = 0;
+      this.started = new Float64Array(64);
     }
   };
 }
