@@ -40,5 +40,5 @@ EXPOSE 9405
 HEALTHCHECK --interval=10s --timeout=3s --start-period=5s --retries=3 \
   CMD ["node", "-e", "fetch(`http://127.0.0.1:${process.env.PORT}/health`).then(r=>r.json()).then(j=>process.exit(j.status==='SERVING_STATUS_SERVING'?0:1),()=>process.exit(1))"]
 STOPSIGNAL SIGTERM
-# --max-semi-space-size=4 --heap-growing-percent=100 --no-allocation-site-pretenuring: package.json's config.node_flags (why: README, "Configuration", Node flags).
-CMD ["node", "--max-semi-space-size=4", "--heap-growing-percent=100", "--no-allocation-site-pretenuring", "dist/src/main.js"]
+# --max-semi-space-size=16 --heap-growing-percent=100 --no-allocation-site-pretenuring: package.json's config.node_flags (why: README, "Configuration", Node flags).
+CMD ["node", "--max-semi-space-size=16", "--heap-growing-percent=100", "--no-allocation-site-pretenuring", "dist/src/main.js"]
