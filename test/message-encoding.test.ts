@@ -1,6 +1,6 @@
 import { create, equals, fromBinary, toBinary, toJson } from "@bufbuild/protobuf";
 import { describe, expect, it } from "vitest";
-import { AgentSchema, EndpointSchema, ToolSchema } from "../gen/federation/v1/agent_pb.js";
+import { AgentSchema, CapabilitySchema, EndpointSchema, ToolSchema } from "../gen/federation/v1/agent_pb.js";
 import { DiscoverResponseSchema, GetManifestResponseSchema, ManifestSchema } from "../gen/federation/v1/directory_service_pb.js";
 import { HeartbeatResponseSchema } from "../gen/federation/v1/registry_service_pb.js";
 import { RouteResponseSchema } from "../gen/federation/v1/router_service_pb.js";
@@ -229,6 +229,29 @@ describe("MessageEncoder with agent bases (as the gRPC path uses it)", () => {
     const alone = encoder.encode(ToolSchema, tool);
     expect(kept(tool)).toBe(true);
     expect(equals(ToolSchema, fromBinary(ToolSchema, alone), tool)).toBe(true);
+  });
+
+  it("keeps a shared part's encoding once a second kept encoding holds it: later bases copy its bytes, unencoded", () => {
+    const kept = (m: object) => Object.getOwnPropertySymbols(m).some((k) => k.description === "encoding");
+    // Two agents registered alike: one capability list (as SharedValues shares it), so one list of messages.
+    const caps = [{ name: "shared.cap", tags: Object.freeze(["t1", "t2"]) }];
+    const [first, second, third] = ["sh1", "sh2", "sh3"].map((id) => ({ ...agent(id), capabilities: caps }));
+    const [m1, m2, m3] = [first!, second!, third!].map(agentMessageOnce);
+    const cap = m1!.capabilities[0]!;
+    expect(m2!.capabilities[0]).toBe(cap);
+    encoder.encodeParts(AgentSchema, m1!);
+    expect(kept(cap)).toBe(false); // the first base copies its bytes without keeping them
+    encoder.encodeParts(AgentSchema, m2!);
+    expect(kept(cap)).toBe(true); // met again: shared, so kept
+    // Every base holding it (the third too) decodes to its message, and the kept bytes are the capability's own.
+    for (const m of [m1!, m2!, m3!]) {
+      const decoded = fromBinary(AgentSchema, encoder.encode(AgentSchema, m));
+      expect(equals(AgentSchema, decoded, m)).toBe(true);
+      expect(equals(AgentSchema, decoded, fromBinary(AgentSchema, reference.encode(AgentSchema, m)))).toBe(true);
+    }
+    const slot = Object.getOwnPropertySymbols(cap).find((k) => k.description === "encoding")!;
+    const keptBytes = (cap as unknown as Record<symbol, string>)[slot]!;
+    expect(Buffer.from(keptBytes, "latin1").equals(Buffer.from(toBinary(CapabilitySchema, cap)))).toBe(true);
   });
 
   it("refers to a long ASCII text (a passport) from a kept encoding instead of copying it; other texts are copied", () => {

@@ -1,6 +1,6 @@
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import { ToolCatalog, type CatalogSearch } from "../src/directory/tool-catalog.js";
+import { ToolCatalog, idOrder, type CatalogSearch } from "../src/directory/tool-catalog.js";
 import type { AgentRecord, ToolRecord } from "../src/registry/agent-record.js";
 import { toolContentHash } from "../src/registry/shared-values.js";
 import { agent } from "./contracts/agent-store.contract.js";
@@ -82,6 +82,23 @@ describe("tool catalog: pending inserts (issue 14)", () => {
       }),
       { numRuns: 150 },
     );
+  });
+
+  it("property: idOrder never contradicts the order of the texts (a search of the sorted blocks compares it before the ids)", () => {
+    // Few chars, short texts: many ties and shared prefixes; chars at and past 127 (clamped), and NUL.
+    const text = fc.string({ unit: fc.constantFrom("\u0000", "-", "0", "A", "_", "a", "~", "\u007f", "\u0080", "\u00ff", "\u0100", "\uffff"), maxLength: 6 });
+    fc.assert(
+      fc.property(text, text, (a, b) => {
+        const [x, y] = [idOrder(a), idOrder(b)];
+        expect(Number.isSafeInteger(x) && x >= 0 && x < 2 ** 28).toBe(true);
+        if (x < y) expect(a < b).toBe(true);
+        if (a === b) expect(x).toBe(y);
+      }),
+      { numRuns: 2000 },
+    );
+    // Base64url ids of equal first four chars tie, and are told apart by the rest.
+    expect(idOrder("abcdZ")).toBe(idOrder("abcdA"));
+    expect(idOrder("abcc_")).toBeLessThan(idOrder("abcdA"));
   });
 
   it("a full batch is placed without a read; entries removed while pending never show; a re-registered agent's id is one row", () => {
