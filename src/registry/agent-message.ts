@@ -1,7 +1,6 @@
-import { create } from "@bufbuild/protobuf";
 import { LRUCache } from "lru-cache";
 import type { Duration, Timestamp } from "@bufbuild/protobuf/wkt";
-import { CapabilitySchema, type Agent, type Capability, type Tool } from "../../gen/federation/v1/agent_pb.js";
+import type { Agent, Capability, Tool } from "../../gen/federation/v1/agent_pb.js";
 import { AgentStatus, type AgentRecord, type ToolRecord } from "./agent-record.js";
 import { markImmutable, withBase } from "../message-hints.js";
 
@@ -100,7 +99,7 @@ function baseFor(a: AgentRecord): Agent {
 }
 
 /**
- * Messages kept per agent (a base, its tools) are made by `new`, not
+ * Messages kept per agent (a base, its tools, capabilities) are made by `new`, not
  * written as literals: V8 then gives the object room for the hidden slots
  * markImmutable and the encoders add (in-object slack tracking), where a
  * literal's only room for them was a property array of its own (~40
@@ -141,6 +140,14 @@ const ToolMessage = function ToolMessage(this: Record<string, unknown>, t: ToolR
   markImmutable(this as unknown as Tool);
 } as unknown as new (t: ToolRecord) => Tool;
 ToolMessage.prototype = Object.prototype;
+
+const CapabilityMessage = function CapabilityMessage(this: Record<string, unknown>, c: AgentRecord["capabilities"][number]) {
+  this.$typeName = "federation.v1.Capability";
+  this.name = c.name;
+  this.tags = [...c.tags];
+  markImmutable(this as unknown as Capability);
+} as unknown as new (c: AgentRecord["capabilities"][number]) => Capability;
+CapabilityMessage.prototype = Object.prototype;
 
 /** A revision's message: the base's fields, then a record's status and times; in the base's order (one shape). */
 function onBase(base: Agent, a: Pick<AgentRecord, "status" | "load" | "revision" | "lastHeartbeatAt" | "leaseExpiresAt">, withTimes: boolean): Agent {
@@ -209,7 +216,7 @@ const capabilityCache = new LRUCache<AgentRecord["capabilities"], Capability[]>(
 const toolCache = new LRUCache<readonly ToolRecord[], Tool[]>({ max: 10_000 });
 
 const capabilityMessages = (list: AgentRecord["capabilities"]) =>
-  messagesOf(capabilityCache, list, (c) => markImmutable(create(CapabilitySchema, { name: c.name, tags: [...c.tags] })));
+  messagesOf(capabilityCache, list, (c) => new CapabilityMessage(c));
 const toolMessages = (list: readonly ToolRecord[]) =>
   messagesOf(toolCache, list, (t) => new ToolMessage(t));
 
