@@ -35,6 +35,15 @@ export class RecentMap<K, V> {
 
   set(key: K, value: V): void {
     this.old.delete(key);
+    this.add(key, value);
+  }
+
+  /**
+   * set() for a key that get() just missed: there is no older entry to
+   * drop, so the older generation is not searched again (a pool's miss
+   * was three lookups of a cold table before its insert).
+   */
+  add(key: K, value: V): void {
     this.young.set(key, value);
     if (this.young.size >= this.half) {
       this.old = this.young;

@@ -166,4 +166,21 @@ describe("RecentMap", () => {
     expect(m.get("k99")).toBe(99);
     expect(m.get("k0")).toBeUndefined();
   });
+
+  it("add() after a miss behaves as set(): bounded, turned over, and each key held once", () => {
+    const m = new RecentMap<string, number>(6);
+    const model = new RecentMap<string, number>(6);
+    for (let i = 0; i < 200; i++) {
+      const key = `k${(i * 7) % 23}`;
+      for (const map of [m, model]) {
+        if (map.get(key) === undefined) {
+          if (map === m) m.add(key, i);
+          else model.set(key, i);
+        }
+      }
+      expect(m.size).toBe(model.size);
+      expect(m.size).toBeLessThanOrEqual(6);
+      for (let k = 0; k < 23; k++) expect(m.get(`k${k}`)).toBe(model.get(`k${k}`));
+    }
+  });
 });

@@ -1217,7 +1217,7 @@ function hasWord(words: string, w: string): boolean {
 const knownWords = new RecentMap<string, string>(20_000);
 function wordsOf(text: string): string {
   let w = knownWords.get(text);
-  if (w === undefined) knownWords.set(text, (w = words(text)));
+  if (w === undefined) knownWords.add(text, (w = words(text)));
   return w;
 }
 

@@ -35,7 +35,7 @@ export class SharedValues {
   string(s: string): string {
     const known = this.strings.get(s);
     if (known !== undefined) return known;
-    this.strings.set(s, s);
+    this.strings.add(s, s);
     return s;
   }
 
@@ -110,7 +110,7 @@ export class SharedValues {
     const known = pool.get(key);
     if (known !== undefined) return known as Slot<T>;
     const slot: Slot<T> = { value: Object.freeze(make()), serial: ++this.serial };
-    pool.set(key, slot);
+    pool.add(key, slot);
     return slot;
   }
 }
