@@ -1,6 +1,6 @@
 import { create } from "@bufbuild/protobuf";
 import { pino } from "pino";
-import { describe, expect, it } from "vitest";
+import { describe, expect, it, vi } from "vitest";
 import { RegisterRequestSchema } from "../gen/federation/v1/registry_service_pb.js";
 import { loadConfig } from "../src/config.js";
 import { MemoryEventBus } from "../src/events/memory-event-bus.js";
@@ -120,6 +120,30 @@ describe("shared record values", () => {
     const [d] = shared.capabilities([{ name: "c", tags: ["x", "y"] }]);
     expect(c).toEqual({ name: "c", tags: ["x\u0000y"] });
     expect(d).toEqual({ name: "c", tags: ["x", "y"] });
+  });
+
+  it("knows a frozen schema it pooled by the object itself (the decoder's shared schemas), and tells other objects by content", () => {
+    const shared = new SharedValues();
+    const deepFrozen = <T>(o: T): T => JSON.parse(JSON.stringify(o), (_, v: unknown) => (v !== null && typeof v === "object" ? Object.freeze(v) : v)) as T;
+    const frozen = deepFrozen(schema);
+    const tool = (inputSchema: typeof schema, description = "d") => ({ name: "t", description, inputSchema });
+    const [first] = shared.tools([tool(frozen)]);
+    expect(first!.inputSchema).toBe(frozen);
+    const stringify = vi.spyOn(JSON, "stringify");
+    try {
+      // The same frozen object again: its slot by identity, no JSON text of it.
+      const [again] = shared.tools([tool(frozen, "other")]);
+      expect(again!.inputSchema).toBe(frozen);
+      expect(stringify.mock.calls.some(([v]) => v === frozen)).toBe(false);
+    } finally {
+      stringify.mockRestore();
+    }
+    // Equal content in other objects, frozen or not: the pooled schema; different content: its own.
+    expect(shared.tools([tool(deepFrozen(schema))])[0]!.inputSchema).toBe(frozen);
+    expect(shared.tools([tool(structuredClone(schema))])[0]!.inputSchema).toBe(frozen);
+    const other = deepFrozen({ ...schema, required: ["q"] });
+    expect(shared.tools([tool(other)])[0]!.inputSchema).toBe(other);
+    expect(shared.tools([tool(other, "x")])[0]!.inputSchema).toBe(other);
   });
 
   it("stays correct past its bounds: unique values are kept, only not shared", () => {
