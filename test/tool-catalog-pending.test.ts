@@ -1,6 +1,7 @@
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import { ToolCatalog, idOrder, type CatalogSearch } from "../src/directory/tool-catalog.js";
+import { ToolCatalog, type CatalogSearch } from "../src/directory/tool-catalog.js";
+import { idOrder } from "../src/id-order.js";
 import type { AgentRecord, ToolRecord } from "../src/registry/agent-record.js";
 import { toolContentHash } from "../src/registry/shared-values.js";
 import { agent } from "./contracts/agent-store.contract.js";

@@ -1,5 +1,6 @@
 import SearchableMap from "minisearch/SearchableMap";
 import { LRUCache } from "lru-cache";
+import { idOrder } from "../id-order.js";
 import { RecentMap } from "../recent-map.js";
 import { AgentStatus, type AgentRecord, type ToolRecord } from "../registry/agent-record.js";
 import type { CatalogEntry, ToolKey, ToolQuery } from "../registry/agent-store.js";
@@ -1108,27 +1109,6 @@ function compareKey(e: Entry, name: string, order: number, id: string): number {
   return e.id < id ? -1 : e.id > id ? 1 : 0;
 }
 
-/**
- * A small integer in the order of the text's first four chars: a < b when
- * idOrder(a) < idOrder(b) (equal numbers say nothing). Each char is its
- * code up to 127; a char of 127 or more counts as 127 and ends the number
- * (the rest 0), so the order holds for any text, not only the base64url
- * of tool ids (for which it tells all but ~1 in 16 million pairs apart).
- */
-export function idOrder(id: string): number {
-  let n = 0;
-  let i = 0;
-  for (; i < 4 && i < id.length; i++) {
-    const c = id.charCodeAt(i);
-    n = n * 128 + (c < 127 ? c : 127);
-    if (c >= 127) {
-      i++;
-      break;
-    }
-  }
-  for (; i < 4; i++) n *= 128;
-  return n;
-}
 
 function freezePage(p: CatalogPage): CatalogPage {
   for (const e of p.entries) Object.freeze(e);

@@ -3,6 +3,7 @@ import type { ComponentStatus } from "../events/event-bus.js";
 import { NOT_ROUTABLE_TIER, patched, routeTier, type AgentRecord, type AgentStatus, type CapabilityRecord } from "./agent-record.js";
 import type { AgentPatch, AgentQuery, AgentStore, CatalogEntry, FleetCounts, ToolQuery } from "./agent-store.js";
 import { ToolCatalog } from "../directory/tool-catalog.js";
+import { idOrder } from "../id-order.js";
 
 /** Index scope of shared agents, beside one scope per tenant (no tenant can be named this). */
 const SHARED = "\u0000shared";
@@ -12,6 +13,8 @@ interface Ranked {
   /** The agent's route tier (agent-record.ts routeTier). */
   readonly tier: number;
   readonly id: string;
+  /** idOrder(id): compared before the id's text (id-order.ts). */
+  readonly order: number;
   /**
    * The agent's capabilities (the record's own array, which heartbeats
    * keep): a walk of one capability's list checks the others here, without
@@ -117,8 +120,8 @@ class Scope {
       this.statusCounts.set(after.status, (this.statusCounts.get(after.status) ?? 0) + 1);
     }
     if (from === to) return;
-    const old = from === undefined ? undefined : { tier: from, id: before.id, capabilities: before.capabilities };
-    const next = to === undefined ? undefined : { tier: to, id: after.id, capabilities: after.capabilities };
+    const old = from === undefined ? undefined : ranked(from, before);
+    const next = to === undefined ? undefined : ranked(to, after);
     for (const c of after.capabilities) {
       let list = this.routable.get(c.name);
       if (!list) this.routable.set(c.name, (list = new RankedList()));
@@ -135,7 +138,7 @@ class Scope {
     this.statusCounts.set(a.status, (this.statusCounts.get(a.status) ?? 0) + 1);
     const tier = indexedTier(a);
     if (tier === undefined) return;
-    const entry = { tier, id: a.id, capabilities: a.capabilities };
+    const entry = ranked(tier, a);
     for (const c of a.capabilities) {
       let list = this.routable.get(c.name);
       if (!list) this.routable.set(c.name, (list = new RankedList()));
@@ -147,7 +150,7 @@ class Scope {
     this.statusCounts.set(a.status, (this.statusCounts.get(a.status) ?? 1) - 1);
     const tier = indexedTier(a);
     if (tier === undefined) return;
-    const entry = { tier, id: a.id, capabilities: a.capabilities };
+    const entry = ranked(tier, a);
     for (const c of a.capabilities) {
       const list = this.routable.get(c.name);
       if (!list) continue;
@@ -456,9 +459,13 @@ function offersAll(offered: readonly CapabilityRecord[], capabilities: readonly 
   return true;
 }
 
-/** Route order: better (lower) tier first, then id. */
+function ranked(tier: number, a: AgentRecord): Ranked {
+  return { tier, id: a.id, order: idOrder(a.id), capabilities: a.capabilities };
+}
+
+/** Route order: better (lower) tier first, then id (its idOrder first: the entry alone, not its id's text, decides most probes). */
 function rankedBefore(a: Ranked, b: Ranked): boolean {
-  return a.tier < b.tier || (a.tier === b.tier && a.id < b.id);
+  return a.tier < b.tier || (a.tier === b.tier && (a.order < b.order || (a.order === b.order && a.id < b.id)));
 }
 
 /**
