@@ -1109,7 +1109,6 @@ function compareKey(e: Entry, name: string, order: number, id: string): number {
   return e.id < id ? -1 : e.id > id ? 1 : 0;
 }
 
-
 function freezePage(p: CatalogPage): CatalogPage {
   for (const e of p.entries) Object.freeze(e);
   Object.freeze(p.entries);
