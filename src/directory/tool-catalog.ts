@@ -1429,23 +1429,20 @@ class SortedEntries {
 
   /** The first block in [lo, hi) whose last entry is at or after the key; hi when none (and block hi's is, when hi < blocks.length). */
   private blockOf(name: string, order: number, id: string, lo: number, hi: number): number {
-    const lasts = this.lasts;
-    while (lo < hi) {
-      const mid = (lo + hi) >>> 1;
-      if (compareKey(lasts[mid]!, name, order, id) < 0) lo = mid + 1;
-      else hi = mid;
-    }
-    return lo;
+    return firstAtOrAfter(this.lasts, name, order, id, lo, hi);
   }
 }
 
 /** The first index in the block at or after the key (name, id); `order` is idOrder(id). */
 function indexIn(block: readonly Entry[], name: string, order: number, id: string): number {
-  let lo = 0;
-  let hi = block.length;
+  return firstAtOrAfter(block, name, order, id, 0, block.length);
+}
+
+/** The first index in [lo, hi) of sorted `entries` whose entry is at or after the key; hi when none. */
+function firstAtOrAfter(entries: readonly Entry[], name: string, order: number, id: string, lo: number, hi: number): number {
   while (lo < hi) {
     const mid = (lo + hi) >>> 1;
-    if (compareKey(block[mid]!, name, order, id) < 0) lo = mid + 1;
+    if (compareKey(entries[mid]!, name, order, id) < 0) lo = mid + 1;
     else hi = mid;
   }
   return lo;
