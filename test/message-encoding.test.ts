@@ -231,7 +231,7 @@ describe("MessageEncoder with agent bases (as the gRPC path uses it)", () => {
     expect(equals(ToolSchema, fromBinary(ToolSchema, alone), tool)).toBe(true);
   });
 
-  it("keeps a shared part's encoding once a second kept encoding holds it: later bases copy its bytes, unencoded", () => {
+  it("keeps a shared part's encoding once a second kept encoding holds it, and every base holding it decodes right", () => {
     const kept = (m: object) => Object.getOwnPropertySymbols(m).some((k) => k.description === "encoding");
     // Two agents registered alike: one capability list (as SharedValues shares it), so one list of messages.
     const caps = [{ name: "shared.cap", tags: Object.freeze(["t1", "t2"]) }];

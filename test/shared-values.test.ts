@@ -1,4 +1,4 @@
-import { create } from "@bufbuild/protobuf";
+import { create, toBinary, type JsonObject } from "@bufbuild/protobuf";
 import { pino } from "pino";
 import { describe, expect, it, vi } from "vitest";
 import { RegisterRequestSchema } from "../gen/federation/v1/registry_service_pb.js";
@@ -8,6 +8,7 @@ import { MemoryAgentStore } from "../src/registry/memory-agent-store.js";
 import { Registry } from "../src/registry/registry.js";
 import { SharedValues, toolContentHash } from "../src/registry/shared-values.js";
 import type { Principal } from "../src/security/principal.js";
+import { decodeSimple } from "../src/transport/simple-decoding.js";
 import { parseRegister } from "../src/validation/requests.js";
 import { ManualClock } from "./support/manual-clock.js";
 
@@ -122,28 +123,32 @@ describe("shared record values", () => {
     expect(d).toEqual({ name: "c", tags: ["x", "y"] });
   });
 
-  it("knows a frozen schema it pooled by the object itself (the decoder's shared schemas), and tells other objects by content", () => {
+  it("knows the gRPC decoder's shared schema by the object itself, and tells other objects by content", () => {
     const shared = new SharedValues();
-    const deepFrozen = <T>(o: T): T => JSON.parse(JSON.stringify(o), (_, v: unknown) => (v !== null && typeof v === "object" ? Object.freeze(v) : v)) as T;
-    const frozen = deepFrozen(schema);
-    const tool = (inputSchema: typeof schema, description = "d") => ({ name: "t", description, inputSchema });
-    const [first] = shared.tools([tool(frozen)]);
-    expect(first!.inputSchema).toBe(frozen);
+    // Two requests with the same schema bytes: the decoder hands both one deep-frozen object.
+    const bytes = toBinary(RegisterRequestSchema, create(RegisterRequestSchema, { tools: [{ name: "t", inputSchema: structuredClone(schema) }] }));
+    const decoded = decodeSimple(RegisterRequestSchema, bytes)!.tools[0]!.inputSchema!;
+    expect(decodeSimple(RegisterRequestSchema, bytes)!.tools[0]!.inputSchema).toBe(decoded);
+    const tool = (inputSchema: JsonObject, description = "d") => ({ name: "t", description, inputSchema });
+    const [first] = shared.tools([tool(decoded)]);
+    expect(first!.inputSchema).toBe(decoded);
     const stringify = vi.spyOn(JSON, "stringify");
     try {
-      // The same frozen object again: its slot by identity, no JSON text of it.
-      const [again] = shared.tools([tool(frozen, "other")]);
-      expect(again!.inputSchema).toBe(frozen);
-      expect(stringify.mock.calls.some(([v]) => v === frozen)).toBe(false);
+      // The same object again: its slot by identity, no JSON text of it.
+      const [again] = shared.tools([tool(decoded, "other")]);
+      expect(again!.inputSchema).toBe(decoded);
+      expect(stringify.mock.calls.some(([v]) => v === decoded)).toBe(false);
+      // A merely frozen object (it may hold mutable ones) is found by its content, every time.
+      const frozen = Object.freeze(structuredClone(schema));
+      expect(shared.tools([tool(frozen)])[0]!.inputSchema).toBe(decoded);
+      expect(shared.tools([tool(frozen, "x")])[0]!.inputSchema).toBe(decoded);
+      expect(stringify.mock.calls.filter(([v]) => v === frozen)).toHaveLength(2);
     } finally {
       stringify.mockRestore();
     }
-    // Equal content in other objects, frozen or not: the pooled schema; different content: its own.
-    expect(shared.tools([tool(deepFrozen(schema))])[0]!.inputSchema).toBe(frozen);
-    expect(shared.tools([tool(structuredClone(schema))])[0]!.inputSchema).toBe(frozen);
-    const other = deepFrozen({ ...schema, required: ["q"] });
+    // Different content: its own.
+    const other = structuredClone({ ...schema, required: ["q"] });
     expect(shared.tools([tool(other)])[0]!.inputSchema).toBe(other);
-    expect(shared.tools([tool(other, "x")])[0]!.inputSchema).toBe(other);
   });
 
   it("stays correct past its bounds: unique values are kept, only not shared", () => {

@@ -1,6 +1,7 @@
 import { hash } from "node:crypto";
 import type { JsonObject, JsonValue } from "@bufbuild/protobuf";
 import canonicalize from "canonicalize";
+import { jsonFacts } from "../message-hints.js";
 import { RecentMap } from "../recent-map.js";
 import type { CapabilityRecord, ToolRecord } from "./agent-record.js";
 
@@ -29,7 +30,7 @@ export class SharedValues {
   private readonly strings = new RecentMap<string, string>(50_000);
   private readonly objects = new RecentMap<string, Slot>(20_000);
   private readonly toolPool = new RecentMap<string, Slot>(20_000);
-  /** Slots of frozen schemas, by identity (see schema()). */
+  /** Slots of the decoder's shared schemas, by identity (see schema()). */
   private readonly schemaSlots = new WeakMap<JsonObject, Slot>();
   /** Serial numbers of pooled values: a list's key names its items by these (short, and no item is hashed twice). */
   private serial = 0;
@@ -98,18 +99,19 @@ export class SharedValues {
 
   /**
    * A schema's pooled value. The gRPC decoder hands every request with the
-   * same schema bytes one deep-frozen object (transport/simple-decoding.ts),
-   * so a frozen schema's slot is remembered by identity: the JSON text key
-   * (JSON.stringify of the schema, and its lookup) was ~1.5 µs per tool of
-   * every registration at 10k agents. Only frozen objects: nothing can
-   * change one under the slot it maps to. (A WeakMap: few keys, as many as
-   * distinct schemas the decoder keeps; not one per agent.)
+   * same schema bytes one deep-frozen object (transport/simple-decoding.ts,
+   * which notes its JSON facts on it), so such a schema's slot is
+   * remembered by identity: the JSON text key (JSON.stringify of the
+   * schema, and its lookup) was ~1.5 µs per tool of every registration at
+   * 10k agents. Only the decoder's: nothing can change one under the slot
+   * it maps to (a merely frozen object may hold mutable ones). A WeakMap:
+   * as many keys as distinct schemas the decoder keeps, not one per agent.
    */
   private schema(value: JsonObject): Slot {
     const known = this.schemaSlots.get(value);
     if (known !== undefined) return known;
     const slot = this.object(this.objects, shortKey(`s${JSON.stringify(value)}`), () => deepFreeze(value));
-    if (Object.isFrozen(value)) this.schemaSlots.set(value, slot);
+    if (jsonFacts(value) !== undefined) this.schemaSlots.set(value, slot);
     return slot;
   }
 
